@@ -1,0 +1,65 @@
+"""Shared fixtures: a tiny random BERT and a tiny WordPiece tokenizer, built in seconds on CPU."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+WORDS = (
+    "the a an is was and or not good bad movie film great awful plot actor man woman dog cat "
+    "runs ran sat on mat it this that very really quite boring fun funny sad happy he she they "
+    "said says company shares rose fell percent market year today yes no"
+).split()
+
+
+def _write_vocab(path: str) -> None:
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    letters = list("abcdefghijklmnopqrstuvwxyz0123456789.,'!?-")
+    pieces = ["##" + c for c in "abcdefghijklmnopqrstuvwxyz"] + ["##s", "##ing", "##ed"]
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(specials + letters + WORDS + pieces) + "\n")
+
+
+def tiny_config(num_labels: int = 2, layers: int = 4) -> BertConfig:
+    return BertConfig(
+        vocab_size=len(WORDS) + 5 + 42 + 29,
+        hidden_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        num_labels=num_labels,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+
+
+def make_tiny_model_dir(path: str, num_labels: int = 2, layers: int = 4, seed: int = 0) -> str:
+    """Save a random tiny BertForSequenceClassification plus tokenizer into `path`."""
+    os.makedirs(path, exist_ok=True)
+    vocab = os.path.join(path, "vocab.txt")
+    _write_vocab(vocab)
+    tok = BertTokenizerFast(vocab_file=vocab, do_lower_case=True)
+    torch.manual_seed(seed)
+    model = BertForSequenceClassification(tiny_config(num_labels, layers))
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def tiny_model():
+    torch.manual_seed(0)
+    return BertForSequenceClassification(tiny_config()).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> str:
+    return make_tiny_model_dir(str(tmp_path_factory.mktemp("tiny_bert")))
+
+
+@pytest.fixture(scope="session")
+def tiny_regression_model_dir(tmp_path_factory) -> str:
+    return make_tiny_model_dir(str(tmp_path_factory.mktemp("tiny_bert_reg")), num_labels=1)
