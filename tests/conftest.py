@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
 
 import pytest
 import torch
@@ -14,17 +17,16 @@ WORDS = (
 ).split()
 
 
-def _write_vocab(path: str) -> None:
+def _vocab() -> list[str]:
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     letters = list("abcdefghijklmnopqrstuvwxyz0123456789.,'!?-")
     pieces = ["##" + c for c in "abcdefghijklmnopqrstuvwxyz"] + ["##s", "##ing", "##ed"]
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("\n".join(specials + letters + WORDS + pieces) + "\n")
+    return specials + letters + WORDS + pieces
 
 
 def tiny_config(num_labels: int = 2, layers: int = 4) -> BertConfig:
     return BertConfig(
-        vocab_size=len(WORDS) + 5 + 42 + 29,
+        vocab_size=len(_vocab()),
         hidden_size=32,
         num_hidden_layers=layers,
         num_attention_heads=4,
@@ -39,9 +41,8 @@ def tiny_config(num_labels: int = 2, layers: int = 4) -> BertConfig:
 def make_tiny_model_dir(path: str, num_labels: int = 2, layers: int = 4, seed: int = 0) -> str:
     """Save a random tiny BertForSequenceClassification plus tokenizer into `path`."""
     os.makedirs(path, exist_ok=True)
-    vocab = os.path.join(path, "vocab.txt")
-    _write_vocab(vocab)
-    tok = BertTokenizerFast(vocab_file=vocab, do_lower_case=True)
+    # transformers 5: the tokenizer takes the vocabulary itself (`vocab=`), not a vocab file path
+    tok = BertTokenizerFast(vocab={w: i for i, w in enumerate(_vocab())}, do_lower_case=True)
     torch.manual_seed(seed)
     model = BertForSequenceClassification(tiny_config(num_labels, layers))
     model.save_pretrained(path)
@@ -63,3 +64,16 @@ def tiny_model_dir(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def tiny_regression_model_dir(tmp_path_factory) -> str:
     return make_tiny_model_dir(str(tmp_path_factory.mktemp("tiny_bert_reg")), num_labels=1)
+
+
+@pytest.fixture(scope="session")
+def glue_dir(tmp_path_factory) -> str:
+    from glue_fixtures import write_glue
+
+    return write_glue(str(tmp_path_factory.mktemp("glue")))
+
+
+REAL_GLUE = os.environ.get("XTC_GLUE_DIR")
+requires_real_glue = pytest.mark.skipif(
+    not (REAL_GLUE and os.path.isdir(os.path.join(REAL_GLUE, "MRPC"))),
+    reason="set XTC_GLUE_DIR to a real GLUE folder (CI points it at ../shared/glue)")

@@ -1,0 +1,28 @@
+import json
+import math
+
+import pytest
+
+from xtc.metrics import task_metrics
+from xtc.tasks import get_task
+
+
+def test_classification_metrics_hand_computed():
+    # preds 1,1,0,0,1 vs labels 1,0,0,1,1: TP=2 FP=1 FN=1 TN=1
+    m = task_metrics(get_task("mrpc"), {"dev": ([1, 1, 0, 0, 1], [1, 0, 0, 1, 1])})
+    assert m["accuracy"] == pytest.approx(3 / 5)
+    assert m["f1"] == pytest.approx(2 * 2 / (2 * 2 + 1 + 1))
+    cola = task_metrics(get_task("cola"), {"dev": ([1, 1, 0, 0, 1], [1, 0, 0, 1, 1])})
+    mcc = (2 * 1 - 1 * 1) / math.sqrt(3 * 3 * 2 * 2)  # (TP*TN-FP*FN)/sqrt((TP+FP)(TP+FN)(TN+FP)(TN+FN))
+    assert cola["mcc"] == pytest.approx(mcc)
+
+
+def test_regression_and_mnli_and_json_floats():
+    m = task_metrics(get_task("stsb"), {"dev": ([1.0, 2.0, 3.0, 4.0], [1.0, 2.0, 3.0, 5.0])})
+    assert m["spearman"] == pytest.approx(1.0) and 0.95 < m["pearson"] < 1.0
+    assert task_metrics(get_task("stsb"), {"dev": ([2.0, 2.0], [1.0, 3.0])})["pearson"] == 0.0
+    mnli = task_metrics(get_task("mnli"), {"dev_matched": ([0, 1, 2], [0, 1, 1]),
+                                           "dev_mismatched": ([0, 0], [0, 0])})
+    assert mnli == {"accuracy": pytest.approx(2 / 3), "accuracy_mm": 1.0}
+    assert all(type(v) is float for v in m.values())
+    json.dumps(m, allow_nan=False)

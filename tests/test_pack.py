@@ -1,0 +1,309 @@
+"""xtc.pack: bit packing round trips and the .xtc artifact (bit-exact reload, corruption, sizes)."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import zipfile
+
+import pytest
+import torch
+from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+from xtc.pack import (PackedFormatError, export_packed, load_packed, pack_binary, pack_codes, pack_ternary,
+                      pack_uint, size_report, unpack_binary, unpack_codes, unpack_ternary, unpack_uint)
+from xtc.quant import (QuantSpec, apply_quantization, model_size, quantize_weight, quantize_weight_codes,
+                       quantized_modules)
+
+LENGTHS = [1, 7, 13, 1001]
+
+
+def rand_codes(n, lo, hi, seed=0, exclude_zero=False):
+    g = torch.Generator().manual_seed(seed)
+    c = torch.randint(lo, hi + 1, (n,), generator=g, dtype=torch.int64)
+    if exclude_zero:
+        c = torch.where(c == 0, torch.ones_like(c), c)
+    return c.to(torch.int8)
+
+
+# ---------------------------------------------------------------- packing
+
+
+@pytest.mark.parametrize("n", LENGTHS)
+def test_binary_roundtrip_and_length(n):
+    c = rand_codes(n, -1, 1, seed=n, exclude_zero=True)
+    data = pack_binary(c)
+    assert data.dtype == torch.uint8 and data.numel() == math.ceil(n / 8)
+    assert torch.equal(unpack_binary(data, n), c)
+
+
+def test_binary_bit_order_is_documented_lsb_first():
+    assert pack_binary(torch.tensor([1, -1, -1, -1, -1, -1, -1, -1, 1], dtype=torch.int8)).tolist() == [1, 1]
+    with pytest.raises(ValueError):
+        pack_binary(torch.tensor([1, 0], dtype=torch.int8))
+
+
+@pytest.mark.parametrize("n", LENGTHS)
+def test_ternary_roundtrip_and_length(n):
+    c = rand_codes(n, -1, 1, seed=n)
+    data = pack_ternary(c)
+    assert data.dtype == torch.uint8 and data.numel() == math.ceil(n / 5)
+    assert int(data.max()) <= 242
+    assert torch.equal(unpack_ternary(data, n), c)
+
+
+def test_ternary_digit_order():
+    # trits t = code + 1 = [2, 0, 1, 1, 1] -> 2 + 0*3 + 1*9 + 1*27 + 1*81 = 119
+    assert pack_ternary(torch.tensor([1, -1, 0, 0, 0], dtype=torch.int8)).tolist() == [119]
+    with pytest.raises(ValueError, match="242"):
+        unpack_ternary(torch.tensor([243], dtype=torch.uint8), 5)
+
+
+@pytest.mark.parametrize("bits", range(1, 9))
+@pytest.mark.parametrize("n", LENGTHS)
+def test_uint_roundtrip_every_bitwidth(bits, n):
+    lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    c = rand_codes(n, lo, hi, seed=bits * 1000 + n)
+    c[0] = lo if n > 1 else hi  # both extremes present
+    c[-1] = hi
+    data = pack_uint(c, bits)
+    assert data.dtype == torch.uint8 and data.numel() == math.ceil(n * bits / 8)
+    assert torch.equal(unpack_uint(data, n, bits), c)
+
+
+def test_uint_bitstream_layout_and_range_check():
+    # 3-bit codes [-4, 3, 0] -> u = [0, 7, 4] -> stream bits 000 111 001 (LSB first) -> 0b00111000, 0b1
+    assert pack_uint(torch.tensor([-4, 3, 0], dtype=torch.int8), 3).tolist() == [0b00111000, 0b1]
+    with pytest.raises(ValueError):
+        pack_uint(torch.tensor([4], dtype=torch.int8), 3)
+    with pytest.raises(ValueError, match="packed bytes"):
+        unpack_uint(torch.zeros(3, dtype=torch.uint8), 13, 2)  # needs 4 bytes
+
+
+@pytest.mark.parametrize("bits,method", [(1, "xtc"), (2, "xtc"), (2, "uniform"), (5, "xtc")])
+def test_pack_codes_dispatch_multidim(bits, method):
+    w = torch.randn(6, 7)
+    codes, _ = quantize_weight_codes(w, bits, 2, method)
+    data = pack_codes(codes, bits, method)
+    assert torch.equal(unpack_codes(data, codes.numel(), bits, method).reshape(6, 7), codes)
+
+
+# ---------------------------------------------------------------- artifact
+
+
+def load_tiny(model_dir):
+    model = BertForSequenceClassification.from_pretrained(model_dir).eval()
+    tok = BertTokenizerFast.from_pretrained(model_dir)
+    return model, tok
+
+
+def batch(vocab):
+    g = torch.Generator().manual_seed(3)
+    ids = torch.randint(0, vocab, (4, 12), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, 7:] = 0
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
+
+
+def logits(model, inputs):
+    with torch.no_grad():
+        return model(**inputs).logits
+
+
+@pytest.fixture(scope="module")
+def packed_1bit(tiny_model_dir, tmp_path_factory):
+    model, tok = load_tiny(tiny_model_dir)
+    apply_quantization(model, QuantSpec(wbits=1, abits=8))
+    path = str(tmp_path_factory.mktemp("packed") / "m1.xtc")
+    report = export_packed(model, tok, path)
+    return model, tok, path, report
+
+
+@pytest.mark.parametrize("spec", [QuantSpec(wbits=1, abits=8), QuantSpec(wbits=2, abits=8),
+                                  QuantSpec(wbits=4, abits=8, groups=4),
+                                  QuantSpec(wbits=1, abits=8, embedding_bits=32, groups=2)],
+                         ids=["w1a8", "w2a8", "w4a8g4", "w1a8-emb32-g2"])
+def test_export_reload_gives_identical_logits(spec, tiny_model_dir, tmp_path):
+    model, tok = load_tiny(tiny_model_dir)
+    apply_quantization(model, spec)
+    # training moves the latent weights off their init; the export must follow the latent weights
+    with torch.no_grad():
+        for _, m in quantized_modules(model):
+            m.weight.add_(0.01 * torch.randn_like(m.weight))
+    inputs = batch(model.config.vocab_size)
+    ref = logits(model, inputs)
+    path = tmp_path / "m.xtc"
+    export_packed(model, tok, str(path))
+    back, tok2 = load_packed(str(path))
+    assert type(back) is BertForSequenceClassification and not back.training
+    assert torch.equal(logits(back, inputs), ref)
+    assert back.config.xtc_quant == spec.to_dict()
+    for (name, m), (name2, m2) in zip(quantized_modules(model), quantized_modules(back)):
+        assert name == name2 and m2.frozen and not m.frozen
+        assert torch.equal(m2.weight, quantize_weight(m.weight, m.wbits, m.groups, m.method))
+        assert (m2.wbits, m2.abits, m2.groups) == (m.wbits, m.abits, m.groups)
+    # tokenizer travels too
+    text = ["the movie was really fun", "a dog sat on the mat"]
+    assert tok2(text)["input_ids"] == tok(text)["input_ids"]
+
+
+def test_artifact_is_small_and_report_is_consistent(packed_1bit):
+    model, _, path, rep = packed_1bit
+    ms = model_size(model)
+    assert rep["file_bytes"] == os.path.getsize(path)
+    assert rep["theoretical_bytes"] == ms["quantized_bytes"]
+    assert rep["params_by_role"] == ms["params_by_role"]
+    assert rep["fp32_bytes"] == ms["fp32_bytes"]
+    assert rep["tokenizer_bytes"] > 0
+    assert rep["weights_bytes"] < ms["fp32_bytes"] / 3  # tiny model: fp32 pooler/positions dominate
+    assert rep["compression_ratio"] == pytest.approx(ms["fp32_bytes"] / rep["weights_bytes"])
+    with zipfile.ZipFile(path) as zf:
+        infos = {i.filename: i for i in zf.infolist()}
+        manifest = json.loads(zf.read("manifest.json"))
+    assert infos["weights.safetensors"].compress_type == zipfile.ZIP_STORED
+    assert infos["config.json"].compress_type == zipfile.ZIP_DEFLATED
+    assert infos["weights.safetensors"].file_size == rep["weights_bytes"]
+    assert manifest["format"] == "xtc-packed" and manifest["version"] == 1
+    assert set(manifest["members"]) == set(infos) - {"manifest.json"}
+    assert any(n.startswith("tokenizer/") for n in infos)
+    q = [e for e in manifest["tensors"] if e["name"] == "bert.encoder.layer.0.attention.self.query.weight"][0]
+    assert (q["bits"], q["packing"], q["groups"], q["scale_dtype"]) == (1, "binary-8", 1, "float32")
+    emb = [e for e in manifest["tensors"] if e["name"] == "bert.embeddings.word_embeddings.weight"][0]
+    assert emb["groups"] == model.config.vocab_size
+    assert size_report(path, teacher_fp32_bytes=10 * ms["fp32_bytes"])["ratio_to_teacher"] == pytest.approx(
+        10 * ms["fp32_bytes"] / rep["weights_bytes"])
+
+
+@pytest.mark.parametrize("wbits", [1, 2, 8])
+def test_weights_member_close_to_theoretical_minimum(wbits, tmp_path):
+    # wide enough that the quantized matrices, not the safetensors header or fp32 tensors, dominate
+    cfg = BertConfig(vocab_size=512, hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=512, max_position_embeddings=16, type_vocab_size=1)
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(cfg).eval()
+    apply_quantization(model, QuantSpec(wbits=wbits))
+    rep = export_packed(model, None, str(tmp_path / "w.xtc"))
+    theo = model_size(model)["quantized_bytes"]
+    assert rep["theoretical_bytes"] == theo
+    assert theo <= rep["weights_bytes"] <= 1.05 * theo
+    assert rep["tokenizer_bytes"] == 0
+    assert rep["compression_ratio"] > {1: 6, 2: 5, 8: 2.5}[wbits]
+    back, tok = load_packed(str(tmp_path / "w.xtc"))
+    assert tok is None
+    ids = torch.randint(0, 512, (2, 9))
+    with torch.no_grad():
+        assert torch.equal(back(input_ids=ids).logits, model(input_ids=ids).logits)
+
+
+def test_size_report_of_a_model_matches_file(packed_1bit):
+    model, _, _, rep = packed_1bit
+    r = size_report(model)
+    assert r["weights_bytes"] == rep["weights_bytes"] and r["theoretical_bytes"] == rep["theoretical_bytes"]
+
+
+def test_export_is_deterministic(packed_1bit, tmp_path):
+    model, tok, path, _ = packed_1bit
+    other = tmp_path / "again.xtc"
+    export_packed(model, tok, str(other))
+    assert other.read_bytes() == open(path, "rb").read()
+
+
+def test_refuses_to_overwrite_and_leaves_no_temp_files(packed_1bit, tmp_path):
+    model, tok, _, _ = packed_1bit
+    path = tmp_path / "m.xtc"
+    path.write_bytes(b"precious")
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        export_packed(model, tok, str(path))
+    assert path.read_bytes() == b"precious"
+    export_packed(model, tok, str(path), overwrite=True)
+    assert load_packed(str(path))[0] is not None
+    assert sorted(os.listdir(tmp_path)) == ["m.xtc"]
+
+
+def test_frozen_model_cannot_be_reexported(packed_1bit, tmp_path):
+    back, tok = load_packed(packed_1bit[2])
+    with pytest.raises(ValueError, match="frozen"):
+        export_packed(back, tok, str(tmp_path / "x.xtc"))
+
+
+def _member_data_offset(path, name):
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(name)
+    with open(path, "rb") as f:
+        f.seek(info.header_offset + 26)
+        n, m = int.from_bytes(f.read(2), "little"), int.from_bytes(f.read(2), "little")
+    return info.header_offset + 30 + n + m, info.compress_size
+
+
+def _flip(src, dst, pos):
+    data = bytearray(open(src, "rb").read())
+    data[pos] ^= 0x5A
+    open(dst, "wb").write(bytes(data))
+
+
+def test_corrupted_weight_byte_raises(packed_1bit, tmp_path):
+    path = packed_1bit[2]
+    start, size = _member_data_offset(path, "weights.safetensors")
+    bad = tmp_path / "bad.xtc"
+    _flip(path, bad, start + size // 2)
+    with pytest.raises(PackedFormatError, match="bad.xtc.*weights.safetensors"):
+        load_packed(str(bad))
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.99, 0.0])
+def test_truncated_file_raises(packed_1bit, tmp_path, keep):
+    data = open(packed_1bit[2], "rb").read()
+    bad = tmp_path / "trunc.xtc"
+    bad.write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(PackedFormatError, match="trunc.xtc"):
+        load_packed(str(bad))
+
+
+def test_any_flipped_byte_is_caught_or_harmless(packed_1bit, tmp_path):
+    # zip metadata (timestamps, attributes) is not covered by checksums; everything that matters is
+    model, _, path, _ = packed_1bit
+    inputs = batch(model.config.vocab_size)
+    ref = logits(model, inputs)
+    size = os.path.getsize(path)
+    bad = tmp_path / "flip.xtc"
+    caught = 0
+    for pos in list(range(0, 64, 3)) + list(range(64, size - 200, max(1, size // 40))) + list(range(size - 200, size, 9)):
+        _flip(path, bad, pos)
+        try:
+            back, _ = load_packed(str(bad))
+        except PackedFormatError:
+            caught += 1
+            continue
+        assert torch.equal(logits(back, inputs), ref), f"flipped byte {pos} changed the model silently"
+    assert caught > 30
+
+
+def test_manifest_mismatch_raises(packed_1bit, tmp_path):
+    path = packed_1bit[2]
+    with zipfile.ZipFile(path) as zf:
+        members = {i.filename: zf.read(i) for i in zf.infolist()}
+    manifest = json.loads(members["manifest.json"])
+    cases = {
+        "version": lambda m: m.update(version=99),
+        "sha256": lambda m: m["members"]["config.json"].update(sha256="0" * 64),
+        "bytes": lambda m: m["members"]["weights.safetensors"].update(bytes=5),
+        "packed data": lambda m: next(e for e in m["tensors"] if e["bits"] == 1)["shape"].__setitem__(0, 64),
+        "shape": lambda m: next(e for e in m["tensors"] if e["bits"] == 32)["shape"].append(1),
+    }
+    for what, edit in cases.items():
+        m = json.loads(json.dumps(manifest))
+        edit(m)
+        bad = tmp_path / f"{what}.xtc"
+        with zipfile.ZipFile(bad, "w") as zf:
+            for name, data in members.items():
+                zf.writestr(name, json.dumps(m) if name == "manifest.json" else data)
+        with pytest.raises(PackedFormatError, match=what):
+            load_packed(str(bad))
+    extra = tmp_path / "extra.xtc"
+    with zipfile.ZipFile(extra, "w") as zf:
+        for name, data in {**members, "evil.py": b"print(1)"}.items():
+            zf.writestr(name, data)
+    with pytest.raises(PackedFormatError, match="evil.py"):
+        load_packed(str(extra))
+    with pytest.raises(FileNotFoundError):
+        load_packed(str(tmp_path / "missing.xtc"))

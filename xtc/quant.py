@@ -1,0 +1,409 @@
+"""XTC weight/activation quantization for Hugging Face BERT, as drop-in module wrappers.
+
+Weights (per scale group, groups = contiguous blocks of rows):
+  1-bit  binary   W_q = a * s,  s = +1 if W >= 0 else -1,  a = mean|W|
+  2-bit  ternary  W_q = a * (1[W > d] - 1[W < -d]),  d = 0.7 * mean|W|,  a = mean of |W| over |W| > d
+  k-bit  uniform  s = 2 max|W| / 2^k,  W_q = s * clamp(round(W / s), -2^(k-1), 2^(k-1) - 1)
+Activations: k-bit symmetric uniform with a dynamic scale, one per token (row of the last dim).
+Both use a straight-through estimator: the gradient reaches the latent fp32 weight unchanged.
+
+The wrappers subclass nn.Linear / nn.Embedding and reuse the original Parameters, so a model's
+state_dict keys stay exactly Hugging Face's and save_pretrained/from_pretrained keep working.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+ROLES = ("query", "key", "value", "attn_out", "ffn_in", "ffn_out", "word_embeddings")
+WEIGHT_BITS = (1, 2, 3, 4, 5, 6, 7, 8, 32)
+ACT_BITS = (2, 3, 4, 5, 6, 7, 8, 32)
+METHODS = ("xtc", "uniform")
+
+# -----------------------------------------------------------------------------
+# weight quantization: one code path (codes + scales) feeds both the fake-quant
+# forward and the packed export, so dequantize(codes) == quantize_weight bit-exactly.
+
+
+def scheme_of(bits: int, method: str = "xtc") -> str:
+    """Which quantizer a (bits, method) pair means: 'binary', 'ternary', 'uniform' or 'none'."""
+    if method not in METHODS:
+        raise ValueError(f"unknown quantization method {method!r}; use one of {METHODS}")
+    if bits == 32:
+        return "none"
+    if method == "xtc" and bits == 1:
+        return "binary"
+    if method == "xtc" and bits == 2:
+        return "ternary"
+    if 2 <= bits <= 8:
+        return "uniform"
+    ok = "1..8 or 32" if method == "xtc" else "2..8 or 32 (1-bit needs method='xtc')"
+    raise ValueError(f"unsupported weight bit-width {bits} for method {method!r}; use {ok}")
+
+
+def _check_groups(w: torch.Tensor, groups: int) -> None:
+    if groups < 1:
+        raise ValueError(f"groups must be >= 1, got {groups}")
+    rows = w.shape[0] if w.dim() > 0 else 1
+    if rows % groups != 0:
+        raise ValueError(
+            f"groups={groups} does not divide the {rows} rows of a weight of shape {tuple(w.shape)}; "
+            f"pick a number of groups that divides the output dimension")
+
+
+def _codes_and_scales(w: torch.Tensor, bits: int, groups: int, method: str):
+    """(int8 codes shaped like w, float32 scales [groups]). The one place that does the maths."""
+    scheme = scheme_of(bits, method)
+    if scheme == "none":
+        raise ValueError("32-bit weights have no codes")
+    _check_groups(w, groups)
+    wf = w.detach().to(torch.float32).reshape(groups, -1)
+    if scheme == "binary":
+        scale = wf.abs().mean(dim=1)
+        # not torch.sign: a zero weight must become +a so every value is exactly +-a
+        codes = torch.where(wf >= 0, 1, -1).to(torch.int8)
+    elif scheme == "ternary":
+        absw = wf.abs()
+        d = 0.7 * absw.mean(dim=1, keepdim=True)
+        pos, neg = wf > d, wf < -d
+        keep = pos | neg
+        # clamp(min=1): a group with nothing above d has sum 0, hence a = 0
+        scale = (absw * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1)
+        codes = pos.to(torch.int8) - neg.to(torch.int8)
+    else:
+        scale = 2 * wf.abs().amax(dim=1) / 2**bits
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # all-zero group: q = 0 anyway
+        q = torch.round(wf / scale[:, None]).clamp(-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+        codes = q.to(torch.int8)
+    return codes.reshape(w.shape), scale.contiguous()
+
+
+def dequantize_codes(codes: torch.Tensor, scales: torch.Tensor, bits: int, groups: int,
+                     method: str = "xtc", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """codes * per-group scale, shaped like codes. bits/method are checked, not needed for the maths."""
+    scheme_of(bits, method)
+    scales = scales.to(torch.float32).reshape(-1)
+    if scales.numel() != groups:
+        raise ValueError(f"expected {groups} scales, got {scales.numel()}")
+    out = codes.to(torch.float32).reshape(groups, -1) * scales[:, None]
+    return out.reshape(codes.shape).to(dtype)
+
+
+def quantize_weight_codes(w: torch.Tensor, bits: int, groups: int = 1, method: str = "xtc"):
+    """-> (int8 codes, same shape as w; float32 scales [groups]). Binary {-1,1}, ternary {-1,0,1}, uniform q."""
+    return _codes_and_scales(w, bits, groups, method)
+
+
+class _WeightSTE(torch.autograd.Function):
+    # an autograd.Function rather than w + (wq - w).detach(): that trick is not bit-exact in fp32
+    @staticmethod
+    def forward(ctx, w, bits, groups, method):
+        codes, scales = _codes_and_scales(w, bits, groups, method)
+        return dequantize_codes(codes, scales, bits, groups, method, dtype=w.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None, None, None
+
+
+def quantize_weight(w: torch.Tensor, bits: int, groups: int = 1, method: str = "xtc") -> torch.Tensor:
+    """Fake-quantized copy of w (same shape/dtype); straight-through gradient. bits=32 returns w."""
+    if scheme_of(bits, method) == "none":
+        return w
+    return _WeightSTE.apply(w, bits, groups, method)
+
+
+# -----------------------------------------------------------------------------
+# activation quantization
+
+
+def activation_scale(x: torch.Tensor, bits: int = 8, per_token: bool = True) -> torch.Tensor:
+    """2 max|x| / 2^b: shape [..., 1] per token (reduced over the last dim), [] per tensor."""
+    xf = x.detach().to(torch.float32)
+    m = xf.abs().amax(dim=-1, keepdim=True) if per_token else xf.abs().amax()
+    s = 2 * m / 2**bits
+    return torch.where(s > 0, s, torch.ones_like(s))
+
+
+class _ActSTE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, bits, per_token):
+        s = activation_scale(x, bits, per_token)
+        q = torch.round(x.to(torch.float32) / s).clamp(-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+        return (q * s).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None, None
+
+
+def quantize_activation(x: torch.Tensor, bits: int = 8, per_token: bool = True) -> torch.Tensor:
+    """Symmetric dynamic fake quantization of x; straight-through gradient. bits=32 returns x."""
+    if bits == 32:
+        return x
+    if bits not in ACT_BITS:
+        raise ValueError(f"unsupported activation bit-width {bits}; use 2..8 or 32")
+    return _ActSTE.apply(x, bits, per_token)
+
+
+# -----------------------------------------------------------------------------
+# roles of Hugging Face BERT modules
+
+_ROLE_PATTERNS = (
+    (re.compile(r"(^|\.)attention\.self\.query$"), "query"),
+    (re.compile(r"(^|\.)attention\.self\.key$"), "key"),
+    (re.compile(r"(^|\.)attention\.self\.value$"), "value"),
+    (re.compile(r"(^|\.)attention\.output\.dense$"), "attn_out"),
+    (re.compile(r"(^|\.)intermediate\.dense$"), "ffn_in"),
+    (re.compile(r"(^|\.)layer\.\d+\.output\.dense$"), "ffn_out"),
+    (re.compile(r"(^|\.)embeddings\.word_embeddings$"), "word_embeddings"),
+)
+
+
+def role_of(module_name: str) -> str | None:
+    """XTC role of a BERT module name, or None for modules that stay full precision."""
+    for pat, role in _ROLE_PATTERNS:
+        if pat.search(module_name):
+            return role
+    return None
+
+
+# -----------------------------------------------------------------------------
+# spec
+
+
+@dataclass
+class QuantSpec:
+    wbits: int = 32
+    abits: int = 32
+    groups: int = 1  # scale groups of rows for the Linear weights (embeddings: always one per row)
+    method: str = "xtc"
+    roles: tuple[str, ...] = ROLES
+    embedding_bits: int | None = None  # None: same as wbits
+    act_per_token: bool = True
+
+    def __post_init__(self):
+        self.roles = tuple(self.roles)
+
+    @property
+    def emb_bits(self) -> int:
+        return self.wbits if self.embedding_bits is None else self.embedding_bits
+
+    @property
+    def is_quantized(self) -> bool:
+        return min(self.wbits, self.abits, self.emb_bits) < 32
+
+    def validate(self) -> "QuantSpec":
+        if self.method not in METHODS:
+            raise ValueError(f"QuantSpec.method={self.method!r} is unknown; use one of {METHODS}")
+        for name, b in (("wbits", self.wbits), ("embedding_bits", self.emb_bits)):
+            if b not in WEIGHT_BITS:
+                raise ValueError(f"QuantSpec.{name}={b} is not supported; use one of {WEIGHT_BITS}")
+            if b == 1 and self.method == "uniform":
+                raise ValueError(f"QuantSpec.{name}=1 needs method='xtc' (binary); "
+                                 f"uniform quantization starts at 2 bits")
+        if self.abits not in ACT_BITS:
+            raise ValueError(f"QuantSpec.abits={self.abits} is not supported; use 2..8, or 32 for "
+                             f"full-precision activations")
+        bad = [r for r in self.roles if r not in ROLES]
+        if bad:
+            raise ValueError(f"QuantSpec.roles has unknown role(s) {bad}; valid roles are {ROLES}")
+        if not isinstance(self.groups, int) or self.groups < 1:
+            raise ValueError(f"QuantSpec.groups={self.groups} must be an integer >= 1 (1 = per-tensor)")
+        return self
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["roles"] = list(self.roles)  # JSON-friendly (it travels in config.json)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "QuantSpec":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown QuantSpec field(s) {sorted(unknown)}; known fields are {sorted(known)}")
+        return cls(**d)
+
+
+# -----------------------------------------------------------------------------
+# module wrappers
+
+
+class QuantLinear(nn.Linear):
+    """nn.Linear with fake-quantized weight and input. Parameter names unchanged (weight, bias)."""
+
+    def __init__(self, in_features, out_features, bias=True, wbits=32, abits=32, groups=1,
+                 method="xtc", act_per_token=True, device=None, dtype=None):
+        super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
+        self._set_quant(wbits, abits, groups, method, act_per_token)
+
+    def _set_quant(self, wbits, abits, groups, method, act_per_token):
+        self.wbits, self.abits, self.groups = wbits, abits, groups
+        self.method, self.act_per_token = method, act_per_token
+        self.frozen = False  # True: weight already holds quantized values (loaded from a packed file)
+
+    @classmethod
+    def from_module(cls, m: nn.Linear, wbits=32, abits=32, groups=1, method="xtc", act_per_token=True):
+        """Wrap m, sharing its Parameter objects (no copy): optimizers and ties keep working."""
+        q = cls.__new__(cls)
+        nn.Module.__init__(q)
+        q.in_features, q.out_features = m.in_features, m.out_features
+        q.weight = m.weight
+        q.register_parameter("bias", m.bias)
+        q._set_quant(wbits, abits, groups, method, act_per_token)
+        q.train(m.training)
+        return q
+
+    def forward(self, x):
+        if self.abits < 32:
+            x = quantize_activation(x, self.abits, self.act_per_token)
+        w = self.weight if self.frozen else quantize_weight(self.weight, self.wbits, self.groups, self.method)
+        return F.linear(x, w, self.bias)
+
+    def extra_repr(self):
+        return (f"{super().extra_repr()}, wbits={self.wbits}, abits={self.abits}, groups={self.groups}, "
+                f"method={self.method}, frozen={self.frozen}")
+
+
+class QuantEmbedding(nn.Embedding):
+    """nn.Embedding with a fake-quantized table, one scale per row. Inputs are ids: not quantized."""
+
+    def __init__(self, num_embeddings, embedding_dim, padding_idx=None, wbits=32, method="xtc",
+                 device=None, dtype=None):
+        super().__init__(num_embeddings, embedding_dim, padding_idx=padding_idx, device=device, dtype=dtype)
+        self._set_quant(wbits, method)
+
+    def _set_quant(self, wbits, method):
+        self.wbits, self.abits, self.groups = wbits, 32, self.num_embeddings
+        self.method, self.act_per_token = method, True
+        self.frozen = False
+
+    @classmethod
+    def from_module(cls, m: nn.Embedding, wbits=32, method="xtc"):
+        """Wrap m, sharing its weight Parameter (no copy)."""
+        q = cls.__new__(cls)
+        nn.Module.__init__(q)
+        for k in ("num_embeddings", "embedding_dim", "padding_idx", "max_norm", "norm_type",
+                  "scale_grad_by_freq", "sparse"):
+            setattr(q, k, getattr(m, k))
+        q.weight = m.weight
+        q._set_quant(wbits, method)
+        q.train(m.training)
+        return q
+
+    def forward(self, ids):
+        w = self.weight if self.frozen else quantize_weight(self.weight, self.wbits, self.groups, self.method)
+        return F.embedding(ids, w, self.padding_idx, self.max_norm, self.norm_type,
+                           self.scale_grad_by_freq, self.sparse)
+
+    def extra_repr(self):
+        return f"{super().extra_repr()}, wbits={self.wbits}, method={self.method}, frozen={self.frozen}"
+
+
+QUANT_MODULES = (QuantLinear, QuantEmbedding)
+
+
+def quantized_modules(model: nn.Module):
+    """Yield (name, module) for every QuantLinear / QuantEmbedding in model."""
+    for name, m in model.named_modules():
+        if isinstance(m, QUANT_MODULES):
+            yield name, m
+
+
+def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, new)
+
+
+def apply_quantization(model: nn.Module, spec: QuantSpec | None = None) -> dict[str, list[str]]:
+    """Swap the spec's roles for quant wrappers, in place. Returns role -> module names.
+
+    spec=None reads model.config.xtc_quant (a model reloaded with from_pretrained). The spec is
+    stored in model.config.xtc_quant so it travels with save_pretrained.
+    """
+    if spec is None:
+        d = getattr(getattr(model, "config", None), "xtc_quant", None)
+        if d is None:
+            raise ValueError("no QuantSpec given and model.config has no xtc_quant")
+        spec = QuantSpec.from_dict(d)
+    spec.validate()
+    done = [n for n, _ in quantized_modules(model)]
+    if done:
+        raise ValueError(f"model is already quantized ({len(done)} wrappers, e.g. {done[0]!r}); "
+                         f"apply_quantization to a fresh model instead")
+    # collect and check everything first so a bad spec leaves the model untouched
+    todo = []
+    for name, m in model.named_modules():
+        role = role_of(name)
+        if role is None or role not in spec.roles:
+            continue
+        if role == "word_embeddings":
+            if not isinstance(m, nn.Embedding):
+                raise ValueError(f"{name} has role {role} but is a {type(m).__name__}, not nn.Embedding")
+            if spec.emb_bits < 32:
+                todo.append((name, role, m))
+        else:
+            if not isinstance(m, nn.Linear):
+                raise ValueError(f"{name} has role {role} but is a {type(m).__name__}, not nn.Linear")
+            if spec.wbits < 32 and m.out_features % spec.groups != 0:
+                raise ValueError(f"QuantSpec.groups={spec.groups} does not divide the {m.out_features} "
+                                 f"output rows of {name}; pick a divisor of {m.out_features}")
+            if spec.wbits < 32 or spec.abits < 32:
+                todo.append((name, role, m))
+    out: dict[str, list[str]] = {r: [] for r in spec.roles}
+    for name, role, m in todo:
+        if role == "word_embeddings":
+            new = QuantEmbedding.from_module(m, wbits=spec.emb_bits, method=spec.method)
+        else:
+            new = QuantLinear.from_module(m, spec.wbits, spec.abits, spec.groups, spec.method, spec.act_per_token)
+        _set_submodule(model, name, new)
+        out[role].append(name)
+    if hasattr(model, "config"):
+        model.config.xtc_quant = spec.to_dict()
+    return out
+
+
+# -----------------------------------------------------------------------------
+# size accounting
+
+
+def min_weight_bytes(numel: int, bits: int, method: str = "xtc") -> int:
+    """Fewest bytes that hold numel codes: ternary at log2(3) bits (5 trits/byte), else ceil(n*bits/8)."""
+    if scheme_of(bits, method) == "ternary":
+        return math.ceil(numel / 5)
+    return math.ceil(numel * bits / 8)
+
+
+def model_size(model: nn.Module) -> dict:
+    """Parameter counts by role and the theoretical minimum size at the model's bit-widths."""
+    qweights = {}  # id(param) -> (role, module)
+    for name, m in quantized_modules(model):
+        if m.wbits < 32:
+            qweights[id(m.weight)] = (role_of(name) or "quantized", m)
+    by_role: dict[str, int] = {}
+    total = qbytes = qparams = 0
+    for _, p in model.named_parameters():  # deduplicated: tied params count once
+        n = p.numel()
+        total += n
+        if id(p) in qweights:
+            role, m = qweights[id(p)]
+            qparams += n
+            qbytes += min_weight_bytes(n, m.wbits, m.method) + 4 * m.groups  # + fp32 scales
+        else:
+            role = "full_precision"
+            qbytes += 4 * n
+        by_role[role] = by_role.get(role, 0) + n
+    return {
+        "params_by_role": by_role,
+        "total_params": total,
+        "quantized_params": qparams,
+        "fp32_bytes": 4 * total,
+        "quantized_bytes": qbytes,
+        "bits_per_weight": 8 * qbytes / max(total, 1),
+    }

@@ -1,0 +1,278 @@
+"""One training loop for every run (teacher fine-tuning, KD students, QAT): AdamW with the recipe's
+weight-decay exclusions, linear warm-up and decay, clipping, evaluation every N steps and at each epoch
+end, best-checkpoint selection, and exact resume from the last evaluation point."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from xtc.data import Encoded, collate, eval_batches, train_batches
+from xtc.metrics import task_metrics
+from xtc.tasks import Task
+
+STATE_DIR = ".xtc_state"  # inside the run folder while a run is unfinished
+METRICS_FILE = "metrics.json"  # written last: its presence marks a finished run
+
+
+@dataclass
+class TrainConfig:
+    epochs: float = 3.0
+    lr: float = 5e-5
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    max_seq_length: int = 128
+    weight_decay: float = 0.01
+    warmup_epochs: float = 1.0
+    max_grad_norm: float = 1.0
+    eval_every: int = 1000  # steps; evaluation also runs at every epoch end
+    seed: int = 42
+    group_by_length: bool = True
+
+
+LossFn = Callable[[torch.nn.Module, dict], tuple[torch.Tensor, dict[str, float]]]
+
+
+@dataclass
+class Stage:
+    """A phase of training with its own optimizer and schedule (two-stage KD has two)."""
+    name: str
+    epochs: float
+    lr_factor: float
+    loss_fn: LossFn
+
+
+class RunFolderError(ValueError):
+    pass
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": sys.version.split()[0]}
+    for pkg in ("xtc-bench", "torch", "transformers", "datasets", "scikit-learn", "scipy", "numpy"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def write_json_atomic(path: str, obj) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, allow_nan=False)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def prepare_run_folder(out_dir: str, run_config: dict, overwrite: bool) -> dict | None:
+    """Refuse to clobber a finished run; return the saved state of an unfinished one with the same settings."""
+    finished = os.path.join(out_dir, METRICS_FILE)
+    state_file = os.path.join(out_dir, STATE_DIR, "state.pt")
+    if os.path.exists(finished):
+        if not overwrite:
+            raise RunFolderError(f"{out_dir} already holds a finished run ({METRICS_FILE}); choose another --out "
+                                 f"or pass --overwrite to replace it")
+        shutil.rmtree(out_dir)
+    elif os.path.exists(state_file):
+        state = torch.load(state_file, map_location="cpu", weights_only=False)
+        if overwrite:
+            shutil.rmtree(out_dir)
+        elif state["run_config"] != run_config:
+            diff = {k: (state["run_config"].get(k), v) for k, v in run_config.items()
+                    if state["run_config"].get(k) != v}
+            raise RunFolderError(f"{out_dir} holds an unfinished run with other settings {diff} (saved, now); "
+                                 f"re-run with the same settings to resume, or pass --overwrite to start over")
+        else:
+            return state
+    elif os.path.isdir(out_dir) and os.listdir(out_dir):
+        raise RunFolderError(f"{out_dir} exists, is not empty and holds no xtc run; choose a new --out folder")
+    os.makedirs(os.path.join(out_dir, STATE_DIR), exist_ok=True)
+    return None
+
+
+def _optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    # Recipe: no weight decay on biases and LayerNorm weights.
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if name.endswith("bias") or "LayerNorm" in name else decay).append(p)
+    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+
+
+def _linear_schedule(opt, warmup: int, total: int):
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def to_device(batch: dict, device) -> dict:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+@torch.no_grad()
+def predict(model, data: Encoded, batch_size: int, device) -> np.ndarray:
+    """Logits for every example, in the data's order."""
+    model.eval()
+    out = [None] * len(data)
+    for idx in eval_batches(data, batch_size):
+        batch = to_device(collate(data, idx), device)
+        batch.pop("labels")
+        logits = model(**batch).logits.float().cpu().numpy()
+        for row, i in enumerate(idx):
+            out[i] = logits[row]
+    return np.stack(out) if out else np.zeros((0, 1))
+
+
+def evaluate(model, task: Task, eval_sets: dict[str, Encoded], batch_size: int, device) -> dict[str, float]:
+    per_split = {}
+    for split, data in eval_sets.items():
+        logits = predict(model, data, batch_size, device)
+        preds = logits[:, 0] if task.is_regression else logits.argmax(-1)
+        per_split[split] = (preds, data.labels)
+    return task_metrics(task, per_split)
+
+
+def _rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def train(model, stages: list[Stage], train_data: Encoded, eval_sets: dict[str, Encoded], task: Task,
+          cfg: TrainConfig, out_dir: str, run_config: dict, device, resume_state: dict | None = None,
+          quiet: bool = False) -> dict:
+    """Run every stage; return a summary (best metrics, history, throughput). The best weights are left
+    loaded in `model`. A checkpoint is written at every evaluation so an interrupted run resumes exactly."""
+    model.to(device)
+    steps_per_epoch = math.ceil(len(train_data) / cfg.batch_size)
+    stage_steps = [max(1, math.ceil(s.epochs * steps_per_epoch)) for s in stages]
+    state_file = os.path.join(out_dir, STATE_DIR, "state.pt")
+    st = {"stage": 0, "stage_step": 0, "global_step": 0, "best_metric": -math.inf, "best_step": -1,
+          "best_model": None, "history": [], "wall_seconds": 0.0, "train_seconds": 0.0, "train_tokens": 0,
+          "train_examples": 0, "last_terms": {}}
+    opt = sched = None
+    if resume_state is not None:
+        st.update({k: resume_state[k] for k in st})
+        model.load_state_dict(resume_state["model"])
+    bar = tqdm(total=sum(stage_steps), initial=st["global_step"], disable=quiet or not sys.stderr.isatty(),
+               desc=f"{task.name} {stages[st['stage']].name if st['stage'] < len(stages) else ''}", unit="step")
+    t_start = time.perf_counter() - st["wall_seconds"]
+
+    while st["stage"] < len(stages):
+        stage, total = stages[st["stage"]], stage_steps[st["stage"]]
+        opt = _optimizer(model, cfg.lr * stage.lr_factor, cfg.weight_decay)
+        warmup = min(total, round(cfg.warmup_epochs * steps_per_epoch))
+        sched = _linear_schedule(opt, warmup, total)
+        if resume_state is not None and resume_state["stage"] == st["stage"] and resume_state.get("optimizer"):
+            opt.load_state_dict(resume_state["optimizer"])
+            sched.load_state_dict(resume_state["scheduler"])
+            _set_rng_state(resume_state["rng"])
+        resume_state = None
+        bar.set_description(f"{task.name} {stage.name}")
+        window: dict[str, list[float]] = {}
+        epoch_batches, cached_epoch = None, -1
+        while st["stage_step"] < total:
+            epoch, pos = divmod(st["stage_step"], steps_per_epoch)
+            if epoch != cached_epoch:  # batch order is a pure function of (seed, stage, epoch)
+                epoch_batches = train_batches(train_data, cfg.batch_size, cfg.seed + 7919 * st["stage"], epoch,
+                                              cfg.group_by_length)
+                cached_epoch = epoch
+            t0 = time.perf_counter()
+            model.train()
+            batch = to_device(collate(train_data, epoch_batches[pos]), device)
+            loss, terms = stage.loss_fn(model, batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            opt.step()
+            sched.step()
+            st["train_seconds"] += time.perf_counter() - t0
+            st["train_tokens"] += int(batch["attention_mask"].sum())
+            st["train_examples"] += len(epoch_batches[pos])
+            for k, v in {"loss": float(loss.detach()), **terms}.items():
+                window.setdefault(k, []).append(float(v))
+            st["stage_step"] += 1
+            st["global_step"] += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{window['loss'][-1]:.4f}")
+            end_of_epoch = st["stage_step"] % steps_per_epoch == 0 or st["stage_step"] == total
+            if end_of_epoch or (cfg.eval_every and st["stage_step"] % cfg.eval_every == 0):
+                metrics = evaluate(model, task, eval_sets, cfg.eval_batch_size, device)
+                st["last_terms"] = {k: float(np.mean(v)) for k, v in window.items()}
+                window = {}
+                entry = {"stage": stage.name, "step": st["global_step"],
+                         "epoch": round(st["stage_step"] / steps_per_epoch, 4), "lr": sched.get_last_lr()[0],
+                         "train": st["last_terms"], "metrics": metrics}
+                st["history"].append(entry)
+                score = metrics[task.selection_metric]
+                if score > st["best_metric"]:
+                    st["best_metric"], st["best_step"] = score, st["global_step"]
+                    st["best_model"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+                msg = (f"[{task.name} {stage.name}] step {st['global_step']} epoch {entry['epoch']:.2f} "
+                       f"loss {st['last_terms']['loss']:.4f} " +
+                       " ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+                (bar.write if not bar.disable else lambda m: print(m, file=sys.stderr, flush=True))(msg) \
+                    if not quiet else None
+                st["wall_seconds"] = time.perf_counter() - t_start
+                _checkpoint(state_file, st, model, opt, sched, run_config)
+        st["stage"] += 1
+        st["stage_step"] = 0
+    bar.close()
+    model.load_state_dict(st["best_model"])
+    best = next(h for h in st["history"] if h["step"] == st["best_step"])
+    return {
+        "metrics": best["metrics"], "best_step": st["best_step"], "history": st["history"],
+        "final_loss_terms": st["last_terms"], "wall_seconds": time.perf_counter() - t_start,
+        "train_seconds": st["train_seconds"], "train_tokens": st["train_tokens"],
+        "train_samples_per_second": st["train_examples"] / max(st["train_seconds"], 1e-9),
+        "train_tokens_per_second": st["train_tokens"] / max(st["train_seconds"], 1e-9),
+        "steps": st["global_step"], "steps_per_epoch": steps_per_epoch,
+    }
+
+
+def _checkpoint(path: str, st: dict, model, opt, sched, run_config: dict) -> None:
+    state = dict(st, run_config=run_config, model=model.state_dict(), optimizer=opt.state_dict(),
+                 scheduler=sched.state_dict(), rng=_rng_state())
+    tmp = path + ".tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # atomic: a kill mid-write leaves the previous checkpoint intact
+
+
+def finish_run(out_dir: str, model, tokenizer, record: dict) -> dict:
+    """Save the kept model and tokenizer, then metrics.json (last, atomically), then drop the resume state."""
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    write_json_atomic(os.path.join(out_dir, METRICS_FILE), record)
+    shutil.rmtree(os.path.join(out_dir, STATE_DIR), ignore_errors=True)
+    return record
