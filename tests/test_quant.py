@@ -67,7 +67,9 @@ def test_uniform_levels_and_clamp(bits, expected_q):
 
 
 def test_xtc_method_uses_uniform_from_3_bits_and_ternary_at_2():
+    torch.manual_seed(0)
     w = torch.randn(8, 6)
+    w[0, :4] = torch.tensor([-3.0, -1.2, 0.0, 1.2])  # max|w| = 3 -> scale 1.5: levels -2, -1, 0, 1 all present
     assert torch.equal(quantize_weight(w, 3), quantize_weight(w, 3, method="uniform"))
     assert quantize_weight(w, 2).unique().numel() <= 3
     assert quantize_weight(w, 2, method="uniform").unique().numel() > 3  # 4 levels per tensor
@@ -315,3 +317,13 @@ def test_model_size_ternary_counts_five_trits_per_byte():
     h = model.config.hidden_size
     fp = r["total_params"] - h * h
     assert r["quantized_bytes"] == -(-h * h // 5) + 4 + 4 * fp
+
+
+def test_embedding_quantizes_looked_up_rows_like_the_whole_table():
+    torch.manual_seed(0)
+    emb = torch.nn.Embedding(50, 16)
+    ids = torch.tensor([[3, 7, 7, 0], [49, 1, 2, 3]])
+    for bits in (1, 2, 4):
+        q = QuantEmbedding.from_module(emb, wbits=bits)
+        want = torch.nn.functional.embedding(ids, quantize_weight(emb.weight, bits, groups=50))
+        assert torch.equal(q(ids), want)

@@ -196,7 +196,73 @@ def _register_compress(sub) -> None:
     s.set_defaults(fn=cmd_compress)
 
 
-_EXTRA_COMMANDS: list = [_register_compress]  # export, size, augment register here too
+def cmd_export(a) -> None:
+    from xtc.models import load_model_and_tokenizer
+    from xtc.pack import export_packed
+
+    if not os.path.isdir(a.model):
+        raise FileNotFoundError(f"--model {a.model} is not a student folder (from `xtc compress`)")
+    model, tok = load_model_and_tokenizer(a.model)
+    if not getattr(model.config, "xtc_quant", None):
+        raise ValueError(f"{a.model} is not quantized (no xtc_quant in its config); export takes a student "
+                         f"trained with `xtc compress --wbits 1|2|...`")
+    _print_json({"model": a.model, **export_packed(model, tok, a.out, overwrite=a.overwrite)})
+
+
+def cmd_size(a) -> None:
+    from xtc.models import load_model_and_tokenizer
+    from xtc.pack import size_report
+    from xtc.quant import model_size
+
+    teacher_bytes = None
+    if a.teacher:
+        teacher_bytes = model_size(load_model_and_tokenizer(a.teacher)[0])["fp32_bytes"]
+    target = a.model if a.model.endswith(".xtc") else load_model_and_tokenizer(a.model)[0]
+    _print_json({"model": a.model, **size_report(target, teacher_fp32_bytes=teacher_bytes)})
+
+
+def cmd_augment(a) -> None:
+    from xtc.augment import augment
+
+    _print_json(augment(a.task, a.teacher, a.out, copies=a.copies, replace_prob=a.replace_prob,
+                        candidates=a.candidates, seed=a.seed, glue_dir=a.glue_dir,
+                        max_samples=a.max_train_samples, overwrite=a.overwrite, quiet=a.quiet))
+
+
+def _register_artifacts(sub) -> None:
+    s = sub.add_parser("export", help="write a quantized student as a bit-packed .xtc file",
+                       description="Pack a quantized student: 1-bit weights as sign bits (8/byte), ternary as "
+                       "5 trits/byte, k-bit in k bits, fp32 scales per group, full-precision tensors as is, "
+                       "plus config and tokenizer, in a checksummed ZIP (format in xtc/pack.py).")
+    s.add_argument("--model", required=True, help="student folder from `xtc compress`")
+    s.add_argument("--out", required=True, help="output file, e.g. student.xtc")
+    s.add_argument("--overwrite", action="store_true")
+    s.set_defaults(fn=cmd_export)
+
+    s = sub.add_parser("size", help="parameter counts by role, bytes on disk, theoretical minimum, ratios")
+    s.add_argument("--model", required=True, help="model folder or packed .xtc file")
+    s.add_argument("--teacher", help="fp32 teacher folder, for the compression ratio against it")
+    s.set_defaults(fn=cmd_size)
+
+    s = sub.add_parser("augment", help="TinyBERT-style data augmentation of a task's training set",
+                       description="Write N augmented copies of every training example (plus the originals) "
+                       "as JSON Lines for `xtc compress --train-file`; the teacher labels them through KD.")
+    s.add_argument("--task", required=True, choices=list(TASKS))
+    s.add_argument("--teacher", required=True, help="model whose vocabulary, word embeddings (and masked-LM "
+                   "head, if any) propose replacements")
+    s.add_argument("--out", required=True, help="output .jsonl file")
+    s.add_argument("--copies", type=int, default=20, help="augmented copies per example (N)")
+    s.add_argument("--replace-prob", type=float, default=0.4, help="probability of replacing each word (P)")
+    s.add_argument("--candidates", type=int, default=15, help="candidates per word (K)")
+    s.add_argument("--seed", type=int, default=42)
+    s.add_argument("--glue-dir")
+    s.add_argument("--max-train-samples", type=int, help="augment only the first N training examples")
+    s.add_argument("--overwrite", action="store_true")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(fn=cmd_augment)
+
+
+_EXTRA_COMMANDS: list = [_register_compress, _register_artifacts]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -298,9 +298,14 @@ class QuantEmbedding(nn.Embedding):
         return q
 
     def forward(self, ids):
-        w = self.weight if self.frozen else quantize_weight(self.weight, self.wbits, self.groups, self.method)
-        return F.embedding(ids, w, self.padding_idx, self.max_norm, self.norm_type,
+        rows = F.embedding(ids, self.weight, self.padding_idx, self.max_norm, self.norm_type,
                            self.scale_grad_by_freq, self.sparse)
+        if self.frozen:
+            return rows
+        # One scale per row: quantizing only the looked-up rows gives exactly the values of quantizing the
+        # whole table, without touching its ~30k rows at every step.
+        flat = rows.reshape(-1, rows.shape[-1])
+        return quantize_weight(flat, self.wbits, flat.shape[0], self.method).view_as(rows)
 
     def extra_repr(self):
         return f"{super().extra_repr()}, wbits={self.wbits}, method={self.method}, frozen={self.frozen}"

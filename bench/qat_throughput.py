@@ -1,0 +1,75 @@
+"""Training throughput of a QAT+KD student against plain fp32 fine-tuning of the same student.
+
+The same student (a copy of the teacher, or k of its layers) is trained on the same batches with
+(a) plain fp32 cross-entropy fine-tuning and (b) 1-bit weights / 8-bit activations with one-stage KD
+(teacher forward with hidden states and attention scores + the three KD terms). Steps alternate between the
+two set-ups so machine load affects both alike. Prints tokens/s of each and the slowdown factor.
+
+    python bench/qat_throughput.py --teacher runs/teachers/mrpc --task mrpc --glue-dir ../shared/glue
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+
+import numpy as np
+from common import task_data, timed_step
+
+from xtc.compress import CompressConfig, make_loss_fns
+from xtc.data import train_batches
+from xtc.distill import KDConfig, evenly_spaced_layers, layer_maps, reduce_layers
+from xtc.finetune import label_loss
+from xtc.models import load_classifier
+from xtc.quant import QuantSpec, apply_quantization
+from xtc.train import _optimizer, set_seed
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--teacher", required=True)
+    p.add_argument("--task", default="mrpc")
+    p.add_argument("--glue-dir")
+    p.add_argument("--layers", type=int, help="student depth (default: the teacher's)")
+    p.add_argument("--wbits", type=int, default=1)
+    p.add_argument("--abits", type=int, default=8)
+    p.add_argument("--kd-terms", default="logit,hidden,attention")
+    p.add_argument("--steps", type=int, default=12, help="timed steps per set-up")
+    a = p.parse_args()
+    task, data = task_data(a.task, a.teacher, a.glue_dir)
+    set_seed(0)
+    teacher = load_classifier(a.teacher)
+    for q in teacher.parameters():
+        q.requires_grad_(False)
+    n = teacher.config.num_hidden_layers
+    layers = evenly_spaced_layers(n, a.layers or n)
+    plain = reduce_layers(teacher, layers)
+    student = copy.deepcopy(plain)
+    for m in (plain, student):
+        for q in m.parameters():
+            q.requires_grad_(True)
+    apply_quantization(student, QuantSpec(wbits=a.wbits, abits=a.abits))
+    lmap = layer_maps(len(layers), n, None if a.layers in (None, n) else layers)
+    kd, _ = make_loss_fns(teacher, task.is_regression, CompressConfig(), KDConfig(), lmap)
+    qat_loss = kd(tuple(a.kd_terms.split(",")))
+    setups = {"fp32_finetune": (plain, _optimizer(plain, 5e-5, 0.01), label_loss),
+              "qat_kd": (student, _optimizer(student, 5e-5, 0.01), qat_loss)}
+    batches = train_batches(data, 32, 0, 0)
+    stats = {k: {"seconds": [], "tokens": 0} for k in setups}
+    for model, opt, fn in setups.values():  # warm-up
+        timed_step(model, opt, fn, data, batches[-1])
+    for i in range(a.steps):
+        for k, (model, opt, fn) in setups.items():
+            sec, tok, _ = timed_step(model, opt, fn, data, batches[i])
+            stats[k]["seconds"].append(sec)
+            stats[k]["tokens"] += tok
+    out = {"task": task.name, "student_layers": layers, "wbits": a.wbits, "abits": a.abits,
+           "kd_terms": a.kd_terms, "timed_steps": a.steps}
+    for k, s in stats.items():
+        out[k] = {"tokens_per_second": s["tokens"] / sum(s["seconds"]), "step_seconds_mean": float(np.mean(s["seconds"]))}
+    out["slowdown"] = out["fp32_finetune"]["tokens_per_second"] / out["qat_kd"]["tokens_per_second"]
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
