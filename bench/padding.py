@@ -16,7 +16,7 @@ import numpy as np
 from common import task_data, timed_step
 
 from xtc.data import train_batches
-from xtc.finetune import label_loss
+from xtc.finetune import label_objective
 from xtc.models import load_classifier, resolve_model_path
 from xtc.train import _optimizer, set_seed
 
@@ -39,10 +39,10 @@ def main() -> None:
     rng = random.Random(0)
     picks = {m: rng.sample(range(len(b)), min(a.samples, len(b))) for m, (b, _) in modes.items()}
     times = {m: [] for m in modes}
-    timed_step(model, opt, label_loss, data, modes["dynamic"][0][0])  # warm-up
+    timed_step(model, opt, label_objective, data, modes["dynamic"][0][0])  # warm-up
     for i in range(a.samples):  # interleaved: one step of each mode in turn
         for m, (batches, pad_to) in modes.items():
-            times[m].append(timed_step(model, opt, label_loss, data, batches[picks[m][i]], pad_to)[0])
+            times[m].append(timed_step(model, opt, label_objective, data, batches[picks[m][i]], pad_to)[0])
     out = {"task": task.name, "examples": len(data), "batch_size": a.batch_size, "timed_steps_per_mode": a.samples}
     for m, (batches, pad_to) in modes.items():
         computed = sum(len(b) * (pad_to or max(data.lengths[i] for i in b)) for b in batches)

@@ -16,10 +16,10 @@ import json
 import numpy as np
 from common import task_data, timed_step
 
-from xtc.compress import CompressConfig, make_loss_fns
+from xtc.compress import make_kd_loss
 from xtc.data import train_batches
 from xtc.distill import KDConfig, evenly_spaced_layers, layer_maps, reduce_layers
-from xtc.finetune import label_loss
+from xtc.finetune import label_objective
 from xtc.models import load_classifier
 from xtc.quant import QuantSpec, apply_quantization
 from xtc.train import _optimizer, set_seed
@@ -50,9 +50,9 @@ def main() -> None:
             q.requires_grad_(True)
     apply_quantization(student, QuantSpec(wbits=a.wbits, abits=a.abits))
     lmap = layer_maps(len(layers), n, None if a.layers in (None, n) else layers)
-    kd, _ = make_loss_fns(teacher, task.is_regression, CompressConfig(), KDConfig(), lmap)
+    kd = make_kd_loss(teacher, task.is_regression, KDConfig(), lmap)
     qat_loss = kd(tuple(a.kd_terms.split(",")))
-    setups = {"fp32_finetune": (plain, _optimizer(plain, 5e-5, 0.01), label_loss),
+    setups = {"fp32_finetune": (plain, _optimizer(plain, 5e-5, 0.01), label_objective),
               "qat_kd": (student, _optimizer(student, 5e-5, 0.01), qat_loss)}
     batches = train_batches(data, 32, 0, 0)
     stats = {k: {"seconds": [], "tokens": 0} for k in setups}

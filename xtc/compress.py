@@ -9,8 +9,9 @@ from dataclasses import asdict, dataclass
 import torch
 
 from xtc.data import Split, load_task_data, read_train_file
-from xtc.distill import (KDConfig, evenly_spaced_layers, forward_with_internals, kd_loss, label_loss,
-                         layer_maps, parse_layer_list, reduce_layers)
+from xtc.distill import (KDConfig, evenly_spaced_layers, forward_with_internals, kd_loss, layer_maps,
+                         parse_layer_list, reduce_layers)
+from xtc.finetune import label_objective
 from xtc.models import load_classifier, load_tokenizer, pick_device
 from xtc.quant import QuantSpec, apply_quantization, model_size
 from xtc.tasks import get_task
@@ -57,8 +58,8 @@ def _student(teacher, init: str | None, cc: CompressConfig, num_labels: int):
     return student, have
 
 
-def make_loss_fns(teacher, regression: bool, cc: CompressConfig, kd_cfg: KDConfig, layer_map):
-    """Loss functions per stage. The teacher runs without gradients, once per batch, and computes only
+def make_kd_loss(teacher, regression: bool, kd_cfg: KDConfig, layer_map):
+    """`kd(terms)` gives a stage's loss function. The teacher runs without gradients, once per batch, and computes only
     the internals the stage's terms need."""
     teacher.eval()
 
@@ -74,12 +75,7 @@ def make_loss_fns(teacher, regression: bool, cc: CompressConfig, kd_cfg: KDConfi
 
         return loss_fn
 
-    def labels_only(model, batch):
-        out = model(**{k: v for k, v in batch.items() if k != "labels"})
-        loss = label_loss(out.logits, batch["labels"], regression)
-        return loss, {"label": float(loss.detach())}
-
-    return kd, labels_only
+    return kd
 
 
 def compress(task_name: str, teacher_dir: str, out_dir: str, cfg: TrainConfig, spec: QuantSpec,
@@ -128,9 +124,9 @@ def compress(task_name: str, teacher_dir: str, out_dir: str, cfg: TrainConfig, s
     train_data, eval_sets = load_task_data(task, tokenizer, glue_dir, cfg.max_seq_length, max_train_samples,
                                            max_eval_samples, train_split=extra)
     teacher.to(dev)
-    kd, labels_only = make_loss_fns(teacher, task.is_regression, cc, kd_cfg, lmap)
+    kd = make_kd_loss(teacher, task.is_regression, kd_cfg, lmap)
     if cc.kd == "none":
-        stages = [Stage("labels", cfg.epochs, 1.0, labels_only)]
+        stages = [Stage("labels", cfg.epochs, 1.0, label_objective)]
     elif cc.kd == "one-stage":
         stages = [Stage("kd", cfg.epochs, 1.0, kd(tuple(cc.kd_terms)))]
     else:

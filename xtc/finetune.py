@@ -4,21 +4,18 @@ from __future__ import annotations
 import os
 from dataclasses import asdict
 
-import torch.nn.functional as F
-
 from xtc.data import load_task_data
+from xtc.distill import label_loss
 from xtc.models import load_classifier, load_tokenizer, pick_device, resolve_model_path
 from xtc.tasks import get_task
 from xtc.train import Stage, TrainConfig, finish_run, prepare_run_folder, set_seed, train, versions
 
 
-def label_loss(model, batch):
+def label_objective(model, batch):
+    """Supervised loss on the labels: cross entropy, or MSE for a regression head (STS-B)."""
     out = model(**{k: v for k, v in batch.items() if k != "labels"})
-    if model.config.num_labels == 1:
-        loss = F.mse_loss(out.logits.squeeze(-1), batch["labels"])
-    else:
-        loss = F.cross_entropy(out.logits, batch["labels"])
-    return loss, {}
+    loss = label_loss(out.logits, batch["labels"], regression=model.config.num_labels == 1)
+    return loss, {"label": float(loss.detach())}
 
 
 def finetune(task_name: str, model_name: str, out_dir: str, cfg: TrainConfig, glue_dir: str | None = None,
@@ -35,7 +32,7 @@ def finetune(task_name: str, model_name: str, out_dir: str, cfg: TrainConfig, gl
     model = load_classifier(path, task.num_labels)
     train_data, eval_sets = load_task_data(task, tokenizer, glue_dir, cfg.max_seq_length,
                                            max_train_samples, max_eval_samples)
-    result = train(model, [Stage("finetune", cfg.epochs, 1.0, label_loss)], train_data, eval_sets, task, cfg,
+    result = train(model, [Stage("finetune", cfg.epochs, 1.0, label_objective)], train_data, eval_sets, task, cfg,
                    out_dir, run_config, dev, resume, quiet)
     record = {"task": task.name, "selection_metric": task.selection_metric, **result,
               "config": {**run_config, "device": str(dev), "glue_dir": glue_dir or os.environ.get("XTC_GLUE_DIR"),

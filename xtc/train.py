@@ -10,7 +10,7 @@ import random
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -239,11 +239,11 @@ def train(model, stages: list[Stage], train_data: Encoded, eval_sets: dict[str, 
                 if score > st["best_metric"]:
                     st["best_metric"], st["best_step"] = score, st["global_step"]
                     st["best_model"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-                msg = (f"[{task.name} {stage.name}] step {st['global_step']} epoch {entry['epoch']:.2f} "
-                       f"loss {st['last_terms']['loss']:.4f} " +
-                       " ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-                (bar.write if not bar.disable else lambda m: print(m, file=sys.stderr, flush=True))(msg) \
-                    if not quiet else None
+                if not quiet:  # one line per evaluation: readable in a terminal and in workflow logs
+                    msg = (f"[{task.name} {stage.name}] step {st['global_step']} epoch {entry['epoch']:.2f} "
+                           f"loss {st['last_terms']['loss']:.4f} " +
+                           " ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+                    bar.write(msg) if not bar.disable else print(msg, file=sys.stderr, flush=True)
                 st["wall_seconds"] = time.perf_counter() - t_start
                 _checkpoint(state_file, st, model, opt, sched, run_config)
         st["stage"] += 1
