@@ -489,7 +489,10 @@ def size_report(path_or_model, teacher_fp32_bytes: int | None = None) -> dict:
         "bits_per_weight": 8 * weights_bytes / max(total, 1),
         "compression_ratio": 4 * total / weights_bytes,
         "compression_ratio_file": 4 * total / file_bytes,
+        "weights_over_theoretical": weights_bytes / qbytes,
     }
     if teacher_fp32_bytes is not None:
+        rep["teacher_fp32_bytes"] = teacher_fp32_bytes
         rep["ratio_to_teacher"] = teacher_fp32_bytes / weights_bytes
+        rep["ratio_to_teacher_file"] = teacher_fp32_bytes / file_bytes
     return rep
