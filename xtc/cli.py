@@ -262,7 +262,9 @@ def _register_artifacts(sub) -> None:
     s.set_defaults(fn=cmd_augment)
 
 
-_EXTRA_COMMANDS: list = [_register_compress, _register_artifacts]
+from xtc.study import register as _register_study  # noqa: E402
+
+_EXTRA_COMMANDS: list = [_register_compress, _register_artifacts, _register_study]
 
 
 def main(argv: list[str] | None = None) -> int:

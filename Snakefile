@@ -1,0 +1,50 @@
+"""xtc-bench: the XTC study (arXiv 2206.01859) as a Snakemake workflow.
+
+    snakemake --cores 2                                           # `quick` profile (embedded below)
+    snakemake --cores 2 --configfile workflow/config/smoke.yaml   # seconds per run, scratch/smoke/
+    snakemake --workflow-profile workflow/profiles/slurm --configfile workflow/config/paper.yaml
+    snakemake --report report.html                                # after a run: figures, tables, claims
+
+Rules are thin shells over `xtc` commands (workflow/rules/*.smk); the grid, aggregation, tables, claims
+and figures live in xtc/study.py. The config is validated against workflow/schemas/config.schema.yaml.
+"""
+import sys
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+sys.path.insert(0, workflow.basedir)  # the xtc package of this checkout, installed or not
+
+
+configfile: "workflow/config/quick.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/teacher.smk"
+include: "workflow/rules/students.smk"
+include: "workflow/rules/augment.smk"
+include: "workflow/rules/export.smk"
+include: "workflow/rules/aggregate.smk"
+
+
+localrules:
+    all,
+    study_config,
+    aggregate,
+    tables,
+    claims,
+    figures,
+
+
+rule all:
+    """The whole study: results, tables, claims and figures of the selected profile."""
+    default_target: True
+    input:
+        rules.aggregate.output,
+        rules.tables.output,
+        rules.claims.output,
+        rules.figures.output,

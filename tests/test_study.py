@@ -1,0 +1,327 @@
+"""xtc.study: grid expansion and dedup, run-folder names, aggregation of a synthetic run tree (with a missing
+run), summary statistics, claims verdicts and config validation. No training: metrics.json files are fake."""
+import copy
+import json
+import math
+import os
+
+import pandas as pd
+import pytest
+
+from xtc import study
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROFILES = os.path.join(ROOT, "workflow", "config")
+
+
+def tiny_config(tmp_path=None, seeds=(1, 2)) -> dict:
+    """A 4-layer teacher, two tasks (one small, one large), every axis with few points."""
+    cfg = {
+        "profile": "test",
+        "teacher": {"model": "default", "num_layers": 4, "epochs": 1.0, "lr": 5e-5},
+        "tasks": ["sst2", "rte"],
+        "seeds": list(seeds),
+        "data": {"max_train_samples": 32, "max_eval_samples": 32, "max_seq_length": 32},
+        "train": {},
+        "budgets": {"short": 1.0, "long": 3.0, "reduce": 3.0},
+        "budget_overrides": [{"tasks": ["rte"], "budget": "reduce", "epochs": 4.0}],
+        "anchor": {"depth": "full", "wbits": 1, "abits": 8, "kd": "one-stage", "epochs": "long", "lr": 5e-5,
+                   "da": False},  # YAML's `off`
+        "step1": {"epochs": "reduce", "lr": 5e-5, "kd": "one-stage"},
+        "axes": [
+            {"name": "budget", "vary": {"wbits": [2, 1], "epochs": ["short", "long"]}},
+            {"name": "lr", "vary": {"lr": [5e-5, 1e-4]}},
+            {"name": "kd", "vary": {"kd": ["none", "two-stage", "one-stage"]}},
+            {"name": "da", "vary": {"da": ["off", "on"]}},
+            {"name": "bits", "vary": {"wbits": [2, 1]}},
+            {"name": "depth", "vary": {"depth": ["full", 2]}, "set": {"wbits": 32}},
+            {"name": "xtc", "vary": {"depth": ["full", 2], "wbits": [32, 1]}},
+        ],
+        "paths": {"runs": str(tmp_path / "runs") if tmp_path else "runs/test",
+                  "results": str(tmp_path / "results") if tmp_path else "results/test",
+                  "figures": str(tmp_path / "figures") if tmp_path else "figures/test"},
+        "claims": {"size_min_ratio": 10.0, "size_max_drop": 1.5},
+    }
+    return study.validate_config(cfg)
+
+
+ANCHOR = "task~sst2/depth~4/wbits~1/abits~8/kd~one-stage/epochs~3/lr~5e-05/da~off/init~teacher/seed~1"
+
+
+# ----------------------------------------------------------------------------------------------- grid
+
+
+def test_grid_dedup_shares_the_anchor_and_step1_runs():
+    cfg = tiny_config()
+    runs = study.study_runs(cfg)
+    assert runs["run_id"].is_unique
+    anchor = runs[runs["run_id"] == "student/" + ANCHOR]
+    assert len(anchor) == 1  # trained once ...
+    assert anchor["axes"].iloc[0].split(";") == ["budget", "lr", "kd", "da", "bits", "xtc"]  # ... in six axes
+    # fp32 at full depth is the teacher, once per task, shared by every seed
+    teacher = runs[runs["run_id"] == "teacher/task~sst2"]
+    assert len(teacher) == 1 and set(teacher["axes"].iloc[0].split(";")) == {"teacher", "depth", "xtc"}
+    # the 2-layer fp32 student is the layer-reduction point, the XTC fp32 point and the step 1 of W1 at 2 layers
+    s1 = runs[(runs["task"] == "rte") & (runs["depth"] == 2) & (runs["wbits"] == 32) & (runs["seed"] == 1)]
+    assert len(s1) == 1 and s1["axes"].iloc[0] == "depth;xtc;xtc-step1"
+    assert s1["epochs"].iloc[0] == 4.0  # per-task budget override of `reduce`
+    step2 = runs[(runs["depth"] == 2) & (runs["wbits"] == 1) & (runs["task"] == "rte") & (runs["seed"] == 1)]
+    assert step2["init"].iloc[0] == "step1" and step2["init_run"].iloc[0] == s1["run_id"].iloc[0]
+    # per task and seed: budget 4 + lr 1 + kd 2 + da 1 + depth 1 + xtc 1 = 10 students
+    assert (runs["kind"] == "student").sum() == 10 * 2 * 2
+    members = study.members(cfg)
+    assert len(members) > len(runs)  # the long design table repeats shared runs
+    assert set(members["run_id"]) <= set(runs["run_id"])
+
+
+def test_run_dir_names_round_trip_and_match_paramspace():
+    from snakemake.utils import Paramspace
+
+    cfg = tiny_config()
+    runs = study.study_runs(cfg)
+    for r in runs.to_dict("records"):
+        parsed = study.parse_run_relpath(r["run_id"])
+        assert parsed["kind"] == r["kind"]
+        if r["kind"] == "student":
+            assert {c: parsed[c] for c in study.STUDENT_COLS} == {c: r[c] for c in study.STUDENT_COLS}
+            assert study.run_relpath(parsed) == r["run_id"]
+    ps = Paramspace(study.paramspace_frame(cfg), param_sep="~")
+    assert ps.wildcard_pattern == "/".join(f"{c}~{{{c}}}" for c in study.STUDENT_COLS)
+    expected = ["student/" + p for p in ps.instance_patterns]
+    assert expected == list(runs.loc[runs["kind"] == "student", "run_id"])
+    assert study.parse_run_relpath("student/" + ANCHOR)["lr"] == 5e-5
+    with pytest.raises(ValueError, match="not a run folder name"):
+        study.parse_run_relpath("student/task~sst2/depth~4")
+
+
+@pytest.mark.parametrize("profile", ["quick", "smoke", "paper", "cpu-full"])
+def test_profiles_validate_and_expand(profile):
+    paths = [os.path.join(PROFILES, "quick.yaml")] + ([os.path.join(PROFILES, f"{profile}.yaml")]
+                                                       if profile != "quick" else [])
+    cfg = study.load_config(paths)
+    runs = study.study_runs(cfg)
+    assert cfg["profile"] == profile and runs["run_id"].is_unique
+    n_students = {"quick": 80, "smoke": 20, "paper": 474, "cpu-full": 300}[profile]
+    assert (runs["kind"] == "student").sum() == n_students
+    if profile == "smoke":
+        assert all(cfg["paths"][k].startswith("scratch/smoke/") for k in ("runs", "results", "figures"))
+
+
+def test_snakemake_validate_accepts_the_quick_profile():
+    import yaml
+    from snakemake.utils import validate
+
+    with open(os.path.join(PROFILES, "quick.yaml")) as f:
+        cfg = yaml.safe_load(f)
+    validate(cfg, study.SCHEMA_PATH)
+    assert cfg["claims"]["tolerance"] == 0.5
+
+
+# ----------------------------------------------------------------------------------------------- config errors
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda c: c["axes"][2]["vary"].update(kd=["twostage"]), "axes[2].vary.kd[0]"),
+    (lambda c: c["anchor"].update(lr="5e-5"), "write exponent numbers with a decimal point"),
+    (lambda c: c["axes"][5]["vary"].update(depth=[7]), "depth 7 is not in 1..4"),
+    (lambda c: c["axes"][0]["vary"].update(epochs=["huge"]), "unknown budget 'huge'"),
+    (lambda c: c["anchor"].update(kd="none"), "data augmentation (da: on) needs KD"),
+    (lambda c: c.update(tasks=["sst2", "mnli2"]), "tasks[1]"),
+    (lambda c: c.pop("seeds"), "'seeds' is a required property"),
+    (lambda c: c["axes"].append({"name": "lr", "vary": {"lr": [1e-3]}}), "axis names must be unique"),
+    (lambda c: c["axes"][3].update(tasks=["cola"]), "not in the config's tasks"),
+])
+def test_config_errors_name_the_key(mutate, message):
+    cfg = copy.deepcopy(tiny_config())
+    mutate(cfg)
+    with pytest.raises(study.ConfigError) as exc:
+        study.validate_config(cfg)
+    assert message in str(exc.value)
+
+
+# ----------------------------------------------------------------------------------------------- synthetic tree
+
+
+def _metrics(task: str, score: float) -> dict:
+    return {"accuracy": score}  # sst2 and rte: accuracy only
+
+
+def write_tree(cfg: dict, score_of, skip=(), packed_ratio: float = 20.0, benchmark: bool = True) -> str:
+    """Fake finished runs: metrics.json (as xtc writes it), size.json for quantized students, benchmarks."""
+    root = cfg["paths"]["runs"]
+    teacher_bytes = 4_000_000
+    for r in study.study_runs(cfg).to_dict("records"):
+        if r["run_id"] in skip:
+            continue
+        d = os.path.join(root, r["run_id"])
+        os.makedirs(d, exist_ok=True)
+        rec = {"task": r["task"], "selection_metric": "accuracy", "metrics": _metrics(r["task"], score_of(r)),
+               "wall_seconds": 1.5, "train_tokens_per_second": 100.0}
+        if r["kind"] == "student":
+            fp32 = teacher_bytes * r["depth"] // cfg["teacher"]["num_layers"]
+            rec["size"] = {"fp32_bytes": fp32, "quantized_bytes": fp32 if r["wbits"] == 32 else fp32 // 30,
+                           "teacher_fp32_bytes": teacher_bytes, "ratio_to_teacher": 1.0}
+            rec["layers"] = {"student": r["depth"], "teacher": 4, "teacher_layers": [1, 3] if r["depth"] == 2 else None}
+            if r["wbits"] < 32:
+                key = study.run_key(r)
+                os.makedirs(os.path.dirname(study.size_file(root, key)), exist_ok=True)
+                w = teacher_bytes / packed_ratio * (r["depth"] / 4)
+                with open(study.size_file(root, key), "w") as f:
+                    json.dump({"weights_bytes": w, "file_bytes": w + 1000}, f)
+        with open(os.path.join(d, "metrics.json"), "w") as f:
+            json.dump(rec, f)
+        if benchmark:
+            b = study.benchmark_file(root, r["kind"], study.run_key(r))
+            os.makedirs(os.path.dirname(b), exist_ok=True)
+            with open(b, "w") as f:
+                f.write("s\th:m:s\tmax_rss\tmax_vms\n12.5\t0:00:12\t850.0\t2000\n")
+    return root
+
+
+def base_score(r) -> float:
+    """A plausible study: teacher 0.90 (sst2) / 0.70 (rte); quantization, short budgets, shallow depth cost."""
+    s = {"sst2": 0.90, "rte": 0.70}[r["task"]]
+    if r["kind"] == "teacher":
+        return s
+    s -= {1: 0.010, 2: 0.005, 32: 0.002}[r["wbits"]]
+    s -= 0.04 if r["epochs"] < 2 else 0.0
+    s -= {"none": 0.03, "two-stage": 0.01, "one-stage": 0.0}[r["kd"]]
+    s += {"sst2": 0.002, "rte": 0.02}[r["task"]] if r["da"] == "on" else 0.0
+    s -= 0.003 * (4 - r["depth"])
+    s += 0.002 * (r["seed"] - 1.5)  # seed noise: +-0.001
+    return s
+
+
+def test_aggregation_with_a_missing_run(tmp_path):
+    cfg = tiny_config(tmp_path)
+    missing_id = "student/" + ANCHOR.replace("seed~1", "seed~2").replace("task~sst2", "task~rte")
+    root = write_tree(cfg, base_score, skip={missing_id})
+    res = study.write_results(cfg, root, cfg["paths"]["results"])
+    runs, summary, missing = res["runs"], res["summary"], res["missing"]
+    # runs.csv: tidy, one row per run and metric (accuracy + the derived GLUE score), settings as columns
+    for col in ("task", "depth", "wbits", "abits", "kd", "epochs", "lr", "da", "init", "seed", "metric", "value",
+                "wall_s", "max_rss_mb", "fp32_bytes", "quantized_bytes", "packed_bytes", "axes"):
+        assert col in runs.columns
+    n_runs = len(study.study_runs(cfg))
+    assert runs["run_id"].nunique() == n_runs - 1
+    assert set(runs["metric"]) == {"accuracy", "score"}
+    assert (runs["wall_s"] == 12.5).all() and (runs["max_rss_mb"] == 850.0).all()
+    q = runs[(runs["wbits"] == 1) & (runs["depth"] == 4)].iloc[0]
+    assert q["packed_bytes"] == 200_000 and q["size_source"] == "packed" and q["ratio_to_teacher"] == 20.0
+    t = runs[runs["kind"] == "teacher"].iloc[0]
+    assert t["fp32_bytes"] == 4_000_000 and t["ratio_to_teacher"] == 1.0
+    # the missing run is listed with its reason (only once: its export is not expected separately)
+    assert list(missing["run_id"]) == [missing_id]
+    assert missing["reason"].iloc[0] == "not run (no metrics.json)"
+    # summary: mean, std (ddof=1) and n over seeds; the incomplete configuration has n=1 of 2
+    s = summary[(summary["config_id"] == study.config_key("student/" + ANCHOR)) & (summary["metric"] == "accuracy")]
+    assert s["n"].iloc[0] == 2 and s["n_planned"].iloc[0] == 2 and bool(s["complete"].iloc[0])
+    assert s["mean"].iloc[0] == pytest.approx(0.89)
+    assert s["std"].iloc[0] == pytest.approx(math.sqrt(2) * 0.001) and s["std_ddof"].iloc[0] == 1
+    inc = summary[(summary["config_id"] == study.config_key(missing_id)) & (summary["metric"] == "accuracy")]
+    assert inc["n"].iloc[0] == 1 and not bool(inc["complete"].iloc[0]) and math.isnan(inc["std"].iloc[0])
+    # tables: the incomplete cell is marked and the missing run is listed in the footnote
+    runs2, missing2 = study.read_results(cfg["paths"]["results"])
+    paths = study.write_tables(cfg, runs2, missing2, os.path.join(cfg["paths"]["results"], "tables"))
+    assert [os.path.basename(p) for p in paths] == [f"{a['name']}.md" for a in cfg["axes"]]
+    kd = open(os.path.join(cfg["paths"]["results"], "tables", "kd.md")).read()
+    assert "†" in kd and f"`{missing_id}`" in kd and "| teacher (fp32, 4 layers) | 90.0 | 70.0 | 80.0 |" in kd
+    assert "| one-stage | 89.0 | 68.9† |" in kd
+    depth = open(os.path.join(cfg["paths"]["results"], "tables", "depth.md")).read()
+    assert "Every planned run of this table finished." in depth
+
+
+def test_cell_without_any_run_is_a_dash_and_figures_are_written(tmp_path):
+    cfg = tiny_config(tmp_path, seeds=(1,))
+    gone = "student/" + ANCHOR.replace("wbits~1", "wbits~2").replace("epochs~3", "epochs~1")
+    root = write_tree(cfg, base_score, skip={gone}, benchmark=False)
+    study.write_results(cfg, root, cfg["paths"]["results"])
+    runs, missing = study.read_results(cfg["paths"]["results"])
+    table = study.axis_table(cfg, "budget", runs, missing)
+    assert "| 2 | short (1 ep) | — | 65.4 | — |" in table and f"`{gone}`" in table
+    assert runs["wall_s"].isna().all()  # no benchmark files: NaN, not an error
+    paths = study.make_figures(cfg, runs, cfg["paths"]["figures"])
+    assert sorted(os.path.basename(p) for p in paths) == sorted(
+        f"{n}.{e}" for n in study.FIGURES for e in ("png", "pdf"))
+    for p in paths:
+        with open(p, "rb") as f:
+            head = f.read(8)
+        assert head.startswith(b"\x89PNG") if p.endswith(".png") else head.startswith(b"%PDF")
+
+
+def test_aggregation_of_an_empty_tree_lists_everything_as_missing(tmp_path):
+    cfg = tiny_config(tmp_path)
+    res = study.write_results(cfg, str(tmp_path / "nothing"), cfg["paths"]["results"])
+    assert res["runs"].empty and len(res["missing"]) == len(study.study_runs(cfg))
+    claims = study.check_claims(cfg, res["runs"], res["missing"])
+    assert list(claims["verdict"]) == ["not enough data"] * 5
+    assert list(claims["finding"]) == [1, 2, 3, 4, 5]
+
+
+# ----------------------------------------------------------------------------------------------- claims
+
+
+def _claims(tmp_path, score_of, packed_ratio=20.0, skip=()):
+    cfg = tiny_config(tmp_path)
+    root = write_tree(cfg, score_of, skip=skip, packed_ratio=packed_ratio)
+    res = study.write_results(cfg, root, cfg["paths"]["results"])
+    return study.check_claims(cfg, res["runs"], res["missing"]).set_index("finding")
+
+
+def test_claims_hold_on_numbers_made_to_hold(tmp_path):
+    c = _claims(tmp_path, base_score)
+    assert dict(c["verdict"]) == {1: "holds", 2: "holds", 3: "holds", 4: "holds", 5: "holds"}
+    n1 = json.loads(c.loc[1, "numbers"])
+    assert n1["w1"]["gap_short"] == pytest.approx(5.0) and n1["w1"]["gap_long"] == pytest.approx(1.0)
+    n3 = json.loads(c.loc[3, "numbers"])
+    assert n3["delta"]["rte"] == pytest.approx(2.0) and n3["small_mean"] > n3["large_mean"]
+    assert "TinyBERT" in c.loc[4, "note"]  # finding 4 says how it was adapted
+    assert json.loads(c.loc[5, "numbers"])["2L"]["ratio"] == pytest.approx(40.0)
+
+
+def test_claims_do_not_hold_on_numbers_made_not_to(tmp_path):
+    def bad(r):
+        s = base_score(r)
+        if r["kind"] == "student":
+            s -= 0.04 if r["epochs"] >= 2 and r["wbits"] < 32 else 0.0  # long training is no better
+            s -= 0.03 if r["kd"] == "one-stage" and r["wbits"] < 32 else 0.0
+            s -= 0.05 if r["da"] == "on" else 0.0
+            s -= 0.03 if r["depth"] < 4 else 0.0
+        return s
+
+    c = _claims(tmp_path, bad, packed_ratio=5.0)
+    assert dict(c["verdict"]) == {1: "does not hold", 2: "does not hold", 3: "does not hold", 4: "does not hold",
+                                  5: "does not hold"}
+
+
+def test_claims_lack_data_when_runs_are_missing(tmp_path):
+    cfg = tiny_config()
+    runs = study.study_runs(cfg)
+    # drop every two-stage student, every DA=on student and every 2-layer student
+    skip = set(runs.loc[(runs["kd"] == "two-stage") | (runs["da"] == "on") | (runs["depth"] == 2), "run_id"])
+    c = _claims(tmp_path, base_score, skip=skip)
+    assert c.loc[2, "verdict"] == "not enough data"
+    assert c.loc[3, "verdict"] == "not enough data"
+    assert c.loc[4, "verdict"] == "not enough data"
+    assert c.loc[1, "verdict"] == "holds"  # unaffected
+
+
+def test_cli_study_all_on_a_partial_tree(tmp_path, capsys):
+    import yaml
+
+    from xtc.cli import main
+
+    cfg = tiny_config(tmp_path, seeds=(1,))
+    write_tree(cfg, base_score, skip={"teacher/task~rte"})
+    cfg_file = tmp_path / "study.yaml"
+    cfg_file.write_text(study.dump_config(cfg))
+    assert yaml.safe_load(cfg_file.read_text())["anchor"]["da"] == "off"
+    out = tmp_path / "out"
+    assert main(["study", "all", "--config", str(cfg_file), "--runs-dir", cfg["paths"]["runs"],
+                 "--results-dir", str(out / "results"), "--figures-dir", str(out / "figures")]) == 0
+    assert json.loads(capsys.readouterr().out)["missing"] == 1
+    claims = pd.read_csv(out / "results" / "claims.csv")
+    assert set(claims["verdict"]) <= set(study.VERDICTS) and len(claims) == 5
+    assert (out / "figures" / "size.pdf").exists()
+    assert main(["study", "plan", "--config", str(cfg_file)]) == 0
+    assert json.loads(capsys.readouterr().out)["runs"] == {"teachers": 2, "students": 20}

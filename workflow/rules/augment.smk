@@ -1,0 +1,33 @@
+# TinyBERT-style augmentation, once per task; every DA=on student of the task reads the same file.
+
+
+rule augment:
+    """Write the task's training examples plus N augmented copies (JSONL for `xtc compress --train-file`)."""
+    input:
+        teacher=f"{RUNS}/teacher/task~{{task}}/metrics.json",
+    output:
+        study.augment_file(RUNS, "{task}"),
+    log:
+        f"{RUNS}/logs/augment/task~{{task}}.log",
+    benchmark:
+        f"{RUNS}/benchmarks/augment/task~{{task}}.tsv"
+    params:
+        # candidates come from this model: its masked-LM head if it has one, else its word embeddings
+        model=lambda wildcards, input: STUDY["augment"].get("model") or os.path.dirname(input.teacher),
+        copies=STUDY["augment"]["copies"],
+        replace_prob=STUDY["augment"]["replace_prob"],
+        candidates=STUDY["augment"]["candidates"],
+        seed=STUDY["augment"]["seed"],
+        data=study.augment_flags(STUDY),
+    threads: res("augment", "threads", 1)
+    resources:
+        mem_mb=res("augment", "mem_mb", 4000),
+        runtime=res("augment", "runtime", 30),
+        gpu=res("augment", "gpu", 0),
+        cpus_per_task=res("augment", "threads", 1),
+    conda:
+        "../envs/xtc.yaml"
+    shell:
+        "xtc augment --task {wildcards.task} --teacher {params.model} --out {output} --copies {params.copies} "
+        "--replace-prob {params.replace_prob} --candidates {params.candidates} --seed {params.seed} "
+        "{params.data} --overwrite --quiet > {log} 2>&1"

@@ -1,0 +1,27 @@
+# Every quantized student as a bit-packed .xtc file; `xtc export` prints the file's size report
+# (xtc.pack.size_report, as `xtc size` does), kept as size.json for runs.csv and the size figure.
+
+
+rule export:
+    """Pack a quantized student (1-bit: 8 signs/byte, ternary: 5 trits/byte) and record its sizes."""
+    input:
+        f"{RUNS}/student/{STUDENT}/metrics.json",
+    output:
+        packed=f"{RUNS}/export/{STUDENT}/model.xtc",
+        size=f"{RUNS}/export/{STUDENT}/size.json",
+    log:
+        f"{RUNS}/logs/export/{STUDENT}.log",
+    benchmark:
+        f"{RUNS}/benchmarks/export/{STUDENT}.tsv"
+    params:
+        model=lambda wildcards, input: os.path.dirname(input[0]),
+    threads: res("export", "threads", 1)
+    resources:
+        mem_mb=res("export", "mem_mb", 3000),
+        runtime=res("export", "runtime", 10),
+        gpu=res("export", "gpu", 0),
+        cpus_per_task=res("export", "threads", 1),
+    conda:
+        "../envs/xtc.yaml"
+    shell:
+        "xtc export --model {params.model} --out {output.packed} --overwrite > {output.size} 2> {log}"

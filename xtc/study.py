@@ -1,0 +1,1538 @@
+"""The XTC study as data: the run grid, aggregation, paper-style tables, the claims check and figures.
+
+The Snakemake workflow (`Snakefile`, `workflow/rules/*.smk`) and the `xtc study ...` commands both use this
+module, so a run's folder name, its settings and its place in the study are defined once, here.
+
+Grid (one factor at a time around the XTC recipe, runs shared between axes)
+---------------------------------------------------------------------------
+A config names an *anchor* setting (the recipe: full depth, 1-bit weights, 8-bit activations, one-stage KD,
+the long budget, the base learning rate, no augmentation) and a list of *axes*. An axis varies some factors
+(`vary`: factor -> list of values; several factors are crossed) and may fix others (`set`); every other
+factor keeps its anchor value. Each combination, for every task and seed, becomes a run. Three rules map a
+setting to a run, so that equal settings give the same run and are trained once:
+
+* fp32 at the teacher's depth is the teacher itself (`xtc finetune`, once per task, shared by all seeds);
+* fp32 below the teacher's depth is an XTC step-1 run: `xtc compress --layers k --wbits 32` with the
+  `step1` settings of the config (budget, learning rate, KD mode; no augmentation), whatever the axis;
+* a quantized student below the teacher's depth is XTC step 2: `--init <its step-1 run> --wbits b`;
+  at the teacher's depth it starts from the teacher (`init~teacher`).
+
+Rows are then deduplicated on the run folder; the `axes` column lists every axis a run belongs to (the
+anchor row belongs to all of them). A student's folder names every setting, e.g.
+`student/task~mrpc/depth~6/wbits~1/abits~8/kd~one-stage/epochs~3/lr~5e-05/da~off/init~teacher/seed~1`;
+`run_relpath` and `parse_run_relpath` convert both ways, and the same column order is what Snakemake's
+`Paramspace` turns into wildcards.
+
+Scores
+------
+Every metric is kept as written by xtc (a fraction). The *task score* is the GLUE convention: the mean of
+the task's GLUE metrics (`SCORE_METRICS`: MCC for CoLA, accuracy for SST-2/QNLI/RTE, F1 and accuracy for
+MRPC/QQP, Pearson and Spearman for STS-B, matched and mismatched accuracy for MNLI). `runs.csv` carries it
+as the metric `score`; tables, figures and claims show it x100 ("points") and average it over tasks (Avg).
+Standard deviations are over seeds with ddof=1 (NaN when n = 1).
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import math
+import os
+import sys
+
+from xtc.tasks import TASKS
+
+STUDENT_COLS = ("task", "depth", "wbits", "abits", "kd", "epochs", "lr", "da", "init", "seed")
+FACTORS = ("depth", "wbits", "abits", "kd", "epochs", "lr", "da")
+SETTING_COLS = ("task", "depth", "wbits", "abits", "kd", "epochs", "lr", "da", "init", "seed")
+KNOWN_AXES = ("budget", "lr", "kd", "da", "bits", "depth", "xtc")
+KD_MODES = ("none", "two-stage", "one-stage")
+STD_DDOF = 1
+
+SCORE_METRICS = {"cola": ("mcc",), "sst2": ("accuracy",), "mrpc": ("f1", "accuracy"),
+                 "stsb": ("pearson", "spearman"), "qqp": ("f1", "accuracy"), "mnli": ("accuracy", "accuracy_mm"),
+                 "qnli": ("accuracy",), "rte": ("accuracy",), "wnli": ("accuracy",)}
+TASK_TITLES = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "qqp": "QQP", "mnli": "MNLI",
+               "qnli": "QNLI", "rte": "RTE", "wnli": "WNLI"}
+METRIC_ABBREV = {"accuracy": "acc", "f1": "F1", "mcc": "MCC", "pearson": "P", "spearman": "S",
+                 "accuracy_mm": "mm"}
+FACTOR_TITLES = {"depth": "layers", "wbits": "W bits", "abits": "A bits", "kd": "KD", "epochs": "budget",
+                 "lr": "learning rate", "da": "DA"}
+# GLUE training-set sizes (examples), for cost estimates only.
+GLUE_TRAIN_SIZE = {"cola": 8551, "sst2": 67349, "mrpc": 3668, "stsb": 5749, "qqp": 363846, "mnli": 392702,
+                   "qnli": 104743, "rte": 2490, "wnli": 635}
+GLUE_DEV_SIZE = {"cola": 1043, "sst2": 872, "mrpc": 408, "stsb": 1500, "qqp": 40430, "mnli": 19647,
+                 "qnli": 5463, "rte": 277, "wnli": 71}
+# Mean WordPiece tokens per example (bert-base-uncased vocabulary, [CLS]/[SEP] included), train / dev,
+# measured on the local GLUE copy (MNLI/QQP/QNLI: typical values); for cost estimates only.
+GLUE_TOKENS = {"cola": (13, 12), "sst2": (13, 25), "mrpc": (54, 53), "stsb": (22, 32), "qqp": (30, 30),
+               "mnli": (40, 40), "qnli": (50, 50), "rte": (70, 68), "wnli": (38, 38)}
+
+SCHEMA_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "workflow", "schemas",
+                           "config.schema.yaml")
+
+VERDICTS = ("holds", "does not hold", "not enough data")
+
+
+class ConfigError(ValueError):
+    """A study config that cannot be used; the message names the key and the fix."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# config
+
+
+def merge_configs(base: dict, update: dict) -> dict:
+    """Snakemake's merge of config files: nested dicts are merged key by key, everything else replaced."""
+    out = copy.deepcopy(base)
+    for k, v in update.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge_configs(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def load_config(paths, overrides: dict | None = None, schema: str | None = None) -> dict:
+    """Read one or more YAML config files (later ones merge over earlier ones, as with Snakemake's
+    `configfile:` + `--configfile`), validate them and return the normalised config."""
+    import yaml
+
+    config: dict = {}
+    for p in [paths] if isinstance(paths, str) else paths:
+        with open(p) as f:
+            data = yaml.safe_load(f) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p}: a study config is a YAML mapping, got {type(data).__name__}")
+        config = merge_configs(config, data)
+    if overrides:
+        config = merge_configs(config, overrides)
+    return validate_config(config, schema)
+
+
+def _schema_error_message(err) -> str:
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.absolute_path).lstrip(".")
+    msg = f"config error at {where or '<top level>'}: {err.message}"
+    inst = err.instance
+    if isinstance(inst, str):
+        try:
+            float(inst)
+            msg += (f" (YAML reads {inst!r} as text: write exponent numbers with a decimal point, "
+                    f"e.g. 5.0e-5, and unquoted)")
+        except ValueError:
+            pass
+    return msg
+
+
+def validate_config(config: dict, schema: str | None = None) -> dict:
+    """Check a config against workflow/schemas/config.schema.yaml (filling its defaults) and the rules a
+    schema cannot express; return a normalised deep copy. Raises ConfigError with the offending key."""
+    import yaml
+
+    config = copy.deepcopy(config)
+    schema = schema or SCHEMA_PATH
+    if os.path.isfile(schema):
+        import jsonschema
+
+        with open(schema) as f:
+            sch = yaml.safe_load(f)
+        _fill_defaults(config, sch)
+        validator = jsonschema.Draft202012Validator(sch)
+        errors = sorted(validator.iter_errors(config), key=lambda e: (len(list(e.absolute_path)), str(e.path)))
+        if errors:
+            raise ConfigError(_schema_error_message(jsonschema.exceptions.best_match(errors)))
+    return check_config(config)
+
+
+def _fill_defaults(instance, schema) -> None:
+    """Set schema defaults of missing properties, recursively (as snakemake.utils.validate does)."""
+    if not isinstance(instance, dict) or not isinstance(schema, dict):
+        return
+    for name, sub in schema.get("properties", {}).items():
+        if name not in instance and "default" in sub:
+            instance[name] = copy.deepcopy(sub["default"])
+        if name in instance:
+            _fill_defaults(instance[name], sub)
+    items = schema.get("items")
+    if isinstance(items, dict):
+        for x in instance if isinstance(instance, list) else []:
+            _fill_defaults(x, items)
+
+
+def _norm_da(v):
+    if v is True or v == "on":
+        return "on"
+    if v is False or v == "off":
+        return "off"
+    raise ConfigError(f"config error: da must be 'off' or 'on', got {v!r}")
+
+
+def check_config(config: dict) -> dict:
+    """Semantic checks and normalisation (YAML's on/off booleans become 'on'/'off'). Returns the config."""
+    if not isinstance(config, dict):
+        raise ConfigError("config error: the study config must be a mapping")
+    for key in ("teacher", "tasks", "seeds", "budgets", "anchor", "step1", "axes"):
+        if key not in config:
+            raise ConfigError(f"config error: missing required key {key!r}")
+    L = config["teacher"].get("num_layers")
+    if not isinstance(L, int) or L < 1:
+        raise ConfigError(f"config error at teacher.num_layers: the teacher's depth must be a positive integer, "
+                          f"got {L!r}")
+    for t in config["tasks"]:
+        if t not in TASKS:
+            raise ConfigError(f"config error at tasks: unknown task {t!r}; choose from {', '.join(TASKS)}")
+    budgets = config["budgets"]
+    for i, o in enumerate(config.get("budget_overrides") or []):
+        if o["budget"] not in budgets:
+            raise ConfigError(f"config error at budget_overrides[{i}].budget: unknown budget {o['budget']!r}; "
+                              f"defined budgets: {', '.join(budgets)}")
+
+    def check_value(where, factor, v):
+        if factor == "epochs":
+            if isinstance(v, str) and v not in budgets:
+                raise ConfigError(f"config error at {where}: unknown budget {v!r}; defined budgets: "
+                                  f"{', '.join(budgets)} (or give a number of epochs)")
+            if not isinstance(v, str) and not (isinstance(v, (int, float)) and v > 0):
+                raise ConfigError(f"config error at {where}: epochs must be a budget name or a positive number")
+        elif factor == "depth":
+            d = L if v == "full" else v
+            if not isinstance(d, int) or not 1 <= d <= L:
+                raise ConfigError(f"config error at {where}: depth {v!r} is not in 1..{L} (the teacher has "
+                                  f"{L} layers; 'full' means {L})")
+        elif factor == "da":
+            return _norm_da(v)
+        return v
+
+    for k, v in list(config["anchor"].items()):
+        config["anchor"][k] = check_value(f"anchor.{k}", k, v)
+    for k, v in list(config["step1"].items()):
+        if k == "epochs":
+            check_value(f"step1.{k}", k, v)
+    names = [a["name"] for a in config["axes"]]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise ConfigError(f"config error at axes: axis names must be unique, repeated: {', '.join(sorted(dup))}")
+    for i, axis in enumerate(config["axes"]):
+        for part in ("vary", "set"):
+            for factor, vals in (axis.get(part) or {}).items():
+                vals_list = vals if part == "vary" else [vals]
+                normed = [check_value(f"axes[{i}].{part}.{factor}", factor, v) for v in vals_list]
+                axis.setdefault(part, {})[factor] = normed if part == "vary" else normed[0]
+        if not axis.get("vary"):
+            raise ConfigError(f"config error at axes[{i}] ({axis['name']}): an axis must vary at least one factor")
+        extra = set(axis.get("tasks") or []) - set(config["tasks"])
+        if extra:
+            raise ConfigError(f"config error at axes[{i}].tasks: {', '.join(sorted(extra))} not in the config's "
+                              f"tasks ({', '.join(config['tasks'])})")
+    members(config)  # expansion errors (e.g. augmentation without KD) surface now, naming the axis
+    return config
+
+
+def dump_config(config: dict) -> str:
+    """The validated config as YAML (what `xtc study ... --config` reads back)."""
+    import yaml
+
+    return ("# effective study config: validated, schema defaults filled (written by the workflow)\n"
+            + yaml.safe_dump(config, sort_keys=False, default_flow_style=None, width=110))
+
+
+def resolve_glue_dir(config: dict, environ=os.environ) -> str | None:
+    """config `glue_dir` (a folder, or 'hub' for the Hugging Face hub) wins, then $XTC_GLUE_DIR, then
+    ../shared/glue. Returns an absolute folder, or None for the hub."""
+    g = config.get("glue_dir") or environ.get("XTC_GLUE_DIR") or "../shared/glue"
+    return None if g == "hub" else os.path.abspath(g)
+
+
+def resolve_epochs(config: dict, task: str, value) -> float:
+    """A budget name (per-task overrides applied) or a number of epochs -> epochs."""
+    if isinstance(value, str):
+        epochs = config["budgets"][value]
+        for o in config.get("budget_overrides") or []:
+            if o["budget"] == value and task in o["tasks"]:
+                epochs = o["epochs"]
+        return float(epochs)
+    return float(value)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# run names
+
+
+def fmt_value(col: str, v) -> str:
+    """How a setting is written in a folder name: integers plainly, floats with %g (5e-05, 0.5, 3)."""
+    if col in ("lr", "epochs"):
+        return f"{float(v):g}"
+    if col in ("depth", "wbits", "abits", "seed"):
+        return str(int(v))
+    return str(v)
+
+
+def parse_value(col: str, s: str):
+    if col in ("lr", "epochs"):
+        return float(s)
+    if col in ("depth", "wbits", "abits", "seed"):
+        return int(s)
+    return s
+
+
+def student_key(row) -> str:
+    """'task~mrpc/depth~6/.../seed~1': the Paramspace instance pattern of a student."""
+    return "/".join(f"{c}~{fmt_value(c, row[c])}" for c in STUDENT_COLS)
+
+
+def run_relpath(row) -> str:
+    """Run folder relative to the runs root: 'teacher/task~T' or 'student/<student_key>'."""
+    if row.get("kind", "student") == "teacher":
+        return f"teacher/task~{row['task']}"
+    return "student/" + student_key(row)
+
+
+def parse_run_relpath(path: str) -> dict:
+    """Inverse of run_relpath: settings (typed) plus kind."""
+    parts = path.strip("/").split("/")
+    kind, fields = parts[0], parts[1:]
+    out = {"kind": kind}
+    for f in fields:
+        if "~" not in f:
+            raise ValueError(f"{path!r} is not a run folder name: {f!r} has no '~'")
+        k, v = f.split("~", 1)
+        out[k] = parse_value(k, v)
+    expected = ("task",) if kind == "teacher" else STUDENT_COLS
+    if kind not in ("teacher", "student") or tuple(k for k in out if k != "kind") != expected:
+        raise ValueError(f"{path!r} is not a run folder name: expected {kind}/" + "/".join(f"{c}~..." for c in expected))
+    return out
+
+
+def config_key(run_id: str) -> str:
+    """A run's setting without the seed: the unit averaged over seeds."""
+    return run_id.rsplit("/seed~", 1)[0] if "/seed~" in run_id else run_id
+
+
+def teacher_row(config: dict, task: str) -> dict:
+    t = config["teacher"]
+    row = {"kind": "teacher", "task": task, "depth": config["teacher"]["num_layers"], "wbits": 32, "abits": 32,
+           "kd": "none", "epochs": float(t["epochs"]), "lr": float(t["lr"]), "da": "off", "init": "pretrained",
+           "seed": int(t["seed"]), "budget": "teacher"}
+    row["run_id"] = run_relpath(row)
+    return row
+
+
+def step1_row(config: dict, task: str, depth: int, seed: int) -> dict:
+    s = config["step1"]
+    row = {"kind": "student", "task": task, "depth": int(depth), "wbits": 32, "abits": 32, "kd": s["kd"],
+           "epochs": resolve_epochs(config, task, s["epochs"]), "lr": float(s["lr"]), "da": "off",
+           "init": "teacher", "seed": int(seed),
+           "budget": s["epochs"] if isinstance(s["epochs"], str) else ""}
+    row["run_id"] = run_relpath(row)
+    return row
+
+
+def setting_row(config: dict, task: str, seed: int, raw: dict, where: str = "") -> dict:
+    """Map one axis point (raw factor values; budget names allowed) to a run (see the module docstring)."""
+    L = config["teacher"]["num_layers"]
+    depth = L if raw["depth"] == "full" else int(raw["depth"])
+    wbits = int(raw["wbits"])
+    if wbits == 32:
+        return teacher_row(config, task) if depth == L else step1_row(config, task, depth, seed)
+    row = {"kind": "student", "task": task, "depth": depth, "wbits": wbits, "abits": int(raw["abits"]),
+           "kd": raw["kd"], "epochs": resolve_epochs(config, task, raw["epochs"]), "lr": float(raw["lr"]),
+           "da": _norm_da(raw["da"]), "init": "teacher" if depth == L else "step1", "seed": int(seed),
+           "budget": raw["epochs"] if isinstance(raw["epochs"], str) else ""}
+    if row["da"] == "on" and row["kd"] == "none":
+        raise ConfigError(f"config error{' at ' + where if where else ''}: data augmentation (da: on) needs KD "
+                          f"(the teacher labels the augmented inputs); kd 'none' cannot use it")
+    row["run_id"] = run_relpath(row)
+    return row
+
+
+def axis_tasks(config: dict, axis_name: str) -> list[str]:
+    """The tasks of an axis: its own `tasks` list (a subset, e.g. no augmentation of MNLI/QQP), else all."""
+    axis = next((a for a in config["axes"] if a["name"] == axis_name), None)
+    return [t for t in config["tasks"] if t in ((axis or {}).get("tasks") or config["tasks"])]
+
+
+def members(config: dict):
+    """Long table of the study design: one row per (axis, axis point, task, seed) with the run it maps to.
+
+    Columns: axis, point (index of the point within the axis), the raw varied values as `v_<factor>`,
+    the run's settings, kind, budget and run_id."""
+    import pandas as pd
+
+    rows = []
+    for ai, axis in enumerate(config["axes"]):
+        vary = axis["vary"]
+        factors = list(vary)
+        for pi, combo in enumerate(itertools.product(*(vary[f] for f in factors))):
+            raw = {**config["anchor"], **(axis.get("set") or {}), **dict(zip(factors, combo))}
+            for task in axis_tasks(config, axis["name"]):
+                for seed in config["seeds"]:
+                    r = setting_row(config, task, seed, raw, f"axes[{ai}] ({axis['name']})")
+                    rows.append({"axis": axis["name"], "point": pi, **{f"v_{f}": raw[f] for f in factors}, **r})
+    return pd.DataFrame(rows)
+
+
+def study_runs(config: dict):
+    """Every unique run of the study, teachers first: settings, kind, budget name(s), the axes it belongs to
+    (';'-separated, config order) and the run it starts from (`init_run`)."""
+    import pandas as pd
+
+    m = members(config)
+    order = {a["name"]: i for i, a in enumerate(config["axes"])}
+    rows: dict[str, dict] = {}
+    for task in config["tasks"]:
+        t = teacher_row(config, task)
+        rows[t["run_id"]] = {**t, "axes": ["teacher"]}
+    for r in m.to_dict("records"):
+        cur = rows.setdefault(r["run_id"], {**{k: r[k] for k in ("kind", *SETTING_COLS, "budget", "run_id")},
+                                            "axes": []})
+        if r["axis"] not in cur["axes"]:
+            cur["axes"].append(r["axis"])
+        if r["budget"] and r["budget"] not in str(cur["budget"]).split("/"):
+            cur["budget"] = "/".join(x for x in (cur["budget"], r["budget"]) if x)
+    for r in list(rows.values()):  # step-1 runs that step-2 students start from
+        if r["init"] == "step1":
+            s1 = step1_row(config, r["task"], r["depth"], r["seed"])
+            cur = rows.setdefault(s1["run_id"], {**s1, "axes": []})
+            if "xtc-step1" not in cur["axes"]:
+                cur["axes"].append("xtc-step1")
+    out = []
+    for r in rows.values():
+        r = dict(r)
+        r["axes"] = ";".join(sorted(r["axes"], key=lambda a: (a != "teacher", order.get(a, 99), a)))
+        if r["kind"] == "teacher":
+            r["init_run"] = ""
+        elif r["init"] == "step1":
+            r["init_run"] = step1_row(config, r["task"], r["depth"], r["seed"])["run_id"]
+        else:
+            r["init_run"] = f"teacher/task~{r['task']}"
+        r["config_id"] = config_key(r["run_id"])
+        out.append(r)
+    df = pd.DataFrame(out)
+    task_order = {t: i for i, t in enumerate(config["tasks"])}
+    df["_k"] = df["kind"].map({"teacher": 0, "student": 1})
+    df["_t"] = df["task"].map(task_order)
+    df = df.sort_values(["_k", "_t", "init", "depth", "wbits", "kd", "epochs", "lr", "da", "seed"],
+                        ascending=[True, True, False, False, False, True, True, True, True, True])
+    cols = ["run_id", "kind", "axes", *SETTING_COLS, "budget", "init_run", "config_id"]
+    return df[cols].reset_index(drop=True)
+
+
+def paramspace_frame(config: dict):
+    """The students as strings in STUDENT_COLS order, for snakemake.utils.Paramspace (its instance
+    patterns are then exactly `student_key`)."""
+    runs = study_runs(config)
+    st = runs[runs["kind"] == "student"]
+    return st[list(STUDENT_COLS)].apply(lambda col: col.map(lambda v, c=col.name: fmt_value(c, v))).reset_index(
+        drop=True)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# paths below the runs root (shared with the Snakefile)
+
+
+def teacher_dir(runs_dir: str, task: str) -> str:
+    return f"{runs_dir}/teacher/task~{task}"
+
+
+def augment_file(runs_dir: str, task: str) -> str:
+    return f"{runs_dir}/augment/task~{task}/train.jsonl"
+
+
+def export_file(runs_dir: str, key: str) -> str:
+    return f"{runs_dir}/export/{key}/model.xtc"
+
+
+def size_file(runs_dir: str, key: str) -> str:
+    return f"{runs_dir}/export/{key}/size.json"
+
+
+def benchmark_file(runs_dir: str, rule: str, key: str) -> str:
+    return f"{runs_dir}/benchmarks/{rule}/{key}.tsv"
+
+
+def log_file(runs_dir: str, rule: str, key: str) -> str:
+    return f"{runs_dir}/logs/{rule}/{key}.log"
+
+
+def run_key(row) -> str:
+    """The part of a run's path after 'teacher/' or 'student/' (names its log and benchmark files)."""
+    return row["run_id"].split("/", 1)[1]
+
+
+def compress_flags(config: dict, row) -> str:
+    """The `xtc compress` flags of a student beyond the wildcards: how it starts (layer reduction of the
+    teacher, or the step-1 run) and its augmented training file."""
+    runs_dir = config["paths"]["runs"]
+    flags = []
+    if row["init"] == "step1":
+        s1 = step1_row(config, row["task"], int(row["depth"]), int(row["seed"]))
+        flags.append(f"--init {runs_dir}/{s1['run_id']}")
+    else:
+        flags.append(f"--layers {int(row['depth'])}")
+    if row["da"] == "on":
+        flags.append(f"--train-file {augment_file(runs_dir, row['task'])}")
+    return " ".join(flags)
+
+
+def data_flags(config: dict, what: str = "train") -> str:
+    """Shared `xtc` flags: GLUE folder, data caps, sequence length and the fixed training settings."""
+    d, t = config["data"], config["train"]
+    glue = resolve_glue_dir(config)
+    flags = [f"--glue-dir {glue}"] if glue else []
+    mts = config["teacher"].get("max_train_samples") if what == "teacher" else d.get("max_train_samples")
+    if mts:
+        flags.append(f"--max-train-samples {int(mts)}")
+    if d.get("max_eval_samples"):
+        flags.append(f"--max-eval-samples {int(d['max_eval_samples'])}")
+    flags += [f"--max-seq-length {int(d['max_seq_length'])}", f"--batch-size {int(t['batch_size'])}",
+              f"--eval-batch-size {int(t['eval_batch_size'])}", f"--eval-every {int(t['eval_every'])}",
+              f"--warmup-epochs {t['warmup_epochs']:g}"]
+    if t.get("device"):
+        flags.append(f"--device {t['device']}")
+    return " ".join(flags)
+
+
+def augment_flags(config: dict) -> str:
+    """`xtc augment` data flags: the GLUE folder and the examples to augment (augment.max_train_samples, else
+    the students' data.max_train_samples, so DA=on runs see the same originals as DA=off runs plus copies)."""
+    glue = resolve_glue_dir(config)
+    flags = [f"--glue-dir {glue}"] if glue else []
+    n = config["augment"].get("max_train_samples") or config["data"].get("max_train_samples")
+    if n:
+        flags.append(f"--max-train-samples {int(n)}")
+    return " ".join(flags)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# aggregation
+
+
+def task_score(task: str, metrics: dict) -> float | None:
+    """GLUE task score: the mean of the task's GLUE metrics (see SCORE_METRICS); None if one is absent."""
+    vals = [metrics.get(m) for m in SCORE_METRICS[task]]
+    if any(v is None or not isinstance(v, (int, float)) or math.isnan(v) for v in vals):
+        return None
+    return float(sum(vals) / len(vals))
+
+
+def read_benchmark(path: str) -> dict:
+    """Snakemake benchmark TSV -> {'wall_s', 'max_rss_mb'} (mean over its repeats); {} when absent."""
+    try:
+        with open(path) as f:
+            lines = [ln.rstrip("\n").split("\t") for ln in f if ln.strip()]
+    except OSError:
+        return {}
+    if len(lines) < 2:
+        return {}
+    head, rows = lines[0], lines[1:]
+
+    def col(name):
+        vals = []
+        for r in rows:
+            try:
+                vals.append(float(r[head.index(name)]))
+            except (ValueError, IndexError):
+                pass
+        return sum(vals) / len(vals) if vals else float("nan")
+
+    return {"wall_s": col("s") if "s" in head else float("nan"),
+            "max_rss_mb": col("max_rss") if "max_rss" in head else float("nan")}
+
+
+def _read_json(path: str):
+    with open(path) as f:
+        return json.load(f)
+
+
+RUNS_COLUMNS = ["run_id", "config_id", "kind", "axes", *SETTING_COLS, "budget", "teacher_layers", "metric",
+                "value", "is_selection_metric", "wall_s", "max_rss_mb", "train_wall_s", "train_tokens_per_s",
+                "fp32_bytes", "quantized_bytes", "packed_bytes", "packed_file_bytes", "model_bytes",
+                "size_source", "teacher_fp32_bytes", "ratio_to_teacher", "run_dir"]
+MISSING_COLUMNS = ["run_id", "config_id", "kind", "axes", *SETTING_COLS, "reason", "run_dir"]
+
+
+def collect(config: dict, runs_dir: str):
+    """Read every planned run under `runs_dir`. Returns (runs, missing): `runs` is tidy (one row per run and
+    metric, plus the derived metric `score`); `missing` lists planned runs without a readable metrics.json
+    (and quantized students whose export is absent, which only lose their packed size)."""
+    import pandas as pd
+
+    plan = study_runs(config)
+    rows, missing = [], []
+    teacher_bytes: dict[str, float] = {}
+    for r in plan.to_dict("records"):
+        d = os.path.join(runs_dir, r["run_id"])
+        base = {k: r[k] for k in ("run_id", "config_id", "kind", "axes", *SETTING_COLS, "budget")}
+        mfile = os.path.join(d, "metrics.json")
+        try:
+            rec = _read_json(mfile)
+            if rec.get("task") != r["task"] or not isinstance(rec.get("metrics"), dict):
+                raise ValueError(f"metrics.json is for task {rec.get('task')!r}, not {r['task']!r}")
+        except FileNotFoundError:
+            reason = ("unfinished (resume state present)" if os.path.isdir(os.path.join(d, ".xtc_state"))
+                      else "not run (no metrics.json)")
+            missing.append({**base, "reason": reason, "run_dir": d})
+            continue
+        except (OSError, ValueError) as exc:
+            missing.append({**base, "reason": f"unreadable metrics.json: {exc}", "run_dir": d})
+            continue
+        rule = "teacher" if r["kind"] == "teacher" else "student"
+        bench = read_benchmark(benchmark_file(runs_dir, rule, run_key(r)))
+        size = rec.get("size") or {}
+        if size.get("teacher_fp32_bytes"):
+            teacher_bytes[r["task"]] = float(size["teacher_fp32_bytes"])
+        packed = packed_file = None
+        if r["kind"] == "student" and r["wbits"] < 32:
+            try:
+                rep = _read_json(size_file(runs_dir, run_key(r)))
+                packed, packed_file = float(rep["weights_bytes"]), float(rep["file_bytes"])
+            except (OSError, ValueError, KeyError):
+                missing.append({**base, "reason": "no export (packed size unknown)",
+                                "run_dir": os.path.dirname(size_file(runs_dir, run_key(r)))})
+        layers = (rec.get("layers") or {}).get("teacher_layers")
+        common = {**base, "teacher_layers": ",".join(map(str, layers)) if layers else "",
+                  "wall_s": bench.get("wall_s", float("nan")), "max_rss_mb": bench.get("max_rss_mb", float("nan")),
+                  "train_wall_s": rec.get("wall_seconds"), "train_tokens_per_s": rec.get("train_tokens_per_second"),
+                  "fp32_bytes": size.get("fp32_bytes"), "quantized_bytes": size.get("quantized_bytes"),
+                  "packed_bytes": packed, "packed_file_bytes": packed_file,
+                  "teacher_fp32_bytes": size.get("teacher_fp32_bytes"), "run_dir": d}
+        metrics = {k: float(v) for k, v in rec["metrics"].items() if isinstance(v, (int, float))}
+        score = task_score(r["task"], metrics)
+        if score is not None:
+            metrics["score"] = score
+        for metric, value in metrics.items():
+            rows.append({**common, "metric": metric, "value": value,
+                         "is_selection_metric": metric == rec.get("selection_metric")})
+    runs = pd.DataFrame(rows, columns=[c for c in RUNS_COLUMNS])
+    if len(runs):
+        # the teacher's size comes from its students' metrics.json (finetune does not record it)
+        tb = runs["task"].map(teacher_bytes)
+        runs["teacher_fp32_bytes"] = runs["teacher_fp32_bytes"].fillna(tb)
+        is_t = runs["kind"] == "teacher"
+        runs.loc[is_t, "fp32_bytes"] = runs.loc[is_t, "teacher_fp32_bytes"]
+        runs.loc[is_t, "quantized_bytes"] = runs.loc[is_t, "teacher_fp32_bytes"]
+        quant = runs["wbits"] < 32
+        runs["model_bytes"] = runs["fp32_bytes"].where(~quant, runs["packed_bytes"].fillna(runs["quantized_bytes"]))
+        runs["size_source"] = "fp32"
+        runs.loc[quant & runs["packed_bytes"].notna(), "size_source"] = "packed"
+        runs.loc[quant & runs["packed_bytes"].isna(), "size_source"] = "theoretical"
+        runs.loc[runs["model_bytes"].isna(), "size_source"] = ""
+        runs["ratio_to_teacher"] = runs["teacher_fp32_bytes"] / runs["model_bytes"]
+    return runs, pd.DataFrame(missing, columns=MISSING_COLUMNS)
+
+
+SUMMARY_KEYS = ["config_id", "kind", "axes", "task", "depth", "wbits", "abits", "kd", "epochs", "budget", "lr",
+                "da", "init", "metric"]
+
+
+def summarize(config: dict, runs):
+    """Group runs over seeds: mean, std (ddof=1, column std_ddof), n finished seeds, n_planned, the seeds,
+    and mean wall time, peak memory and sizes."""
+    import pandas as pd
+
+    cols = [*SUMMARY_KEYS, "mean", "std", "std_ddof", "n", "n_planned", "seeds", "complete", "wall_s_mean",
+            "max_rss_mb_mean", "model_bytes", "size_source", "ratio_to_teacher"]
+    if not len(runs):
+        return pd.DataFrame(columns=cols)
+    plan = study_runs(config)
+    planned = plan.groupby("config_id")["seed"].nunique()
+    g = runs.groupby(SUMMARY_KEYS, sort=False, dropna=False)
+    out = g.agg(mean=("value", "mean"), std=("value", lambda v: v.std(ddof=STD_DDOF) if len(v) > 1 else float("nan")),
+                n=("value", "size"), seeds=("seed", lambda s: ";".join(str(int(x)) for x in sorted(s))),
+                wall_s_mean=("wall_s", "mean"), max_rss_mb_mean=("max_rss_mb", "mean"),
+                model_bytes=("model_bytes", "mean"), size_source=("size_source", "first"),
+                ratio_to_teacher=("ratio_to_teacher", "mean")).reset_index()
+    out["std_ddof"] = STD_DDOF
+    out["n_planned"] = out["config_id"].map(planned).fillna(out["n"]).astype(int)
+    out["complete"] = out["n"] >= out["n_planned"]
+    return out[cols]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# axis views (shared by tables, claims and figures)
+
+
+def axis_view(config: dict, axis: str, runs, missing=None):
+    """One row per (axis point, task): the varied raw values, the config_id, task score mean/std/n (x100),
+    each GLUE metric's mean (x100), model size, and the missing run ids of that cell."""
+    import pandas as pd
+
+    m = members(config)
+    m = m[m["axis"] == axis]
+    if not len(m):
+        return pd.DataFrame()
+    vcols = [c for c in m.columns if c.startswith("v_")]
+    vcols = [c for c in vcols if m[c].notna().any()]
+    present = runs[runs["metric"] == "score"].set_index("run_id")["value"] if len(runs) else pd.Series(dtype=float)
+    metric_vals = {}
+    if len(runs):
+        for (rid, metric), v in runs.set_index(["run_id", "metric"])["value"].items():
+            metric_vals[(rid, metric)] = v
+    sizes = runs.drop_duplicates("run_id").set_index("run_id")[["model_bytes", "size_source", "teacher_fp32_bytes"]] \
+        if len(runs) else None
+    rows = []
+    for (point, task), grp in m.groupby(["point", "task"], sort=False):
+        rids = list(dict.fromkeys(grp["run_id"]))
+        scores = [100 * present[r] for r in rids if r in present.index]
+        row = {"axis": axis, "point": point, **{c: grp[c].iloc[0] for c in vcols}, "task": task,
+               "config_id": config_key(rids[0]), "kind": grp["kind"].iloc[0], "depth": grp["depth"].iloc[0],
+               "wbits": grp["wbits"].iloc[0], "epochs": grp["epochs"].iloc[0], "lr": grp["lr"].iloc[0],
+               "kd": grp["kd"].iloc[0], "da": grp["da"].iloc[0], "budget": grp["budget"].iloc[0],
+               "n_planned": len(rids), "n": len(scores),
+               "score": float(sum(scores) / len(scores)) if scores else float("nan"),
+               "score_std": float(pd.Series(scores).std(ddof=STD_DDOF)) if len(scores) > 1 else float("nan"),
+               "seed_scores": {int(s): 100 * present[r] for r, s in zip(grp["run_id"], grp["seed"])
+                               if r in present.index},
+               "missing": [r for r in rids if r not in present.index]}
+        for metric in SCORE_METRICS[task]:
+            vals = [100 * metric_vals[(r, metric)] for r in rids if (r, metric) in metric_vals]
+            row[f"m_{metric}"] = float(sum(vals) / len(vals)) if vals else float("nan")
+        if sizes is not None:
+            have = [r for r in rids if r in sizes.index]
+            row["model_bytes"] = float(sizes.loc[have, "model_bytes"].mean()) if have else float("nan")
+            row["size_source"] = sizes.loc[have[0], "size_source"] if have else ""
+            row["teacher_fp32_bytes"] = float(sizes.loc[have, "teacher_fp32_bytes"].mean()) if have else float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def teacher_view(config: dict, runs):
+    """Per task: the teacher's score (x100), its metrics and size; NaN where the teacher is missing."""
+    out = {}
+    for task in config["tasks"]:
+        rid = f"teacher/task~{task}"
+        sel = runs[(runs["run_id"] == rid)] if len(runs) else runs
+        vals = dict(zip(sel["metric"], sel["value"])) if len(sel) else {}
+        out[task] = {"score": 100 * vals["score"] if "score" in vals else float("nan"),
+                     **{f"m_{m}": 100 * vals[m] if m in vals else float("nan") for m in SCORE_METRICS[task]},
+                     "bytes": float(sel["teacher_fp32_bytes"].iloc[0]) if len(sel) else float("nan")}
+    return out
+
+
+def point_averages(config: dict, view):
+    """Per axis point: Avg = mean over the config's tasks of the task score (NaN unless every task has one),
+    its std over seeds (per-seed averages over tasks, seeds present for every task), and completeness."""
+    import pandas as pd
+
+    tasks = axis_tasks(config, view["axis"].iloc[0]) if len(view) else list(config["tasks"])
+    rows = []
+    for point, grp in view.groupby("point", sort=False):
+        by_task = {r["task"]: r for r in grp.to_dict("records")}
+        scores = [by_task[t]["score"] for t in tasks if t in by_task]
+        avg = float(sum(scores) / len(scores)) if len(scores) == len(tasks) and not any(map(math.isnan, scores)) \
+            else float("nan")
+        seeds = set.intersection(*(set(by_task[t]["seed_scores"]) for t in tasks)) if len(by_task) == len(tasks) \
+            else set()
+        per_seed = [sum(by_task[t]["seed_scores"][s] for t in tasks) / len(tasks) for s in sorted(seeds)]
+        first = grp.iloc[0]
+        rows.append({"point": point, **{c: first[c] for c in grp.columns if c.startswith("v_")},
+                     "depth": first["depth"], "wbits": first["wbits"], "kind": first["kind"],
+                     "avg": avg, "avg_std": float(pd.Series(per_seed).std(ddof=STD_DDOF)) if len(per_seed) > 1
+                     else float("nan"), "n_seeds_all_tasks": len(per_seed),
+                     "complete": all(not by_task[t]["missing"] for t in tasks if t in by_task)
+                     and len(by_task) == len(tasks),
+                     "model_bytes": float(grp["model_bytes"].mean()) if "model_bytes" in grp else float("nan"),
+                     "size_source": ",".join(sorted(set(grp["size_source"]) - {""})) if "size_source" in grp else ""})
+    return pd.DataFrame(rows)
+
+
+def teacher_avg(config: dict, teacher: dict, tasks=None) -> float:
+    s = [teacher[t]["score"] for t in (tasks or config["tasks"])]
+    return float(sum(s) / len(s)) if not any(map(math.isnan, s)) else float("nan")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# tables
+
+
+def _fmt(x, nd=1) -> str:
+    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{nd}f}"
+
+
+def _axis(config, name):
+    return next((a for a in config["axes"] if a["name"] == name), None)
+
+
+def point_label(config: dict, factor: str, raw, task_epochs: dict | None = None) -> str:
+    L = config["teacher"]["num_layers"]
+    if factor == "epochs":
+        if isinstance(raw, str):
+            eps = sorted({resolve_epochs(config, t, raw) for t in config["tasks"]})
+            return f"{raw} ({eps[0]:g} ep)" if len(eps) == 1 else f"{raw} ({'/'.join(f'{e:g}' for e in eps)} ep)"
+        return f"{float(raw):g} ep"
+    if factor == "depth":
+        return str(L if raw == "full" else int(raw))
+    if factor == "lr":
+        return f"{float(raw):g}"
+    if factor == "wbits":
+        return "32 (fp32)" if int(raw) == 32 else str(int(raw))
+    return str(raw)
+
+
+def _anchor_text(config: dict, axis: dict) -> str:
+    fixed = {**config["anchor"], **(axis.get("set") or {})}
+    parts = []
+    for f in FACTORS:
+        if f in axis["vary"]:
+            continue
+        parts.append(f"{FACTOR_TITLES[f]} {point_label(config, f, fixed[f])}")
+    s1 = config["step1"]
+    return ("Fixed: " + ", ".join(parts) + ". fp32 students below the teacher's depth are XTC step-1 runs "
+            f"({s1['kd']} KD, budget {point_label(config, 'epochs', s1['epochs'])}, lr {float(s1['lr']):g}); "
+            "quantized students below it start from their step-1 run.")
+
+
+def _metric_header(task: str) -> str:
+    return f"{TASK_TITLES[task]} ({'/'.join(METRIC_ABBREV[m] for m in SCORE_METRICS[task])})"
+
+
+def axis_table(config: dict, axis_name: str, runs, missing) -> str:
+    """A paper-style Markdown table of one axis: rows = configurations, columns = each task's GLUE metrics
+    (x100, mean over seeds) and Avg; '—' marks a cell without a finished run, '†' a cell with fewer seeds
+    than planned; footnotes list the missing runs."""
+    axis = _axis(config, axis_name)
+    tasks = axis_tasks(config, axis_name)
+    view = axis_view(config, axis_name, runs, missing)
+    teacher = teacher_view(config, runs)
+    factors = list(axis["vary"])
+    title = axis.get("title") or axis_name
+    lines = [f"## {title}", "",
+             "Dev-set scores x100, mean over seeds (" + ", ".join(_metric_header(t) for t in tasks) + "). "
+             "Avg: mean over tasks of the task score (mean of its metrics), ± std over seeds (ddof=1).", ""]
+    head = [FACTOR_TITLES[f] for f in factors] + [_metric_header(t) for t in tasks] + ["Avg"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
+    L = config["teacher"]["num_layers"]
+    t_cells = [f"teacher (fp32, {L} layers)" if i == 0 else "" for i in range(len(factors))]
+    t_cells += ["/".join(_fmt(teacher[t][f"m_{m}"]) for m in SCORE_METRICS[t]) for t in tasks]
+    t_cells += [_fmt(teacher_avg(config, teacher, tasks))]
+    lines.append("| " + " | ".join(t_cells) + " |")
+    notes_missing: list[str] = []
+    partial = False
+    if len(view):
+        avgs = point_averages(config, view).set_index("point")
+        for point, grp in view.groupby("point", sort=False):
+            first = grp.iloc[0]
+            cells = [point_label(config, f, first[f"v_{f}"]) for f in factors]
+            by_task = {r["task"]: r for r in grp.to_dict("records")}
+            for t in tasks:
+                r = by_task.get(t)
+                if r is None or r["n"] == 0:
+                    cells.append("—")
+                else:
+                    mark = "†" if r["n"] < r["n_planned"] else ""
+                    partial |= bool(mark)
+                    cells.append("/".join(_fmt(r[f"m_{m}"]) for m in SCORE_METRICS[t]) + mark)
+                if r is not None:
+                    notes_missing += r["missing"]
+            a = avgs.loc[point]
+            cells.append(_fmt(a["avg"]) + (f" ±{a['avg_std']:.1f}" if not math.isnan(a["avg_std"]) else ""))
+            lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", _anchor_text(config, axis)]
+    if any(math.isnan(teacher[t]["score"]) for t in tasks):
+        notes_missing += [f"teacher/task~{t}" for t in tasks if math.isnan(teacher[t]["score"])]
+    if partial:
+        lines.append("† fewer finished seeds than planned (the mean is over the finished ones).")
+    if notes_missing:
+        uniq = list(dict.fromkeys(notes_missing))
+        lines += ["", f"— / † : {len(uniq)} planned run(s) without results:", ""]
+        lines += [f"- `{r}`" for r in uniq]
+    else:
+        lines += ["", "Every planned run of this table finished."]
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(config: dict, runs, missing, out_dir: str) -> list[str]:
+    os.makedirs(out_dir, exist_ok=True)
+    paths = []
+    for axis in config["axes"]:
+        p = os.path.join(out_dir, f"{axis['name']}.md")
+        with open(p, "w") as f:
+            f.write(axis_table(config, axis["name"], runs, missing))
+        paths.append(p)
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------------------
+# claims
+
+
+CLAIMS = {
+    1: "Earlier extreme-quantization baselines were under-trained: longer training closes most of the gap.",
+    2: "With long training, one-stage KD matches or beats multi-stage KD.",
+    3: "Data augmentation helps, most on the small tasks (CoLA, MRPC, RTE, STS-B).",
+    4: "Layer reduction by copying teacher layers, with KD fine-tuning and no pre-training distillation, gives "
+       "a 5/6-layer model better than TinyBERT-6L.",
+    5: "Layer reduction plus 1-bit weights cuts size ~50x with a small loss (1-bit: GLUE avg 83.44 vs 83.95).",
+}
+
+
+def _claim(n, test, verdict, evidence, numbers, note=""):
+    assert verdict in VERDICTS
+    return {"finding": n, "claim": CLAIMS[n], "test": test, "verdict": verdict, "evidence": evidence,
+            "numbers": json.dumps(numbers, sort_keys=True, default=lambda x: None if x != x else x),
+            "note": note}
+
+
+def _nan(x) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+def claim_budget(config, runs, missing=None) -> dict:
+    """Finding 1. In the `budget` axis, for every quantized bit-width b: gap(B) = teacher Avg - Avg(b, B).
+    Holds when, for every b, the shortest budget leaves a gap of at least `min_gap` points and the longest
+    budget closes at least `closed_share` of it: gap(longest) <= (1 - closed_share) * gap(shortest).
+    Not enough data when a needed Avg is missing or no bit-width shows a gap at the shortest budget."""
+    c = config["claims"]
+    test = (f"budget axis: per bit-width, gap = teacher Avg - student Avg; holds if gap(shortest) >= "
+            f"{c['min_gap']:g} and gap(longest) <= {1 - c['closed_share']:g} x gap(shortest) for every bit-width")
+    if not _axis(config, "budget") or "epochs" not in _axis(config, "budget")["vary"]:
+        return _claim(1, test, "not enough data", "no 'budget' axis varying epochs in the config", {})
+    view = axis_view(config, "budget", runs, missing)
+    t_avg = teacher_avg(config, teacher_view(config, runs), axis_tasks(config, "budget"))
+    if not len(view) or _nan(t_avg):
+        return _claim(1, test, "not enough data", "teacher or budget runs missing", {"teacher_avg": t_avg})
+    pts = point_averages(config, view)
+    pts["ep"] = pts["v_epochs"].map(lambda v: resolve_epochs(config, config["tasks"][0], v))
+    numbers, verdicts, ev = {"teacher_avg": t_avg}, [], []
+    for b, grp in pts[pts["wbits"] < 32].groupby("wbits"):
+        grp = grp.sort_values("ep")
+        lo, hi = grp.iloc[0], grp.iloc[-1]
+        if len(grp) < 2 or _nan(lo["avg"]) or _nan(hi["avg"]):
+            verdicts.append("not enough data")
+            ev.append(f"W{b}: missing")
+            continue
+        g_lo, g_hi = t_avg - lo["avg"], t_avg - hi["avg"]
+        numbers[f"w{b}"] = {"short_budget": lo["v_epochs"], "long_budget": hi["v_epochs"], "gap_short": g_lo,
+                            "gap_long": g_hi, "avg_short": lo["avg"], "avg_long": hi["avg"]}
+        ev.append(f"W{b}: gap {g_lo:.2f} -> {g_hi:.2f} points ({lo['v_epochs']} -> {hi['v_epochs']})")
+        if g_lo < c["min_gap"]:
+            verdicts.append("no gap")
+        else:
+            verdicts.append("holds" if g_hi <= (1 - c["closed_share"]) * g_lo else "does not hold")
+    if not verdicts:
+        return _claim(1, test, "not enough data", "no quantized bit-width in the budget axis", numbers)
+    if "does not hold" in verdicts:
+        v = "does not hold"
+    elif "not enough data" in verdicts or all(x == "no gap" for x in verdicts):
+        v = "not enough data"
+    else:
+        v = "holds"
+    note = "a bit-width without a gap at the shortest budget cannot show it closing" if "no gap" in verdicts else ""
+    return _claim(1, test, v, "; ".join(ev) + f"; teacher Avg {t_avg:.2f}", numbers, note)
+
+
+def claim_kd(config, runs, missing=None) -> dict:
+    """Finding 2. In the `kd` axis (trained at the anchor's, long, budget): holds when
+    Avg(one-stage) >= Avg(two-stage) - tolerance points."""
+    tol = config["claims"]["tolerance"]
+    test = f"kd axis (anchor budget): Avg(one-stage) - Avg(two-stage) >= -{tol:g} points"
+    if not _axis(config, "kd"):
+        return _claim(2, test, "not enough data", "no 'kd' axis in the config", {})
+    view = axis_view(config, "kd", runs, missing)
+    if not len(view):
+        return _claim(2, test, "not enough data", "no kd runs", {})
+    pts = point_averages(config, view).set_index("v_kd")
+    got = {k: float(pts.loc[k, "avg"]) for k in pts.index}
+    if _nan(got.get("one-stage")) or _nan(got.get("two-stage")):
+        return _claim(2, test, "not enough data", "one-stage or two-stage Avg missing", got)
+    d = got["one-stage"] - got["two-stage"]
+    ev = ", ".join(f"{k} {v:.2f}" for k, v in got.items() if not _nan(v)) + f"; one-stage - two-stage = {d:+.2f}"
+    return _claim(2, test, "holds" if d >= -tol else "does not hold", ev, {**got, "diff": d, "tolerance": tol})
+
+
+def claim_da(config, runs, missing=None) -> dict:
+    """Finding 3. In the `da` axis: delta(task) = score(DA on) - score(DA off). 'Helps': mean delta over the
+    tasks > 0. 'Most on small tasks': mean delta over the small tasks (config claims.small_tasks) > mean over
+    the others; checked only when both groups are present. Holds when both parts hold (or 'helps' holds and
+    the second part cannot be checked, which the note says)."""
+    small = set(config["claims"]["small_tasks"])
+    test = ("da axis: delta = score(on) - score(off) per task; holds if mean delta > 0 and mean delta(small "
+            f"tasks {','.join(sorted(small))}) > mean delta(other tasks)")
+    if not _axis(config, "da"):
+        return _claim(3, test, "not enough data", "no 'da' axis in the config", {})
+    view = axis_view(config, "da", runs, missing)
+    if not len(view):
+        return _claim(3, test, "not enough data", "no da runs", {})
+    deltas = {}
+    for task, grp in view.groupby("task", sort=False):
+        s = dict(zip(grp["v_da"], grp["score"]))
+        if not _nan(s.get("on")) and not _nan(s.get("off")):
+            deltas[task] = s["on"] - s["off"]
+    tasks = axis_tasks(config, "da")
+    if len(deltas) < len(tasks):
+        return _claim(3, test, "not enough data",
+                      f"DA on/off pairs finished for {len(deltas)} of {len(tasks)} tasks", deltas)
+    mean = sum(deltas.values()) / len(deltas)
+    sm = [v for t, v in deltas.items() if t in small]
+    lg = [v for t, v in deltas.items() if t not in small]
+    ev = ", ".join(f"{TASK_TITLES[t]} {v:+.2f}" for t, v in deltas.items()) + f"; mean {mean:+.2f}"
+    numbers = {"delta": deltas, "mean_delta": mean}
+    if mean <= 0:
+        return _claim(3, test, "does not hold", ev, numbers, "augmentation does not help on average")
+    if sm and lg:
+        ms, ml = sum(sm) / len(sm), sum(lg) / len(lg)
+        numbers.update(small_mean=ms, large_mean=ml)
+        ev += f"; small tasks {ms:+.2f} vs others {ml:+.2f}"
+        return _claim(3, test, "holds" if ms > ml else "does not hold", ev, numbers,
+                      "" if ms > ml else "helps on average, but not most on the small tasks")
+    return _claim(3, test, "holds", ev, numbers, "only the 'helps' part is checkable: the config's tasks are all "
+                  + ("small" if sm else "large"))
+
+
+def claim_depth(config, runs, missing=None) -> dict:
+    """Finding 4, adapted: TinyBERT-6L is not run here, so the test is whether a layer-reduced fp32 KD student
+    (no pre-training distillation) of about half the teacher's depth stays close to the teacher. Target depths:
+    the `depth` axis depths within [5L/12, L/2] for an L-layer teacher (5 and 6 of 12, 3 of 6; if none, the
+    reduced depth closest to L/2). Holds when every target depth's Avg is within `depth_max_drop` points of
+    the teacher's."""
+    c = config["claims"]
+    L = config["teacher"]["num_layers"]
+    tol = c["depth_max_drop"]
+    test = (f"depth axis, fp32 KD students of depth in [5L/12, L/2] (L={L}): teacher Avg - student Avg <= "
+            f"{tol:g} points")
+    note = "adapted: the paper compares with TinyBERT-6L, which this suite does not train"
+    if not _axis(config, "depth"):
+        return _claim(4, test, "not enough data", "no 'depth' axis in the config", {}, note)
+    view = axis_view(config, "depth", runs, missing)
+    t_avg = teacher_avg(config, teacher_view(config, runs), axis_tasks(config, "depth"))
+    pts = point_averages(config, view) if len(view) else None
+    if pts is None or _nan(t_avg):
+        return _claim(4, test, "not enough data", "teacher or depth runs missing", {}, note)
+    pts = pts[(pts["wbits"] == 32) & (pts["depth"] < L)]
+    depths = sorted(set(pts["depth"]))
+    target = [d for d in depths if 5 * L / 12 <= d <= L / 2]
+    if not target and depths:
+        target = [min(depths, key=lambda d: (abs(d - L / 2), -d))]
+    if not target:
+        return _claim(4, test, "not enough data", "no reduced depth in the depth axis", {}, note)
+    numbers, ev, ok = {"teacher_avg": t_avg}, [], True
+    for d in target:
+        a = float(pts[pts["depth"] == d]["avg"].iloc[0])
+        if _nan(a):
+            return _claim(4, test, "not enough data", f"{d}-layer student missing", numbers, note)
+        numbers[f"{d}L"] = {"avg": a, "drop": t_avg - a}
+        ev.append(f"{d}L {a:.2f} (drop {t_avg - a:+.2f})")
+        ok &= t_avg - a <= tol
+    return _claim(4, test, "holds" if ok else "does not hold",
+                  f"teacher {t_avg:.2f}; " + ", ".join(ev), numbers, note)
+
+
+def claim_size(config, runs, missing=None) -> dict:
+    """Finding 5. In the `xtc` axis, 1-bit students: ratio = teacher fp32 bytes / student bytes (packed .xtc
+    weights where exported, else the theoretical quantized size) and drop = teacher Avg - Avg. Holds when some
+    1-bit configuration reaches ratio >= size_min_ratio with drop <= size_max_drop points."""
+    c = config["claims"]
+    test = (f"xtc axis, 1-bit students: holds if some depth has size ratio >= {c['size_min_ratio']:g}x "
+            f"(teacher fp32 / packed) and Avg drop <= {c['size_max_drop']:g} points")
+    if not _axis(config, "xtc"):
+        return _claim(5, test, "not enough data", "no 'xtc' axis in the config", {})
+    view = axis_view(config, "xtc", runs, missing)
+    teacher = teacher_view(config, runs)
+    t_avg = teacher_avg(config, teacher, axis_tasks(config, "xtc"))
+    if not len(view) or _nan(t_avg):
+        return _claim(5, test, "not enough data", "teacher or xtc runs missing", {})
+    pts = point_averages(config, view)
+    t_bytes = [teacher[t]["bytes"] for t in axis_tasks(config, "xtc") if not _nan(teacher[t]["bytes"])]
+    one = pts[(pts["wbits"] == 1)].sort_values("depth", ascending=False)
+    numbers, ev, ok, any_data = {"teacher_avg": t_avg}, [], False, False
+    for r in one.to_dict("records"):
+        if _nan(r["avg"]) or _nan(r["model_bytes"]) or not t_bytes:
+            continue
+        any_data = True
+        ratio = (sum(t_bytes) / len(t_bytes)) / r["model_bytes"]
+        drop = t_avg - r["avg"]
+        numbers[f"{int(r['depth'])}L"] = {"ratio": ratio, "drop": drop, "avg": r["avg"], "size": r["size_source"]}
+        ev.append(f"{int(r['depth'])}L W1: {ratio:.1f}x ({r['size_source']}), drop {drop:+.2f}")
+        ok |= ratio >= c["size_min_ratio"] and drop <= c["size_max_drop"]
+    if not any_data:
+        return _claim(5, test, "not enough data", "no finished 1-bit student with a size", numbers)
+    note = ("ratios count fp32 position/token-type embeddings, LayerNorms, biases, pooler and classifier; "
+            "the ceiling depends on the teacher's architecture")
+    return _claim(5, test, "holds" if ok else "does not hold", f"teacher {t_avg:.2f}; " + "; ".join(ev), numbers,
+                  note)
+
+
+def check_claims(config: dict, runs, missing=None):
+    """The five findings of the recipe with a verdict each (see each claim_* docstring for its test)."""
+    import pandas as pd
+
+    return pd.DataFrame([f(config, runs, missing) for f in (claim_budget, claim_kd, claim_da, claim_depth,
+                                                           claim_size)])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# figures
+
+FIGURES = ("budget", "lr", "kd", "depth", "size")
+WBITS_STYLE = {32: ("tab:blue", "o"), 8: ("tab:purple", "P"), 4: ("tab:brown", "X"), 2: ("tab:green", "s"),
+               1: ("tab:red", "^")}
+
+
+def _panels(tasks, extra_avg=True):
+    import matplotlib.pyplot as plt
+
+    names = list(tasks) + (["avg"] if extra_avg else [])
+    n = len(names)
+    cols = min(n, 3)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    flat = axes.ravel()
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, dict(zip(names, flat[:n]))
+
+
+def _panel_title(config, name):
+    if name == "avg":
+        return "Avg over tasks"
+    return f"{TASK_TITLES[name]} ({'/'.join(METRIC_ABBREV[m] for m in SCORE_METRICS[name])})"
+
+
+def _no_data(ax, msg="no finished runs yet"):
+    ax.text(0.5, 0.5, msg, ha="center", va="center", transform=ax.transAxes, color="gray")
+
+
+def _teacher_line(ax, y, label=True):
+    if not _nan(y):
+        ax.axhline(y, color="black", ls="--", lw=1, label="teacher (fp32)" if label else None)
+
+
+def _save(fig, out_dir, name):
+    os.makedirs(out_dir, exist_ok=True)
+    fig.tight_layout()
+    paths = []
+    for ext in ("png", "pdf"):
+        p = os.path.join(out_dir, f"{name}.{ext}")
+        fig.savefig(p, dpi=150 if ext == "png" else None)
+        paths.append(p)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return paths
+
+
+def _line_panels(config, runs, axis, xfun, xlabel, group="wbits", logx=False, fig_title=""):
+    import matplotlib.ticker  # noqa: F401  (used through the matplotlib name)
+    import matplotlib
+
+    fig, panels = _panels(axis_tasks(config, axis))
+    view = axis_view(config, axis, runs)
+    teacher = teacher_view(config, runs)
+    t_avg = teacher_avg(config, teacher, axis_tasks(config, axis))
+    if not len(view):
+        for ax in panels.values():
+            _no_data(ax)
+    else:
+        pts = point_averages(config, view)
+        for name, ax in panels.items():
+            src = pts.rename(columns={"avg": "y", "avg_std": "e"}) if name == "avg" else \
+                view[view["task"] == name].rename(columns={"score": "y", "score_std": "e"})
+            plotted = False
+            for g, grp in src.groupby(group, sort=True) if group else [(None, src)]:
+                grp = grp.assign(x=[xfun(r, name) for r in grp.to_dict("records")]).sort_values("x")
+                grp = grp[~grp["y"].isna()]
+                if not len(grp):
+                    continue
+                color, marker = WBITS_STYLE.get(int(g), ("tab:gray", "o")) if group == "wbits" else ("tab:red", "o")
+                lab = (f"W{int(g)}A8" if int(g) < 32 else "fp32") if group == "wbits" else None
+                ax.errorbar(grp["x"], grp["y"], yerr=grp["e"].fillna(0), color=color, marker=marker, capsize=3,
+                            label=lab)
+                plotted = True
+            _teacher_line(ax, t_avg if name == "avg" else teacher.get(name, {}).get("score", float("nan")))
+            if not plotted:
+                _no_data(ax)
+            if logx:
+                ax.set_xscale("log")
+                xs = sorted({xfun(r, name) for r in src.to_dict("records")})
+                ax.set_xticks(xs)
+                ax.set_xticklabels([f"{x:g}" for x in xs], fontsize=8)
+                ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            ax.set_title(_panel_title(config, name), fontsize=10)
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel("dev score (x100)")
+            ax.grid(alpha=0.3)
+        first = next(iter(panels.values()))
+        handles, labels = first.get_legend_handles_labels()
+        if handles:
+            first.legend(fontsize=8, loc="best")
+    if fig_title:
+        fig.suptitle(fig_title, fontsize=11)
+    return fig
+
+
+def fig_budget(config, runs, out_dir):
+    def x(r, name):
+        task = config["tasks"][0] if name == "avg" else name
+        return resolve_epochs(config, task, r["v_epochs"])
+
+    fig = _line_panels(config, runs, "budget", x, "training budget (epochs)", fig_title=
+                       "Score vs training budget per weight bit-width (8-bit activations, one-stage KD)")
+    return _save(fig, out_dir, "budget")
+
+
+def fig_lr(config, runs, out_dir):
+    fig = _line_panels(config, runs, "lr", lambda r, n: float(r["v_lr"]), "peak learning rate (log scale)",
+                       logx=True, fig_title="Learning-rate sensitivity of the quantized student")
+    return _save(fig, out_dir, "lr")
+
+
+def fig_depth(config, runs, out_dir):
+    L = config["teacher"]["num_layers"]
+    fig = _line_panels(config, runs, "xtc", lambda r, n: L if r["v_depth"] == "full" else int(r["v_depth"]),
+                       "student depth (transformer layers)",
+                       fig_title="XTC: score vs depth per weight bit-width (layer reduction, then quantization)")
+    for ax in fig.axes:
+        if ax.get_visible():
+            ax.xaxis.get_major_locator().set_params(integer=True)
+    return _save(fig, out_dir, "depth")
+
+
+def fig_kd(config, runs, out_dir):
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    view = axis_view(config, "kd", runs)
+    teacher = teacher_view(config, runs)
+    tasks = axis_tasks(config, "kd")
+    names = list(tasks) + ["avg"]
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(names) + 1.5), 3.8))
+    if not len(view):
+        _no_data(ax)
+    else:
+        pts = point_averages(config, view)
+        modes = [m for m in _axis(config, "kd")["vary"]["kd"]]
+        width = 0.8 / max(1, len(modes))
+        colors = {"none": "tab:gray", "two-stage": "tab:orange", "one-stage": "tab:red"}
+        for i, mode in enumerate(modes):
+            ys, es = [], []
+            for name in names:
+                if name == "avg":
+                    sel = pts[pts["v_kd"] == mode]
+                    ys.append(float(sel["avg"].iloc[0]) if len(sel) else np.nan)
+                    es.append(float(sel["avg_std"].iloc[0]) if len(sel) else np.nan)
+                else:
+                    sel = view[(view["v_kd"] == mode) & (view["task"] == name)]
+                    ys.append(float(sel["score"].iloc[0]) if len(sel) else np.nan)
+                    es.append(float(sel["score_std"].iloc[0]) if len(sel) else np.nan)
+            xs = np.arange(len(names)) + (i - (len(modes) - 1) / 2) * width
+            ax.bar(xs, ys, width, yerr=np.nan_to_num(es), capsize=3, color=colors.get(mode, None),
+                   label=f"KD: {mode}")
+        t_vals = [teacher[n]["score"] for n in tasks] + [teacher_avg(config, teacher, tasks)]
+        for j, y in enumerate(t_vals):
+            if not _nan(y):
+                ax.hlines(y, j - 0.45, j + 0.45, colors="black", linestyles="--", lw=1,
+                          label="teacher (fp32)" if j == 0 else None)
+        finite = [v for v in list(view["score"]) + list(pts["avg"]) + t_vals if not _nan(v)]
+        if finite:
+            ax.set_ylim(max(0, min(finite) - 10), min(100, max(finite) + 5))
+        ax.legend(fontsize=8, loc="lower right")
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels([_panel_title(config, n) for n in names], fontsize=8)
+    ax.set_ylabel("dev score (x100)")
+    ax.set_title("Distillation modes at the long budget (1-bit weights, 8-bit activations)", fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, out_dir, "kd")
+
+
+def fig_size(config, runs, out_dir):
+    import matplotlib
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401
+
+    view = axis_view(config, "xtc", runs)
+    teacher = teacher_view(config, runs)
+    t_avg = teacher_avg(config, teacher, axis_tasks(config, "xtc"))
+    t_bytes = [teacher[t]["bytes"] for t in axis_tasks(config, "xtc") if not _nan(teacher[t]["bytes"])]
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    plotted = False
+    if len(view):
+        pts = point_averages(config, view)
+        for r in pts.to_dict("records"):
+            if _nan(r["avg"]) or _nan(r["model_bytes"]):
+                continue
+            b = int(r["wbits"])
+            color, marker = WBITS_STYLE.get(b, ("tab:gray", "o"))
+            packed = r["size_source"] == "packed" or b == 32
+            ax.scatter(r["model_bytes"] / 1e6, r["avg"], color=color if packed else "none", edgecolors=color,
+                       marker=marker, s=60, zorder=3)
+            ax.annotate(f"{int(r['depth'])}L", (r["model_bytes"] / 1e6, r["avg"]), textcoords="offset points",
+                        xytext=(5, 4), fontsize=8)
+            plotted = True
+        for b in sorted({int(w) for w in pts["wbits"]}, reverse=True):
+            color, marker = WBITS_STYLE.get(b, ("tab:gray", "o"))
+            ax.scatter([], [], color=color, marker=marker, label="fp32 student" if b == 32 else f"W{b}A8 (packed .xtc)")
+    if t_bytes and not _nan(t_avg):
+        tb = sum(t_bytes) / len(t_bytes)
+        ax.scatter([tb / 1e6], [t_avg], marker="*", s=220, color="black", label="teacher (fp32)", zorder=4)
+        plotted = True
+    if not plotted:
+        _no_data(ax)
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(
+        lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
+    ax.tick_params(axis="x", which="minor", labelsize=7)
+    ax.set_xlabel("model size (MB, log scale)\npacked .xtc weights for quantized students, fp32 bytes otherwise")
+    ax.set_ylabel("Avg dev score over tasks (x100)")
+    ax.set_title("Score vs model size (XTC axis; hollow = theoretical size, not exported)", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    if plotted:
+        ax.legend(fontsize=8, loc="lower right")
+    return _save(fig, out_dir, "size")
+
+
+def make_figures(config: dict, runs, out_dir: str) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    paths = []
+    for f in (fig_budget, fig_lr, fig_kd, fig_depth, fig_size):
+        paths += f(config, runs, out_dir)
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------------------
+# cost estimate
+
+
+def estimate_cost(config: dict):
+    """Rough seconds per job of this config on the machine the `cost` section describes (see its comments):
+    `compute_s` = train steps x step cost (scaled by tokens per example, depth, quantization and the KD
+    teacher forward) + evaluations; `startup_s` = process start-up (imports, model and data loading).
+    A planning aid; the benchmark files hold the truth."""
+    import pandas as pd
+
+    c, d, t = config["cost"], config["data"], config["train"]
+    L = config["teacher"]["num_layers"]
+    layer_s = c["step_s"] / L  # one layer's share of a train step at ref_tokens
+    bs = t["batch_size"]
+    aug_cap = config["augment"].get("max_train_samples") or d.get("max_train_samples")
+
+    def tokens(task, split):
+        n = GLUE_TOKENS[task][0 if split == "train" else 1]
+        return min(n, d["max_seq_length"]) / c["ref_tokens"]
+
+    def n_train(task, cap):
+        n = GLUE_TRAIN_SIZE[task]
+        return min(n, cap) if cap else n
+
+    def n_eval(task):
+        n = GLUE_DEV_SIZE[task]
+        return min(n, d["max_eval_samples"]) if d.get("max_eval_samples") else n
+
+    def evals_cost(task, depth, quant, epochs, steps):
+        n = math.ceil(epochs) + (steps // t["eval_every"] if t["eval_every"] else 0)
+        per = n_eval(task) / bs * depth * layer_s * c["forward_share"] * tokens(task, "dev") * (
+            c["quant_factor"] if quant else 1)
+        return n * per
+
+    rows = []
+    for r in study_runs(config).to_dict("records"):
+        task = r["task"]
+        if r["kind"] == "teacher":
+            n = n_train(task, config["teacher"].get("max_train_samples"))
+            steps = math.ceil(math.ceil(n / bs) * r["epochs"])
+            s = steps * L * layer_s * tokens(task, "train") + evals_cost(task, L, False, r["epochs"], steps)
+            rows.append({"job": "teacher", "run_id": r["run_id"], "steps": steps, "compute_s": s,
+                         "startup_s": c["startup_s"]})
+            continue
+        n = n_train(task, aug_cap) * (1 + config["augment"]["copies"]) if r["da"] == "on" else \
+            n_train(task, d.get("max_train_samples"))
+        steps = math.ceil(math.ceil(n / bs) * r["epochs"])
+        quant = r["wbits"] < 32
+        student = r["depth"] * layer_s * (c["quant_factor"] if quant else 1)
+        teacher_fwd = L * layer_s * c["forward_share"] if r["kd"] != "none" else 0.0
+        s = steps * (student + teacher_fwd) * tokens(task, "train")
+        s += evals_cost(task, r["depth"], quant, r["epochs"], steps)
+        rows.append({"job": "student", "run_id": r["run_id"], "steps": steps, "compute_s": s,
+                     "startup_s": c["startup_s"]})
+        if quant:
+            rows.append({"job": "export", "run_id": r["run_id"], "steps": 0, "compute_s": 1.0,
+                         "startup_s": c["startup_s"]})
+    plan = study_runs(config)
+    for task in sorted(set(plan.loc[plan["da"] == "on", "task"])):
+        rows.append({"job": "augment", "run_id": augment_file("", task), "steps": 0,
+                     "compute_s": n_train(task, aug_cap) * config["augment"]["copies"] * c["augment_s_per_copy"],
+                     "startup_s": c["startup_s"]})
+    rows.append({"job": "aggregate", "run_id": "", "steps": 0, "compute_s": 10.0, "startup_s": 4.0})
+    out = pd.DataFrame(rows)
+    # wall: `jobs` single-thread jobs side by side give `parallel_speedup` x the throughput of one job using
+    # every core; start-ups (single-threaded imports) overlap fully
+    out["wall_s"] = out["compute_s"] / c["parallel_speedup"] + out["startup_s"] / c["jobs"]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# one-call aggregation (also what the CLI runs)
+
+
+def write_results(config: dict, runs_dir: str, out_dir: str) -> dict:
+    """runs.csv, summary.csv and missing.csv under out_dir; returns the frames."""
+    runs, missing = collect(config, runs_dir)
+    summary = summarize(config, runs)
+    os.makedirs(out_dir, exist_ok=True)
+    runs.to_csv(os.path.join(out_dir, "runs.csv"), index=False)
+    summary.to_csv(os.path.join(out_dir, "summary.csv"), index=False)
+    missing.to_csv(os.path.join(out_dir, "missing.csv"), index=False)
+    return {"runs": runs, "summary": summary, "missing": missing}
+
+
+def read_results(results_dir: str):
+    import pandas as pd
+
+    runs = pd.read_csv(os.path.join(results_dir, "runs.csv"), keep_default_na=True)
+    runs["budget"] = runs["budget"].fillna("").astype(str)
+    runs["teacher_layers"] = runs["teacher_layers"].fillna("").astype(str)
+    runs["size_source"] = runs["size_source"].fillna("").astype(str)
+    mpath = os.path.join(results_dir, "missing.csv")
+    missing = pd.read_csv(mpath) if os.path.isfile(mpath) else pd.DataFrame(columns=MISSING_COLUMNS)
+    return runs, missing
+
+
+# ---------------------------------------------------------------------------------------------------------
+# CLI: xtc study ...
+
+
+def _cfg(a) -> dict:
+    overrides = {}
+    for kv in a.set or []:
+        import yaml
+
+        k, _, v = kv.partition("=")
+        cur = overrides
+        keys = k.split(".")
+        for part in keys[:-1]:
+            cur = cur.setdefault(part, {})
+        cur[keys[-1]] = yaml.safe_load(v)
+    return load_config(a.config, overrides)
+
+
+def _add_config(p):
+    p.add_argument("--config", action="append", required=True,
+                   help="study config YAML; repeat to merge (later files win), as with Snakemake's --configfile")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. seeds=[1]")
+
+
+def cmd_runs(a) -> None:
+    runs = study_runs(_cfg(a))
+    if a.kind:
+        runs = runs[runs["kind"] == a.kind]
+    if a.json:
+        json.dump(runs.to_dict("records"), sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        runs.to_csv(sys.stdout, index=False)
+
+
+def cmd_plan(a) -> None:
+    config = _cfg(a)
+    est = estimate_cost(config)
+    runs = study_runs(config)
+    by_job = est.groupby("job")[["compute_s", "startup_s", "wall_s"]].sum().round(1)
+    counts = est.groupby("job").size()
+    out = {"runs": {"teachers": int((runs["kind"] == "teacher").sum()),
+                    "students": int((runs["kind"] == "student").sum())},
+           "jobs": {j: {"count": int(counts[j]), **{k: float(v) for k, v in r.items()}} for j, r in by_job.iterrows()},
+           "students_per_axis": {ax["name"]: int(runs["axes"].str.split(";").map(lambda s, n=ax["name"]: n in s).sum())
+                                 for ax in config["axes"]},
+           "estimated_wall_minutes": round(float(est["wall_s"].sum()) / 60, 1),
+           "assumptions": config["cost"]}
+    json.dump(out, sys.stdout, indent=1)
+    sys.stdout.write("\n")
+
+
+def cmd_aggregate(a) -> None:
+    config = _cfg(a)
+    res = write_results(config, a.runs_dir, a.out_dir)
+    n_done = res["runs"]["run_id"].nunique() if len(res["runs"]) else 0
+    miss = res["missing"]
+    not_run = miss[~miss["reason"].str.startswith("no export")] if len(miss) else miss
+    print(json.dumps({"finished_runs": int(n_done), "missing_runs": int(len(not_run)),
+                      "missing_exports": int(len(miss) - len(not_run)),
+                      "out": [os.path.join(a.out_dir, f) for f in ("runs.csv", "summary.csv", "missing.csv")]},
+                     indent=1))
+    for r in not_run.to_dict("records"):
+        print(f"missing: {r['run_id']} ({r['reason']})", file=sys.stderr)
+
+
+def cmd_tables(a) -> None:
+    config = _cfg(a)
+    runs, missing = read_results(a.results_dir)
+    print("\n".join(write_tables(config, runs, missing, a.out_dir)))
+
+
+def cmd_claims(a) -> None:
+    config = _cfg(a)
+    runs, missing = read_results(a.results_dir)
+    claims = check_claims(config, runs, missing)
+    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+    claims.to_csv(a.out, index=False)
+    for r in claims.to_dict("records"):
+        print(f"finding {r['finding']}: {r['verdict']} -- {r['evidence']}")
+
+
+def cmd_figures(a) -> None:
+    config = _cfg(a)
+    runs, _ = read_results(a.results_dir)
+    print("\n".join(make_figures(config, runs, a.out_dir)))
+
+
+def cmd_all(a) -> None:
+    config = _cfg(a)
+    res = write_results(config, a.runs_dir, a.results_dir)
+    runs, missing = read_results(a.results_dir)
+    write_tables(config, runs, missing, os.path.join(a.results_dir, "tables"))
+    check_claims(config, runs, missing).to_csv(os.path.join(a.results_dir, "claims.csv"), index=False)
+    make_figures(config, runs, a.figures_dir)
+    print(json.dumps({"finished_runs": int(res["runs"]["run_id"].nunique()) if len(res["runs"]) else 0,
+                      "missing": int(len(res["missing"])), "results": a.results_dir, "figures": a.figures_dir}))
+
+
+def register(sub) -> None:
+    """Add `xtc study ...` to the xtc command line."""
+    s = sub.add_parser("study", help="the XTC study: run grid, aggregation, tables, claims, figures",
+                       description="Library behind the Snakemake workflow: expand a study config into its runs, "
+                       "aggregate finished runs (tolerating missing ones), write tables, the claims check and "
+                       "figures.")
+    ss = s.add_subparsers(dest="study_command", required=True, metavar="STUDY_COMMAND")
+
+    p = ss.add_parser("runs", help="the unique runs of a config (CSV, or JSON with --json)")
+    _add_config(p)
+    p.add_argument("--kind", choices=["teacher", "student"])
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_runs)
+
+    p = ss.add_parser("plan", help="number of runs per axis and a rough cost estimate (JSON)")
+    _add_config(p)
+    p.set_defaults(fn=cmd_plan)
+
+    p = ss.add_parser("aggregate", help="runs.csv (tidy), summary.csv (over seeds) and missing.csv")
+    _add_config(p)
+    p.add_argument("--runs-dir", required=True, help="the runs root (config paths.runs)")
+    p.add_argument("--out-dir", required=True, help="results folder")
+    p.set_defaults(fn=cmd_aggregate)
+
+    p = ss.add_parser("tables", help="one Markdown table per axis from runs.csv")
+    _add_config(p)
+    p.add_argument("--results-dir", required=True)
+    p.add_argument("--out-dir", required=True)
+    p.set_defaults(fn=cmd_tables)
+
+    p = ss.add_parser("claims", help="verdicts on the recipe's five findings (CSV)")
+    _add_config(p)
+    p.add_argument("--results-dir", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(fn=cmd_claims)
+
+    p = ss.add_parser("figures", help="PNG and PDF figures from runs.csv")
+    _add_config(p)
+    p.add_argument("--results-dir", required=True)
+    p.add_argument("--out-dir", required=True)
+    p.set_defaults(fn=cmd_figures)
+
+    p = ss.add_parser("all", help="aggregate + tables + claims + figures in one go (e.g. on a partial tree)")
+    _add_config(p)
+    p.add_argument("--runs-dir", required=True)
+    p.add_argument("--results-dir", required=True)
+    p.add_argument("--figures-dir", required=True)
+    p.set_defaults(fn=cmd_all)
