@@ -1441,9 +1441,40 @@ def cmd_plan(a) -> None:
     sys.stdout.write("\n")
 
 
+def write_versions(runs_dir: str, out_path: str) -> dict:
+    """Provenance of the results: the package versions the runs recorded (each distinct set once), the
+    versions at aggregation time, and the git commit of the checkout."""
+    import glob
+    import subprocess
+
+    from xtc.train import versions, write_json_atomic
+
+    seen = []
+    for path in sorted(glob.glob(os.path.join(runs_dir, "**", "metrics.json"), recursive=True)):
+        v = (_read_json(path) or {}).get("versions")
+        if v and v not in seen:
+            seen.append(v)
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip() or None
+    except OSError:
+        commit = None
+    try:
+        import snakemake
+
+        snakemake_version = snakemake.__version__
+    except ImportError:
+        snakemake_version = None
+    out = {"runs_recorded": seen, "aggregated_with": {**versions(), "snakemake": snakemake_version},
+           "git_commit": commit}
+    write_json_atomic(out_path, out)
+    return out
+
+
 def cmd_aggregate(a) -> None:
     config = _cfg(a)
     res = write_results(config, a.runs_dir, a.out_dir)
+    write_versions(a.runs_dir, os.path.join(a.out_dir, "versions.json"))
     n_done = res["runs"]["run_id"].nunique() if len(res["runs"]) else 0
     miss = res["missing"]
     not_run = miss[~miss["reason"].str.startswith("no export")] if len(miss) else miss

@@ -28,6 +28,7 @@ rule aggregate:
         runs=f"{RESULTS}/runs.csv",
         summary=report(f"{RESULTS}/summary.csv", caption="../report/summary.rst", category="Results"),
         missing=f"{RESULTS}/missing.csv",
+        versions=f"{RESULTS}/versions.json",
     log:
         f"{RUNS}/logs/aggregate.log",
     benchmark:
