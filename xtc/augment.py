@@ -28,7 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from xtc.data import load_split
-from xtc.models import load_tokenizer, resolve_model_path
+from xtc.models import load_tokenizer, quiet_hf_loading, resolve_model_path
 from xtc.tasks import get_task
 
 SHORTLIST_EXTRA = 16  # float32 shortlist margin before the exact float64 re-ranking of neighbours
@@ -60,27 +60,22 @@ class Teacher:
 def load_teacher(name: str) -> Teacher:
     """Tokenizer, word embeddings and (when the checkpoint really has one) the masked-LM head of `name`."""
     from transformers import AutoConfig, BertForMaskedLM
-    from transformers.utils import logging as hf_logging
 
     path = resolve_model_path(name)
     if path.endswith(".xtc") and os.path.isfile(path):
         raise ValueError(f"--teacher {path} is a packed student; augmentation needs the fp32 teacher folder "
                          f"(or hub id) whose vocabulary and embeddings propose the replacements")
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # "newly initialised cls.*" is expected for heads we then discard
-    hf_logging.disable_progress_bar()
     try:
-        model_type = AutoConfig.from_pretrained(path).model_type
-        if model_type != "bert":
-            raise ValueError(f"--teacher {path!r} is a {model_type!r} model; xtc supports BERT-family checkpoints")
-        model, info = BertForMaskedLM.from_pretrained(path, output_loading_info=True)
-        tok = load_tokenizer(path)
+        with quiet_hf_loading():  # "newly initialised cls.*" is expected for heads we then discard
+            model_type = AutoConfig.from_pretrained(path).model_type
+            if model_type != "bert":
+                raise ValueError(f"--teacher {path!r} is a {model_type!r} model; xtc supports BERT-family "
+                                 f"checkpoints")
+            model, info = BertForMaskedLM.from_pretrained(path, output_loading_info=True)
+            tok = load_tokenizer(path)
     except OSError as exc:
         raise FileNotFoundError(f"cannot load a BERT model from --teacher {path!r}: {exc}. Pass a local Hugging "
                                 f"Face model folder, a hub id (when online) or 'default'") from exc
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        hf_logging.enable_progress_bar()
     # A bare encoder (the default all-MiniLM-L6-v2) or a fine-tuned classifier has no trained head: its
     # cls.predictions.* would be random. The decoder is tied to the embeddings, so it never counts.
     missing = [k for k in info["missing_keys"]

@@ -3,6 +3,7 @@ a saved (possibly fake-quantized) xtc student folder, or a packed `.xtc` artifac
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 
 import torch
 from transformers import AutoTokenizer, BertForSequenceClassification
@@ -31,6 +32,20 @@ def pick_device(name: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+@contextmanager
+def quiet_hf_loading():
+    """Silence transformers' loading warnings and progress bars (e.g. the expected "newly initialised
+    classifier" warning for a bare encoder), restoring the previous verbosity afterwards."""
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
+
+
 def load_tokenizer(path: str):
     return AutoTokenizer.from_pretrained(path)
 
@@ -44,18 +59,12 @@ def load_classifier(path: str, num_labels: int | None = None) -> BertForSequence
 
         return load_packed(path)[0]
     kwargs = {} if num_labels is None else {"num_labels": num_labels}
-    # The "newly initialised classifier" warning is expected for a bare encoder; keep logs readable.
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
     try:
-        model = BertForSequenceClassification.from_pretrained(path, **kwargs)
+        with quiet_hf_loading():
+            model = BertForSequenceClassification.from_pretrained(path, **kwargs)
     except OSError as exc:
         raise FileNotFoundError(f"cannot load a BERT model from {path!r}: {exc}. Pass a local Hugging Face "
                                 f"model folder, a hub id (when online) or 'default'") from exc
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        hf_logging.enable_progress_bar()
     if model.config.model_type != "bert":
         raise ValueError(f"{path!r} is a {model.config.model_type!r} model; xtc supports BERT-family checkpoints")
     spec = getattr(model.config, "xtc_quant", None)
