@@ -101,7 +101,8 @@ def test_replaced_fraction_matches_p(tmp_path, tiny_model_dir):
     glue = _write_sst2(str(tmp_path / "glue"), sents)
     for p, copies in ((0.4, 5), (0.0, 1), (1.0, 1)):
         out = str(tmp_path / f"p{p}.jsonl")
-        rep = augment("sst2", tiny_model_dir, out, copies=copies, replace_prob=p, glue_dir=glue, quiet=True)
+        rep = augment("sst2", tiny_model_dir, out, copies=copies, replace_prob=p, glue_dir=glue,
+                      replace_stop_words=True, quiet=True)
         rows = _lines(out)
         changed = total = 0
         for r in rows:
@@ -118,7 +119,8 @@ def test_specials_punctuation_case_and_whitespace(tmp_path, tiny_model_dir):
     sent = "[CLS] The dog, sat -- on  the mat... [SEP] ! \"good\""
     glue = _write_sst2(str(tmp_path / "glue"), [sent])
     out = str(tmp_path / "o.jsonl")
-    augment("sst2", tiny_model_dir, out, copies=5, replace_prob=1.0, glue_dir=glue, quiet=True)
+    augment("sst2", tiny_model_dir, out, copies=5, replace_prob=1.0, glue_dir=glue, replace_stop_words=True,
+            quiet=True)
     for r in _lines(out)[1:]:
         t = r["text_a"].split(" ")
         o = sent.split(" ")
@@ -132,9 +134,40 @@ def test_specials_punctuation_case_and_whitespace(tmp_path, tiny_model_dir):
         assert t[11].startswith('"') and t[11].endswith('"') and t[11] != '"good"'
 
 
-def test_pairs_kept_and_augmented_independently(tmp_path, tiny_model_dir, glue_dir):
+def test_stop_words_kept_unless_asked(tmp_path, tiny_model_dir):
+    sent = "The dog is not a good actor and she was very funny"
+    glue = _write_sst2(str(tmp_path / "glue"), [sent])
+    stop = {"The", "is", "not", "a", "and", "she", "was", "very"}
+    for replace_stop in (False, True):
+        out = str(tmp_path / f"{replace_stop}.jsonl")
+        rep = augment("sst2", tiny_model_dir, out, copies=4, replace_prob=1.0, glue_dir=glue,
+                      replace_stop_words=replace_stop, quiet=True)
+        for r in _lines(out)[1:]:
+            for old, new in zip(sent.split(), r["text_a"].split()):
+                assert (new == old) == (old in stop and not replace_stop), (old, new)
+        assert rep["eligible_word_slots"] == 4 * (12 if replace_stop else 12 - len(stop))
+
+
+def test_pairs_rewrite_one_sentence_per_copy(tmp_path, tiny_model_dir, glue_dir):
+    """TinyBERT keeps one side of a pair intact, so paraphrase/entailment relations mostly survive."""
     out = str(tmp_path / "rte.jsonl")
-    augment("rte", tiny_model_dir, out, copies=10, glue_dir=glue_dir, quiet=True)
+    rep = augment("rte", tiny_model_dir, out, copies=6, replace_prob=1.0, glue_dir=glue_dir,
+                  replace_stop_words=True, quiet=True)
+    train = load_split(get_task("rte"), "train", glue_dir)
+    assert rep["pair_mode"] == "one"
+    for r in _lines(out):
+        a0, b0 = train.texts[r["source"]]
+        if r["copy"]:
+            kept, changed = ((r["text_b"], b0), (r["text_a"], a0)) if r["copy"] % 2 == 1 else \
+                ((r["text_a"], a0), (r["text_b"], b0))
+            assert kept[0] == kept[1]
+            assert all(x != y for x, y in zip(changed[0].split(), changed[1].split()) if y.isalpha())
+
+
+def test_pairs_both_mode_augmented_independently(tmp_path, tiny_model_dir, glue_dir):
+    out = str(tmp_path / "rte.jsonl")
+    augment("rte", tiny_model_dir, out, copies=10, glue_dir=glue_dir, pair_mode="both", replace_stop_words=True,
+            quiet=True)
     rows = _lines(out)
     train = load_split(get_task("rte"), "train", glue_dir)
     assert all("text_b" in r for r in rows)
@@ -186,7 +219,7 @@ def test_mlm_head_detection(tmp_path, tiny_model_dir, mlm_dir):
 def test_mlm_path_uses_the_head(tmp_path, mlm_dir, glue_dir):
     out = str(tmp_path / "o.jsonl")
     rep = augment("mrpc", mlm_dir, out, copies=2, replace_prob=1.0, candidates=1, glue_dir=glue_dir,
-                  max_samples=16, quiet=True)
+                  max_samples=16, pair_mode="both", replace_stop_words=True, quiet=True)
     assert rep["path"] == "mlm" and rep["mlm_head"]
     for r in _lines(out):
         if r["copy"]:
@@ -201,7 +234,8 @@ def test_mlm_candidates_in_vocab_and_window_fallback(tmp_path, mlm_dir):
     long = " ".join(rng.choice(WORDS) for _ in range(140))  # beyond the tiny model's 128 positions
     glue = _write_sst2(str(tmp_path / "glue"), ["the dog sat on the mat", long])
     out = str(tmp_path / "o.jsonl")
-    rep = augment("sst2", mlm_dir, out, copies=3, replace_prob=1.0, candidates=2, glue_dir=glue, quiet=True)
+    rep = augment("sst2", mlm_dir, out, copies=3, replace_prob=1.0, candidates=2, glue_dir=glue,
+                  replace_stop_words=True, quiet=True)
     assert rep["path"] == "both"  # the tail of the long sentence falls back to neighbours
     for r in _lines(out):
         if r["copy"]:
@@ -216,7 +250,8 @@ def test_mlm_candidates_in_vocab_and_window_fallback(tmp_path, mlm_dir):
 def test_bad_arguments_and_existing_output(tmp_path, tiny_model_dir, glue_dir):
     out = str(tmp_path / "o.jsonl")
     for kwargs, flag in (({"replace_prob": 1.5}, "--replace-prob"), ({"replace_prob": -0.1}, "--replace-prob"),
-                         ({"copies": -1}, "--copies"), ({"candidates": 0}, "--candidates")):
+                         ({"copies": -1}, "--copies"), ({"candidates": 0}, "--candidates"),
+                         ({"pair_mode": "neither"}, "--pair-mode")):
         with pytest.raises(ValueError, match=flag):
             augment("sst2", tiny_model_dir, out, glue_dir=glue_dir, quiet=True, **kwargs)
     with pytest.raises(ValueError, match="unknown GLUE task 'glue9'"):

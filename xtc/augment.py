@@ -10,7 +10,12 @@ probability `replace_prob`, by one of its `candidates` best candidates, chosen u
 A "word" is a whitespace-separated token of the GLUE text; leading/trailing punctuation stays in place
 ("film," -> "movie,"), and tokens that are pure punctuation or contain a special token are never replaced.
 Candidates are whole-word vocabulary entries only: no "##" pieces, special or [unused] tokens, pure
-punctuation, nor the word itself. Output: JSON Lines for `xtc compress --train-file` (see
+punctuation, nor the word itself. As in TinyBERT, two things keep the teacher's labels meaningful:
+  - stop words ("is", "not", "the", ...; scikit-learn's English list) are never replaced, so negations and
+    the sentence frame survive;
+  - for sentence pairs each copy rewrites one sentence and keeps the other as it is (copies alternate between
+    the two), so the relation the label depends on (paraphrase, entailment) is not destroyed on both sides.
+    Rewriting both at once (`pair_mode="both"`) makes the teacher label most MRPC copies "not paraphrase". Output: JSON Lines for `xtc compress --train-file` (see
 `xtc.data.read_train_file`); the teacher labels the examples through KD, so no labels are written.
 """
 from __future__ import annotations
@@ -31,6 +36,7 @@ from xtc.data import load_split
 from xtc.models import load_tokenizer, quiet_hf_loading, resolve_model_path
 from xtc.tasks import get_task
 
+PAIR_MODES = ("one", "both")
 SHORTLIST_EXTRA = 16  # float32 shortlist margin before the exact float64 re-ranking of neighbours
 MLM_BLOCK = 256  # examples whose masked-LM queries are batched together (bounds memory on big tasks)
 MLM_BATCH_TOKENS = 8192  # padded tokens per masked-LM forward
@@ -256,7 +262,13 @@ def mlm_candidates(teacher: Teacher, jobs: list[MaskJob], k: int) -> list[list[s
 
 
 # ----------------------------------------------------------------------------- augmentation
-def _check_args(copies, replace_prob, candidates, seed, max_samples):
+def stop_words() -> frozenset[str]:
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    return frozenset(ENGLISH_STOP_WORDS)
+
+
+def _check_args(copies, replace_prob, candidates, seed, max_samples, pair_mode):
     if not isinstance(copies, int) or copies < 0:
         raise ValueError(f"--copies must be an integer >= 0 (got {copies!r}); TinyBERT uses 20")
     if not 0.0 <= float(replace_prob) <= 1.0:
@@ -267,16 +279,19 @@ def _check_args(copies, replace_prob, candidates, seed, max_samples):
         raise ValueError(f"--seed must be an integer >= 0 (got {seed!r})")
     if max_samples is not None and max_samples < 1:
         raise ValueError(f"--max-train-samples must be >= 1 (got {max_samples!r}); leave it out to use all")
+    if pair_mode not in PAIR_MODES:
+        raise ValueError(f"--pair-mode must be one of {', '.join(PAIR_MODES)} (got {pair_mode!r})")
 
 
 def augment(task_name: str, teacher_dir: str, out_file: str, copies: int = 20, replace_prob: float = 0.4,
             candidates: int = 15, seed: int = 42, glue_dir: str | None = None, max_samples: int | None = None,
-            overwrite: bool = False, quiet: bool = False) -> dict:
+            pair_mode: str = "one", replace_stop_words: bool = False, overwrite: bool = False,
+            quiet: bool = False) -> dict:
     """Write the task's training set plus `copies` augmented copies of every example to `out_file` (JSONL).
     Example i draws from its own generator seeded (seed, i): the output is a pure function of the arguments,
     and the first n examples come out the same whatever --max-train-samples is."""
     t0 = time.time()
-    _check_args(copies, replace_prob, candidates, seed, max_samples)
+    _check_args(copies, replace_prob, candidates, seed, max_samples, pair_mode)
     task = get_task(task_name)
     if os.path.exists(out_file) and not overwrite:
         raise FileExistsError(f"{out_file} already exists; pass --overwrite to replace it or choose another --out")
@@ -286,6 +301,11 @@ def augment(task_name: str, teacher_dir: str, out_file: str, copies: int = 20, r
     # Every distinct token once: its analysis, and neighbour candidates for whichever words need them.
     sentences = [s for ex in split.texts for s in ex]
     words = analyse_words(teacher, sorted({w for s in sentences for w in _SPACE.split(s)[::2] if w}))
+    if not replace_stop_words:  # a key of None marks a word that is never replaced
+        stop = stop_words()
+        for w in words.values():
+            if w.key is not None and w.key in stop:
+                w.key = None
     need = {w.key: w.ids for w in words.values() if w.key is not None
             and (teacher.mlm is None or len(w.ids) > 1)}
     neighbours = neighbour_candidates(teacher, need, candidates, quiet=quiet)
@@ -307,7 +327,7 @@ def augment(task_name: str, teacher_dir: str, out_file: str, copies: int = 20, r
                     teacher, {k: v for k, v in fallback.items() if k not in neighbours}, candidates))
                 for i, texts in enumerate(block, b0):
                     rows = _augment_example(texts, words, neighbours, mlm, copies, replace_prob,
-                                            np.random.default_rng([seed, i]), stats)
+                                            np.random.default_rng([seed, i]), stats, pair_mode == "one")
                     for c, row in enumerate(rows):
                         obj = {"text_a": row[0], **({"text_b": row[1]} if task.is_pair else {}),
                                "source": i, "copy": c}
@@ -327,6 +347,7 @@ def augment(task_name: str, teacher_dir: str, out_file: str, copies: int = 20, r
         "task": task.name, "teacher": resolve_model_path(teacher_dir), "out": out_file,
         "examples_in": len(split), "examples_out": len(split) * (copies + 1),
         "copies": copies, "replace_prob": replace_prob, "candidates": candidates, "seed": seed,
+        "pair_mode": pair_mode if task.is_pair else None, "replace_stop_words": replace_stop_words,
         "path": "both" if len(used) == 2 else used[0] if used else "none", "mlm_head": teacher.mlm is not None,
         "replaced_fraction": stats["replaced"] / stats["eligible"] if stats["eligible"] else 0.0,
         "eligible_word_slots": stats["eligible"], "distinct_words": len({w.key for w in words.values() if w.key}),
@@ -360,8 +381,10 @@ def _block_mlm(teacher: Teacher, words: dict[str, Word], block: list[tuple[str, 
     return mlm, fallback
 
 
-def _augment_example(texts, words, neighbours, mlm, copies, p, rng, stats) -> list[tuple[str, ...]]:
-    """The original example and its `copies` augmented versions; sentences of a pair draw independently."""
+def _augment_example(texts, words, neighbours, mlm, copies, p, rng, stats, one_side: bool = True
+                     ) -> list[tuple[str, ...]]:
+    """The original example and its `copies` augmented versions. With `one_side`, copy c of a pair rewrites
+    sentence c % 2 only; otherwise the sentences of a pair draw independently."""
     sents = []  # per sentence: its parts (tokens at even indices, whitespace between) and replaceable slots
     for s in texts:
         parts = _SPACE.split(s)
@@ -382,10 +405,14 @@ def _augment_example(texts, words, neighbours, mlm, copies, p, rng, stats) -> li
     if not copies:
         return rows
     replace, pick = np.zeros((copies, 0), bool), None
+    eligible = np.ones((copies, n), bool)
+    if one_side and len(sents) > 1:  # copy c may touch only the words of sentence c % 2
+        owner = np.repeat(np.arange(len(sents)), [len(sl) for _, sl in sents])
+        eligible = owner[None, :] == (np.arange(copies) % len(sents))[:, None]
     if n:  # one draw per (copy, word): replace or not, and which candidate
-        replace = rng.random((copies, n)) < p
+        replace = (rng.random((copies, n)) < p) & eligible
         pick = rng.integers(0, [len(c) for _, sl in sents for _, c, _ in sl], size=(copies, n))
-    stats["eligible"] += copies * n
+    stats["eligible"] += int(eligible.sum())
     stats["replaced"] += int(replace.sum())
     for c in range(copies):
         row, base = [], 0

@@ -226,7 +226,8 @@ def cmd_augment(a) -> None:
 
     _print_json(augment(a.task, a.teacher, a.out, copies=a.copies, replace_prob=a.replace_prob,
                         candidates=a.candidates, seed=a.seed, glue_dir=a.glue_dir,
-                        max_samples=a.max_train_samples, overwrite=a.overwrite, quiet=a.quiet))
+                        max_samples=a.max_train_samples, pair_mode=a.pair_mode,
+                        replace_stop_words=a.replace_stop_words, overwrite=a.overwrite, quiet=a.quiet))
 
 
 def _register_artifacts(sub) -> None:
@@ -257,6 +258,11 @@ def _register_artifacts(sub) -> None:
     s.add_argument("--seed", type=int, default=42)
     s.add_argument("--glue-dir")
     s.add_argument("--max-train-samples", type=int, help="augment only the first N training examples")
+    s.add_argument("--pair-mode", choices=["one", "both"], default="one",
+                   help="sentence pairs: each copy rewrites one sentence, alternating (TinyBERT; default), or both "
+                   "at once (breaks most paraphrase/entailment pairs)")
+    s.add_argument("--replace-stop-words", action="store_true",
+                   help="also replace stop words (is, not, the, ...); TinyBERT keeps them")
     s.add_argument("--overwrite", action="store_true")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(fn=cmd_augment)

@@ -18,6 +18,8 @@ rule augment:
         replace_prob=STUDY["augment"]["replace_prob"],
         candidates=STUDY["augment"]["candidates"],
         seed=STUDY["augment"]["seed"],
+        pair_mode=STUDY["augment"]["pair_mode"],
+        stop_words="--replace-stop-words" if STUDY["augment"]["replace_stop_words"] else "",
         data=study.augment_flags(STUDY),
     threads: res("augment", "threads", 1)
     resources:
@@ -30,4 +32,4 @@ rule augment:
     shell:
         "xtc augment --task {wildcards.task} --teacher {params.model} --out {output} --copies {params.copies} "
         "--replace-prob {params.replace_prob} --candidates {params.candidates} --seed {params.seed} "
-        "{params.data} --overwrite --quiet > {log} 2>&1"
+        "--pair-mode {params.pair_mode} {params.stop_words} {params.data} --overwrite --quiet > {log} 2>&1"
