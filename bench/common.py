@@ -24,6 +24,7 @@ def task_data(task_name: str, model: str, glue_dir: str | None, max_length: int 
 def timed_step(model, opt, loss_fn, data, indices, pad_to=None) -> tuple[float, int, int]:
     """One optimizer step; returns (seconds, real tokens, computed tokens incl. padding)."""
     batch = collate(data, indices, pad_to=pad_to)
+    batch["index"] = torch.tensor(indices)  # as the training loop passes it (teacher-output cache lookups)
     t0 = time.perf_counter()
     model.train()
     loss, _ = loss_fn(model, batch)

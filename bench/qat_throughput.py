@@ -1,17 +1,22 @@
 """Training throughput of a QAT+KD student against plain fp32 fine-tuning of the same student.
 
 The same student (a copy of the teacher, or k of its layers) is trained on the same batches with
-(a) plain fp32 cross-entropy fine-tuning and (b) 1-bit weights / 8-bit activations with one-stage KD
-(teacher forward with hidden states and attention scores + the three KD terms). Steps alternate between the
-two set-ups so machine load affects both alike. Prints tokens/s of each and the slowdown factor.
+(a) plain fp32 cross-entropy fine-tuning, (b) 1-bit weights / 8-bit activations with one-stage KD and a live
+teacher forward every step, and (c) the same with the teacher's outputs taken from the teacher-output cache
+(what `xtc compress` does when the cache fits). Steps alternate between the set-ups so machine load affects
+all alike. Prints tokens/s of each, the per-step slowdown, the cache's one-off build time and size, and the
+slowdown with the build amortised over `--epochs` epochs.
 
-    python bench/qat_throughput.py --teacher runs/teachers/mrpc --task mrpc --glue-dir ../shared/glue
+    python bench/qat_throughput.py --teacher runs/teachers/mrpc --task mrpc --glue-dir ../shared/glue \
+        --kd-terms logit,hidden
 """
 from __future__ import annotations
 
 import argparse
 import copy
 import json
+import math
+import time
 
 import numpy as np
 from common import task_data, timed_step
@@ -22,6 +27,7 @@ from xtc.distill import KDConfig, evenly_spaced_layers, layer_maps, reduce_layer
 from xtc.finetune import label_objective
 from xtc.models import load_classifier
 from xtc.quant import QuantSpec, apply_quantization
+from xtc.teacher_cache import TeacherCache
 from xtc.train import _optimizer, set_seed
 
 
@@ -35,6 +41,8 @@ def main() -> None:
     p.add_argument("--abits", type=int, default=8)
     p.add_argument("--kd-terms", default="logit,hidden,attention")
     p.add_argument("--steps", type=int, default=12, help="timed steps per set-up")
+    p.add_argument("--epochs", type=float, default=18, help="run length over which the cache build is amortised")
+    p.add_argument("--out", help="also write the JSON here")
     a = p.parse_args()
     task, data = task_data(a.task, a.teacher, a.glue_dir)
     set_seed(0)
@@ -49,11 +57,19 @@ def main() -> None:
         for q in m.parameters():
             q.requires_grad_(True)
     apply_quantization(student, QuantSpec(wbits=a.wbits, abits=a.abits))
+    cached_student = copy.deepcopy(student)
     lmap = layer_maps(len(layers), n, None if a.layers in (None, n) else layers)
-    kd = make_kd_loss(teacher, task.is_regression, KDConfig(), lmap)
-    qat_loss = kd(tuple(a.kd_terms.split(",")))
+    terms = tuple(a.kd_terms.split(","))
+    t0 = time.perf_counter()
+    cache = TeacherCache(teacher, data, lmap, set(terms), "cpu", batch_size=128)
+    build_seconds = time.perf_counter() - t0
+    cache_bytes = (cache.logits.numel() + (cache.hidden[:, :-1].numel() if cache.hidden is not None else 0)
+                   + sum(x.numel() for x in cache.attention)) * 4
+    live_loss = make_kd_loss(teacher, task.is_regression, KDConfig(), lmap)(terms)
+    cached_loss = make_kd_loss(teacher, task.is_regression, KDConfig(), lmap, cache)(terms)
     setups = {"fp32_finetune": (plain, _optimizer(plain, 5e-5, 0.01), label_objective),
-              "qat_kd": (student, _optimizer(student, 5e-5, 0.01), qat_loss)}
+              "qat_kd": (student, _optimizer(student, 5e-5, 0.01), live_loss),
+              "qat_kd_cached": (cached_student, _optimizer(cached_student, 5e-5, 0.01), cached_loss)}
     batches = train_batches(data, 32, 0, 0)
     stats = {k: {"seconds": [], "tokens": 0} for k in setups}
     for model, opt, fn in setups.values():  # warm-up
@@ -64,11 +80,21 @@ def main() -> None:
             stats[k]["seconds"].append(sec)
             stats[k]["tokens"] += tok
     out = {"task": task.name, "student_layers": layers, "wbits": a.wbits, "abits": a.abits,
-           "kd_terms": a.kd_terms, "timed_steps": a.steps}
+           "kd_terms": a.kd_terms, "timed_steps": a.steps, "train_examples": len(data)}
     for k, s in stats.items():
         out[k] = {"tokens_per_second": s["tokens"] / sum(s["seconds"]), "step_seconds_mean": float(np.mean(s["seconds"]))}
-    out["slowdown"] = out["fp32_finetune"]["tokens_per_second"] / out["qat_kd"]["tokens_per_second"]
-    print(json.dumps(out, indent=2))
+    fp32 = out["fp32_finetune"]["tokens_per_second"]
+    out["slowdown"] = fp32 / out["qat_kd"]["tokens_per_second"]
+    out["slowdown_cached"] = fp32 / out["qat_kd_cached"]["tokens_per_second"]
+    steps = math.ceil(len(data) / 32) * a.epochs
+    out["cache"] = {"build_seconds": build_seconds, "bytes": cache_bytes, "amortised_over_epochs": a.epochs,
+                    "slowdown_amortised": (out["qat_kd_cached"]["step_seconds_mean"] * steps + build_seconds)
+                    / (out["fp32_finetune"]["step_seconds_mean"] * steps)}
+    text = json.dumps(out, indent=2)
+    print(text)
+    if a.out:
+        with open(a.out, "w") as f:
+            f.write(text + "\n")
 
 
 if __name__ == "__main__":

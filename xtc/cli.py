@@ -149,7 +149,7 @@ def cmd_compress(a) -> None:
                      embedding_bits=a.embedding_bits, act_per_token=not a.act_per_tensor)
     cc = CompressConfig(kd=a.kd, kd_terms=tuple(t.strip() for t in a.kd_terms.split(",")), layers=a.layers,
                         teacher_layers=a.teacher_layers, stage1_share=a.stage1_share,
-                        stage1_lr_factor=a.stage1_lr_factor)
+                        stage1_lr_factor=a.stage1_lr_factor, teacher_cache_gb=a.teacher_cache_gb)
     kd_cfg = KDConfig(a.logit_weight, a.hidden_weight, a.attention_weight, a.temperature)
     rec = compress(a.task, a.teacher, a.out, _train_config(a), spec, cc, kd_cfg, a.init, a.train_file, a.glue_dir,
                    a.max_train_samples, a.max_eval_samples, a.overwrite, a.device, a.quiet)
@@ -190,6 +190,9 @@ def _register_compress(sub) -> None:
     g.add_argument("--hidden-weight", type=float, default=1.0)
     g.add_argument("--attention-weight", type=float, default=1.0)
     g.add_argument("--temperature", type=float, default=1.0)
+    g.add_argument("--teacher-cache-gb", type=float, default=4.0,
+                   help="memory for the teacher's outputs, computed once per run instead of every step (used "
+                   "when they fit and KD lasts at least an epoch); 0 runs the teacher live")
     s.add_argument("--train-file", help="JSONL training inputs (e.g. from `xtc augment`) replacing the task's "
                    "training set; the teacher labels them")
     _train_args(s, epochs=3.0, lr=5e-5)

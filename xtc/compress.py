@@ -4,17 +4,20 @@ fine-tuned teacher (none / one-stage / two-stage)."""
 from __future__ import annotations
 
 import os
+import sys
+import time
 from dataclasses import asdict, dataclass
 
 import torch
 
-from xtc.data import Split, load_task_data, read_train_file
+from xtc.data import load_task_data, model_inputs, read_train_file
 from xtc.distill import (KDConfig, evenly_spaced_layers, forward_with_internals, kd_loss, layer_maps,
                          parse_layer_list, reduce_layers)
 from xtc.finetune import label_objective
 from xtc.models import load_classifier, load_tokenizer, pick_device
 from xtc.quant import QuantSpec, apply_quantization, model_size
 from xtc.tasks import get_task
+from xtc.teacher_cache import TeacherCache, plan_cache
 from xtc.train import Stage, TrainConfig, finish_run, prepare_run_folder, set_seed, train, versions
 
 KD_MODES = ("none", "one-stage", "two-stage")
@@ -28,6 +31,7 @@ class CompressConfig:
     teacher_layers: str | None = None  # or an explicit list "1,3,5"
     stage1_share: float = 0.5  # two-stage: share of the epochs spent on intermediate-layer KD
     stage1_lr_factor: float = 2.5
+    teacher_cache_gb: float = 4.0  # memory budget of the teacher-output cache; 0 runs the teacher live
 
 
 def _student(teacher, init: str | None, cc: CompressConfig, num_labels: int):
@@ -58,18 +62,21 @@ def _student(teacher, init: str | None, cc: CompressConfig, num_labels: int):
     return student, have
 
 
-def make_kd_loss(teacher, regression: bool, kd_cfg: KDConfig, layer_map):
-    """`kd(terms)` gives a stage's loss function. The teacher runs without gradients, once per batch, and computes only
-    the internals the stage's terms need."""
+def make_kd_loss(teacher, regression: bool, kd_cfg: KDConfig, layer_map, cache: TeacherCache | None = None):
+    """`kd(terms)` gives a stage's loss function. The teacher's outputs come from `cache` (built once per run)
+    or from a live forward without gradients, once per batch, computing only what the stage's terms need."""
     teacher.eval()
 
     def kd(terms):
         need_att, need_hidden = "attention" in terms, "hidden" in terms
 
         def loss_fn(model, batch):
-            inputs = {k: v for k, v in batch.items() if k != "labels"}
-            with torch.no_grad():  # not inference_mode: its tensors could not be saved for backward
-                t = forward_with_internals(teacher, inputs, attentions=need_att, hidden=need_hidden)
+            inputs = model_inputs(batch)
+            if cache is not None and "index" in batch:
+                t = cache.lookup(batch["index"], inputs["input_ids"].shape[1], inputs["input_ids"].device)
+            else:
+                with torch.no_grad():  # not inference_mode: its tensors could not be saved for backward
+                    t = forward_with_internals(teacher, inputs, attentions=need_att, hidden=need_hidden)
             s = forward_with_internals(model, inputs, attentions=need_att, hidden=need_hidden)
             return kd_loss(s, t, layer_map, kd_cfg, regression, terms, batch["attention_mask"])
 
@@ -90,6 +97,8 @@ def compress(task_name: str, teacher_dir: str, out_dir: str, cfg: TrainConfig, s
     if train_file and cc.kd == "none":
         raise ValueError("--train-file inputs carry no labels (the teacher labels them through KD); "
                          "use --kd one-stage or two-stage with it")
+    if not cc.teacher_cache_gb >= 0:
+        raise ValueError(f"--teacher-cache-gb must be >= 0 (got {cc.teacher_cache_gb}); 0 turns the cache off")
     if not 0 < cc.stage1_share < 1:
         raise ValueError(f"--stage1-share must be in (0, 1), got {cc.stage1_share}")
     if not os.path.isfile(os.path.join(teacher_dir, "metrics.json")) and not os.path.isfile(
@@ -124,15 +133,25 @@ def compress(task_name: str, teacher_dir: str, out_dir: str, cfg: TrainConfig, s
     train_data, eval_sets = load_task_data(task, tokenizer, glue_dir, cfg.max_seq_length, max_train_samples,
                                            max_eval_samples, train_split=extra)
     teacher.to(dev)
-    kd = make_kd_loss(teacher, task.is_regression, kd_cfg, lmap)
     if cc.kd == "none":
-        stages = [Stage("labels", cfg.epochs, 1.0, label_objective)]
+        stage_terms = [("labels", cfg.epochs, 1.0, None)]
     elif cc.kd == "one-stage":
-        stages = [Stage("kd", cfg.epochs, 1.0, kd(tuple(cc.kd_terms)))]
+        stage_terms = [("kd", cfg.epochs, 1.0, tuple(cc.kd_terms))]
     else:
-        stages = [Stage("kd-intermediate", cfg.epochs * cc.stage1_share, cc.stage1_lr_factor,
-                        kd(("hidden", "attention"))),
-                  Stage("kd-logits", cfg.epochs * (1 - cc.stage1_share), 1.0, kd(("logit",)))]
+        stage_terms = [("kd-intermediate", cfg.epochs * cc.stage1_share, cc.stage1_lr_factor, ("hidden", "attention")),
+                       ("kd-logits", cfg.epochs * (1 - cc.stage1_share), 1.0, ("logit",))]
+    terms = {t for *_, ts in stage_terms for t in ts or ()}
+    plan = plan_cache(train_data, teacher.config, lmap, terms, cfg.epochs if terms else 0.0, cc.teacher_cache_gb)
+    cache = None
+    if terms and plan.use:
+        t0 = time.perf_counter()
+        cache = TeacherCache(teacher, train_data, lmap, terms, dev, cfg.eval_batch_size, quiet)
+        plan.reason += f", built in {time.perf_counter() - t0:.1f} s"
+    if terms and not quiet:
+        print(f"[{task.name}] teacher-output cache: {'on' if cache else 'off'} ({plan.reason})", file=sys.stderr)
+    kd = make_kd_loss(teacher, task.is_regression, kd_cfg, lmap, cache)
+    stages = [Stage(name, ep, lr_factor, label_objective if ts is None else kd(ts))
+              for name, ep, lr_factor, ts in stage_terms]
     result = train(student, stages, train_data, eval_sets, task, cfg, out_dir, run_config, dev, resume, quiet)
     size = model_size(student)
     teacher_size = model_size(teacher)
@@ -141,6 +160,7 @@ def compress(task_name: str, teacher_dir: str, out_dir: str, cfg: TrainConfig, s
               "layers": {"student": student.config.num_hidden_layers, "teacher": teacher.config.num_hidden_layers,
                          "teacher_layers": teacher_layers},
               "layer_map": asdict(lmap), "kd": cc.kd, "loss_terms": result["final_loss_terms"],
+              "teacher_cache": {"used": cache is not None, "reason": plan.reason, "bytes": plan.bytes},
               "size": {**size, "teacher_fp32_bytes": teacher_size["fp32_bytes"],
                        "ratio_to_teacher": teacher_size["fp32_bytes"] / size["quantized_bytes"]},
               "config": {**run_config, "device": str(dev), "glue_dir": glue_dir or os.environ.get("XTC_GLUE_DIR"),

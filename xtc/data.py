@@ -181,6 +181,14 @@ def collate(data: Encoded, indices: list[int], pad_id: int = 0, pad_to: int | No
     return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask, "labels": labels}
 
 
+MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
+
+
+def model_inputs(batch: dict) -> dict:
+    """The keys of a training batch the model takes (not labels, nor the examples' indices)."""
+    return {k: v for k, v in batch.items() if k in MODEL_INPUTS}
+
+
 def train_batches(data: Encoded, batch_size: int, seed: int, epoch: int, group_by_length: bool = True) -> list[list[int]]:
     """The batches (index lists) of one training epoch, a pure function of (seed, epoch) so a resumed
     run sees exactly the order the interrupted one would have seen.

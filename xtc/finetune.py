@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from dataclasses import asdict
 
-from xtc.data import load_task_data
+from xtc.data import load_task_data, model_inputs
 from xtc.distill import label_loss
 from xtc.models import load_classifier, load_tokenizer, pick_device, resolve_model_path
 from xtc.tasks import get_task
@@ -13,7 +13,7 @@ from xtc.train import Stage, TrainConfig, finish_run, prepare_run_folder, set_se
 
 def label_objective(model, batch):
     """Supervised loss on the labels: cross entropy, or MSE for a regression head (STS-B)."""
-    out = model(**{k: v for k, v in batch.items() if k != "labels"})
+    out = model(**model_inputs(batch))
     loss = label_loss(out.logits, batch["labels"], regression=model.config.num_labels == 1)
     return loss, {"label": float(loss.detach())}
 

@@ -211,6 +211,7 @@ def train(model, stages: list[Stage], train_data: Encoded, eval_sets: dict[str, 
             t0 = time.perf_counter()
             model.train()
             batch = to_device(collate(train_data, epoch_batches[pos]), device)
+            batch["index"] = torch.tensor(epoch_batches[pos])  # which examples: for a teacher-output cache
             loss, terms = stage.loss_fn(model, batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -1,0 +1,134 @@
+"""The teacher-output cache: same targets as the live teacher, planned within its budget, exact resume."""
+import json
+import os
+
+import pytest
+import torch
+
+import xtc.train as train_mod
+from conftest import tiny_config
+from xtc.compress import CompressConfig, compress, make_kd_loss
+from xtc.data import Encoded, collate, train_batches
+from xtc.distill import KDConfig, forward_with_internals, layer_maps, reduce_layers
+from xtc.finetune import finetune
+from xtc.quant import QuantSpec
+from xtc.teacher_cache import TeacherCache, plan_cache
+from xtc.train import TrainConfig
+
+CFG = TrainConfig(epochs=3, lr=1e-2, batch_size=8, eval_every=3, warmup_epochs=0.5, seed=5)
+
+
+def _data(n=21, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(4, 14, (n,), generator=g).tolist()
+    ids = [[2] + torch.randint(5, 60, (L - 2,), generator=g).tolist() + [3] for L in lengths]
+    types = [[0] * (L // 2) + [1] * (L - L // 2) for L in lengths]
+    return Encoded(ids, types, [i % 2 for i in range(n)])
+
+
+def _teacher():
+    from transformers import BertForSequenceClassification
+
+    torch.manual_seed(0)
+    return BertForSequenceClassification(tiny_config()).eval()
+
+
+@pytest.mark.parametrize("reduced", [False, True])
+def test_cached_targets_equal_the_live_teacher(reduced):
+    teacher, data = _teacher(), _data()
+    layers = [1, 3] if reduced else None
+    lmap = layer_maps(2 if reduced else 4, 4, layers)
+    terms = {"logit", "hidden", "attention"}
+    cache = TeacherCache(teacher, data, lmap, terms, "cpu", batch_size=5, quiet=True)
+    batch_idx = train_batches(data, 8, seed=1, epoch=0)[0]
+    batch = collate(data, batch_idx)
+    mask = batch["attention_mask"].bool()
+    live = forward_with_internals(teacher, batch, attentions=True, hidden=True)
+    got = cache.lookup(torch.tensor(batch_idx), batch["input_ids"].shape[1], "cpu")
+    torch.testing.assert_close(got.logits, live.logits, atol=1e-5, rtol=1e-5)
+    used_h = {j for _, j in lmap.hidden}
+    for j in range(5):
+        if j in used_h:
+            torch.testing.assert_close(got.hidden_states[j][mask], live.hidden_states[j][mask], atol=1e-5, rtol=1e-5)
+            assert (got.hidden_states[j][~mask] == 0).all()
+        else:
+            assert got.hidden_states[j] is None  # not kept: the layer map never reads it
+    pair = mask[:, None, :, None] & mask[:, None, None, :]
+    for _, j in lmap.attention:
+        p = pair.expand_as(live.attention_scores[j])
+        torch.testing.assert_close(got.attention_scores[j][p], live.attention_scores[j][p], atol=1e-5, rtol=1e-5)
+    # and so the KD loss a student sees is the same, live or cached
+    student = reduce_layers(teacher, layers or [0, 1, 2, 3])
+    full = {**batch, "index": torch.tensor(batch_idx)}
+    kd_live = make_kd_loss(teacher, False, KDConfig(), lmap)(tuple(terms))
+    kd_cached = make_kd_loss(teacher, False, KDConfig(), lmap, cache)(tuple(terms))
+    (l1, t1), (l2, t2) = kd_live(student, full), kd_cached(student, full)
+    assert l2.item() == pytest.approx(l1.item(), rel=1e-5, abs=1e-6)
+    assert t1.keys() == t2.keys()
+
+
+def test_only_what_the_terms_need_is_cached():
+    teacher, data = _teacher(), _data()
+    lmap = layer_maps(4, 4)
+    cache = TeacherCache(teacher, data, lmap, {"logit"}, "cpu", quiet=True)
+    got = cache.lookup(torch.tensor([0, 1]), max(data.lengths[:2]), "cpu")
+    assert cache.hidden is None and got.hidden_states is None and got.attention_scores is None
+    assert got.logits.shape == (2, 2)
+
+
+def test_plan_cache_budget_epochs_and_size():
+    teacher, data = _teacher(), _data()
+    cfg = teacher.config
+    lmap = layer_maps(4, 4)
+    n_tok, n_sq = sum(data.lengths), sum(n * n for n in data.lengths)
+    want = 4 * (len(data) * 2 + 5 * n_tok * cfg.hidden_size + 4 * cfg.num_attention_heads * n_sq)
+    plan = plan_cache(data, cfg, lmap, {"logit", "hidden", "attention"}, 3.0, 1.0)
+    assert plan.use and plan.bytes == want
+    cache = TeacherCache(teacher, data, lmap, {"logit", "hidden", "attention"}, "cpu", quiet=True)
+    stored = (cache.logits.numel() + cache.hidden[:, :-1].numel() + sum(a.numel() for a in cache.attention)) * 4
+    assert stored == want  # the estimate is the real size (plus one zero padding row)
+    assert not plan_cache(data, cfg, lmap, {"logit"}, 3.0, 0.0).use  # disabled
+    assert "under one epoch" in plan_cache(data, cfg, lmap, {"logit"}, 0.5, 1.0).reason
+    over = plan_cache(data, cfg, lmap, {"logit", "hidden"}, 3.0, (want / 2) / 2**30)
+    assert not over.use and "over --teacher-cache-gb" in over.reason
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory, tiny_model_dir, glue_dir):
+    out = str(tmp_path_factory.mktemp("runs") / "teacher")
+    finetune("sst2", tiny_model_dir, out, TrainConfig(epochs=2, lr=1e-2, batch_size=16), glue_dir=glue_dir,
+             quiet=True)
+    return out
+
+
+def test_cached_run_resumes_exactly_and_tracks_the_live_one(tmp_path, teacher_dir, glue_dir, monkeypatch):
+    spec, cc = QuantSpec(wbits=1, abits=8), CompressConfig(layers=2)
+    full = compress("sst2", teacher_dir, str(tmp_path / "full"), CFG, spec, cc, glue_dir=glue_dir, quiet=True)
+    assert full["teacher_cache"]["used"] and full["teacher_cache"]["bytes"] > 0
+    calls, real = {"n": 0}, train_mod._checkpoint
+
+    def crash_after_two(*args, **kwargs):
+        real(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+
+    out = str(tmp_path / "resumed")
+    monkeypatch.setattr(train_mod, "_checkpoint", crash_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        compress("sst2", teacher_dir, out, CFG, spec, cc, glue_dir=glue_dir, quiet=True)
+    monkeypatch.setattr(train_mod, "_checkpoint", real)
+    resumed = compress("sst2", teacher_dir, out, CFG, spec, cc, glue_dir=glue_dir, quiet=True)
+    assert [h["train"] for h in resumed["history"]] == [h["train"] for h in full["history"]]
+    assert resumed["metrics"] == full["metrics"]
+    # the live teacher gives the same first losses up to float rounding
+    live = compress("sst2", teacher_dir, str(tmp_path / "live"), CFG, spec,
+                    CompressConfig(layers=2, teacher_cache_gb=0), glue_dir=glue_dir, quiet=True)
+    assert not live["teacher_cache"]["used"] and "disabled" in live["teacher_cache"]["reason"]
+    for k, v in live["history"][0]["train"].items():
+        assert full["history"][0]["train"][k] == pytest.approx(v, rel=1e-4)
+    with open(os.path.join(str(tmp_path / "live"), "metrics.json")) as f:
+        assert json.load(f)["config"]["teacher_cache_gb"] == 0
+    with pytest.raises(ValueError, match="--teacher-cache-gb must be >= 0"):
+        compress("sst2", teacher_dir, str(tmp_path / "bad"), CFG, spec, CompressConfig(teacher_cache_gb=-1),
+                 glue_dir=glue_dir, quiet=True)
