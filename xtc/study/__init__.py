@@ -68,7 +68,7 @@ GLUE_DEV_SIZE = {"cola": 1043, "sst2": 872, "mrpc": 408, "stsb": 1500, "qqp": 40
 GLUE_TOKENS = {"cola": (13, 12), "sst2": (13, 25), "mrpc": (54, 53), "stsb": (22, 32), "qqp": (30, 30),
                "mnli": (40, 40), "qnli": (50, 50), "rte": (70, 68), "wnli": (38, 38)}
 
-SCHEMA_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "workflow", "schemas",
+SCHEMA_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir, "workflow", "schemas",
                            "config.schema.yaml")
 
 VERDICTS = ("holds", "does not hold", "not enough data")
