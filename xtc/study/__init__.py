@@ -48,6 +48,7 @@ from xtc.study.config import (KD_MODES, KNOWN_AXES, SCHEMA_PATH, _fill_defaults,
                               resolve_glue_dir, validate_config)
 from xtc.study.grid import (FACTORS, SETTING_COLS, axis_tasks, members, paramspace_frame, setting_row, step1_row,
                             study_runs, teacher_row)
+from xtc.study.flags import augment_flags, compress_flags, data_flags
 
 STD_DDOF = 1
 
@@ -72,51 +73,6 @@ GLUE_TOKENS = {"cola": (13, 12), "sst2": (13, 25), "mrpc": (54, 53), "stsb": (22
 
 
 VERDICTS = ("holds", "does not hold", "not enough data")
-
-
-def compress_flags(config: dict, row) -> str:
-    """The `xtc compress` flags of a student beyond the wildcards: how it starts (layer reduction of the
-    teacher, or the step-1 run) and its augmented training file."""
-    runs_dir = config["paths"]["runs"]
-    flags = []
-    if row["init"] == "step1":
-        s1 = step1_row(config, row["task"], int(row["depth"]), int(row["seed"]))
-        flags.append(f"--init {runs_dir}/{s1['run_id']}")
-    else:
-        flags.append(f"--layers {int(row['depth'])}")
-    if row["da"] == "on":
-        flags.append(f"--train-file {augment_file(runs_dir, row['task'])}")
-    flags.append(f"--teacher-cache-gb {config['train'].get('teacher_cache_gb', 4.0):g}")
-    return " ".join(flags)
-
-
-def data_flags(config: dict, what: str = "train") -> str:
-    """Shared `xtc` flags: GLUE folder, data caps, sequence length and the fixed training settings."""
-    d, t = config["data"], config["train"]
-    glue = resolve_glue_dir(config)
-    flags = [f"--glue-dir {glue}"] if glue else []
-    mts = config["teacher"].get("max_train_samples") if what == "teacher" else d.get("max_train_samples")
-    if mts:
-        flags.append(f"--max-train-samples {int(mts)}")
-    if d.get("max_eval_samples"):
-        flags.append(f"--max-eval-samples {int(d['max_eval_samples'])}")
-    flags += [f"--max-seq-length {int(d['max_seq_length'])}", f"--batch-size {int(t['batch_size'])}",
-              f"--eval-batch-size {int(t['eval_batch_size'])}", f"--eval-every {int(t['eval_every'])}",
-              f"--warmup-epochs {t['warmup_epochs']:g}"]
-    if t.get("device"):
-        flags.append(f"--device {t['device']}")
-    return " ".join(flags)
-
-
-def augment_flags(config: dict) -> str:
-    """`xtc augment` data flags: the GLUE folder and the examples to augment (augment.max_train_samples, else
-    the students' data.max_train_samples, so DA=on runs see the same originals as DA=off runs plus copies)."""
-    glue = resolve_glue_dir(config)
-    flags = [f"--glue-dir {glue}"] if glue else []
-    n = config["augment"].get("max_train_samples") or config["data"].get("max_train_samples")
-    if n:
-        flags.append(f"--max-train-samples {int(n)}")
-    return " ".join(flags)
 
 
 # ---------------------------------------------------------------------------------------------------------
