@@ -59,6 +59,7 @@ from xtc.study.claims import (CLAIMS, VERDICTS, _claim, check_claims, claim_budg
 from xtc.study.figures import (FIGURES, WBITS_STYLE, _line_panels, _no_data, _panel_title, _panels, _save,
                                _teacher_line, fig_budget, fig_depth, fig_kd, fig_lr, fig_size, make_figures)
 from xtc.study.plan import GLUE_DEV_SIZE, GLUE_TOKENS, GLUE_TRAIN_SIZE, estimate_cost
+from xtc.study.versions import write_versions
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -111,36 +112,6 @@ def cmd_plan(a) -> None:
            "assumptions": config["cost"]}
     json.dump(out, sys.stdout, indent=1)
     sys.stdout.write("\n")
-
-
-def write_versions(runs_dir: str, out_path: str) -> dict:
-    """Provenance of the results: the package versions the runs recorded (each distinct set once), the
-    versions at aggregation time, and the git commit of the checkout."""
-    import glob
-    import subprocess
-
-    from xtc.train import versions, write_json_atomic
-
-    seen = []
-    for path in sorted(glob.glob(os.path.join(runs_dir, "**", "metrics.json"), recursive=True)):
-        v = (_read_json(path) or {}).get("versions")
-        if v and v not in seen:
-            seen.append(v)
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip() or None
-    except OSError:
-        commit = None
-    try:
-        import snakemake
-
-        snakemake_version = snakemake.__version__
-    except ImportError:
-        snakemake_version = None
-    out = {"runs_recorded": seen, "aggregated_with": {**versions(), "snakemake": snakemake_version},
-           "git_commit": commit}
-    write_json_atomic(out_path, out)
-    return out
 
 
 def cmd_aggregate(a) -> None:
