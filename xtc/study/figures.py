@@ -191,7 +191,7 @@ def fig_size(config, runs, out_dir):
     teacher = teacher_view(config, runs)
     t_avg = teacher_avg(config, teacher, axis_tasks(config, "xtc"))
     t_bytes = [teacher[t]["bytes"] for t in axis_tasks(config, "xtc") if not _nan(teacher[t]["bytes"])]
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    fig, ax = plt.subplots(figsize=(8.2, 4.4))  # wide enough for the legend right of the axes
     plotted = False
     if len(view):
         pts = point_averages(config, view)
@@ -224,8 +224,8 @@ def fig_size(config, runs, out_dir):
     ax.set_ylabel("Avg dev score over tasks (x100)")
     ax.set_title("Score vs model size (XTC axis; hollow = theoretical size, not exported)", fontsize=10)
     ax.grid(alpha=0.3, which="both")
-    if plotted:
-        ax.legend(fontsize=8, loc="lower right")
+    if plotted:  # outside the axes, right of them: inside, it covered points (tight_layout makes room for it)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)
     return _save(fig, out_dir, "size")
 
 
