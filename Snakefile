@@ -6,7 +6,8 @@
     snakemake --report report.html                                # after a run: figures, tables, claims
 
 Rules are thin shells over `xtc` commands (workflow/rules/*.smk); the grid, aggregation, tables, claims
-and figures live in xtc/study.py. The config is validated against workflow/schemas/config.schema.yaml.
+and figures live in xtc/study/ (one module each). The config is validated against
+workflow/schemas/config.schema.yaml.
 """
 import sys
 

@@ -1,4 +1,4 @@
-# Shared set-up: config validation, the study grid (xtc/study.py) exposed as a Paramspace, paths, flags.
+# Shared set-up: config validation, the study grid (xtc/study/grid.py) exposed as a Paramspace, paths, flags.
 import copy
 import os
 import sys

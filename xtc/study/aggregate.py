@@ -1,0 +1,189 @@
+"""Finished runs into tidy CSVs: runs.csv (one row per run and metric), summary.csv (over seeds) and
+missing.csv (planned runs without results).
+
+Scores
+------
+Every metric is kept as written by xtc (a fraction). The *task score* is the GLUE convention: the mean of
+the task's GLUE metrics (`SCORE_METRICS`: MCC for CoLA, accuracy for SST-2/QNLI/RTE, F1 and accuracy for
+MRPC/QQP, Pearson and Spearman for STS-B, matched and mismatched accuracy for MNLI). `runs.csv` carries it
+as the metric `score`; tables, figures and claims show it x100 ("points") and average it over tasks (Avg).
+Standard deviations are over seeds with ddof=1 (NaN when n = 1).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+
+from xtc.study.grid import SETTING_COLS, study_runs
+from xtc.study.paths import benchmark_file, run_key, size_file
+
+STD_DDOF = 1
+
+SCORE_METRICS = {"cola": ("mcc",), "sst2": ("accuracy",), "mrpc": ("f1", "accuracy"),
+                 "stsb": ("pearson", "spearman"), "qqp": ("f1", "accuracy"), "mnli": ("accuracy", "accuracy_mm"),
+                 "qnli": ("accuracy",), "rte": ("accuracy",), "wnli": ("accuracy",)}
+
+
+def task_score(task: str, metrics: dict) -> float | None:
+    """GLUE task score: the mean of the task's GLUE metrics (see SCORE_METRICS); None if one is absent."""
+    vals = [metrics.get(m) for m in SCORE_METRICS[task]]
+    if any(v is None or not isinstance(v, (int, float)) or math.isnan(v) for v in vals):
+        return None
+    return float(sum(vals) / len(vals))
+
+
+def read_benchmark(path: str) -> dict:
+    """Snakemake benchmark TSV -> {'wall_s', 'max_rss_mb'} (mean over its repeats); {} when absent."""
+    try:
+        with open(path) as f:
+            lines = [ln.rstrip("\n").split("\t") for ln in f if ln.strip()]
+    except OSError:
+        return {}
+    if len(lines) < 2:
+        return {}
+    head, rows = lines[0], lines[1:]
+
+    def col(name):
+        vals = []
+        for r in rows:
+            try:
+                vals.append(float(r[head.index(name)]))
+            except (ValueError, IndexError):
+                pass
+        return sum(vals) / len(vals) if vals else float("nan")
+
+    return {"wall_s": col("s") if "s" in head else float("nan"),
+            "max_rss_mb": col("max_rss") if "max_rss" in head else float("nan")}
+
+
+def _read_json(path: str):
+    with open(path) as f:
+        return json.load(f)
+
+
+RUNS_COLUMNS = ["run_id", "config_id", "kind", "axes", *SETTING_COLS, "budget", "teacher_layers", "metric",
+                "value", "is_selection_metric", "wall_s", "max_rss_mb", "train_wall_s", "train_tokens_per_s",
+                "fp32_bytes", "quantized_bytes", "packed_bytes", "packed_file_bytes", "model_bytes",
+                "size_source", "teacher_fp32_bytes", "ratio_to_teacher", "run_dir"]
+MISSING_COLUMNS = ["run_id", "config_id", "kind", "axes", *SETTING_COLS, "reason", "run_dir"]
+
+
+def collect(config: dict, runs_dir: str):
+    """Read every planned run under `runs_dir`. Returns (runs, missing): `runs` is tidy (one row per run and
+    metric, plus the derived metric `score`); `missing` lists planned runs without a readable metrics.json
+    (and quantized students whose export is absent, which only lose their packed size)."""
+    import pandas as pd
+
+    plan = study_runs(config)
+    rows, missing = [], []
+    teacher_bytes: dict[str, float] = {}
+    for r in plan.to_dict("records"):
+        d = os.path.join(runs_dir, r["run_id"])
+        base = {k: r[k] for k in ("run_id", "config_id", "kind", "axes", *SETTING_COLS, "budget")}
+        mfile = os.path.join(d, "metrics.json")
+        try:
+            rec = _read_json(mfile)
+            if rec.get("task") != r["task"] or not isinstance(rec.get("metrics"), dict):
+                raise ValueError(f"metrics.json is for task {rec.get('task')!r}, not {r['task']!r}")
+        except FileNotFoundError:
+            reason = ("unfinished (resume state present)" if os.path.isdir(os.path.join(d, ".xtc_state"))
+                      else "not run (no metrics.json)")
+            missing.append({**base, "reason": reason, "run_dir": d})
+            continue
+        except (OSError, ValueError) as exc:
+            missing.append({**base, "reason": f"unreadable metrics.json: {exc}", "run_dir": d})
+            continue
+        rule = "teacher" if r["kind"] == "teacher" else "student"
+        bench = read_benchmark(benchmark_file(runs_dir, rule, run_key(r)))
+        size = rec.get("size") or {}
+        if size.get("teacher_fp32_bytes"):
+            teacher_bytes[r["task"]] = float(size["teacher_fp32_bytes"])
+        packed = packed_file = None
+        if r["kind"] == "student" and r["wbits"] < 32:
+            try:
+                rep = _read_json(size_file(runs_dir, run_key(r)))
+                packed, packed_file = float(rep["weights_bytes"]), float(rep["file_bytes"])
+            except (OSError, ValueError, KeyError):
+                missing.append({**base, "reason": "no export (packed size unknown)",
+                                "run_dir": os.path.dirname(size_file(runs_dir, run_key(r)))})
+        layers = (rec.get("layers") or {}).get("teacher_layers")
+        common = {**base, "teacher_layers": ",".join(map(str, layers)) if layers else "",
+                  "wall_s": bench.get("wall_s", float("nan")), "max_rss_mb": bench.get("max_rss_mb", float("nan")),
+                  "train_wall_s": rec.get("wall_seconds"), "train_tokens_per_s": rec.get("train_tokens_per_second"),
+                  "fp32_bytes": size.get("fp32_bytes"), "quantized_bytes": size.get("quantized_bytes"),
+                  "packed_bytes": packed, "packed_file_bytes": packed_file,
+                  "teacher_fp32_bytes": size.get("teacher_fp32_bytes"), "run_dir": d}
+        metrics = {k: float(v) for k, v in rec["metrics"].items() if isinstance(v, (int, float))}
+        score = task_score(r["task"], metrics)
+        if score is not None:
+            metrics["score"] = score
+        for metric, value in metrics.items():
+            rows.append({**common, "metric": metric, "value": value,
+                         "is_selection_metric": metric == rec.get("selection_metric")})
+    runs = pd.DataFrame(rows, columns=[c for c in RUNS_COLUMNS])
+    if len(runs):
+        # the teacher's size comes from its students' metrics.json (finetune does not record it)
+        tb = runs["task"].map(teacher_bytes)
+        runs["teacher_fp32_bytes"] = runs["teacher_fp32_bytes"].fillna(tb)
+        is_t = runs["kind"] == "teacher"
+        runs.loc[is_t, "fp32_bytes"] = runs.loc[is_t, "teacher_fp32_bytes"]
+        runs.loc[is_t, "quantized_bytes"] = runs.loc[is_t, "teacher_fp32_bytes"]
+        quant = runs["wbits"] < 32
+        runs["model_bytes"] = runs["fp32_bytes"].where(~quant, runs["packed_bytes"].fillna(runs["quantized_bytes"]))
+        runs["size_source"] = "fp32"
+        runs.loc[quant & runs["packed_bytes"].notna(), "size_source"] = "packed"
+        runs.loc[quant & runs["packed_bytes"].isna(), "size_source"] = "theoretical"
+        runs.loc[runs["model_bytes"].isna(), "size_source"] = ""
+        runs["ratio_to_teacher"] = runs["teacher_fp32_bytes"] / runs["model_bytes"]
+    return runs, pd.DataFrame(missing, columns=MISSING_COLUMNS)
+
+
+SUMMARY_KEYS = ["config_id", "kind", "axes", "task", "depth", "wbits", "abits", "kd", "epochs", "budget", "lr",
+                "da", "init", "metric"]
+
+
+def summarize(config: dict, runs):
+    """Group runs over seeds: mean, std (ddof=1, column std_ddof), n finished seeds, n_planned, the seeds,
+    and mean wall time, peak memory and sizes."""
+    import pandas as pd
+
+    cols = [*SUMMARY_KEYS, "mean", "std", "std_ddof", "n", "n_planned", "seeds", "complete", "wall_s_mean",
+            "max_rss_mb_mean", "model_bytes", "size_source", "ratio_to_teacher"]
+    if not len(runs):
+        return pd.DataFrame(columns=cols)
+    plan = study_runs(config)
+    planned = plan.groupby("config_id")["seed"].nunique()
+    g = runs.groupby(SUMMARY_KEYS, sort=False, dropna=False)
+    out = g.agg(mean=("value", "mean"), std=("value", lambda v: v.std(ddof=STD_DDOF) if len(v) > 1 else float("nan")),
+                n=("value", "size"), seeds=("seed", lambda s: ";".join(str(int(x)) for x in sorted(s))),
+                wall_s_mean=("wall_s", "mean"), max_rss_mb_mean=("max_rss_mb", "mean"),
+                model_bytes=("model_bytes", "mean"), size_source=("size_source", "first"),
+                ratio_to_teacher=("ratio_to_teacher", "mean")).reset_index()
+    out["std_ddof"] = STD_DDOF
+    out["n_planned"] = out["config_id"].map(planned).fillna(out["n"]).astype(int)
+    out["complete"] = out["n"] >= out["n_planned"]
+    return out[cols]
+
+
+def write_results(config: dict, runs_dir: str, out_dir: str) -> dict:
+    """runs.csv, summary.csv and missing.csv under out_dir; returns the frames."""
+    runs, missing = collect(config, runs_dir)
+    summary = summarize(config, runs)
+    os.makedirs(out_dir, exist_ok=True)
+    runs.to_csv(os.path.join(out_dir, "runs.csv"), index=False)
+    summary.to_csv(os.path.join(out_dir, "summary.csv"), index=False)
+    missing.to_csv(os.path.join(out_dir, "missing.csv"), index=False)
+    return {"runs": runs, "summary": summary, "missing": missing}
+
+
+def read_results(results_dir: str):
+    import pandas as pd
+
+    runs = pd.read_csv(os.path.join(results_dir, "runs.csv"), keep_default_na=True)
+    runs["budget"] = runs["budget"].fillna("").astype(str)
+    runs["teacher_layers"] = runs["teacher_layers"].fillna("").astype(str)
+    runs["size_source"] = runs["size_source"].fillna("").astype(str)
+    mpath = os.path.join(results_dir, "missing.csv")
+    missing = pd.read_csv(mpath) if os.path.isfile(mpath) else pd.DataFrame(columns=MISSING_COLUMNS)
+    return runs, missing

@@ -1,0 +1,161 @@
+"""`xtc study ...`: the subcommands, added to the xtc command line (xtc/cli.py) by `register`."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from xtc.study.aggregate import read_results, write_results
+from xtc.study.claims import check_claims
+from xtc.study.config import load_config
+from xtc.study.figures import make_figures
+from xtc.study.grid import study_runs
+from xtc.study.plan import estimate_cost
+from xtc.study.tables import write_tables
+from xtc.study.versions import write_versions
+
+
+def _cfg(a) -> dict:
+    overrides = {}
+    for kv in a.set or []:
+        import yaml
+
+        k, _, v = kv.partition("=")
+        cur = overrides
+        keys = k.split(".")
+        for part in keys[:-1]:
+            cur = cur.setdefault(part, {})
+        cur[keys[-1]] = yaml.safe_load(v)
+    return load_config(a.config, overrides)
+
+
+def _add_config(p):
+    p.add_argument("--config", action="append", required=True,
+                   help="study config YAML; repeat to merge (later files win), as with Snakemake's --configfile")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. seeds=[1]")
+
+
+def cmd_runs(a) -> None:
+    runs = study_runs(_cfg(a))
+    if a.kind:
+        runs = runs[runs["kind"] == a.kind]
+    if a.json:
+        json.dump(runs.to_dict("records"), sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        runs.to_csv(sys.stdout, index=False)
+
+
+def cmd_plan(a) -> None:
+    config = _cfg(a)
+    est = estimate_cost(config)
+    runs = study_runs(config)
+    by_job = est.groupby("job")[["compute_s", "startup_s", "wall_s"]].sum().round(1)
+    counts = est.groupby("job").size()
+    out = {"runs": {"teachers": int((runs["kind"] == "teacher").sum()),
+                    "students": int((runs["kind"] == "student").sum())},
+           "jobs": {j: {"count": int(counts[j]), **{k: float(v) for k, v in r.items()}} for j, r in by_job.iterrows()},
+           "students_per_axis": {ax["name"]: int(runs["axes"].str.split(";").map(lambda s, n=ax["name"]: n in s).sum())
+                                 for ax in config["axes"]},
+           "estimated_wall_minutes": round(float(est["wall_s"].sum()) / 60, 1),
+           "assumptions": config["cost"]}
+    json.dump(out, sys.stdout, indent=1)
+    sys.stdout.write("\n")
+
+
+def cmd_aggregate(a) -> None:
+    config = _cfg(a)
+    res = write_results(config, a.runs_dir, a.out_dir)
+    write_versions(a.runs_dir, os.path.join(a.out_dir, "versions.json"))
+    n_done = res["runs"]["run_id"].nunique() if len(res["runs"]) else 0
+    miss = res["missing"]
+    not_run = miss[~miss["reason"].str.startswith("no export")] if len(miss) else miss
+    print(json.dumps({"finished_runs": int(n_done), "missing_runs": int(len(not_run)),
+                      "missing_exports": int(len(miss) - len(not_run)),
+                      "out": [os.path.join(a.out_dir, f) for f in ("runs.csv", "summary.csv", "missing.csv")]},
+                     indent=1))
+    for r in not_run.to_dict("records"):
+        print(f"missing: {r['run_id']} ({r['reason']})", file=sys.stderr)
+
+
+def cmd_tables(a) -> None:
+    config = _cfg(a)
+    runs, missing = read_results(a.results_dir)
+    print("\n".join(write_tables(config, runs, missing, a.out_dir)))
+
+
+def cmd_claims(a) -> None:
+    config = _cfg(a)
+    runs, missing = read_results(a.results_dir)
+    claims = check_claims(config, runs, missing)
+    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+    claims.to_csv(a.out, index=False)
+    for r in claims.to_dict("records"):
+        print(f"finding {r['finding']}: {r['verdict']} -- {r['evidence']}")
+
+
+def cmd_figures(a) -> None:
+    config = _cfg(a)
+    runs, _ = read_results(a.results_dir)
+    print("\n".join(make_figures(config, runs, a.out_dir)))
+
+
+def cmd_all(a) -> None:
+    config = _cfg(a)
+    res = write_results(config, a.runs_dir, a.results_dir)
+    runs, missing = read_results(a.results_dir)
+    write_tables(config, runs, missing, os.path.join(a.results_dir, "tables"))
+    check_claims(config, runs, missing).to_csv(os.path.join(a.results_dir, "claims.csv"), index=False)
+    make_figures(config, runs, a.figures_dir)
+    print(json.dumps({"finished_runs": int(res["runs"]["run_id"].nunique()) if len(res["runs"]) else 0,
+                      "missing": int(len(res["missing"])), "results": a.results_dir, "figures": a.figures_dir}))
+
+
+def register(sub) -> None:
+    """Add `xtc study ...` to the xtc command line."""
+    s = sub.add_parser("study", help="the XTC study: run grid, aggregation, tables, claims, figures",
+                       description="Library behind the Snakemake workflow: expand a study config into its runs, "
+                       "aggregate finished runs (tolerating missing ones), write tables, the claims check and "
+                       "figures.")
+    ss = s.add_subparsers(dest="study_command", required=True, metavar="STUDY_COMMAND")
+
+    p = ss.add_parser("runs", help="the unique runs of a config (CSV, or JSON with --json)")
+    _add_config(p)
+    p.add_argument("--kind", choices=["teacher", "student"])
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_runs)
+
+    p = ss.add_parser("plan", help="number of runs per axis and a rough cost estimate (JSON)")
+    _add_config(p)
+    p.set_defaults(fn=cmd_plan)
+
+    p = ss.add_parser("aggregate", help="runs.csv (tidy), summary.csv (over seeds) and missing.csv")
+    _add_config(p)
+    p.add_argument("--runs-dir", required=True, help="the runs root (config paths.runs)")
+    p.add_argument("--out-dir", required=True, help="results folder")
+    p.set_defaults(fn=cmd_aggregate)
+
+    p = ss.add_parser("tables", help="one Markdown table per axis from runs.csv")
+    _add_config(p)
+    p.add_argument("--results-dir", required=True)
+    p.add_argument("--out-dir", required=True)
+    p.set_defaults(fn=cmd_tables)
+
+    p = ss.add_parser("claims", help="verdicts on the recipe's five findings (CSV)")
+    _add_config(p)
+    p.add_argument("--results-dir", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(fn=cmd_claims)
+
+    p = ss.add_parser("figures", help="PNG and PDF figures from runs.csv")
+    _add_config(p)
+    p.add_argument("--results-dir", required=True)
+    p.add_argument("--out-dir", required=True)
+    p.set_defaults(fn=cmd_figures)
+
+    p = ss.add_parser("all", help="aggregate + tables + claims + figures in one go (e.g. on a partial tree)")
+    _add_config(p)
+    p.add_argument("--runs-dir", required=True)
+    p.add_argument("--results-dir", required=True)
+    p.add_argument("--figures-dir", required=True)
+    p.set_defaults(fn=cmd_all)

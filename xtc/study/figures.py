@@ -1,0 +1,239 @@
+"""Figures, PNG and PDF: score vs training budget, learning rate, KD mode and depth, and score vs model
+size."""
+from __future__ import annotations
+
+import math
+import os
+
+from xtc.study.aggregate import SCORE_METRICS
+from xtc.study.config import resolve_epochs
+from xtc.study.grid import axis_tasks
+from xtc.study.views import (METRIC_ABBREV, TASK_TITLES, _axis, _nan, axis_view, point_averages, teacher_avg,
+                             teacher_view)
+
+FIGURES = ("budget", "lr", "kd", "depth", "size")
+WBITS_STYLE = {32: ("tab:blue", "o"), 8: ("tab:purple", "P"), 4: ("tab:brown", "X"), 2: ("tab:green", "s"),
+               1: ("tab:red", "^")}
+
+
+def _panels(tasks, extra_avg=True):
+    import matplotlib.pyplot as plt
+
+    names = list(tasks) + (["avg"] if extra_avg else [])
+    n = len(names)
+    cols = min(n, 3)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    flat = axes.ravel()
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, dict(zip(names, flat[:n]))
+
+
+def _panel_title(config, name):
+    if name == "avg":
+        return "Avg over tasks"
+    return f"{TASK_TITLES[name]} ({'/'.join(METRIC_ABBREV[m] for m in SCORE_METRICS[name])})"
+
+
+def _no_data(ax, msg="no finished runs yet"):
+    ax.text(0.5, 0.5, msg, ha="center", va="center", transform=ax.transAxes, color="gray")
+
+
+def _teacher_line(ax, y, label=True):
+    if not _nan(y):
+        ax.axhline(y, color="black", ls="--", lw=1, label="teacher (fp32)" if label else None)
+
+
+def _save(fig, out_dir, name):
+    os.makedirs(out_dir, exist_ok=True)
+    fig.tight_layout()
+    paths = []
+    for ext in ("png", "pdf"):
+        p = os.path.join(out_dir, f"{name}.{ext}")
+        fig.savefig(p, dpi=150 if ext == "png" else None)
+        paths.append(p)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return paths
+
+
+def _line_panels(config, runs, axis, xfun, xlabel, group="wbits", logx=False, fig_title=""):
+    import matplotlib.ticker  # noqa: F401  (used through the matplotlib name)
+    import matplotlib
+
+    fig, panels = _panels(axis_tasks(config, axis))
+    view = axis_view(config, axis, runs)
+    teacher = teacher_view(config, runs)
+    t_avg = teacher_avg(config, teacher, axis_tasks(config, axis))
+    if not len(view):
+        for ax in panels.values():
+            _no_data(ax)
+    else:
+        pts = point_averages(config, view)
+        for name, ax in panels.items():
+            src = pts.rename(columns={"avg": "y", "avg_std": "e"}) if name == "avg" else \
+                view[view["task"] == name].rename(columns={"score": "y", "score_std": "e"})
+            plotted = False
+            for g, grp in src.groupby(group, sort=True) if group else [(None, src)]:
+                grp = grp.assign(x=[xfun(r, name) for r in grp.to_dict("records")]).sort_values("x")
+                grp = grp[~grp["y"].isna()]
+                if not len(grp):
+                    continue
+                color, marker = WBITS_STYLE.get(int(g), ("tab:gray", "o")) if group == "wbits" else ("tab:red", "o")
+                lab = (f"W{int(g)}A8" if int(g) < 32 else "fp32") if group == "wbits" else None
+                ax.errorbar(grp["x"], grp["y"], yerr=grp["e"].fillna(0), color=color, marker=marker, capsize=3,
+                            label=lab)
+                plotted = True
+            _teacher_line(ax, t_avg if name == "avg" else teacher.get(name, {}).get("score", float("nan")))
+            if not plotted:
+                _no_data(ax)
+            if logx:
+                ax.set_xscale("log")
+                xs = sorted({xfun(r, name) for r in src.to_dict("records")})
+                ax.set_xticks(xs)
+                ax.set_xticklabels([f"{x:g}" for x in xs], fontsize=8)
+                ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            ax.set_title(_panel_title(config, name), fontsize=10)
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel("dev score (x100)")
+            ax.grid(alpha=0.3)
+        first = next(iter(panels.values()))
+        handles, labels = first.get_legend_handles_labels()
+        if handles:
+            first.legend(fontsize=8, loc="best")
+    if fig_title:
+        fig.suptitle(fig_title, fontsize=11)
+    return fig
+
+
+def fig_budget(config, runs, out_dir):
+    def x(r, name):
+        task = config["tasks"][0] if name == "avg" else name
+        return resolve_epochs(config, task, r["v_epochs"])
+
+    fig = _line_panels(config, runs, "budget", x, "training budget (epochs)", fig_title=
+                       "Score vs training budget per weight bit-width (8-bit activations, one-stage KD)")
+    return _save(fig, out_dir, "budget")
+
+
+def fig_lr(config, runs, out_dir):
+    fig = _line_panels(config, runs, "lr", lambda r, n: float(r["v_lr"]), "peak learning rate (log scale)",
+                       logx=True, fig_title="Learning-rate sensitivity of the quantized student")
+    return _save(fig, out_dir, "lr")
+
+
+def fig_depth(config, runs, out_dir):
+    L = config["teacher"]["num_layers"]
+    fig = _line_panels(config, runs, "xtc", lambda r, n: L if r["v_depth"] == "full" else int(r["v_depth"]),
+                       "student depth (transformer layers)",
+                       fig_title="XTC: score vs depth per weight bit-width (layer reduction, then quantization)")
+    for ax in fig.axes:
+        if ax.get_visible():
+            ax.xaxis.get_major_locator().set_params(integer=True)
+    return _save(fig, out_dir, "depth")
+
+
+def fig_kd(config, runs, out_dir):
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    view = axis_view(config, "kd", runs)
+    teacher = teacher_view(config, runs)
+    tasks = axis_tasks(config, "kd")
+    names = list(tasks) + ["avg"]
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(names) + 1.5), 3.8))
+    if not len(view):
+        _no_data(ax)
+    else:
+        pts = point_averages(config, view)
+        modes = [m for m in _axis(config, "kd")["vary"]["kd"]]
+        width = 0.8 / max(1, len(modes))
+        colors = {"none": "tab:gray", "two-stage": "tab:orange", "one-stage": "tab:red"}
+        for i, mode in enumerate(modes):
+            ys, es = [], []
+            for name in names:
+                if name == "avg":
+                    sel = pts[pts["v_kd"] == mode]
+                    ys.append(float(sel["avg"].iloc[0]) if len(sel) else np.nan)
+                    es.append(float(sel["avg_std"].iloc[0]) if len(sel) else np.nan)
+                else:
+                    sel = view[(view["v_kd"] == mode) & (view["task"] == name)]
+                    ys.append(float(sel["score"].iloc[0]) if len(sel) else np.nan)
+                    es.append(float(sel["score_std"].iloc[0]) if len(sel) else np.nan)
+            xs = np.arange(len(names)) + (i - (len(modes) - 1) / 2) * width
+            ax.bar(xs, ys, width, yerr=np.nan_to_num(es), capsize=3, color=colors.get(mode, None),
+                   label=f"KD: {mode}")
+        t_vals = [teacher[n]["score"] for n in tasks] + [teacher_avg(config, teacher, tasks)]
+        for j, y in enumerate(t_vals):
+            if not _nan(y):
+                ax.hlines(y, j - 0.45, j + 0.45, colors="black", linestyles="--", lw=1,
+                          label="teacher (fp32)" if j == 0 else None)
+        finite = [v for v in list(view["score"]) + list(pts["avg"]) + t_vals if not _nan(v)]
+        if finite:
+            ax.set_ylim(max(0, min(finite) - 10), min(100, max(finite) + 5))
+        ax.legend(fontsize=8, loc="lower right")
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels([_panel_title(config, n) for n in names], fontsize=8)
+    ax.set_ylabel("dev score (x100)")
+    ax.set_title("Distillation modes at the long budget (1-bit weights, 8-bit activations)", fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, out_dir, "kd")
+
+
+def fig_size(config, runs, out_dir):
+    import matplotlib
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401
+
+    view = axis_view(config, "xtc", runs)
+    teacher = teacher_view(config, runs)
+    t_avg = teacher_avg(config, teacher, axis_tasks(config, "xtc"))
+    t_bytes = [teacher[t]["bytes"] for t in axis_tasks(config, "xtc") if not _nan(teacher[t]["bytes"])]
+    fig, ax = plt.subplots(figsize=(8.2, 4.4))  # wide enough for the legend right of the axes
+    plotted = False
+    if len(view):
+        pts = point_averages(config, view)
+        for r in pts.to_dict("records"):
+            if _nan(r["avg"]) or _nan(r["model_bytes"]):
+                continue
+            b = int(r["wbits"])
+            color, marker = WBITS_STYLE.get(b, ("tab:gray", "o"))
+            packed = r["size_source"] == "packed" or b == 32
+            ax.scatter(r["model_bytes"] / 1e6, r["avg"], color=color if packed else "none", edgecolors=color,
+                       marker=marker, s=60, zorder=3)
+            ax.annotate(f"{int(r['depth'])}L", (r["model_bytes"] / 1e6, r["avg"]), textcoords="offset points",
+                        xytext=(5, 4), fontsize=8)
+            plotted = True
+        for b in sorted({int(w) for w in pts["wbits"]}, reverse=True):
+            color, marker = WBITS_STYLE.get(b, ("tab:gray", "o"))
+            ax.scatter([], [], color=color, marker=marker, label="fp32 student" if b == 32 else f"W{b}A8 (packed .xtc)")
+    if t_bytes and not _nan(t_avg):
+        tb = sum(t_bytes) / len(t_bytes)
+        ax.scatter([tb / 1e6], [t_avg], marker="*", s=220, color="black", label="teacher (fp32)", zorder=4)
+        plotted = True
+    if not plotted:
+        _no_data(ax)
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(
+        lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
+    ax.tick_params(axis="x", which="minor", labelsize=7)
+    ax.set_xlabel("model size (MB, log scale)\npacked .xtc weights for quantized students, fp32 bytes otherwise")
+    ax.set_ylabel("Avg dev score over tasks (x100)")
+    ax.set_title("Score vs model size (XTC axis; hollow = theoretical size, not exported)", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    if plotted:  # outside the axes, right of them: inside, it covered points (tight_layout makes room for it)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)
+    return _save(fig, out_dir, "size")
+
+
+def make_figures(config: dict, runs, out_dir: str) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    paths = []
+    for f in (fig_budget, fig_lr, fig_kd, fig_depth, fig_size):
+        paths += f(config, runs, out_dir)
+    return paths

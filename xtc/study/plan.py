@@ -1,0 +1,85 @@
+"""A rough cost estimate of a study config (`xtc study plan`), from the config's `cost` section and GLUE
+sizes."""
+from __future__ import annotations
+
+import math
+
+from xtc.study.grid import study_runs
+from xtc.study.paths import augment_file
+
+# GLUE training-set sizes (examples), for cost estimates only.
+GLUE_TRAIN_SIZE = {"cola": 8551, "sst2": 67349, "mrpc": 3668, "stsb": 5749, "qqp": 363846, "mnli": 392702,
+                   "qnli": 104743, "rte": 2490, "wnli": 635}
+GLUE_DEV_SIZE = {"cola": 1043, "sst2": 872, "mrpc": 408, "stsb": 1500, "qqp": 40430, "mnli": 19647,
+                 "qnli": 5463, "rte": 277, "wnli": 71}
+# Mean WordPiece tokens per example (bert-base-uncased vocabulary, [CLS]/[SEP] included), train / dev,
+# measured on the local GLUE copy (MNLI/QQP/QNLI: typical values); for cost estimates only.
+GLUE_TOKENS = {"cola": (13, 12), "sst2": (13, 25), "mrpc": (54, 53), "stsb": (22, 32), "qqp": (30, 30),
+               "mnli": (40, 40), "qnli": (50, 50), "rte": (70, 68), "wnli": (38, 38)}
+
+
+def estimate_cost(config: dict):
+    """Rough seconds per job of this config on the machine the `cost` section describes (see its comments):
+    `compute_s` = train steps x step cost (scaled by tokens per example, depth, quantization and the KD
+    teacher forward) + evaluations; `startup_s` = process start-up (imports, model and data loading).
+    A planning aid; the benchmark files hold the truth."""
+    import pandas as pd
+
+    c, d, t = config["cost"], config["data"], config["train"]
+    L = config["teacher"]["num_layers"]
+    layer_s = c["step_s"] / L  # one layer's share of a train step at ref_tokens
+    bs = t["batch_size"]
+    aug_cap = config["augment"].get("max_train_samples") or d.get("max_train_samples")
+
+    def tokens(task, split):
+        n = GLUE_TOKENS[task][0 if split == "train" else 1]
+        return min(n, d["max_seq_length"]) / c["ref_tokens"]
+
+    def n_train(task, cap):
+        n = GLUE_TRAIN_SIZE[task]
+        return min(n, cap) if cap else n
+
+    def n_eval(task):
+        n = GLUE_DEV_SIZE[task]
+        return min(n, d["max_eval_samples"]) if d.get("max_eval_samples") else n
+
+    def evals_cost(task, depth, quant, epochs, steps):
+        n = math.ceil(epochs) + (steps // t["eval_every"] if t["eval_every"] else 0)
+        per = n_eval(task) / bs * depth * layer_s * c["forward_share"] * tokens(task, "dev") * (
+            c["quant_factor"] if quant else 1)
+        return n * per
+
+    rows = []
+    for r in study_runs(config).to_dict("records"):
+        task = r["task"]
+        if r["kind"] == "teacher":
+            n = n_train(task, config["teacher"].get("max_train_samples"))
+            steps = math.ceil(math.ceil(n / bs) * r["epochs"])
+            s = steps * L * layer_s * tokens(task, "train") + evals_cost(task, L, False, r["epochs"], steps)
+            rows.append({"job": "teacher", "run_id": r["run_id"], "steps": steps, "compute_s": s,
+                         "startup_s": c["startup_s"]})
+            continue
+        n = n_train(task, aug_cap) * (1 + config["augment"]["copies"]) if r["da"] == "on" else \
+            n_train(task, d.get("max_train_samples"))
+        steps = math.ceil(math.ceil(n / bs) * r["epochs"])
+        quant = r["wbits"] < 32
+        student = r["depth"] * layer_s * (c["quant_factor"] if quant else 1)
+        teacher_fwd = L * layer_s * c["forward_share"] if r["kd"] != "none" else 0.0
+        s = steps * (student + teacher_fwd) * tokens(task, "train")
+        s += evals_cost(task, r["depth"], quant, r["epochs"], steps)
+        rows.append({"job": "student", "run_id": r["run_id"], "steps": steps, "compute_s": s,
+                     "startup_s": c["startup_s"]})
+        if quant:
+            rows.append({"job": "export", "run_id": r["run_id"], "steps": 0, "compute_s": 1.0,
+                         "startup_s": c["startup_s"]})
+    plan = study_runs(config)
+    for task in sorted(set(plan.loc[plan["da"] == "on", "task"])):
+        rows.append({"job": "augment", "run_id": augment_file("", task), "steps": 0,
+                     "compute_s": n_train(task, aug_cap) * config["augment"]["copies"] * c["augment_s_per_copy"],
+                     "startup_s": c["startup_s"]})
+    rows.append({"job": "aggregate", "run_id": "", "steps": 0, "compute_s": 10.0, "startup_s": 4.0})
+    out = pd.DataFrame(rows)
+    # wall: `jobs` single-thread jobs side by side give `parallel_speedup` x the throughput of one job using
+    # every core; start-ups (single-threaded imports) overlap fully
+    out["wall_s"] = out["compute_s"] / c["parallel_speedup"] + out["startup_s"] / c["jobs"]
+    return out

@@ -1,0 +1,117 @@
+"""Paper-style Markdown tables, one per axis of the config."""
+from __future__ import annotations
+
+import math
+import os
+
+from xtc.study.aggregate import SCORE_METRICS
+from xtc.study.config import resolve_epochs
+from xtc.study.grid import FACTORS, axis_tasks
+from xtc.study.views import (METRIC_ABBREV, TASK_TITLES, _axis, axis_view, point_averages, teacher_avg,
+                             teacher_view)
+
+FACTOR_TITLES = {"depth": "layers", "wbits": "W bits", "abits": "A bits", "kd": "KD", "epochs": "budget",
+                 "lr": "learning rate", "da": "DA"}
+
+
+def _fmt(x, nd=1) -> str:
+    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{nd}f}"
+
+
+def point_label(config: dict, factor: str, raw, task_epochs: dict | None = None) -> str:
+    L = config["teacher"]["num_layers"]
+    if factor == "epochs":
+        if isinstance(raw, str):
+            eps = sorted({resolve_epochs(config, t, raw) for t in config["tasks"]})
+            return f"{raw} ({eps[0]:g} ep)" if len(eps) == 1 else f"{raw} ({'/'.join(f'{e:g}' for e in eps)} ep)"
+        return f"{float(raw):g} ep"
+    if factor == "depth":
+        return str(L if raw == "full" else int(raw))
+    if factor == "lr":
+        return f"{float(raw):g}"
+    if factor == "wbits":
+        return "32 (fp32)" if int(raw) == 32 else str(int(raw))
+    return str(raw)
+
+
+def _anchor_text(config: dict, axis: dict) -> str:
+    fixed = {**config["anchor"], **(axis.get("set") or {})}
+    parts = []
+    for f in FACTORS:
+        if f in axis["vary"]:
+            continue
+        parts.append(f"{FACTOR_TITLES[f]} {point_label(config, f, fixed[f])}")
+    s1 = config["step1"]
+    return ("Fixed: " + ", ".join(parts) + ". fp32 students below the teacher's depth are XTC step-1 runs "
+            f"({s1['kd']} KD, budget {point_label(config, 'epochs', s1['epochs'])}, lr {float(s1['lr']):g}); "
+            "quantized students below it start from their step-1 run.")
+
+
+def _metric_header(task: str) -> str:
+    return f"{TASK_TITLES[task]} ({'/'.join(METRIC_ABBREV[m] for m in SCORE_METRICS[task])})"
+
+
+def axis_table(config: dict, axis_name: str, runs, missing) -> str:
+    """A paper-style Markdown table of one axis: rows = configurations, columns = each task's GLUE metrics
+    (x100, mean over seeds) and Avg; '—' marks a cell without a finished run, '†' a cell with fewer seeds
+    than planned; footnotes list the missing runs."""
+    axis = _axis(config, axis_name)
+    tasks = axis_tasks(config, axis_name)
+    view = axis_view(config, axis_name, runs, missing)
+    teacher = teacher_view(config, runs)
+    factors = list(axis["vary"])
+    title = axis.get("title") or axis_name
+    lines = [f"## {title}", "",
+             "Dev-set scores x100, mean over seeds (" + ", ".join(_metric_header(t) for t in tasks) + "). "
+             "Avg: mean over tasks of the task score (mean of its metrics), ± std over seeds (ddof=1).", ""]
+    head = [FACTOR_TITLES[f] for f in factors] + [_metric_header(t) for t in tasks] + ["Avg"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
+    L = config["teacher"]["num_layers"]
+    t_cells = [f"teacher (fp32, {L} layers)" if i == 0 else "" for i in range(len(factors))]
+    t_cells += ["/".join(_fmt(teacher[t][f"m_{m}"]) for m in SCORE_METRICS[t]) for t in tasks]
+    t_cells += [_fmt(teacher_avg(config, teacher, tasks))]
+    lines.append("| " + " | ".join(t_cells) + " |")
+    notes_missing: list[str] = []
+    partial = False
+    if len(view):
+        avgs = point_averages(config, view).set_index("point")
+        for point, grp in view.groupby("point", sort=False):
+            first = grp.iloc[0]
+            cells = [point_label(config, f, first[f"v_{f}"]) for f in factors]
+            by_task = {r["task"]: r for r in grp.to_dict("records")}
+            for t in tasks:
+                r = by_task.get(t)
+                if r is None or r["n"] == 0:
+                    cells.append("—")
+                else:
+                    mark = "†" if r["n"] < r["n_planned"] else ""
+                    partial |= bool(mark)
+                    cells.append("/".join(_fmt(r[f"m_{m}"]) for m in SCORE_METRICS[t]) + mark)
+                if r is not None:
+                    notes_missing += r["missing"]
+            a = avgs.loc[point]
+            cells.append(_fmt(a["avg"]) + (f" ±{a['avg_std']:.1f}" if not math.isnan(a["avg_std"]) else ""))
+            lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", _anchor_text(config, axis)]
+    if any(math.isnan(teacher[t]["score"]) for t in tasks):
+        notes_missing += [f"teacher/task~{t}" for t in tasks if math.isnan(teacher[t]["score"])]
+    if partial:
+        lines.append("† fewer finished seeds than planned (the mean is over the finished ones).")
+    if notes_missing:
+        uniq = list(dict.fromkeys(notes_missing))
+        lines += ["", f"— / † : {len(uniq)} planned run(s) without results:", ""]
+        lines += [f"- `{r}`" for r in uniq]
+    else:
+        lines += ["", "Every planned run of this table finished."]
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(config: dict, runs, missing, out_dir: str) -> list[str]:
+    os.makedirs(out_dir, exist_ok=True)
+    paths = []
+    for axis in config["axes"]:
+        p = os.path.join(out_dir, f"{axis['name']}.md")
+        with open(p, "w") as f:
+            f.write(axis_table(config, axis["name"], runs, missing))
+        paths.append(p)
+    return paths
