@@ -19,6 +19,7 @@ import math
 import time
 
 import numpy as np
+import torch
 from common import task_data, timed_step
 
 from xtc.compress import make_kd_loss
@@ -80,7 +81,8 @@ def main() -> None:
             stats[k]["seconds"].append(sec)
             stats[k]["tokens"] += tok
     out = {"task": task.name, "student_layers": layers, "wbits": a.wbits, "abits": a.abits,
-           "kd_terms": a.kd_terms, "timed_steps": a.steps, "train_examples": len(data)}
+           "kd_terms": a.kd_terms, "timed_steps": a.steps, "train_examples": len(data),
+           "torch_threads": torch.get_num_threads()}
     for k, s in stats.items():
         out[k] = {"tokens_per_second": s["tokens"] / sum(s["seconds"]), "step_seconds_mean": float(np.mean(s["seconds"]))}
     fp32 = out["fp32_finetune"]["tokens_per_second"]
