@@ -190,7 +190,7 @@ def _register_compress(sub) -> None:
     g.add_argument("--hidden-weight", type=float, default=1.0)
     g.add_argument("--attention-weight", type=float, default=1.0)
     g.add_argument("--temperature", type=float, default=1.0)
-    g.add_argument("--teacher-cache-gb", type=float, default=4.0,
+    g.add_argument("--teacher-cache-gb", type=float, default=6.0,
                    help="memory for the teacher's outputs, computed once per run instead of every step (used "
                    "when they fit and KD lasts at least an epoch); 0 runs the teacher live")
     s.add_argument("--train-file", help="JSONL training inputs (e.g. from `xtc augment`) replacing the task's "

@@ -18,7 +18,7 @@ def compress_flags(config: dict, row) -> str:
         flags.append(f"--layers {int(row['depth'])}")
     if row["da"] == "on":
         flags.append(f"--train-file {augment_file(runs_dir, row['task'])}")
-    flags.append(f"--teacher-cache-gb {config['train'].get('teacher_cache_gb', 4.0):g}")
+    flags.append(f"--teacher-cache-gb {config['train'].get('teacher_cache_gb', 6.0):g}")
     return " ".join(flags)
 
 
