@@ -15,8 +15,9 @@ punctuation, nor the word itself. As in TinyBERT, two things keep the teacher's 
     the sentence frame survive;
   - for sentence pairs each copy rewrites one sentence and keeps the other as it is (copies alternate between
     the two), so the relation the label depends on (paraphrase, entailment) is not destroyed on both sides.
-    Rewriting both at once (`pair_mode="both"`) makes the teacher label most MRPC copies "not paraphrase". Output: JSON Lines for `xtc compress --train-file` (see
-`xtc.data.read_train_file`); the teacher labels the examples through KD, so no labels are written.
+    Rewriting both at once (`pair_mode="both"`) makes the teacher label most MRPC copies "not paraphrase".
+Output: JSON Lines for `xtc compress --train-file` (see `xtc.data.read_train_file`); the teacher labels the
+examples through KD, so no labels are written.
 """
 from __future__ import annotations
 
