@@ -94,6 +94,14 @@ def test_run_dir_names_round_trip_and_match_paramspace():
         study.parse_run_relpath("student/task~sst2/depth~4")
 
 
+def test_students_get_the_cache_budget_and_teachers_do_not():
+    cfg = tiny_config()
+    assert "--teacher-cache-gb 6 " in study.data_flags(cfg) + " "  # the schema default
+    assert "--teacher-cache-gb" not in study.data_flags(cfg, "teacher")  # `xtc finetune` has no teacher
+    cfg["train"]["teacher_cache_gb"] = 0
+    assert "--teacher-cache-gb 0" in study.data_flags(cfg)
+
+
 @pytest.mark.parametrize("profile", ["quick", "smoke", "paper", "cpu-full"])
 def test_profiles_validate_and_expand(profile):
     paths = [os.path.join(PROFILES, "quick.yaml")] + ([os.path.join(PROFILES, f"{profile}.yaml")]

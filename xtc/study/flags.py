@@ -18,12 +18,12 @@ def compress_flags(config: dict, row) -> str:
         flags.append(f"--layers {int(row['depth'])}")
     if row["da"] == "on":
         flags.append(f"--train-file {augment_file(runs_dir, row['task'])}")
-    flags.append(f"--teacher-cache-gb {config['train'].get('teacher_cache_gb', 6.0):g}")
     return " ".join(flags)
 
 
 def data_flags(config: dict, what: str = "train") -> str:
-    """Shared `xtc` flags: GLUE folder, data caps, sequence length and the fixed training settings."""
+    """Shared `xtc` flags: GLUE folder, data caps, sequence length and the fixed training settings (of the
+    teacher with `what="teacher"`, else of the students, which add the teacher-output cache budget)."""
     d, t = config["data"], config["train"]
     glue = resolve_glue_dir(config)
     flags = [f"--glue-dir {glue}"] if glue else []
@@ -35,6 +35,8 @@ def data_flags(config: dict, what: str = "train") -> str:
     flags += [f"--max-seq-length {int(d['max_seq_length'])}", f"--batch-size {int(t['batch_size'])}",
               f"--eval-batch-size {int(t['eval_batch_size'])}", f"--eval-every {int(t['eval_every'])}",
               f"--warmup-epochs {t['warmup_epochs']:g}"]
+    if what != "teacher":
+        flags.append(f"--teacher-cache-gb {t['teacher_cache_gb']:g}")
     if t.get("device"):
         flags.append(f"--device {t['device']}")
     return " ".join(flags)
