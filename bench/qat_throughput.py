@@ -64,8 +64,6 @@ def main() -> None:
     t0 = time.perf_counter()
     cache = TeacherCache(teacher, data, lmap, set(terms), "cpu", batch_size=128)
     build_seconds = time.perf_counter() - t0
-    cache_bytes = (cache.logits.numel() + (cache.hidden[:, :-1].numel() if cache.hidden is not None else 0)
-                   + sum(x.numel() for x in cache.attention)) * 4
     live_loss = make_kd_loss(teacher, task.is_regression, KDConfig(), lmap)(terms)
     cached_loss = make_kd_loss(teacher, task.is_regression, KDConfig(), lmap, cache)(terms)
     setups = {"fp32_finetune": (plain, _optimizer(plain, 5e-5, 0.01), label_objective),
@@ -89,7 +87,7 @@ def main() -> None:
     out["slowdown"] = fp32 / out["qat_kd"]["tokens_per_second"]
     out["slowdown_cached"] = fp32 / out["qat_kd_cached"]["tokens_per_second"]
     steps = math.ceil(len(data) / 32) * a.epochs
-    out["cache"] = {"build_seconds": build_seconds, "bytes": cache_bytes, "amortised_over_epochs": a.epochs,
+    out["cache"] = {"build_seconds": build_seconds, "bytes": cache.nbytes, "amortised_over_epochs": a.epochs,
                     "slowdown_amortised": (out["qat_kd_cached"]["step_seconds_mean"] * steps + build_seconds)
                     / (out["fp32_finetune"]["step_seconds_mean"] * steps)}
     text = json.dumps(out, indent=2)

@@ -67,13 +67,19 @@ def test_cached_targets_equal_the_live_teacher(reduced):
     assert t1.keys() == t2.keys()
 
 
-def test_only_what_the_terms_need_is_cached():
+def test_only_what_the_terms_need_is_cached_and_gathered():
     teacher, data = _teacher(), _data()
     lmap = layer_maps(4, 4)
     cache = TeacherCache(teacher, data, lmap, {"logit"}, "cpu", quiet=True)
     got = cache.lookup(torch.tensor([0, 1]), max(data.lengths[:2]), "cpu")
     assert cache.hidden is None and got.hidden_states is None and got.attention_scores is None
     assert got.logits.shape == (2, 2)
+    # a logits-only stage (two-stage KD, stage 2) gathers nothing else from a full cache
+    full = TeacherCache(teacher, data, lmap, {"logit", "hidden", "attention"}, "cpu", quiet=True)
+    got = full.lookup(torch.tensor([0, 1]), max(data.lengths[:2]), "cpu", need_hidden=False,
+                      need_attention=False)
+    assert got.hidden_states is None and got.attention_scores is None
+    torch.testing.assert_close(got.logits, cache.logits[[0, 1]])
 
 
 def test_plan_cache_budget_epochs_and_size():
@@ -86,7 +92,7 @@ def test_plan_cache_budget_epochs_and_size():
     assert plan.use and plan.bytes == want
     cache = TeacherCache(teacher, data, lmap, {"logit", "hidden", "attention"}, "cpu", quiet=True)
     stored = (cache.logits.numel() + cache.hidden[:, :-1].numel() + sum(a.numel() for a in cache.attention)) * 4
-    assert stored == want  # the estimate is the real size (plus one zero padding row)
+    assert stored == cache.nbytes == want  # the estimate is the real size (plus one zero padding row)
     assert not plan_cache(data, cfg, lmap, {"logit"}, 3.0, 0.0).use  # disabled
     assert "under one epoch" in plan_cache(data, cfg, lmap, {"logit"}, 0.5, 1.0).reason
     over = plan_cache(data, cfg, lmap, {"logit", "hidden"}, 3.0, (want / 2) / 2**30)

@@ -73,7 +73,8 @@ def make_kd_loss(teacher, regression: bool, kd_cfg: KDConfig, layer_map, cache: 
         def loss_fn(model, batch):
             inputs = model_inputs(batch)
             if cache is not None and "index" in batch:
-                t = cache.lookup(batch["index"], inputs["input_ids"].shape[1], inputs["input_ids"].device)
+                t = cache.lookup(batch["index"], inputs["input_ids"].shape[1], inputs["input_ids"].device,
+                                 need_hidden=need_hidden, need_attention=need_att)
             else:
                 with torch.no_grad():  # not inference_mode: its tensors could not be saved for backward
                     t = forward_with_internals(teacher, inputs, attentions=need_att, hidden=need_hidden)

@@ -82,15 +82,23 @@ class TeacherCache:
                     for h, t in enumerate(hs):
                         self.hidden[h, s:s + L] = t[row, :L]
                     if att:
-                        self.attention[i] = torch.stack([a[row, :, :L, :L] for a in att]).clone()
+                        self.attention[i] = torch.stack([a[row, :, :L, :L] for a in att])
         self.pad_row = total
 
-    def lookup(self, index: torch.Tensor, width: int, device) -> ModelInternals:
-        """The teacher's outputs for examples `index`, padded to `width` (pads are zeros; KD masks them)."""
+    @property
+    def nbytes(self) -> int:
+        """Bytes held (what `plan_cache` estimates; the one zero padding row not counted)."""
+        hidden = self.hidden[:, :-1].numel() if self.hidden is not None else 0
+        return (self.logits.numel() + hidden + sum(a.numel() for a in self.attention)) * BYTES
+
+    def lookup(self, index: torch.Tensor, width: int, device, need_hidden: bool = True,
+               need_attention: bool = True) -> ModelInternals:
+        """The teacher's outputs for examples `index`, padded to `width` (pads are zeros; KD masks them).
+        `need_*` False skips gathering what a stage does not use (e.g. the logit stage of two-stage KD)."""
         index = index.cpu()
         logits = self.logits[index].to(device)
         hidden = None
-        if self.hidden is not None:
+        if need_hidden and self.hidden is not None:
             pos = torch.arange(width)
             flat = self.starts[index, None] + pos  # (B, width)
             flat = torch.where(pos < self.lengths[index, None], flat, torch.full_like(flat, self.pad_row))
@@ -100,7 +108,7 @@ class TeacherCache:
                 hidden[j] = got[h]
             hidden = tuple(hidden)
         attention = None
-        if self.attention_ids:
+        if need_attention and self.attention_ids:
             heads = self.attention[int(index[0])].shape[1]
             got = torch.zeros(len(self.attention_ids), len(index), heads, width, width)
             for row, i in enumerate(index.tolist()):
