@@ -77,3 +77,24 @@ REAL_GLUE = os.environ.get("XTC_GLUE_DIR")
 requires_real_glue = pytest.mark.skipif(
     not (REAL_GLUE and os.path.isdir(os.path.join(REAL_GLUE, "MRPC"))),
     reason="set XTC_GLUE_DIR to a real GLUE folder (CI points it at ../shared/glue)")
+
+
+def interrupt_after_checkpoints(monkeypatch, n: int, run):
+    """Call `run()` with the training loop killed (KeyboardInterrupt) right after its n-th checkpoint, as a crash
+    would; afterwards checkpoints are real again, so the same command can resume."""
+    import xtc.train as train_mod
+
+    real, calls = train_mod._checkpoint, {"n": 0}
+
+    def checkpoint_then_crash(*args, **kwargs):
+        real(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_mod, "_checkpoint", checkpoint_then_crash)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run()
+    finally:
+        monkeypatch.setattr(train_mod, "_checkpoint", real)

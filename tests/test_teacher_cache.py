@@ -5,8 +5,7 @@ import os
 import pytest
 import torch
 
-import xtc.train as train_mod
-from conftest import tiny_config
+from conftest import interrupt_after_checkpoints, tiny_config
 from xtc.compress import CompressConfig, compress, make_kd_loss
 from xtc.data import Encoded, collate, train_batches
 from xtc.distill import KDConfig, forward_with_internals, layer_maps, reduce_layers
@@ -111,19 +110,9 @@ def test_cached_run_resumes_exactly_and_tracks_the_live_one(tmp_path, teacher_di
     spec, cc = QuantSpec(wbits=1, abits=8), CompressConfig(layers=2)
     full = compress("sst2", teacher_dir, str(tmp_path / "full"), CFG, spec, cc, glue_dir=glue_dir, quiet=True)
     assert full["teacher_cache"]["used"] and full["teacher_cache"]["bytes"] > 0
-    calls, real = {"n": 0}, train_mod._checkpoint
-
-    def crash_after_two(*args, **kwargs):
-        real(*args, **kwargs)
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-
     out = str(tmp_path / "resumed")
-    monkeypatch.setattr(train_mod, "_checkpoint", crash_after_two)
-    with pytest.raises(KeyboardInterrupt):
-        compress("sst2", teacher_dir, out, CFG, spec, cc, glue_dir=glue_dir, quiet=True)
-    monkeypatch.setattr(train_mod, "_checkpoint", real)
+    interrupt_after_checkpoints(monkeypatch, 2,
+                                lambda: compress("sst2", teacher_dir, out, CFG, spec, cc, glue_dir=glue_dir, quiet=True))
     resumed = compress("sst2", teacher_dir, out, CFG, spec, cc, glue_dir=glue_dir, quiet=True)
     assert [h["train"] for h in resumed["history"]] == [h["train"] for h in full["history"]]
     assert resumed["metrics"] == full["metrics"]

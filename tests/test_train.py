@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import xtc.train as train_mod
+from conftest import interrupt_after_checkpoints
 from xtc.cli import main
 from xtc.compress import CompressConfig, compress
 from xtc.finetune import finetune
@@ -55,21 +56,10 @@ def test_finetune_outputs_and_reload(teacher, glue_dir):
 def test_same_seed_same_result_and_exact_resume(tmp_path, tiny_model_dir, glue_dir, monkeypatch, teacher):
     full = json.load(open(os.path.join(teacher, "metrics.json")))
     # Interrupt right after the third checkpoint (step 8), then resume from there...
-    calls = {"n": 0}
-    real = train_mod._checkpoint
-
-    def crash_after_three(*args, **kwargs):
-        real(*args, **kwargs)
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-
     out = str(tmp_path / "resumed")
-    monkeypatch.setattr(train_mod, "_checkpoint", crash_after_three)
-    with pytest.raises(KeyboardInterrupt):
-        finetune("sst2", tiny_model_dir, out, CFG, glue_dir=glue_dir, quiet=True)
+    interrupt_after_checkpoints(monkeypatch, 3,
+                                lambda: finetune("sst2", tiny_model_dir, out, CFG, glue_dir=glue_dir, quiet=True))
     assert not os.path.exists(os.path.join(out, "metrics.json"))  # nothing that looks finished
-    monkeypatch.setattr(train_mod, "_checkpoint", real)
     # ...then the same command resumes and ends exactly where the uninterrupted run ended.
     resumed = finetune("sst2", tiny_model_dir, out, CFG, glue_dir=glue_dir, quiet=True)
     assert resumed["metrics"] == full["metrics"]
