@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 from tqdm.auto import tqdm
 
 from xtc.data import load_split
@@ -126,8 +127,9 @@ class Word:
     offset: int  # position of the core's first piece in `context`
 
 
-def analyse_words(teacher: Teacher, tokens: list[str]) -> dict[str, Word]:
-    """Split each distinct token into punctuation prefix / core / suffix and tokenize the parts (batched)."""
+def analyse_words(teacher: Teacher, tokens: list[str], keep: frozenset[str] = frozenset()) -> dict[str, Word]:
+    """Split each distinct token into punctuation prefix / core / suffix and tokenize the parts (batched).
+    Words whose normalised core is in `keep` (e.g. stop words) get no key: they are never replaced."""
     tok = teacher.tokenizer
     specials = [s for s in tok.all_special_tokens if s]
     parts = []
@@ -150,6 +152,7 @@ def analyse_words(teacher: Teacher, tokens: list[str]) -> dict[str, Word]:
         pre_ids = ids.get(pre, [])
         ok = ok and any(i != unk for i in core_ids)
         key = teacher.normalize(core) if ok else None
+        key = None if key in keep else key
         case = 0
         if ok and teacher.lowercases and core[:1].isupper():
             case = 2 if len(core) > 1 and core.isupper() else 1
@@ -263,12 +266,6 @@ def mlm_candidates(teacher: Teacher, jobs: list[MaskJob], k: int) -> list[list[s
 
 
 # ----------------------------------------------------------------------------- augmentation
-def stop_words() -> frozenset[str]:
-    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
-
-    return frozenset(ENGLISH_STOP_WORDS)
-
-
 def _check_args(copies, replace_prob, candidates, seed, max_samples, pair_mode):
     if not isinstance(copies, int) or copies < 0:
         raise ValueError(f"--copies must be an integer >= 0 (got {copies!r}); TinyBERT uses 20")
@@ -301,12 +298,8 @@ def augment(task_name: str, teacher_dir: str, out_file: str, copies: int = 20, r
 
     # Every distinct token once: its analysis, and neighbour candidates for whichever words need them.
     sentences = [s for ex in split.texts for s in ex]
-    words = analyse_words(teacher, sorted({w for s in sentences for w in _SPACE.split(s)[::2] if w}))
-    if not replace_stop_words:  # a key of None marks a word that is never replaced
-        stop = stop_words()
-        for w in words.values():
-            if w.key is not None and w.key in stop:
-                w.key = None
+    words = analyse_words(teacher, sorted({w for s in sentences for w in _SPACE.split(s)[::2] if w}),
+                          keep=frozenset() if replace_stop_words else ENGLISH_STOP_WORDS)
     need = {w.key: w.ids for w in words.values() if w.key is not None
             and (teacher.mlm is None or len(w.ids) > 1)}
     neighbours = neighbour_candidates(teacher, need, candidates, quiet=quiet)
