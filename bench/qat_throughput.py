@@ -22,14 +22,12 @@ import numpy as np
 import torch
 from common import task_data, timed_step
 
-from xtc.compress import make_kd_loss
 from xtc.data import train_batches
-from xtc.distill import KDConfig, evenly_spaced_layers, layer_maps, reduce_layers
-from xtc.finetune import label_objective
+from xtc.distill import KDConfig, evenly_spaced_layers, label_objective, layer_maps, make_kd_loss, reduce_layers
 from xtc.models import load_classifier
 from xtc.quant import QuantSpec, apply_quantization
 from xtc.teacher_cache import TeacherCache
-from xtc.train import _optimizer, set_seed
+from xtc.train import make_optimizer, set_seed
 
 
 def main() -> None:
@@ -66,9 +64,9 @@ def main() -> None:
     build_seconds = time.perf_counter() - t0
     live_loss = make_kd_loss(teacher, task.is_regression, KDConfig(), lmap)(terms)
     cached_loss = make_kd_loss(teacher, task.is_regression, KDConfig(), lmap, cache)(terms)
-    setups = {"fp32_finetune": (plain, _optimizer(plain, 5e-5, 0.01), label_objective),
-              "qat_kd": (student, _optimizer(student, 5e-5, 0.01), live_loss),
-              "qat_kd_cached": (cached_student, _optimizer(cached_student, 5e-5, 0.01), cached_loss)}
+    setups = {"fp32_finetune": (plain, make_optimizer(plain, 5e-5, 0.01), label_objective),
+              "qat_kd": (student, make_optimizer(student, 5e-5, 0.01), live_loss),
+              "qat_kd_cached": (cached_student, make_optimizer(cached_student, 5e-5, 0.01), cached_loss)}
     batches = train_batches(data, 32, 0, 0)
     stats = {k: {"seconds": [], "tokens": 0} for k in setups}
     for model, opt, fn in setups.values():  # warm-up

@@ -6,6 +6,7 @@ import pytest
 
 from xtc.cli import main
 from xtc.compress import CompressConfig, compress
+from xtc.config import RunOptions
 from xtc.quant import QuantSpec
 from xtc.train import TrainConfig
 
@@ -28,7 +29,8 @@ def quantized_student(tmp_path_factory, tiny_model_dir, glue_dir):
     cfg = TrainConfig(epochs=1, lr=1e-3, batch_size=16)
     out = str(root / "w1a8")
     compress("rte", tiny_model_dir, out, cfg, QuantSpec(wbits=1, abits=8), CompressConfig(layers=2),
-             glue_dir=glue_dir, quiet=True)
+             run=RunOptions(glue_dir=glue_dir, quiet=True),
+             )
     return out
 
 

