@@ -131,13 +131,11 @@ def _register_compress(sub) -> None:
     s.add_argument("--task", required=True, choices=list(TASKS))
     s.add_argument("--teacher", required=True, help="fine-tuned teacher folder (from `xtc finetune`)")
     s.add_argument("--out", required=True, help="run folder: student, tokenizer, metrics.json")
-    add_settings(s, "compress", CompressConfig, only=("init",))
+    add_settings(s, "compress", CompressConfig, only=("init", "train_file"))
     add_settings(s, "compress", CompressConfig, "layer reduction", only=("layers", "teacher_layers"))
     add_settings(s, "quant", QuantSpec, "quantization")
-    add_settings(s, "compress", CompressConfig, "distillation",
-                 only=("kd", "kd_terms", "stage1_share", "stage1_lr_factor", "teacher_cache_gb"))
+    add_settings(s, "compress", CompressConfig, "distillation")  # every other CompressConfig field
     add_settings(s, "kd", KDConfig, "distillation weights")
-    add_settings(s, "compress", CompressConfig, only=("train_file",))
     _train_args(s)
     s.set_defaults(fn=cmd_compress)
 

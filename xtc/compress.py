@@ -8,16 +8,17 @@ import sys
 import time
 from dataclasses import asdict
 
-from xtc.data import load_task_data, read_train_file
 from xtc.config import CompressConfig, KDConfig, QuantSpec, RunOptions, TrainConfig
-from xtc.distill import ( evenly_spaced_layers, label_objective, layer_maps, make_kd_loss,
-                         parse_layer_list, reduce_layers)
+from xtc.data import load_task_data, read_train_file
+from xtc.distill import (evenly_spaced_layers, label_objective, layer_maps, make_kd_loss, parse_layer_list,
+                         reduce_layers)
 from xtc.files import METRICS_FILE
 from xtc.models import load_classifier, load_tokenizer, pick_device
 from xtc.quant import apply_quantization, model_size
 from xtc.tasks import Task, get_task
 from xtc.teacher_cache import TeacherCache, plan_cache
 from xtc.train import Stage, finish_run, prepare_run_folder, run_record, set_seed, train
+
 
 def load_teacher(teacher_dir: str, task: Task):
     """The fine-tuned full-precision teacher of `task`, frozen."""

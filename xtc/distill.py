@@ -17,8 +17,8 @@ from torch import nn
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
-from xtc.data import model_inputs
 from xtc.config import TERMS, KDConfig
+from xtc.data import model_inputs
 
 # -----------------------------------------------------------------------------
 # layer reduction

@@ -128,13 +128,16 @@ def add_settings(parser: argparse.ArgumentParser, attr: str, cls, title: str | N
                  only: tuple[str, ...] | None = None, flags: dict[str, str] | None = None,
                  helps: dict[str, str] | None = None) -> None:
     """Add one argument per field of dataclass `cls` (or of the fields in `only`) to `parser`, in an argument
-    group `title`. After parsing, `build_settings(args)` sets `args.<attr>` to the `cls` object. `flags` and
+    group `title`; fields an earlier call showed for the same `attr` are skipped, so a last call without `only`
+    shows the rest. After parsing, `build_settings(args)` sets `args.<attr>` to the `cls` object. `flags` and
     `helps` rename a field's flag or reword its help for this command only (its default and allowed values
     stay the dataclass's)."""
     group = parser.add_argument_group(title) if title else parser
+    earlier = parser.get_default("settings_") or []
+    shown = {name for a, _, b in earlier if a == attr for name in b}  # by an earlier call for the same object
     bound = {}
     for f in dataclasses.fields(cls):
-        if only is not None and f.name not in only:
+        if (only is not None and f.name not in only) or f.name in shown:
             continue
         flag = (flags or {}).get(f.name) or flag_of(f)
         dest = f"{attr}.{f.name}"
@@ -153,7 +156,7 @@ def add_settings(parser: argparse.ArgumentParser, attr: str, cls, title: str | N
                 kwargs["metavar"] = f.name.upper()
             group.add_argument(flag, dest=dest, default=f.default, help=text, **kwargs)
         bound[f.name] = (dest, flag)
-    parser.set_defaults(settings_=[*(parser.get_default("settings_") or []), (attr, cls, bound)])
+    parser.set_defaults(settings_=[*earlier, (attr, cls, bound)])
 
 
 def build_settings(args: argparse.Namespace) -> argparse.Namespace:

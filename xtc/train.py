@@ -16,12 +16,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from xtc.config import RunOptions, TrainConfig
 from xtc.data import Encoded, collate, eval_batches, train_batches
 from xtc.files import METRICS_FILE, STATE_DIR, atomic_write, write_json_atomic
 from xtc.metrics import task_metrics
-from xtc.config import RunOptions, TrainConfig
 from xtc.tasks import Task
-
 
 LossFn = Callable[[torch.nn.Module, dict], tuple[torch.Tensor, dict[str, float]]]
 
