@@ -29,6 +29,8 @@ class TrainConfig:
     weight_decay: float = setting(0.01, "AdamW weight decay; not applied to biases and LayerNorm", NON_NEGATIVE)
     warmup_epochs: float = setting(1.0, "linear warm-up, then linear decay to 0", NON_NEGATIVE)
     max_grad_norm: float = setting(1.0, "gradients are clipped to this global L2 norm", POSITIVE)
+    adam_epsilon: float = setting(1e-8, "AdamW's epsilon (denominator term; raise it for low-precision runs)",
+                                  POSITIVE)
     eval_every: int = setting(1000, "evaluate every N steps (and at each epoch end); 0: at epoch ends only",
                               NON_NEGATIVE)
     seed: int = setting(42, "seed of initialisation, dropout and batch order", NON_NEGATIVE)

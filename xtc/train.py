@@ -106,14 +106,15 @@ def prepare_run_folder(out_dir: str, run_config: dict, overwrite: bool) -> dict 
     return None
 
 
-def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float,
+                   eps: float = TrainConfig.adam_epsilon) -> torch.optim.AdamW:
     # Recipe: no weight decay on biases and LayerNorm weights.
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
             (no_decay if name.endswith("bias") or "LayerNorm" in name else decay).append(p)
     return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+                              {"params": no_decay, "weight_decay": 0.0}], lr=lr, eps=eps)
 
 
 def linear_schedule(opt, warmup: int, total: int):
@@ -202,7 +203,7 @@ def train(model, stages: list[Stage], train_data: Encoded, eval_sets: dict[str, 
 
     while st.stage < len(stages):
         stage, total = stages[st.stage], stage_steps[st.stage]
-        opt = make_optimizer(model, cfg.lr * stage.lr_factor, cfg.weight_decay)
+        opt = make_optimizer(model, cfg.lr * stage.lr_factor, cfg.weight_decay, cfg.adam_epsilon)
         sched = linear_schedule(opt, min(total, round(cfg.warmup_epochs * steps_per_epoch)), total)
         if resume_state is not None and resume_state["stage"] == st.stage and resume_state.get("optimizer"):
             opt.load_state_dict(resume_state["optimizer"])
