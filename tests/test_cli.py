@@ -164,3 +164,15 @@ def test_augment_and_evaluate_values_are_checked_too(tmp_path, capsys):
     assert "--replace-prob must be in [0, 1]" in capsys.readouterr().err and not out.exists()
     assert main(["evaluate", "--model", "m", "--task", "rte", "--batch-size", "0"]) == 2
     assert "--batch-size must be an integer > 0" in capsys.readouterr().err  # the flag as evaluate spells it
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--max-seq-length", "200"], "exceeds the 128 positions of --model"),
+    (["--device", "nonsense"], "is not a torch device"),
+])
+def test_model_and_device_checks_write_nothing(tmp_path, capsys, tiny_model_dir, glue_dir, args, message):
+    out = tmp_path / "run"
+    code = main(["finetune", "--task", "sst2", "--model", tiny_model_dir, "--glue-dir", glue_dir, "--out", str(out),
+                 "--quiet", *args])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1 and not out.exists()

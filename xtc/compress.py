@@ -13,7 +13,7 @@ from xtc.data import load_task_data, read_train_file
 from xtc.distill import (evenly_spaced_layers, label_objective, layer_maps, make_kd_loss, parse_layer_list,
                          reduce_layers)
 from xtc.files import METRICS_FILE
-from xtc.models import load_classifier, load_tokenizer, pick_device
+from xtc.models import check_sequence_length, load_classifier, load_tokenizer, pick_device
 from xtc.quant import apply_quantization, model_size
 from xtc.tasks import Task, get_task
 from xtc.teacher_cache import TeacherCache, plan_cache
@@ -111,6 +111,7 @@ def compress(task_name: str, teacher_dir: str, out_dir: str, cfg: TrainConfig, s
     set_seed(cfg.seed)
 
     teacher = load_teacher(teacher_dir, task)
+    check_sequence_length(teacher, cfg.max_seq_length, "--teacher")
     tokenizer = load_tokenizer(teacher_dir)
     student, teacher_layers, quantized = build_student(teacher, cc, spec, task.num_labels)
     lmap = layer_maps(student.config.num_hidden_layers, teacher.config.num_hidden_layers, teacher_layers)

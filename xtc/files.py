@@ -3,6 +3,7 @@
 Stdlib only, so that xtc.study and the Snakemake workflow can use the names without importing torch."""
 from __future__ import annotations
 
+import glob
 import json
 import os
 from contextlib import contextmanager
@@ -11,10 +12,32 @@ STATE_DIR = ".xtc_state"  # inside the run folder while a run is unfinished (res
 METRICS_FILE = "metrics.json"  # written last: its presence marks a finished run
 
 
-def temp_path(path: str) -> str:
+def temp_path(path: str, pid: int | None = None) -> str:
     """The hidden temporary name beside `path` that `atomic_write` writes first ('.NAME.PID.tmp')."""
     d, base = os.path.split(os.path.abspath(path))
-    return os.path.join(d, f".{base}.{os.getpid()}.tmp")
+    return os.path.join(d, f".{base}.{os.getpid() if pid is None else pid}.tmp")
+
+
+def remove_stale_temps(path: str) -> list[str]:
+    """Delete the temporaries of `path` left by writers that were killed (their process is gone)."""
+    d, base = os.path.split(os.path.abspath(path))
+    removed = []
+    for tmp in glob.glob(os.path.join(glob.escape(d), f".{glob.escape(base)}.*.tmp")):
+        pid = tmp[len(os.path.join(d, f".{base}.")):-len(".tmp")]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            os.unlink(tmp)
+            removed.append(tmp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 @contextmanager
@@ -24,6 +47,7 @@ def atomic_write(path: str, mode: str = "w", overwrite: bool = True, **open_kwar
     With overwrite=False an existing `path` is refused, also when it appeared while writing."""
     if not overwrite and os.path.exists(path):
         raise FileExistsError(f"{path} already exists; pass --overwrite to replace it or choose another name")
+    remove_stale_temps(path)  # an earlier run of the same command that was killed mid-write
     tmp = temp_path(path)
     try:
         with open(tmp, mode, **open_kwargs) as f:

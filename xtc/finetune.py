@@ -5,7 +5,7 @@ from dataclasses import asdict
 
 from xtc.data import load_task_data
 from xtc.distill import label_objective
-from xtc.models import load_classifier, load_tokenizer, pick_device, resolve_model_path
+from xtc.models import check_sequence_length, load_classifier, load_tokenizer, pick_device, resolve_model_path
 from xtc.tasks import get_task
 from xtc.train import RunOptions, Stage, TrainConfig, finish_run, prepare_run_folder, run_record, set_seed, train
 
@@ -22,6 +22,7 @@ def finetune(task_name: str, model_name: str, out_dir: str, cfg: TrainConfig, ru
     set_seed(cfg.seed)
     tokenizer = load_tokenizer(path)
     model = load_classifier(path, task.num_labels)
+    check_sequence_length(model, cfg.max_seq_length)
     train_data, eval_sets = load_task_data(task, tokenizer, run.glue_dir, cfg.max_seq_length,
                                            run.max_train_samples, run.max_eval_samples)
     resume = prepare_run_folder(out_dir, run_config, run.overwrite)  # after every check: a bad input writes nothing
