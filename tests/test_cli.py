@@ -176,3 +176,15 @@ def test_model_and_device_checks_write_nothing(tmp_path, capsys, tiny_model_dir,
                  "--quiet", *args])
     err = capsys.readouterr().err
     assert code == 2 and message in err and err.count("\n") == 1 and not out.exists()
+
+
+def test_json_schema_of_a_setting_follows_the_dataclass():
+    from xtc.config import CompressConfig, RunOptions
+    from xtc.settings import json_schema
+
+    assert json_schema(TrainConfig, "batch_size") == {"type": "integer", "default": 32, "exclusiveMinimum": 0}
+    assert json_schema(QuantSpec, "abits") == {"type": "integer", "default": 32, "enum": [8, 32]}
+    assert json_schema(CompressConfig, "stage1_share") == {"type": "number", "default": 0.5, "exclusiveMinimum": 0,
+                                                           "exclusiveMaximum": 1}
+    assert json_schema(RunOptions, "max_train_samples") == {"type": ["integer", "null"], "default": None,
+                                                            "exclusiveMinimum": 0}

@@ -29,7 +29,7 @@ class SettingError(ValueError):
 @dataclass(frozen=True)
 class Allowed:
     """The values a numeric or enumerated setting accepts: a set of choices, or an interval of finite
-    numbers (bounds open or closed; `integer` asks for whole numbers)."""
+    numbers (each bound open or closed, or absent). An int field also needs a whole number."""
     choices: tuple | None = None
     low: float | None = None
     low_open: bool = False
@@ -175,3 +175,21 @@ def build_settings(args: argparse.Namespace) -> argparse.Namespace:
             raise
         setattr(args, attr, obj)
     return args
+
+
+def json_schema(cls, name: str) -> dict:
+    """The JSON-schema of field `name` of `cls` (type, default, enum or bounds), for checking the workflow's
+    config schema against the dataclass: the two must not drift apart."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    kind, allowed = _kind(cls, f), f.metadata.get("allowed")
+    json_type = {int: "integer", float: "number", str: "string", bool: "boolean", tuple: "array"}[kind]
+    out: dict = {"type": [json_type, "null"] if f.default is None else json_type,
+                 "default": list(f.default) if isinstance(f.default, tuple) else f.default}
+    if allowed is not None and allowed.choices is not None:
+        out["enum"] = list(allowed.choices)
+    elif allowed is not None:
+        if allowed.low is not None:
+            out["exclusiveMinimum" if allowed.low_open else "minimum"] = allowed.low
+        if allowed.high is not None:
+            out["exclusiveMaximum" if allowed.high_open else "maximum"] = allowed.high
+    return out
