@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from xtc.config import CompressConfig, KDConfig, QuantSpec, RunOptions, TrainConfig
 from xtc.data import load_task_data, read_train_file
@@ -14,6 +14,7 @@ from xtc.distill import (evenly_spaced_layers, label_objective, layer_maps, make
                          reduce_layers)
 from xtc.files import METRICS_FILE
 from xtc.models import check_sequence_length, load_classifier, load_tokenizer, pick_device
+from xtc.precision import resolve_precision
 from xtc.quant import apply_quantization, model_size
 from xtc.tasks import Task, get_task
 from xtc.teacher_cache import TeacherCache, plan_cache
@@ -102,12 +103,14 @@ def compress(task_name: str, teacher_dir: str, out_dir: str, cfg: TrainConfig, s
     kd_cfg, run = kd_cfg or KDConfig(), run or RunOptions()
     task = get_task(task_name)
     spec.validate()
+    dev = pick_device(run.device)
+    precision = resolve_precision(cfg.precision, dev)
+    cfg = replace(cfg, precision=precision.precision)  # the run records (and resumes with) what it used
     run_config = {"command": "compress", "task": task.name, "teacher": teacher_dir, "init": cc.init,
                   "train_file": cc.train_file, **asdict(cfg), "quant": spec.to_dict(), **asdict(cc),
                   "kd_weights": asdict(kd_cfg), "max_train_samples": run.max_train_samples,
                   "max_eval_samples": run.max_eval_samples}
     run_config["kd_terms"] = list(cc.kd_terms)
-    dev = pick_device(run.device)
     set_seed(cfg.seed)
 
     teacher = load_teacher(teacher_dir, task)
@@ -128,7 +131,7 @@ def compress(task_name: str, teacher_dir: str, out_dir: str, cfg: TrainConfig, s
         "layers": {"student": student.config.num_hidden_layers, "teacher": teacher.config.num_hidden_layers,
                    "teacher_layers": teacher_layers},
         "layer_map": asdict(lmap), "kd": cc.kd, "loss_terms": result["final_loss_terms"],
-        "teacher_cache": cache_record,
+        "precision": precision.to_dict(), "teacher_cache": cache_record,
         "size": {**size, "teacher_fp32_bytes": teacher_size["fp32_bytes"],
                  "ratio_to_teacher": teacher_size["fp32_bytes"] / size["quantized_bytes"]}})
     return finish_run(out_dir, student, tokenizer, record)

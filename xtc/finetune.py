@@ -1,11 +1,12 @@
 """Stage 0 of the pipeline: fine-tune a teacher on a GLUE task (labels only)."""
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from xtc.data import load_task_data
 from xtc.distill import label_objective
 from xtc.models import check_sequence_length, load_classifier, load_tokenizer, pick_device, resolve_model_path
+from xtc.precision import resolve_precision
 from xtc.tasks import get_task
 from xtc.train import RunOptions, Stage, TrainConfig, finish_run, prepare_run_folder, run_record, set_seed, train
 
@@ -16,9 +17,11 @@ def finetune(task_name: str, model_name: str, out_dir: str, cfg: TrainConfig, ru
     run = run or RunOptions()
     task = get_task(task_name)
     path = resolve_model_path(model_name)
+    dev = pick_device(run.device)
+    precision = resolve_precision(cfg.precision, dev)
+    cfg = replace(cfg, precision=precision.precision)  # the run records (and resumes with) what it used
     run_config = {"command": "finetune", "task": task.name, "model": model_name, "model_path": path,
                   **asdict(cfg), "max_train_samples": run.max_train_samples, "max_eval_samples": run.max_eval_samples}
-    dev = pick_device(run.device)
     set_seed(cfg.seed)
     tokenizer = load_tokenizer(path)
     model = load_classifier(path, task.num_labels)
@@ -28,4 +31,5 @@ def finetune(task_name: str, model_name: str, out_dir: str, cfg: TrainConfig, ru
     resume = prepare_run_folder(out_dir, run_config, run.overwrite)  # after every check: a bad input writes nothing
     result = train(model, [Stage("finetune", cfg.epochs, 1.0, label_objective)], train_data, eval_sets, task, cfg,
                    out_dir, run_config, dev, resume, run.quiet)
-    return finish_run(out_dir, model, tokenizer, run_record(task, result, run_config, run, dev, train_data, eval_sets))
+    record = run_record(task, result, run_config, run, dev, train_data, eval_sets, {"precision": precision.to_dict()})
+    return finish_run(out_dir, model, tokenizer, record)

@@ -20,6 +20,7 @@ from xtc.config import RunOptions, TrainConfig
 from xtc.data import Encoded, collate, eval_batches, train_batches
 from xtc.files import METRICS_FILE, STATE_DIR, atomic_write, write_json_atomic
 from xtc.metrics import task_metrics
+from xtc.precision import autocast, resolve_precision
 from xtc.tasks import Task
 
 LossFn = Callable[[torch.nn.Module, dict], tuple[torch.Tensor, dict[str, float]]]
@@ -168,12 +169,13 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def train_step(model, batch: dict, loss_fn: LossFn, opt, max_grad_norm: float, sched=None
-               ) -> tuple[torch.Tensor, dict[str, float]]:
-    """One optimizer step on one batch: forward and loss, backward, clipping, update (and schedule step).
-    Used by the training loop and by the benchmarks in bench/."""
+def train_step(model, batch: dict, loss_fn: LossFn, opt, max_grad_norm: float, sched=None,
+               precision: str = "fp32") -> tuple[torch.Tensor, dict[str, float]]:
+    """One optimizer step on one batch: forward and loss (under bf16 autocast for precision "bf16"), backward,
+    clipping, update (and schedule step). Used by the training loop and by the benchmarks in bench/."""
     model.train()
-    loss, terms = loss_fn(model, batch)
+    with autocast(precision, batch["attention_mask"].device):  # backward and the optimizer step stay outside
+        loss, terms = loss_fn(model, batch)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
@@ -189,6 +191,7 @@ def train(model, stages: list[Stage], train_data: Encoded, eval_sets: dict[str, 
     """Run every stage; return a summary (best metrics, history, throughput). The best weights are left
     loaded in `model`. A checkpoint is written at every evaluation so an interrupted run resumes exactly."""
     model.to(device)
+    precision = resolve_precision(cfg.precision, device).precision  # callers pass it resolved; "auto" also works
     steps_per_epoch = math.ceil(len(train_data) / cfg.batch_size)
     stage_steps = [max(1, math.ceil(s.epochs * steps_per_epoch)) for s in stages]
     state_file = os.path.join(out_dir, STATE_DIR, "state.pt")
@@ -222,7 +225,7 @@ def train(model, stages: list[Stage], train_data: Encoded, eval_sets: dict[str, 
             t0 = time.perf_counter()
             batch = to_device(collate(train_data, epoch_batches[pos]), device)
             batch["index"] = torch.tensor(epoch_batches[pos])  # which examples: for a teacher-output cache
-            loss, terms = train_step(model, batch, stage.loss_fn, opt, cfg.max_grad_norm, sched)
+            loss, terms = train_step(model, batch, stage.loss_fn, opt, cfg.max_grad_norm, sched, precision)
             st.train_seconds += time.perf_counter() - t0
             st.train_tokens += int(batch["attention_mask"].sum())
             st.train_examples += len(epoch_batches[pos])
