@@ -189,6 +189,22 @@ def run_job_id(folder: str) -> str | None:
     return None
 
 
+def run_log(snakemake_log: str, folder: str) -> str | None:
+    """The rule log of the job writing folder/metrics.json, from Snakemake's job block."""
+    blocks = job_blocks(open(snakemake_log).read())
+    metrics = os.path.join(folder, "metrics.json")
+    logs = [b["log"].split(", ")[0] for b in blocks.values() if b.get("output", "").split(", ")[0] == metrics
+            and "log" in b]
+    return logs[-1] if logs else None
+
+
+def eval_steps(log: str | None) -> list[int]:
+    """The steps of the evaluations a training log reports ("[task stage] step N epoch ...")."""
+    if not log or not os.path.exists(log):
+        return []
+    return [int(m) for m in re.findall(r"\] step (\d+) ", open(log).read())]
+
+
 def cmd_cancel(args) -> None:
     """Wait for a training run with a checkpoint (.xtc_state/state.pt) and no metrics.json yet, scancel its
     Slurm job, then time how long Snakemake takes to report it. Writes OUT.json."""
@@ -212,13 +228,18 @@ def cmd_cancel(args) -> None:
             subprocess.run(["scancel", job], check=True)
             t_cancel = time.time()
             print(f"slurm-checks: scancel {job} (training into {folder}, checkpoint present)", flush=True)
+            snapshot = os.path.join(os.path.dirname(args.out) or ".", f"attempt-{job}.log")
+            rule_log = run_log(args.log, folder)
+            if rule_log and os.path.exists(rule_log):  # the next attempt overwrites it
+                with open(rule_log) as src, open(snapshot, "w") as dst:
+                    dst.write(src.read())
             t_report = None
             while time.time() < t_cancel + args.report_timeout:
                 if FAILED.format(job) in open(args.log).read():
                     t_report = time.time()
                     break
                 time.sleep(0.5)
-            entry = {"folder": folder, "slurm_jobid": job, "t_cancel": t_cancel,
+            entry = {"folder": folder, "slurm_jobid": job, "t_cancel": t_cancel, "log": snapshot,
                      "report_delay_s": None if t_report is None else round(t_report - t_cancel, 1)}
             print(f"slurm-checks: Snakemake reported job {job} failed after {entry['report_delay_s']} s", flush=True)
             json.dump(done + [entry], open(args.out, "w"), indent=1)
@@ -229,26 +250,27 @@ def cmd_cancel(args) -> None:
 
 def cmd_resumed(args) -> None:
     """Each cancelled run: sacct says CANCELLED, Snakemake reported it within one status-check interval, the
-    rerun started from the checkpoint (its log's first evaluation is past step 1), and its metrics equal those
-    of the uninterrupted reference run bit for bit."""
+    next attempt went on from the checkpoint (its first evaluation is the step after the cancelled attempt's
+    last one, not step 1), and the final metrics equal those of the uninterrupted reference run bit for bit."""
     entries = json.load(open(args.cancelled))
-    text = "".join(open(p).read() for p in args.logs)
-    blocks = job_blocks(text)
     problems = []
-    for e in entries:
+    for i, e in enumerate(entries):
         state = sacct([e["slurm_jobid"]]).get(e["slurm_jobid"], {}).get("State", "?")
         if not state.startswith("CANCELLED"):
             problems.append(f"job {e['slurm_jobid']}: sacct state {state}, expected CANCELLED")
         if e["report_delay_s"] is None or e["report_delay_s"] > args.max_report_s:
             problems.append(f"job {e['slurm_jobid']}: cancel reported after {e['report_delay_s']} s "
                             f"(one status check is at most {args.max_report_s} s)")
-        metrics = os.path.join(e["folder"], "metrics.json")
-        logs = [b["log"] for b in blocks.values() if b.get("output", "").split(", ")[0] == metrics and "log" in b]
-        steps = [int(m) for m in re.findall(r"\] step (\d+) ", open(logs[-1]).read())] if logs else []
-        if not steps or steps[0] <= 1:
-            problems.append(f"{e['folder']}: the rerun's log ({logs[-1] if logs else 'none'}) does not start past "
-                            f"step 1: {steps[:3]}")
+        # the attempt after the cancel: the log a later cancel of the same run saved, else the final log
+        later = [f for f in entries[i + 1:] if f["folder"] == e["folder"]]
+        next_log = later[0]["log"] if later else run_log(args.logs[-1], e["folder"])
+        done, resumed = eval_steps(e["log"]), eval_steps(next_log)
+        if not done or not resumed or not (1 < resumed[0] <= done[-1] + 1):
+            problems.append(f"{e['folder']}: cancelled after evaluations at steps {done}, the next attempt "
+                            f"({next_log}) evaluated at steps {resumed}: not a resume from the checkpoint")
+        e["steps"] = (done[-1] if done else None, resumed[0] if resumed else None)
         rel = os.path.relpath(e["folder"], args.runs_dir)
+        metrics = os.path.join(e["folder"], "metrics.json")
         ref = os.path.join(args.reference, rel, "metrics.json")
         if not os.path.exists(metrics) or not os.path.exists(ref):
             problems.append(f"{rel}: metrics.json missing (resumed {os.path.exists(metrics)}, "
@@ -260,7 +282,8 @@ def cmd_resumed(args) -> None:
             problems.append(f"{rel}: resumed run differs from the uninterrupted one in {diff}")
         else:
             print(f"resumed {rel}: cancelled (job {e['slurm_jobid']}, reported after {e['report_delay_s']} s), "
-                  f"rerun from step {steps[0]}, {got['metrics']} == uninterrupted, "
+                  f"checkpoint at step {e['steps'][0]}, the next attempt went on at step {e['steps'][1]}; "
+                  f"{got['metrics']} == uninterrupted, "
                   f"{len(got['history'])} evaluations identical")
     if problems:
         fail("\n".join(problems))
