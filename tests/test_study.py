@@ -74,8 +74,8 @@ def test_grid_dedup_shares_the_anchor_and_step1_runs():
     assert set(members["run_id"]) <= set(runs["run_id"])
 
 
-def test_run_dir_names_round_trip_and_match_paramspace():
-    from snakemake.utils import Paramspace
+def test_run_ids_round_trip_and_match_the_rules_patterns():
+    import re
 
     cfg = tiny_config()
     runs = study.study_runs(cfg)
@@ -83,13 +83,15 @@ def test_run_dir_names_round_trip_and_match_paramspace():
         parsed = study.parse_run_relpath(r["run_id"])
         assert parsed["kind"] == r["kind"]
         if r["kind"] == "student":
-            assert {c: parsed[c] for c in study.STUDENT_COLS} == {c: r[c] for c in study.STUDENT_COLS}
+            assert {c: parsed[c] for c in study.SETTING_COLS} == {c: r[c] for c in study.SETTING_COLS}
             assert study.run_relpath(parsed) == r["run_id"]
-    ps = Paramspace(study.paramspace_frame(cfg), param_sep="~")
-    assert ps.wildcard_pattern == "/".join(f"{c}~{{{c}}}" for c in study.STUDENT_COLS)
-    expected = ["student/" + p for p in ps.instance_patterns]
-    assert expected == list(runs.loc[runs["kind"] == "student", "run_id"])
+        # the teacher and student rules' wildcard constraints: each run id matches exactly one of them
+        own, other = ((study.TEACHER_RUN_RE, study.STUDENT_RUN_RE) if r["kind"] == "teacher"
+                      else (study.STUDENT_RUN_RE, study.TEACHER_RUN_RE))
+        assert re.fullmatch(own, r["run_id"]) and not re.fullmatch(other, r["run_id"])
     assert study.parse_run_relpath("student/" + ANCHOR)["lr"] == 5e-5
+    assert study.metrics_file("runs", "student/" + ANCHOR) == f"runs/student/{ANCHOR}/metrics.json"
+    assert study.teacher_dir("runs", "rte") == "runs/teacher/task~rte"
     with pytest.raises(ValueError, match="not a run folder name"):
         study.parse_run_relpath("student/task~sst2/depth~4")
 
@@ -98,15 +100,15 @@ def test_students_get_the_cache_budget_and_teachers_do_not():
     cfg = tiny_config()
     assert "--teacher-cache-gb 6 " in study.data_flags(cfg) + " "  # the schema default
     assert "--teacher-cache-gb" not in study.data_flags(cfg, "teacher")  # `xtc finetune` has no teacher
+    runs = study.study_runs(cfg)
+    assert all(("--teacher-cache-gb" in a) == (k == "student") for k, a in zip(runs["kind"], runs["args"]))
     cfg["train"]["teacher_cache_gb"] = 0
     assert "--teacher-cache-gb 0" in study.data_flags(cfg)
 
 
 @pytest.mark.parametrize("profile", ["quick", "smoke", "paper", "cpu-full"])
 def test_profiles_validate_and_expand(profile):
-    paths = [os.path.join(PROFILES, "quick.yaml")] + ([os.path.join(PROFILES, f"{profile}.yaml")]
-                                                       if profile != "quick" else [])
-    cfg = study.load_config(paths)
+    cfg = study.load_config(os.path.join(PROFILES, f"{profile}.yaml"))  # each profile is complete
     runs = study.study_runs(cfg)
     assert cfg["profile"] == profile and runs["run_id"].is_unique
     n_students = {"quick": 80, "smoke": 20, "paper": 474, "cpu-full": 300}[profile]
@@ -179,7 +181,7 @@ def write_tree(cfg: dict, score_of, skip=(), packed_ratio: float = 20.0, benchma
         with open(os.path.join(d, "metrics.json"), "w") as f:
             json.dump(rec, f)
         if benchmark:
-            b = study.benchmark_file(root, r["kind"], study.run_key(r))
+            b = study.benchmark_file(root, r["run_id"])
             os.makedirs(os.path.dirname(b), exist_ok=True)
             with open(b, "w") as f:
                 f.write("s\th:m:s\tmax_rss\tmax_vms\n12.5\t0:00:12\t850.0\t2000\n")
@@ -204,7 +206,10 @@ def test_aggregation_with_a_missing_run(tmp_path):
     cfg = tiny_config(tmp_path)
     missing_id = "student/" + ANCHOR.replace("seed~1", "seed~2").replace("task~sst2", "task~rte")
     root = write_tree(cfg, base_score, skip={missing_id})
-    res = study.write_results(cfg, root, cfg["paths"]["results"])
+    with pytest.raises(study.IncompleteStudyError, match=r"1 planned runs have no results.*--allow-incomplete"):
+        study.write_results(cfg, root, cfg["paths"]["results"])
+    assert not os.path.exists(cfg["paths"]["results"])  # nothing written
+    res = study.write_results(cfg, root, cfg["paths"]["results"], allow_incomplete=True)
     runs, summary, missing = res["runs"], res["summary"], res["missing"]
     # runs.csv: tidy, one row per run and metric (accuracy + the derived GLUE score), settings as columns
     for col in ("task", "depth", "wbits", "abits", "kd", "epochs", "lr", "da", "init", "seed", "metric", "value",
@@ -243,7 +248,7 @@ def test_cell_without_any_run_is_a_dash_and_figures_are_written(tmp_path):
     cfg = tiny_config(tmp_path, seeds=(1,))
     gone = "student/" + ANCHOR.replace("wbits~1", "wbits~2").replace("epochs~3", "epochs~1")
     root = write_tree(cfg, base_score, skip={gone}, benchmark=False)
-    study.write_results(cfg, root, cfg["paths"]["results"])
+    study.write_results(cfg, root, cfg["paths"]["results"], allow_incomplete=True)
     runs, missing = study.read_results(cfg["paths"]["results"])
     table = study.axis_table(cfg, "budget", runs, missing)
     assert "| 2 | short (1 ep) | — | 65.4 | — |" in table and f"`{gone}`" in table
@@ -259,7 +264,7 @@ def test_cell_without_any_run_is_a_dash_and_figures_are_written(tmp_path):
 
 def test_aggregation_of_an_empty_tree_lists_everything_as_missing(tmp_path):
     cfg = tiny_config(tmp_path)
-    res = study.write_results(cfg, str(tmp_path / "nothing"), cfg["paths"]["results"])
+    res = study.write_results(cfg, str(tmp_path / "nothing"), cfg["paths"]["results"], allow_incomplete=True)
     assert res["runs"].empty and len(res["missing"]) == len(study.study_runs(cfg))
     claims = study.check_claims(cfg, res["runs"], res["missing"])
     assert list(claims["verdict"]) == ["not enough data"] * 5
@@ -272,7 +277,7 @@ def test_aggregation_of_an_empty_tree_lists_everything_as_missing(tmp_path):
 def _claims(tmp_path, score_of, packed_ratio=20.0, skip=()):
     cfg = tiny_config(tmp_path)
     root = write_tree(cfg, score_of, skip=skip, packed_ratio=packed_ratio)
-    res = study.write_results(cfg, root, cfg["paths"]["results"])
+    res = study.write_results(cfg, root, cfg["paths"]["results"], allow_incomplete=bool(skip))
     return study.check_claims(cfg, res["runs"], res["missing"]).set_index("finding")
 
 
@@ -325,8 +330,13 @@ def test_cli_study_all_on_a_partial_tree(tmp_path, capsys):
     cfg_file.write_text(study.dump_config(cfg))
     assert yaml.safe_load(cfg_file.read_text())["anchor"]["da"] == "off"
     out = tmp_path / "out"
-    assert main(["study", "all", "--config", str(cfg_file), "--runs-dir", cfg["paths"]["runs"],
-                 "--results-dir", str(out / "results"), "--figures-dir", str(out / "figures")]) == 0
+    args = ["study", "all", "--config", str(cfg_file), "--runs-dir", cfg["paths"]["runs"],
+            "--results-dir", str(out / "results"), "--figures-dir", str(out / "figures")]
+    assert main(args) == 2  # a missing run is an error unless the study may be incomplete ...
+    err = capsys.readouterr().err
+    assert "teacher/task~rte (not run (no metrics.json))" in err and "--allow-incomplete" in err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()  # ... one line, nothing written
+    assert main(args + ["--allow-incomplete"]) == 0
     assert json.loads(capsys.readouterr().out)["missing"] == 1
     claims = pd.read_csv(out / "results" / "claims.csv")
     assert set(claims["verdict"]) <= set(study.VERDICTS) and len(claims) == 5

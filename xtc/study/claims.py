@@ -6,7 +6,8 @@ import json
 
 from xtc.study.config import resolve_epochs
 from xtc.study.grid import axis_tasks
-from xtc.study.views import TASK_TITLES, _axis, _nan, axis_view, point_averages, teacher_avg, teacher_view
+from xtc.study.views import (TASK_TITLES, axis_config as _axis, axis_view, isnan as _nan, point_averages, teacher_avg,
+                             teacher_view)
 
 VERDICTS = ("holds", "does not hold", "not enough data")
 

@@ -8,8 +8,8 @@ import os
 from xtc.study.aggregate import SCORE_METRICS
 from xtc.study.config import resolve_epochs
 from xtc.study.grid import axis_tasks
-from xtc.study.views import (METRIC_ABBREV, TASK_TITLES, _axis, _nan, axis_view, point_averages, teacher_avg,
-                             teacher_view)
+from xtc.study.views import (METRIC_ABBREV, TASK_TITLES, axis_config as _axis, axis_view, isnan as _nan, point_averages,
+                             teacher_avg, teacher_view)
 
 FIGURES = ("budget", "lr", "kd", "depth", "size")
 WBITS_STYLE = {32: ("tab:blue", "o"), 8: ("tab:purple", "P"), 4: ("tab:brown", "X"), 2: ("tab:green", "s"),

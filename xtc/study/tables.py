@@ -7,8 +7,9 @@ import os
 from xtc.study.aggregate import SCORE_METRICS
 from xtc.study.config import resolve_epochs
 from xtc.study.grid import FACTORS, axis_tasks
-from xtc.study.views import (METRIC_ABBREV, TASK_TITLES, _axis, axis_view, point_averages, teacher_avg,
-                             teacher_view)
+from xtc.study.paths import teacher_run_id
+from xtc.study.views import (METRIC_ABBREV, TASK_TITLES, axis_config as _axis, axis_view, point_averages,
+                             teacher_avg, teacher_view)
 
 FACTOR_TITLES = {"depth": "layers", "wbits": "W bits", "abits": "A bits", "kd": "KD", "epochs": "budget",
                  "lr": "learning rate", "da": "DA"}
@@ -94,7 +95,7 @@ def axis_table(config: dict, axis_name: str, runs, missing) -> str:
             lines.append("| " + " | ".join(cells) + " |")
     lines += ["", _anchor_text(config, axis)]
     if any(math.isnan(teacher[t]["score"]) for t in tasks):
-        notes_missing += [f"teacher/task~{t}" for t in tasks if math.isnan(teacher[t]["score"])]
+        notes_missing += [teacher_run_id(t) for t in tasks if math.isnan(teacher[t]["score"])]
     if partial:
         lines.append("† fewer finished seeds than planned (the mean is over the finished ones).")
     if notes_missing:

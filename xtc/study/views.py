@@ -6,7 +6,7 @@ import math
 
 from xtc.study.aggregate import SCORE_METRICS, STD_DDOF
 from xtc.study.grid import axis_tasks, members
-from xtc.study.paths import config_key
+from xtc.study.paths import config_key, teacher_run_id
 
 TASK_TITLES = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "qqp": "QQP", "mnli": "MNLI",
                "qnli": "QNLI", "rte": "RTE", "wnli": "WNLI"}
@@ -62,7 +62,7 @@ def teacher_view(config: dict, runs):
     """Per task: the teacher's score (x100), its metrics and size; NaN where the teacher is missing."""
     out = {}
     for task in config["tasks"]:
-        rid = f"teacher/task~{task}"
+        rid = teacher_run_id(task)
         sel = runs[(runs["run_id"] == rid)] if len(runs) else runs
         vals = dict(zip(sel["metric"], sel["value"])) if len(sel) else {}
         out[task] = {"score": 100 * vals["score"] if "score" in vals else float("nan"),
@@ -103,9 +103,11 @@ def teacher_avg(config: dict, teacher: dict, tasks=None) -> float:
     return float(sum(s) / len(s)) if not any(map(math.isnan, s)) else float("nan")
 
 
-def _axis(config, name):
+def axis_config(config: dict, name: str) -> dict | None:
+    """The config's axis of that name, or None."""
     return next((a for a in config["axes"] if a["name"] == name), None)
 
 
-def _nan(x) -> bool:
+def isnan(x) -> bool:
+    """None or a float NaN (a missing score or size)."""
     return x is None or (isinstance(x, float) and math.isnan(x))
