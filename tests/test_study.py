@@ -357,3 +357,160 @@ def test_write_versions_records_each_distinct_run_version_set(tmp_path):
     out = write_versions(str(tmp_path / "runs"), str(tmp_path / "versions.json"))
     assert out["runs_recorded"] == [{"torch": "2.13.0"}, {"torch": "2.14.0"}]
     assert _json.load(open(tmp_path / "versions.json"))["aggregated_with"]["python"]
+
+
+# ----------------------------------------------------------------------------------------------- one home per fact
+
+
+def _schema() -> dict:
+    import yaml
+
+    with open(study.SCHEMA_PATH) as f:
+        return yaml.safe_load(f)
+
+
+def test_schema_enums_and_defaults_are_the_packages():
+    """Settings the study varies or fixes take the package's allowed values and defaults: a change on
+    either side without the other fails here."""
+    import inspect
+
+    from xtc.augment import augment
+    from xtc.compress import KD_MODES, CompressConfig
+    from xtc.quant import ACT_BITS, WEIGHT_BITS
+    from xtc.tasks import TASKS
+    from xtc.train import TrainConfig
+
+    sch = _schema()
+    defs, props = sch["$defs"], sch["properties"]
+    assert defs["wbits"]["enum"] == list(WEIGHT_BITS)
+    assert defs["abits"]["enum"] == list(ACT_BITS)
+    assert sorted(defs["kd"]["enum"]) == sorted(KD_MODES)
+    assert defs["task"]["enum"] == list(TASKS)
+    train = {k: v["default"] for k, v in props["train"]["properties"].items() if v.get("default") is not None}
+    tc = TrainConfig()
+    assert train == {"batch_size": tc.batch_size, "eval_batch_size": tc.eval_batch_size,
+                     "eval_every": tc.eval_every, "warmup_epochs": tc.warmup_epochs,
+                     "teacher_cache_gb": CompressConfig().teacher_cache_gb}
+    assert props["teacher"]["properties"]["seed"]["default"] == tc.seed
+    aug = {k: v["default"] for k, v in props["augment"]["properties"].items() if v.get("default") is not None}
+    sig = inspect.signature(augment).parameters
+    assert aug == {"copies": sig["copies"].default, "replace_prob": sig["replace_prob"].default,
+                   "candidates": sig["candidates"].default, "seed": sig["seed"].default,
+                   "pair_mode": sig["pair_mode"].default, "replace_stop_words": sig["replace_stop_words"].default}
+    assert set(props["axes"]["items"]["properties"]["name"]["enum"]) == {"budget", "lr", "kd", "da", "bits", "depth",
+                                                                          "xtc"}
+
+
+def _xtc_modules() -> dict:
+    import glob
+
+    pkg = os.path.join(ROOT, "xtc")
+    out = {}
+    for p in glob.glob(os.path.join(pkg, "**", "*.py"), recursive=True):
+        name = os.path.relpath(p[:-3], ROOT).replace(os.sep, ".").removesuffix(".__init__")
+        out[name] = p
+    return out
+
+
+def test_no_import_cycle_and_no_private_names_across_modules():
+    """Every `xtc` import, also those inside functions: the module graph has no cycle (xtc.study.config and
+    xtc.study.grid imported each other), and no module imports another's _private name."""
+    import ast
+
+    mods = _xtc_modules()
+    graph, private = {}, []
+    for name, path in mods.items():
+        deps = set()
+        with open(path) as f:
+            tree = ast.parse(f.read())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "xtc":
+                deps.add(node.module)
+                deps.update(f"{node.module}.{a.name}" for a in node.names)
+                private += [f"{name} imports {node.module}.{a.name}" for a in node.names if a.name.startswith("_")]
+            elif isinstance(node, ast.Import):
+                deps.update(a.name for a in node.names)
+        graph[name] = {d for d in deps if d in mods and d != name}
+    assert not private
+    state, cycle = {}, []
+
+    def visit(u, stack):
+        state[u] = "open"
+        for v in sorted(graph[u]):
+            if state.get(v) == "open":
+                cycle.append(" -> ".join(stack[stack.index(v):] + [u, v]))
+            elif v not in state:
+                visit(v, stack + [u])
+        state[u] = "done"
+
+    for u in sorted(graph):
+        if u not in state:
+            visit(u, [])
+    assert graph["xtc.study.grid"] and not cycle
+
+
+def test_every_run_is_a_valid_xtc_command_with_its_settings():
+    """The flags the runs table carries parse with xtc's own command line into the run's settings."""
+    import shlex
+
+    from xtc.cli import build_parser
+
+    cfg = tiny_config()
+    parser = build_parser()
+    for r in study.study_runs(cfg).to_dict("records"):
+        a = parser.parse_args([r["command"], *shlex.split(r["args"])])
+        assert a.task == r["task"] and a.out == study.run_dir(cfg["paths"]["runs"], r["run_id"])
+        assert a.epochs == r["epochs"] and a.lr == r["lr"] and a.seed == r["seed"]
+        if r["kind"] == "student":
+            assert (a.wbits, a.abits, a.kd) == (r["wbits"], r["abits"], r["kd"])
+            assert a.teacher == study.teacher_dir(cfg["paths"]["runs"], r["task"])
+            assert (a.init is None) == (r["init"] == "teacher") and (a.train_file is None) == (r["da"] == "off")
+            assert a.layers == (r["depth"] if r["init"] == "teacher" else None)
+            inputs = r["inputs"]
+            assert inputs["teacher"] == os.path.join(a.teacher, study.METRICS_FILE)
+            if a.init:
+                assert inputs["init"] == os.path.join(a.init, study.METRICS_FILE)
+            if a.train_file:
+                assert inputs["train_file"] == a.train_file
+        else:
+            assert a.model == "default" and r["inputs"] == {}
+
+
+def test_paths_with_spaces_and_semicolons_stay_one_argument(tmp_path):
+    """A model path, runs folder or GLUE folder with a space or a `;` reaches xtc as one argument and never
+    runs a second command (each job's flags go to bash as the rules pass them)."""
+    import shlex
+    import subprocess
+
+    cfg = tiny_config(tmp_path)
+    model = str(tmp_path / "my model; touch INJECTED")
+    cfg["teacher"]["model"] = model
+    cfg["paths"]["runs"] = str(tmp_path / "runs dir;touch INJECTED")
+    cfg["glue_dir"] = str(tmp_path / "glue $(touch INJECTED)")
+    runs = study.study_runs(cfg)
+    jobs = [(r["command"], r["args"]) for r in runs.to_dict("records")]
+    jobs += [("augment", study.augment_flags(cfg, t)) for t in cfg["tasks"]]
+    for command, args in jobs:
+        out = subprocess.run(["bash", "-c", f"printf '%s\\n' {args}"], cwd=tmp_path, capture_output=True,
+                             text=True, check=True).stdout.splitlines()
+        assert out == shlex.split(args)
+        assert out[out.index("--glue-dir") + 1] == os.path.realpath(cfg["glue_dir"])
+        if command == "finetune":
+            assert out[out.index("--model") + 1] == model
+    assert not (tmp_path / "INJECTED").exists()
+
+
+def test_a_yaml_syntax_error_names_the_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("profile: bad\ntasks: [sst2, rte\nseeds: [1]\n")
+    with pytest.raises(study.ConfigError, match=r"bad\.yaml, line 3, column 6: YAML syntax error"):
+        study.load_config(str(bad))
+    with pytest.raises(study.ConfigError, match="is a YAML mapping"):
+        bad.write_text("- just\n- a list\n")
+        study.load_config(str(bad))
+
+
+def test_a_missing_schema_is_an_error_not_a_skip(tmp_path):
+    cfg = copy.deepcopy(tiny_config())
+    with pytest.raises(study.ConfigError, match="schema .*missing"):
+        study.validate_config(cfg, schema=str(tmp_path / "nowhere.yaml"))

@@ -97,6 +97,7 @@ def check_config(config: dict) -> dict:
     """The rules a schema cannot express, on a schema-valid config: budget names exist, depths fit the
     teacher, axis tasks are the config's tasks, axis names are unique, augmentation comes with KD. YAML's
     on/off booleans become 'on'/'off'. Returns the config (normalised in place)."""
+    config["allow_incomplete"] = config["allow_incomplete"] in (True, "true")  # --config passes text
     L = config["teacher"]["num_layers"]
     budgets = config["budgets"]
     for i, o in enumerate(config["budget_overrides"]):
