@@ -8,9 +8,9 @@ rule augment:
     output:
         paths.augment_file(RUNS, "{task}"),
     log:
-        paths.log_file(RUNS, "augment/" + paths.teacher_key("{task}")),
+        paths.log_file(RUNS, paths.augment_job("{task}")),
     benchmark:
-        paths.benchmark_file(RUNS, "augment/" + paths.teacher_key("{task}"))
+        paths.benchmark_file(RUNS, paths.augment_job("{task}"))
     params:
         # candidates come from augment.model: its masked-LM head if it has one, else its word embeddings
         # (default: the task's fine-tuned teacher); the flags are built once, xtc.study.augment_flags

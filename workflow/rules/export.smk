@@ -10,9 +10,9 @@ rule export:
         packed=paths.export_file(RUNS, "{key}"),
         size=paths.size_file(RUNS, "{key}"),
     log:
-        paths.log_file(RUNS, "export/{key}"),
+        paths.log_file(RUNS, paths.export_job("{key}")),
     benchmark:
-        paths.benchmark_file(RUNS, "export/{key}")
+        paths.benchmark_file(RUNS, paths.export_job("{key}"))
     params:
         model=lambda wildcards, input: os.path.dirname(input[0]),
     threads: res("export", "threads", 1)

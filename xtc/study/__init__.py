@@ -19,9 +19,10 @@ versions   package versions and git commit behind the results
 cli        the `xtc study ...` subcommands (register)
 """
 from xtc.study.paths import (METRICS_FILE, SETTING_COLS, STATE_DIR, STUDENT_KEY_RE, STUDENT_RUN_RE, TEACHER_RUN_RE,
-                             augment_file, benchmark_file, config_key, export_file, fmt_value, log_file, metrics_file,
-                             parse_run_relpath, parse_value, run_dir, run_key, run_relpath, size_file, state_dir,
-                             student_key, student_run_id, teacher_dir, teacher_key, teacher_run_id)
+                             augment_file, augment_job, benchmark_file, config_key, export_file, export_job,
+                             fmt_value, log_file, metrics_file, parse_run_relpath, parse_value, run_dir, run_key,
+                             run_relpath, size_file, state_dir, student_key, student_run_id, teacher_dir, teacher_key,
+                             teacher_run_id)
 from xtc.study.config import (SCHEMA_PATH, ConfigError, check_config, dump_config, load_config, norm_da, read_config,
                               resolve_epochs, resolve_glue_dir, schema_error_message, validate_config)
 from xtc.study.flags import augment_flags, data_flags, join_flags, student_flags, teacher_flags

@@ -124,8 +124,18 @@ def size_file(runs_dir: str, key: str) -> str:
     return f"{runs_dir}/export/{key}/size.json"
 
 
+def augment_job(task: str) -> str:
+    """The augmentation job of a task, as named in logs and benchmarks ('augment/task~T')."""
+    return f"augment/{teacher_key(task)}"
+
+
+def export_job(key: str) -> str:
+    """A student's export job, as named in logs and benchmarks ('export/<student_key>')."""
+    return f"export/{key}"
+
+
 def log_file(runs_dir: str, job: str) -> str:
-    """A job's log: `job` is a run id ('student/<key>'), or '<rule>/<key>' for the export and augment jobs."""
+    """A job's log: `job` is a run id, augment_job(task) or export_job(key)."""
     return f"{runs_dir}/logs/{job}.log"
 
 
