@@ -503,7 +503,8 @@ def test_paths_with_spaces_and_semicolons_stay_one_argument(tmp_path):
 def test_a_yaml_syntax_error_names_the_line(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("profile: bad\ntasks: [sst2, rte\nseeds: [1]\n")
-    with pytest.raises(study.ConfigError, match=r"bad\.yaml, line 3, column 6: YAML syntax error"):
+    with pytest.raises(study.ConfigError, match=r"bad\.yaml, line 3, column 6: YAML syntax error: .*"
+                       r"while parsing a flow sequence at line 2, column 8"):
         study.load_config(str(bad))
     with pytest.raises(study.ConfigError, match="is a YAML mapping"):
         bad.write_text("- just\n- a list\n")

@@ -37,4 +37,4 @@ from xtc.study.claims import CLAIMS, VERDICTS, check_claims, claim_budget, claim
 from xtc.study.figures import FIGURES, WBITS_STYLE, fig_budget, fig_depth, fig_kd, fig_lr, fig_size, make_figures
 from xtc.study.plan import GLUE_DEV_SIZE, GLUE_TOKENS, GLUE_TRAIN_SIZE, estimate_cost
 from xtc.study.versions import write_versions
-from xtc.study.cli import cmd_aggregate, cmd_all, cmd_claims, cmd_figures, cmd_plan, cmd_runs, cmd_tables, register
+from xtc.study.cli import cmd_aggregate, cmd_all, cmd_check, cmd_claims, cmd_figures, cmd_plan, cmd_runs, cmd_tables, register

@@ -45,6 +45,13 @@ def _add_allow_incomplete(p):
                    "mark them); without it a missing run is an error")
 
 
+def cmd_check(a) -> None:
+    config = _cfg(a)
+    runs = study_runs(config)
+    print(f"{a.config}: valid study config ({config.get('profile', 'no profile name')}): "
+          f"{int((runs['kind'] == 'teacher').sum())} teachers, {int((runs['kind'] == 'student').sum())} students")
+
+
 def cmd_runs(a) -> None:
     runs = study_runs(_cfg(a))
     if a.kind:
@@ -129,7 +136,12 @@ def register(sub) -> None:
                        "figures.")
     ss = s.add_subparsers(dest="study_command", required=True, metavar="STUDY_COMMAND")
 
-    p = ss.add_parser("runs", help="the unique runs of a config (CSV, or JSON with --json)")
+    p = ss.add_parser("check", help="validate a study config; names the line of a YAML syntax error, which "
+                      "`snakemake --configfile` does not")
+    _add_config(p)
+    p.set_defaults(fn=cmd_check)
+
+    p = ss.add_parser("runs", help="the unique runs of a config with their xtc flags (CSV, or JSON with --json)")
     _add_config(p)
     p.add_argument("--kind", choices=["teacher", "student"])
     p.add_argument("--json", action="store_true")

@@ -31,6 +31,9 @@ def read_config(path: str) -> dict:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else path
         what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        ctx, ctx_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        if ctx and ctx_mark:  # e.g. the unclosed [ that the problem belongs to
+            what += f" ({ctx} at line {ctx_mark.line + 1}, column {ctx_mark.column + 1})"
         raise ConfigError(f"{where}: YAML syntax error: {what}; fix the YAML there") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a study config is a YAML mapping of keys, got {type(data).__name__}")
