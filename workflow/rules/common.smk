@@ -1,6 +1,7 @@
 # Shared set-up: the config validated once, the study grid built once (xtc/study/grid.py: one row per run
 # with its `xtc` flags and input files), the lookups the rules make in it, and the shell prefix.
 import os
+import shlex
 import sys
 
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
@@ -39,11 +40,11 @@ wildcard_constraints:
 # not activated (`.venv/bin/snakemake`); inside a per-rule conda env, `xtc` is `python -m xtc.cli` of that
 # env. glue_dir 'hub' drops XTC_GLUE_DIR so that xtc reads the Hugging Face hub.
 _prefix = ["set -euo pipefail; ",
-           "export PYTHONPATH=%s${{PYTHONPATH:+:$PYTHONPATH}}; " % workflow.basedir]
+           "export PYTHONPATH=%s${{PYTHONPATH:+:$PYTHONPATH}}; " % shlex.quote(workflow.basedir)]
 if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
     _prefix.append('xtc() {{ python -m xtc.cli "$@"; }}; ')
 else:
-    _prefix.append("export PATH=%s:$PATH; " % os.path.dirname(sys.executable))
+    _prefix.append("export PATH=%s:$PATH; " % shlex.quote(os.path.dirname(sys.executable)))
     _prefix.append('command -v xtc >/dev/null 2>&1 || xtc() {{ python -m xtc.cli "$@"; }}; ')
 if study.resolve_glue_dir(config) is None:
     _prefix.append("unset XTC_GLUE_DIR; ")
