@@ -376,6 +376,7 @@ def test_schema_enums_and_defaults_are_the_packages():
 
     from xtc.augment import augment
     from xtc.compress import KD_MODES, CompressConfig
+    from xtc.precision import PRECISIONS
     from xtc.quant import ACT_BITS, WEIGHT_BITS
     from xtc.tasks import TASKS
     from xtc.train import TrainConfig
@@ -389,8 +390,9 @@ def test_schema_enums_and_defaults_are_the_packages():
     train = {k: v["default"] for k, v in props["train"]["properties"].items() if v.get("default") is not None}
     tc = TrainConfig()
     assert train == {"batch_size": tc.batch_size, "eval_batch_size": tc.eval_batch_size,
-                     "eval_every": tc.eval_every, "warmup_epochs": tc.warmup_epochs,
+                     "eval_every": tc.eval_every, "warmup_epochs": tc.warmup_epochs, "precision": tc.precision,
                      "teacher_cache_gb": CompressConfig().teacher_cache_gb}
+    assert props["train"]["properties"]["precision"]["enum"] == list(PRECISIONS)
     assert props["teacher"]["properties"]["seed"]["default"] == tc.seed
     aug = {k: v["default"] for k, v in props["augment"]["properties"].items() if v.get("default") is not None}
     sig = inspect.signature(augment).parameters
@@ -461,6 +463,7 @@ def test_every_run_is_a_valid_xtc_command_with_its_settings():
         a = parser.parse_args([r["command"], *shlex.split(r["args"])])
         assert a.task == r["task"] and a.out == study.run_dir(cfg["paths"]["runs"], r["run_id"])
         assert a.epochs == r["epochs"] and a.lr == r["lr"] and a.seed == r["seed"]
+        assert a.precision == cfg["train"]["precision"] and a.batch_size == cfg["train"]["batch_size"]
         if r["kind"] == "student":
             assert (a.wbits, a.abits, a.kd) == (r["wbits"], r["abits"], r["kd"])
             assert a.teacher == study.teacher_dir(cfg["paths"]["runs"], r["task"])

@@ -27,7 +27,7 @@ def _data_pairs(config: dict, what: str) -> list:
             ("--max-eval-samples", int(d["max_eval_samples"]) if d["max_eval_samples"] else None),
             ("--max-seq-length", int(d["max_seq_length"])), ("--batch-size", int(t["batch_size"])),
             ("--eval-batch-size", int(t["eval_batch_size"])), ("--eval-every", int(t["eval_every"])),
-            ("--warmup-epochs", f"{t['warmup_epochs']:g}"),
+            ("--warmup-epochs", f"{t['warmup_epochs']:g}"), ("--precision", t["precision"]),
             ("--teacher-cache-gb", f"{t['teacher_cache_gb']:g}" if what != "teacher" else None),
             ("--device", t["device"] or None)]
 
