@@ -489,7 +489,7 @@ def claim_size(config, runs, missing=None) -> list[dict]:
         ceiling = _mean(ceilings)
         required = share * ceiling
         t_bytes = [teacher_all[t]["bytes"] for t in tasks if not _isnan(teacher_all[t]["bytes"])]
-        s_bytes = [b for b in sel["model_bytes"] if not _isnan(b)]
+        s_bytes = [b for b in sel.get("model_bytes", []) if not _isnan(b)]
         source = ",".join(sorted(set(sel["size_source"]) - {""})) if "size_source" in sel else ""
         thr = (f"required {required:.1f}x = {share:.3f} (paper: ~{PAPER_SIZE['ratio']:g}x of its "
                f"{PAPER_SIZE['ratio'] / share:.1f}x ceiling) x this architecture's {d}-layer 1-bit ceiling "
