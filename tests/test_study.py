@@ -234,7 +234,9 @@ def test_aggregation_with_a_missing_run(tmp_path):
     assert [os.path.basename(p) for p in paths] == [f"{a['name']}.md" for a in cfg["axes"]]
     kd = open(os.path.join(cfg["paths"]["results"], "tables", "kd.md")).read()
     assert "†" in kd and f"`{missing_id}`" in kd and "| teacher (fp32, 4 layers) | 90.0 | 70.0 | 80.0 |" in kd
-    assert "| one-stage | 89.0 | 68.9† |" in kd
+    # ± is the 95% t half-width over seeds: scores 88.9 and 89.1 -> t(0.975, 1) * 0.1414 / sqrt(2) = 1.27
+    assert "| one-stage | 89.0 ±1.3 | 68.9† |" in kd
+    assert "Teacher: fp32, 4 layers, one fine-tuning run per task" in kd and "SST-2 90.0, RTE 70.0; Avg 80.0." in kd
     depth = open(os.path.join(cfg["paths"]["results"], "tables", "depth.md")).read()
     assert "Every planned run of this table finished." in depth
 
@@ -264,6 +266,20 @@ def test_aggregation_of_an_empty_tree_lists_everything_as_missing(tmp_path):
     claims = study.check_claims(cfg, res["runs"], res["missing"])
     assert set(claims["verdict"]) == {"inconclusive"}
     assert sorted(set(claims["finding"])) == [1, 2, 3, 4, 5]
+
+
+def test_table_half_widths_and_the_teachers_distance_to_its_reference():
+    from scipy.stats import t
+
+    from xtc.study.tables import ci_half_width, teacher_text
+
+    assert ci_half_width(2.0, 4) == pytest.approx(t.ppf(0.975, 3) * 2.0 / 2)
+    assert math.isnan(ci_half_width(2.0, 1)) and math.isnan(ci_half_width(float("nan"), 3))
+    cfg = tiny_config()
+    cfg["teacher"]["reference"] = {"sst2": 0.92}  # the full-data fine-tune (schema key: teacher.reference)
+    teacher = {"sst2": {"score": 90.0, "m_accuracy": 90.0}, "rte": {"score": 70.0, "m_accuracy": 70.0}}
+    text = teacher_text(cfg, teacher, ["sst2", "rte"])
+    assert "SST-2 90.0, RTE 70.0; Avg 80.0." in text and "(teacher.reference): SST-2 -2.0." in text
 
 
 # claims: tests/test_claims.py

@@ -14,8 +14,47 @@ FACTOR_TITLES = {"depth": "layers", "wbits": "W bits", "abits": "A bits", "kd": 
                  "lr": "learning rate", "da": "DA"}
 
 
+CONFIDENCE = 0.95
+
+
 def _fmt(x, nd=1) -> str:
     return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{nd}f}"
+
+
+def ci_half_width(sd: float, n: int) -> float:
+    """Half-width of the 95% t-interval of a mean of n seeds with standard deviation sd (ddof=1); NaN if n < 2."""
+    from scipy.stats import t
+
+    if n is None or n < 2 or sd is None or math.isnan(sd):
+        return float("nan")
+    return float(t.ppf(0.5 + CONFIDENCE / 2, n - 1)) * sd / math.sqrt(n)
+
+
+def _pm(half: float) -> str:
+    return "" if math.isnan(half) else f" ±{half:.1f}"
+
+
+def teacher_text(config: dict, teacher: dict, tasks) -> str:
+    """The teacher's scores in words (and its distance to a full-data reference, where the config gives one)."""
+    t = config["teacher"]
+    parts = []
+    for task in tasks:
+        r = teacher[task]
+        metrics = SCORE_METRICS[task]
+        detail = "" if len(metrics) == 1 else " (" + "/".join(f"{METRIC_ABBREV[m]} {_fmt(r[f'm_{m}'])}"
+                                                               for m in metrics) + ")"
+        parts.append(f"{TASK_TITLES[task]} {_fmt(r['score'])}{detail}")
+    text = (f"Teacher: fp32, {t['num_layers']} layers, one fine-tuning run per task (seed {t.get('seed', '?')}, "
+            f"{t['epochs']:g} epochs" + (f", {t['max_train_samples']} training examples" if t.get("max_train_samples")
+                                         else "") + "): " + ", ".join(parts) + f"; Avg {_fmt(teacher_avg(config, teacher, tasks))}.")
+    ref = t.get("reference") or {}
+    if ref:
+        dist = [f"{TASK_TITLES[task]} {teacher[task]['score'] - 100 * ref[task]:+.1f}" for task in tasks
+                if task in ref and not math.isnan(teacher[task]["score"])]
+        if dist:
+            text += " Distance to the same model fine-tuned on the full training set (teacher.reference): " + \
+                ", ".join(dist) + "."
+    return text
 
 
 def point_label(config: dict, factor: str, raw, task_epochs: dict | None = None) -> str:
@@ -63,7 +102,9 @@ def axis_table(config: dict, axis_name: str, runs, missing) -> str:
     title = axis.get("title") or axis_name
     lines = [f"## {title}", "",
              "Dev-set scores x100, mean over seeds (" + ", ".join(_metric_header(t) for t in tasks) + "). "
-             "Avg: mean over tasks of the task score (mean of its metrics), ± std over seeds (ddof=1).", ""]
+             "Avg: mean over tasks of the task score (mean of its metrics). ±: half-width of the 95% t-interval "
+             "over seeds (t with n-1 df, sd ddof=1) of the task score, or of the Avg over the seeds every task "
+             "has; none with one seed.", "", teacher_text(config, teacher, tasks), ""]
     head = [FACTOR_TITLES[f] for f in factors] + [_metric_header(t) for t in tasks] + ["Avg"]
     lines += ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
     L = config["teacher"]["num_layers"]
@@ -86,11 +127,12 @@ def axis_table(config: dict, axis_name: str, runs, missing) -> str:
                 else:
                     mark = "†" if r["n"] < r["n_planned"] else ""
                     partial |= bool(mark)
-                    cells.append("/".join(_fmt(r[f"m_{m}"]) for m in SCORE_METRICS[t]) + mark)
+                    cells.append("/".join(_fmt(r[f"m_{m}"]) for m in SCORE_METRICS[t]) + mark
+                                 + _pm(ci_half_width(r["score_std"], r["n"])))
                 if r is not None:
                     notes_missing += r["missing"]
             a = avgs.loc[point]
-            cells.append(_fmt(a["avg"]) + (f" ±{a['avg_std']:.1f}" if not math.isnan(a["avg_std"]) else ""))
+            cells.append(_fmt(a["avg"]) + _pm(ci_half_width(a["avg_std"], a["n_seeds_all_tasks"])))
             lines.append("| " + " | ".join(cells) + " |")
     lines += ["", _anchor_text(config, axis)]
     if any(math.isnan(teacher[t]["score"]) for t in tasks):
