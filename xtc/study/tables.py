@@ -157,3 +157,97 @@ def write_tables(config: dict, runs, missing, out_dir: str) -> list[str]:
             f.write(axis_table(config, axis["name"], runs, missing))
         paths.append(p)
     return paths
+
+
+# ----------------------------------------------------------------------------------------------- reproduction
+
+REPRODUCTION_COLUMNS = ["config_id", "kind", "task", "metric", "ref_mean", "ref_sd", "ref_n", "ref_ci_low",
+                        "ref_ci_high", "fresh_mean", "fresh_sd", "fresh_n", "diff", "within_ci", "pi_low", "pi_high",
+                        "within_pi", "status"]
+
+
+def reproduction_table(reference, fresh, metrics=("score",)):
+    """A fresh run's summary.csv against a committed reference summary.csv, cell by cell (one row per
+    configuration and metric, in points = x100): the difference of the means and whether the fresh mean lies
+    within the reference's 95% t-interval of the mean (within_ci). With equal seeds a fresh mean of an
+    unchanged study falls outside that CI about 17% of the time, so within_pi also gives the 95% prediction
+    interval of a fresh mean of fresh_n seeds (ref_mean ± t(ref_n-1) ref_sd sqrt(1/ref_n + 1/fresh_n)).
+    A single-run cell (teachers) has no interval: the same seed should reproduce it exactly ('identical').
+    status: identical, within CI, outside CI, differs (n=1, no CI), missing in fresh, not in reference."""
+    import pandas as pd
+    from scipy.stats import t
+
+    keys = ["config_id", "metric"]
+    ref = reference[reference["metric"].isin(metrics)] if metrics else reference
+    new = fresh[fresh["metric"].isin(metrics)] if metrics else fresh
+    merged = ref.merge(new, on=keys, how="outer", suffixes=("_ref", "_new"), indicator=True)
+    order: dict = {}
+    for k in list(zip(ref["config_id"], ref["metric"])) + list(zip(new["config_id"], new["metric"])):
+        order.setdefault(k, len(order))
+    merged = merged.assign(_order=[order[k] for k in zip(merged["config_id"], merged["metric"])])
+    merged = merged.sort_values("_order", kind="stable")  # the reference's order, then new cells
+    rows = []
+    for r in merged.to_dict("records"):
+        m_ref, m_new = 100 * r.get("mean_ref", float("nan")), 100 * r.get("mean_new", float("nan"))
+        sd_ref, sd_new = 100 * r.get("std_ref", float("nan")), 100 * r.get("std_new", float("nan"))
+        n_ref = int(r["n_ref"]) if r["_merge"] != "right_only" else 0
+        n_new = int(r["n_new"]) if r["_merge"] != "left_only" else 0
+        row = {"config_id": r["config_id"], "metric": r["metric"],
+               "kind": r["kind_ref"] if r["_merge"] != "right_only" else r["kind_new"],
+               "task": r["task_ref"] if r["_merge"] != "right_only" else r["task_new"],
+               "ref_mean": m_ref, "ref_sd": sd_ref, "ref_n": n_ref, "fresh_mean": m_new, "fresh_sd": sd_new,
+               "fresh_n": n_new, "diff": m_new - m_ref, "ref_ci_low": float("nan"), "ref_ci_high": float("nan"),
+               "within_ci": None, "pi_low": float("nan"), "pi_high": float("nan"), "within_pi": None}
+        if r["_merge"] == "left_only":
+            row["status"] = "missing in fresh"
+        elif r["_merge"] == "right_only":
+            row["status"] = "not in reference"
+        elif n_ref >= 2 and not math.isnan(sd_ref):
+            q = float(t.ppf(0.5 + CONFIDENCE / 2, n_ref - 1))
+            half = q * sd_ref / math.sqrt(n_ref)
+            pi = q * sd_ref * math.sqrt(1 / n_ref + 1 / max(n_new, 1))
+            row.update(ref_ci_low=m_ref - half, ref_ci_high=m_ref + half, pi_low=m_ref - pi, pi_high=m_ref + pi)
+            row["within_ci"] = bool(row["ref_ci_low"] <= m_new <= row["ref_ci_high"])
+            row["within_pi"] = bool(row["pi_low"] <= m_new <= row["pi_high"])
+            row["status"] = "identical" if m_new == m_ref else ("within CI" if row["within_ci"] else "outside CI")
+        else:
+            row["status"] = "identical" if m_new == m_ref else "differs (n=1, no CI)"
+        rows.append(row)
+    return pd.DataFrame(rows, columns=REPRODUCTION_COLUMNS)
+
+
+def reproduction_markdown(table, title: str = "Reproduction against the committed reference") -> str:
+    """The reproduction table as Markdown: a count per status, then every cell (those outside their CI first)."""
+    order = {"outside CI": 0, "differs (n=1, no CI)": 1, "missing in fresh": 2, "not in reference": 3,
+             "within CI": 4, "identical": 5}
+    counts = table["status"].value_counts()
+    lines = [f"## {title}", "",
+             "Task scores x100 (mean over seeds). CI: the reference's 95% t-interval of its mean; PI: the 95% "
+             "prediction interval of a fresh mean of fresh_n seeds (an unchanged study lands outside the CI ~17% "
+             "of the time with equal seeds, outside the PI 5%).", "",
+             "Cells: " + ", ".join(f"{counts[s]} {s}" for s in sorted(counts.index, key=lambda s: order.get(s, 9)))
+             + f" (of {len(table)}).", "",
+             "| configuration | reference | fresh | diff | reference CI | within CI | within PI | status |",
+             "|---|---|---|---|---|---|---|---|"]
+    tab = table.assign(_o=table["status"].map(lambda s: order.get(s, 9))).sort_values("_o", kind="stable")
+    yes_no = {True: "yes", False: "no", None: "—"}
+    for r in tab.to_dict("records"):
+        ci = "—" if math.isnan(r["ref_ci_low"]) else f"[{r['ref_ci_low']:.1f}, {r['ref_ci_high']:.1f}]"
+        lines.append(f"| `{r['config_id']}` | {_fmt(r['ref_mean'])} (n={r['ref_n']}) | "
+                     f"{_fmt(r['fresh_mean'])} (n={r['fresh_n']}) | {_fmt(r['diff'], 2)} | {ci} | "
+                     f"{yes_no[r['within_ci']]} | {yes_no[r['within_pi']]} | {r['status']} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_reproduction(reference_dir: str, fresh_dir: str, out_csv: str, out_md: str):
+    """reference_dir/summary.csv vs fresh_dir/summary.csv -> reproduction.csv and reproduction.md."""
+    import pandas as pd
+
+    table = reproduction_table(pd.read_csv(os.path.join(reference_dir, "summary.csv")),
+                               pd.read_csv(os.path.join(fresh_dir, "summary.csv")))
+    for p in (out_csv, out_md):
+        os.makedirs(os.path.dirname(os.path.abspath(p)), exist_ok=True)
+    table.to_csv(out_csv, index=False)
+    with open(out_md, "w") as f:
+        f.write(reproduction_markdown(table, f"Reproduction: {fresh_dir} against {reference_dir}"))
+    return table
