@@ -362,7 +362,10 @@ def claim_budget(config, runs, missing=None) -> list[dict]:
                 "closed_share_observed": (gs["effect"] - gl["effect"]) / gs["effect"]
                 if gs["effect"] and not _isnan(gs["effect"]) else None,
                 "teacher": {t: teacher[t] for t in tasks}}
-        ev = (f"W{b}: gap {gs['effect']:.2f} -> {gl['effect']:.2f} points ({short} -> {long}); effect "
+        eps = "/".join(f"{resolve_epochs(config, t, short):g}" for t in tasks[:1])
+        epl = "/".join(f"{resolve_epochs(config, t, long):g}" for t in tasks[:1])
+        ev = (f"W{b}: gap {gs['effect']:.2f} -> {gl['effect']:.2f} points ({short}, {eps} ep -> {long}, {epl} ep); "
+              "effect "
               f"{st['effect']:+.2f}" + (f" [{st['ci_low']:+.2f}, {st['ci_high']:+.2f}], n={st['n']}"
                                        if not _isnan(st["ci_low"]) else ""))
         verdict = dec = None
@@ -374,7 +377,9 @@ def claim_budget(config, runs, missing=None) -> list[dict]:
         rows.append(_row(claim, 1, cmp_b, st, 0.0, "superiority", a=lg, b=s, tasks=tasks, numbers=nums,
                          threshold=f"closed share > {share:g}; gap(shortest) >= {c['min_gap']:g}",
                          evidence=ev if st["n_tasks"] else "no paired runs", verdict=verdict, decide_override=dec,
-                         note="a = longest budget, b = shortest; teacher: one run per task (a fixed reference)"))
+                         note=f"a = longest budget, b = shortest; the verdict is about this config's budgets "
+                              f"({eps} -> {epl} epochs), not training to convergence; teacher: one run per task "
+                              "(a fixed reference)"))
     if not rows:
         rows.append(_empty("1", 1, compare, 0.0, "superiority", "no quantized bit-width in the budget axis"))
     return rows
@@ -425,8 +430,12 @@ def claim_da(config, runs, missing=None) -> list[dict]:
         return rows
     w = {**{t: 1 / len(sm) for t in sm}, **{t: -1 / len(lg) for t in lg}}
     st2 = stratified_t(d, w)
-    rows.append(_row("3.small", 3, cmp_s, st2, 0.0, "superiority", weights=w,
-                     numbers={"small_tasks": sm, "other_tasks": lg},
+    ms = _mean([st["per_task"][t]["mean"] for t in sm])
+    ml = _mean([st["per_task"][t]["mean"] for t in lg])
+    ev = f"small tasks {ms:+.2f} vs others {ml:+.2f}; effect {st2['effect']:+.2f}" + (
+        f" [{st2['ci_low']:+.2f}, {st2['ci_high']:+.2f}], n={st2['n']}" if not _isnan(st2["ci_low"]) else "")
+    rows.append(_row("3.small", 3, cmp_s, st2, 0.0, "superiority", weights=w, evidence=ev,
+                     numbers={"small_tasks": sm, "other_tasks": lg, "small_mean": ms, "other_mean": ml},
                      note="a contrast of task groups: with one task per group, task and size are confounded"))
     return rows
 

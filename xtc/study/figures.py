@@ -249,6 +249,18 @@ def fig_size(config, runs, out_dir):
         for b in sorted({int(w) for w in pts["wbits"]}, reverse=True):
             color, marker = WBITS_STYLE.get(b, ("tab:gray", "o"))
             ax.scatter([], [], color=color, marker=marker, label="fp32 student" if b == 32 else f"W{b}A8 (packed .xtc)")
+    if t_bytes:  # the size claim's threshold (claims.claim_size): where a 1-bit student at half depth must be
+        from xtc.study.claims import half_depth, one_bit_ceiling, paper_size_share, teacher_architecture
+        from xtc.tasks import TASKS
+
+        arch, d = teacher_architecture(config), half_depth(config["teacher"]["num_layers"])
+        if arch is not None:
+            tasks = axis_tasks(config, "xtc")
+            ceiling = sum(one_bit_ceiling(arch, d, TASKS[t].num_labels) for t in tasks) / len(tasks)
+            required = paper_size_share() * ceiling
+            tb = sum(t_bytes) / len(t_bytes)
+            ax.axvline(tb / required / 1e6, color="gray", ls=":", lw=1,
+                       label=f"size claim: {required:.1f}x smaller\n({d}L 1-bit ceiling {ceiling:.1f}x)")
     if t_bytes and not _nan(t_avg):
         tb = sum(t_bytes) / len(t_bytes)
         ax.scatter([tb / 1e6], [t_avg], marker="*", s=220, color="black", label="teacher (fp32)", zorder=4)
@@ -283,7 +295,6 @@ def figure_names(config: dict, with_history: bool = True) -> list[str]:
     return list(FIGURES) + (learning_curve_names(config) if with_history else [])
 
 
-BUDGET_COLORS = ("tab:orange", "tab:olive", "tab:cyan", "tab:purple", "tab:red", "tab:blue")
 
 
 @_styled
@@ -308,6 +319,8 @@ def fig_learning_curves(config, history, runs, out_dir) -> list[str]:
         mb = m[m["wbits"] == b]
         fig, panels = _panels(tasks, extra_avg=False)
         budgets = sorted(dict.fromkeys(mb["v_epochs"]), key=lambda v: resolve_epochs(config, tasks[0], v))
+        colors = [plt.cm.viridis(x) for x in ([0.45] if len(budgets) < 2 else
+                                              [0.85 * i / (len(budgets) - 1) for i in range(len(budgets))])]
         for task, ax in panels.items():
             plotted = False
             for i, budget in enumerate(budgets):
@@ -318,7 +331,7 @@ def fig_learning_curves(config, history, runs, out_dir) -> list[str]:
                 g = h.groupby("step")["value"]
                 curve = pd.DataFrame({"y": 100 * g.mean(), "sd": 100 * g.std(ddof=1), "n": g.size()}).reset_index()
                 curve["e"] = [ci_half_width(sd, n) for sd, n in zip(curve["sd"], curve["n"])]
-                color = BUDGET_COLORS[i % len(BUDGET_COLORS)]
+                color = colors[i]
                 n_seeds = int(h["seed"].nunique())
                 ax.plot(curve["step"], curve["y"], color=color, marker="o", ms=3,
                         label=f"{point_label(config, 'epochs', budget)}, {n_seeds} seed(s)")
