@@ -342,7 +342,8 @@ def claim_budget(config, runs, missing=None) -> list[dict]:
     teacher = {t: v["score"] for t, v in teacher_view(config, runs).items()}
     budgets = sorted(ax["vary"]["epochs"], key=lambda v: resolve_epochs(config, tasks[0], v))
     short, long = budgets[0], budgets[-1]
-    bits = sorted({int(b) for b in ax["vary"].get("wbits", [config["anchor"]["wbits"]]) if int(b) < 32})
+    fixed_bits = (ax.get("set") or {}).get("wbits", config["anchor"]["wbits"])
+    bits = sorted({int(b) for b in ax["vary"].get("wbits", [fixed_bits]) if int(b) < 32})
     rows = []
     for b in bits:
         where = {"wbits": b} if "wbits" in ax["vary"] else {}
