@@ -67,3 +67,16 @@ def test_write_reproduction_is_byte_identical(tmp_path):
         outs.append(((tmp_path / f"r{i}.csv").read_bytes(), (tmp_path / f"r{i}.md").read_bytes()))
     assert outs[0] == outs[1]
     assert set(pd.read_csv(tmp_path / "r0.csv")["status"]) == {"identical"}
+
+
+def test_bad_folders_name_the_problem_and_write_nothing(tmp_path):
+    (tmp_path / "ref").mkdir()
+    REF.to_csv(tmp_path / "ref" / "summary.csv", index=False)
+    out_csv, out_md = tmp_path / "out" / "r.csv", tmp_path / "out" / "r.md"
+    with pytest.raises(FileNotFoundError, match="no summary.csv in the fresh folder"):
+        write_reproduction(str(tmp_path / "ref"), str(tmp_path / "nowhere"), str(out_csv), str(out_md))
+    (tmp_path / "bad").mkdir()
+    pd.DataFrame({"a": [1]}).to_csv(tmp_path / "bad" / "summary.csv", index=False)
+    with pytest.raises(ValueError, match="not a study summary"):
+        write_reproduction(str(tmp_path / "bad"), str(tmp_path / "ref"), str(out_csv), str(out_md))
+    assert not (tmp_path / "out").exists()

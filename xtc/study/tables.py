@@ -243,8 +243,19 @@ def write_reproduction(reference_dir: str, fresh_dir: str, out_csv: str, out_md:
     """reference_dir/summary.csv vs fresh_dir/summary.csv -> reproduction.csv and reproduction.md."""
     import pandas as pd
 
-    table = reproduction_table(pd.read_csv(os.path.join(reference_dir, "summary.csv")),
-                               pd.read_csv(os.path.join(fresh_dir, "summary.csv")))
+    frames = []
+    for what, d in (("reference", reference_dir), ("fresh", fresh_dir)):
+        path = os.path.join(d, "summary.csv")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path}: no summary.csv in the {what} folder; point it at a results folder "
+                                    "written by `xtc study aggregate`")
+        df = pd.read_csv(path)
+        lacking = sorted({"config_id", "kind", "task", "metric", "mean", "std", "n"} - set(df.columns))
+        if lacking:
+            raise ValueError(f"{path}: not a study summary (no column {', '.join(lacking)}); point it at the "
+                             "summary.csv written by `xtc study aggregate`")
+        frames.append(df)
+    table = reproduction_table(*frames)
     for p in (out_csv, out_md):
         os.makedirs(os.path.dirname(os.path.abspath(p)), exist_ok=True)
     table.to_csv(out_csv, index=False)
