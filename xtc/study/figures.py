@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import textwrap
 
 from xtc.study.aggregate import SCORE_METRICS
 from xtc.study.config import resolve_epochs
@@ -65,6 +66,11 @@ def _panel_title(config, name):
     if name == "avg":
         return "Avg over tasks"
     return f"{TASK_TITLES[name]} ({'/'.join(METRIC_ABBREV[m] for m in SCORE_METRICS[name])})"
+
+
+def _suptitle(fig, text):
+    """A figure title wrapped to the figure's width (a one-panel figure is narrow)."""
+    fig.suptitle(textwrap.fill(text, width=int(12 * fig.get_figwidth())), fontsize=11)
 
 
 def _no_data(ax, msg="no finished runs yet"):
@@ -139,7 +145,7 @@ def _line_panels(config, runs, axis, xfun, xlabel, group="wbits", logx=False, fi
         if handles:
             first.legend(fontsize=8, loc="best")
     if fig_title:
-        fig.suptitle(fig_title, fontsize=11)
+        _suptitle(fig, fig_title)
     return fig
 
 
@@ -349,8 +355,7 @@ def fig_learning_curves(config, history, runs, out_dir) -> list[str]:
             ax.grid(alpha=0.3)
             if plotted:
                 ax.legend(fontsize=7, loc="lower right")
-        fig.suptitle(f"Learning curves: W{b}A8 students of the budget axis (dev score at each evaluation)",
-                     fontsize=11)
+        _suptitle(fig, f"Learning curves: W{b}A8 students of the budget axis (dev score at each evaluation)")
         paths += _save(fig, out_dir, name)
     return paths
 
