@@ -298,7 +298,7 @@ def cmd_mini_config(args) -> None:
     cfg["budgets"] = {**cfg["budgets"], "long": 6.0}
     cfg["anchor"] = {**cfg["anchor"], "epochs": "long", "kd": "one-stage", "da": "off", "depth": "full"}
     cfg["axes"] = [{"name": "bits", "title": "Weight bits (Slurm resume check)", "vary": {"wbits": [2, 1]}}]
-    cfg["paths"] = {k: f"{args.prefix}/{k}" for k in ("runs", "results", "figures")}
+    cfg["paths"] = {**cfg["paths"], **{k: f"{args.prefix}/{k}" for k in ("runs", "results", "figures")}}
     yaml.safe_dump(cfg, open(args.out, "w"), sort_keys=False)
 
 
