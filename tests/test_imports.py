@@ -83,17 +83,12 @@ def test_find_cycle_finds_one():
     assert find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
 
 
-# xtc/study is being redesigned on branch a2 (issue 11), which removes its cycle and private imports: strict
-# xfail, so the merge that fixes them must also drop this mark (an unexpected pass fails the suite).
-STUDY = pytest.param("xtc.study", marks=pytest.mark.xfail(strict=True, reason="xtc.study: fixed on branch a2"))
-
-
 def _in_scope(name: str, scope: str) -> bool:
     return (name == scope or name.startswith(scope + ".")) if scope == "xtc.study" else \
         not (name == "xtc.study" or name.startswith("xtc.study."))
 
 
-@pytest.mark.parametrize("scope", ["xtc", STUDY])
+@pytest.mark.parametrize("scope", ["xtc", "xtc.study"])
 def test_no_import_cycle_among_xtc_modules(scope):
     graph = _graph()
     assert "xtc.train" in graph["xtc.compress"]  # the graph is really read
@@ -103,7 +98,7 @@ def test_no_import_cycle_among_xtc_modules(scope):
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
 
 
-@pytest.mark.parametrize("scope", ["xtc", STUDY])
+@pytest.mark.parametrize("scope", ["xtc", "xtc.study"])
 def test_no_private_name_imported_across_modules(scope):
     bad = [f"{name}:{line} imports {n} from {mod}" for name, path in MODULES.items() if _in_scope(name, scope)
            for mod, names, line in _imports(name, path) for n in names
