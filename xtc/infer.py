@@ -343,3 +343,11 @@ def int_modules(model: nn.Module):
     for name, m in model.named_modules():
         if isinstance(m, INT_MODULES):
             yield name, m
+
+
+def compile_int_model(model: nn.Module, dynamic: bool = False):
+    """torch.compile (Inductor) of an integer model: each quantize step (amax, divide, round, clamp, cast)
+    and each rescale (x scale, row scales, bias) becomes one fused kernel around the int8 GEMM. One
+    compilation per input shape with dynamic=False (fastest; pad to a few fixed lengths when serving).
+    Logits agree with the eager model to fp32 rounding, not bit for bit (fused kernels round differently)."""
+    return torch.compile(model, dynamic=dynamic)
