@@ -297,18 +297,27 @@ def main(argv=None) -> int:
             print(f"threads {threads} dev lengths ...", file=sys.stderr, flush=True)
             result["latency"][f"b1_dev_{a.dev_task}@{threads}t"] = time_interleaved(eager, dev, a.rounds_dev, 1)
         del fns
+        save(a.out, result)  # partial results survive a crash later on
     result["machine"]["loadavg_end"] = list(os.getloadavg())
     for v in ["bare"] + [v for v in variants if not v.endswith("_compiled")]:
         for batch in (1, 32):
             print(f"rss {v} batch {batch}", file=sys.stderr, flush=True)
-            result["rss"][f"{v}@b{batch}"] = measure_rss(v, paths, batch, 128, 1)
+            try:
+                result["rss"][f"{v}@b{batch}"] = measure_rss(v, paths, batch, 128, 1)
+            except subprocess.CalledProcessError as e:
+                result["rss"][f"{v}@b{batch}"] = {"error": e.stderr[-2000:]}
     result["seconds"] = time.time() - t_start
     result["summary"] = summarize(result)
-    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-    with open(a.out, "w") as f:
-        json.dump(result, f, indent=1)
+    save(a.out, result)
     print(json.dumps(result["summary"], indent=1))
     return 0
+
+
+def save(path: str, result: dict) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(result, f, indent=1)
+    os.replace(path + ".tmp", path)
 
 
 def summarize(r: dict) -> dict:
@@ -332,7 +341,7 @@ def summarize(r: dict) -> dict:
                                                         "met": b32[ours] <= b32["bf16_autocast"]}
     rss = r.get("rss", {})
     for b in (1, 32):
-        if f"w1a8_int@b{b}" in rss and f"fp32@b{b}" in rss:
+        if "model_kib" in rss.get(f"w1a8_int@b{b}", {}) and "model_kib" in rss.get(f"fp32@b{b}", {}):
             ratio = rss[f"w1a8_int@b{b}"]["model_kib"] / rss[f"fp32@b{b}"]["model_kib"]
             targets[f"memory above bare, batch {b}: w1a8_int <= 0.3 x fp32"] = {"ratio": round(ratio, 3),
                                                                                 "met": ratio <= 0.3}

@@ -22,6 +22,7 @@ import json
 import math
 import os
 import tempfile
+import weakref
 
 import torch
 import torch.nn as nn
@@ -69,6 +70,14 @@ def int8_matmul(q: torch.Tensor, w_t: torch.Tensor) -> torch.Tensor:
     return torch.matmul(q.to(torch.float64), w_t.to(torch.float64)).to(torch.int32)
 
 
+class _InputMemo:
+    """The last input a group of IntLinear layers quantized (weakly referenced) and its (q, scale)."""
+    __slots__ = ("ref", "key", "q", "s")
+
+    def __init__(self):
+        self.ref = self.key = self.q = self.s = None
+
+
 class IntLinear(nn.Module):
     """Linear layer of int8 weight codes and fp32 per-row scales; int8 activations, int32 accumulation.
 
@@ -93,16 +102,34 @@ class IntLinear(nn.Module):
         self.register_buffer("row_scales", rows.reshape(out_features).contiguous())
         self.register_buffer("bias", None if bias is None else bias.to(torch.float32).contiguous())
 
+    # query, key and value quantize the same tensor: load_int_model gives the three one shared memo so the
+    # eager forward quantizes it once (torch.compile finds the common subexpression by itself)
+    input_memo: "_InputMemo | None" = None
+
+    def quantize_input(self, x: torch.Tensor):
+        """(int8 q [M, in], fp32 scale) of x [..., in], reusing the memo when x is the tensor just quantized."""
+        memo = self.input_memo
+        if memo is None or torch.compiler.is_compiling():
+            return quantize_tokens(x.reshape(-1, self.in_features), self.abits, self.act_per_token)
+        version = None if x.is_inference() else x._version  # inference tensors keep no version counter
+        key = (x.data_ptr(), x.shape, x.stride(), version, self.abits, self.act_per_token)
+        if memo.ref is None or memo.ref() is not x or memo.key != key:
+            memo.q, memo.s = quantize_tokens(x.reshape(-1, self.in_features), self.abits, self.act_per_token)
+            memo.ref, memo.key = weakref.ref(x), key
+        return memo.q, memo.s
+
     def int_accumulate(self, q: torch.Tensor) -> torch.Tensor:
         """int32 [M, out] = q [M, in] (int8) @ codes^T: the exact integer part of the layer."""
         return int8_matmul(q, self.weight_codes_t)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
-        q, s = quantize_tokens(x.reshape(-1, self.in_features), self.abits, self.act_per_token)
-        y = self.int_accumulate(q).to(torch.float32) * s * self.row_scales
+        q, s = self.quantize_input(x)
+        y = self.int_accumulate(q).to(torch.float32)
+        # in place: at batch 32 fresh [M, out] buffers cost page faults; same values as y * s * rows + b
+        y.mul_(s).mul_(self.row_scales)
         if self.bias is not None:
-            y = y + self.bias
+            y.add_(self.bias)
         return y.reshape(*lead, self.out_features).to(x.dtype)
 
     def extra_repr(self) -> str:
@@ -131,8 +158,25 @@ class PackedEmbedding(nn.Module):
 
     def decode_codes(self, ids: torch.Tensor) -> torch.Tensor:
         """int32 codes [*ids.shape, dim] of the rows `ids`."""
-        elem = ids.reshape(-1, 1).to(torch.int64) * self.embedding_dim + torch.arange(
-            self.embedding_dim, device=ids.device)
+        flat = ids.reshape(-1).to(torch.int64)
+        dim, k = self.embedding_dim, self.wbits
+        per_byte = 5 if self.packing == "ternary-5" else 8 // math.gcd(8, k)  # codes per whole byte run
+        if dim % per_byte == 0:  # every row starts on a byte boundary: gather whole rows of bytes
+            row_bytes = dim // 5 if self.packing == "ternary-5" else dim * k // 8
+            rows = self.packed[: self.num_embeddings * row_bytes].view(self.num_embeddings, row_bytes)[flat]
+            rows = rows.to(torch.int32).unsqueeze(-1)
+            if self.packing == "binary-8":
+                codes = ((rows >> torch.arange(8, device=ids.device, dtype=torch.int32)) & 1) * 2 - 1
+            elif self.packing == "ternary-5":
+                pow3 = torch.tensor([1, 3, 9, 27, 81], dtype=torch.int32, device=ids.device)
+                codes = (rows // pow3) % 3 - 1
+            else:
+                bits = (rows >> torch.arange(8, device=ids.device, dtype=torch.int32)) & 1
+                bits = bits.reshape(len(flat), dim, k) << torch.arange(k, device=ids.device, dtype=torch.int32)
+                codes = bits.sum(-1, dtype=torch.int32) - 2 ** (k - 1)
+            return codes.reshape(*ids.shape, dim)
+        # rows start mid-byte: address each code by its element index
+        elem = flat.unsqueeze(1) * dim + torch.arange(dim, device=ids.device)
         if self.packing == "binary-8":
             byte = self.packed[elem >> 3].to(torch.int32)
             codes = ((byte >> (elem & 7).to(torch.int32)) & 1) * 2 - 1
@@ -141,12 +185,11 @@ class PackedEmbedding(nn.Module):
             pow3 = torch.tensor([1, 3, 9, 27, 81], dtype=torch.int32, device=ids.device)
             codes = (byte // pow3[elem % 5]) % 3 - 1
         else:  # uint-k: a code's k bits start at bit elem*k and span at most two bytes
-            k = self.wbits
             start = elem * k
             lo = self.packed[start >> 3].to(torch.int32)
             hi = self.packed[(start >> 3) + 1].to(torch.int32)
             codes = (((lo | (hi << 8)) >> (start & 7).to(torch.int32)) & (2**k - 1)) - 2 ** (k - 1)
-        return codes.reshape(*ids.shape, self.embedding_dim)
+        return codes.reshape(*ids.shape, dim)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         scale = self.scales[torch.div(ids, self.rows_per_group, rounding_mode="floor")]
@@ -310,6 +353,12 @@ def load_int_model(path: str, device: str | torch.device | None = None):
     for name, m in wrappers.items():
         if not isinstance(model.get_submodule(name), INT_MODULES) and m.wbits < 32:
             m.frozen = True  # weight holds dequantized codes: use as is
+    for parent in model.modules():  # query/key/value of one attention block read the same input
+        qkv = [getattr(parent, n, None) for n in ("query", "key", "value")]
+        if all(isinstance(m, IntLinear) for m in qkv):
+            memo = _InputMemo()
+            for m in qkv:
+                m.input_memo = memo
     extra = set(raw) - used
     if extra:
         raise bad(f"{WEIGHTS} holds tensors the manifest does not describe: {sorted(extra)[:5]}")
