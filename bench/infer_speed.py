@@ -129,7 +129,7 @@ def load_variant(name: str, paths: dict, threads: int):
         else:
             from xtc.infer import compile_int_model, load_int_model
 
-            m = load_int_model(paths[wb])[0]
+            m = load_int_model(paths[wb], with_tokenizer=False)[0]  # the fp32 variants load no tokenizer either
             if kind == "int_compiled":
                 m = compile_int_model(m)
         autocast = False
@@ -257,7 +257,12 @@ def main(argv=None) -> int:
     p.add_argument("--paths", help=argparse.SUPPRESS)
     p.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--seq", type=int, default=128, help=argparse.SUPPRESS)
+    p.add_argument("--plot-only", action="store_true", help="redraw the figure from an existing --out JSON")
     a = p.parse_args(argv)
+    if a.plot_only:
+        with open(a.out) as f:
+            plot(json.load(f), os.path.splitext(a.out)[0] + ".png")
+        return 0
     if a.rss_child:
         print(json.dumps(rss_child(a.rss_child, json.loads(a.paths), a.batch, a.seq)))
         return 0
@@ -309,8 +314,49 @@ def main(argv=None) -> int:
     result["seconds"] = time.time() - t_start
     result["summary"] = summarize(result)
     save(a.out, result)
+    plot(result, os.path.splitext(a.out)[0] + ".png")
     print(json.dumps(result["summary"], indent=1))
     return 0
+
+
+def plot(result: dict, path: str) -> None:
+    """Latency relative to fp32 (batch 1 and 32, each thread count) and loaded-model memory, one figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in result["latency"] if k.startswith(("b1_s128", "b32_s128", "b1_dev"))]
+    variants = [v for v in result["variants"] if any(v in result["latency"][k] for k in keys)]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [3, 1.3]})
+    ax = axes[0]
+    width = 0.8 / max(len(variants), 1)
+    for i, v in enumerate(variants):
+        vals = []
+        for k in keys:
+            metric = "thread_cpu_ms_median" if k.endswith("@1t") else "wall_ms_median"
+            lat = result["latency"][k]
+            vals.append(lat[v][metric] / lat["fp32"][metric] if v in lat else float("nan"))
+        ax.bar([j + i * width for j in range(len(keys))], vals, width, label=v)
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(keys))])
+    ax.set_xticklabels([k.replace("@", "\n") for k in keys], fontsize=8)
+    ax.set_ylabel("time / fp32 time (1 thread: thread CPU; 2 threads: wall)")
+    ax.set_title("latency relative to the fp32 student (lower is better)")
+    ax.legend(fontsize=7, ncol=2)
+    ax = axes[1]
+    mem = [(v, result["rss"].get(f"{v}@b1", {}).get("model_kib")) for v in variants]
+    mem = [(v, m / 1024) for v, m in mem if m is not None]
+    ax.barh([v for v, _ in mem], [m for _, m in mem], color="tab:gray")
+    ax.set_xlabel("peak RSS above bare process, MiB (batch 1 x 128)")
+    ax.tick_params(axis="y", labelsize=8)
+    ax.invert_yaxis()
+    fig.suptitle(f"{result['machine'].get('cpu')}, {result['machine'].get('cores')} cores, shared "
+                 f"(load {result['machine']['loadavg_1_5_15'][0]:.0f}); torch {result['machine']['torch']}",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def save(path: str, result: dict) -> None:

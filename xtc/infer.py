@@ -223,7 +223,7 @@ def _non_persistent_buffer(name: str, meta: torch.Tensor) -> torch.Tensor:
                             f"to the integer loader; load it with xtc.pack.load_packed instead")
 
 
-def load_int_model(path: str, device: str | torch.device | None = None):
+def load_int_model(path: str, device: str | torch.device | None = None, with_tokenizer: bool = True):
     """Verify a .xtc file and load it for integer inference -> (model in eval mode, tokenizer or None).
 
     Quantized Linear layers with <= 8-bit activations become IntLinear and the quantized word embedding a
@@ -369,7 +369,7 @@ def load_int_model(path: str, device: str | torch.device | None = None):
     model.eval()
     if device is not None:
         model.to(device)
-    return model, _tokenizer(path, members)
+    return model, (_tokenizer(path, members) if with_tokenizer else None)
 
 
 def _tokenizer(path: str, members: dict[str, bytes]):
