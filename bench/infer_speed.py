@@ -182,8 +182,11 @@ def time_interleaved(fns: dict, inputs: list, rounds: int, warmup: int = 2) -> d
                 fn(*x)
             wall[k].append((time.perf_counter() - t0) / len(inputs))
             cpu[k].append((time.thread_time() - c0) / len(inputs))
+    def quartiles(v):  # inclusive: never outside the observed range (2 rounds give min and max)
+        return [1e3 * q for q in statistics.quantiles(v, n=4, method="inclusive")[::2]] if len(v) > 1 else None
+
     return {k: {"wall_ms_median": 1e3 * statistics.median(wall[k]),
-                "wall_ms_q1_q3": [1e3 * q for q in statistics.quantiles(wall[k], n=4)[::2]] if len(wall[k]) > 1 else None,
+                "wall_ms_q1_q3": quartiles(wall[k]),
                 "thread_cpu_ms_median": 1e3 * statistics.median(cpu[k]),
                 "rounds": len(wall[k])} for k in fns}
 
