@@ -30,8 +30,7 @@ import torch.nn.functional as F
 import transformers
 from safetensors.torch import load as st_load
 
-from .pack import (CONFIG, TOKENIZER_DIR, WEIGHTS, PackedFormatError, _open_verified, _packing,
-                   unpack_codes)
+from .pack import CONFIG, TOKENIZER_DIR, WEIGHTS, PackedFormatError, packing_of, read_verified, unpack_codes
 from .quant import (QuantEmbedding, QuantLinear, QuantSpec, apply_quantization, min_weight_bytes,
                     quantized_modules, scheme_of)
 
@@ -150,7 +149,7 @@ class PackedEmbedding(nn.Module):
         super().__init__()
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
         self.wbits, self.groups, self.method = bits, groups, method
-        self.packing = _packing(bits, method)
+        self.packing = packing_of(bits, method)
         self.rows_per_group = num_embeddings // groups
         self.register_buffer("packed", torch.cat([packed.reshape(-1).to(torch.uint8),
                                                   torch.zeros(1, dtype=torch.uint8)]))
@@ -231,7 +230,7 @@ def load_int_model(path: str, device: str | torch.device | None = None, with_tok
     is then held dequantized: it is an fp32 computation). Raises PackedFormatError for a bad file.
     """
     path = os.fspath(path)
-    manifest, members = _open_verified(path)
+    manifest, members = read_verified(path)
     bad = lambda why: PackedFormatError(f"{path}: {why}")  # noqa: E731
     try:
         raw = st_load(members[WEIGHTS])
@@ -282,7 +281,7 @@ def load_int_model(path: str, device: str | torch.device | None = None, with_tok
             if (bits, groups, method) != (m.wbits, m.groups, m.method):
                 raise bad(f"tensor {name}: stored as bits={bits} groups={groups} method={method}, the quant "
                           f"spec says bits={m.wbits} groups={m.groups} method={m.method}")
-            if e["packing"] != _packing(bits, method) or e["scheme"] != scheme_of(bits, method):
+            if e["packing"] != packing_of(bits, method) or e["scheme"] != scheme_of(bits, method):
                 raise bad(f"tensor {name}: packing {e['packing']!r} does not fit bits={bits} method={method}")
             shape = tuple(int(s) for s in e["shape"])
             if shape != tuple(own[name].shape):
