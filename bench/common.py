@@ -11,23 +11,27 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from xtc.data import collate, load_task_data  # noqa: E402
 from xtc.models import load_classifier, load_tokenizer, resolve_model_path  # noqa: E402
+from xtc.precision import autocast  # noqa: E402
 from xtc.tasks import get_task  # noqa: E402
 
 
-def task_data(task_name: str, model: str, glue_dir: str | None, max_length: int = 128):
+def task_data(task_name: str, model: str, glue_dir: str | None, max_length: int = 128,
+              max_train_samples: int | None = None):
     task = get_task(task_name)
     tok = load_tokenizer(resolve_model_path(model))
-    train, _ = load_task_data(task, tok, glue_dir, max_length)
+    train, _ = load_task_data(task, tok, glue_dir, max_length, max_train_samples)
     return task, train
 
 
-def timed_step(model, opt, loss_fn, data, indices, pad_to=None) -> tuple[float, int, int]:
-    """One optimizer step; returns (seconds, real tokens, computed tokens incl. padding)."""
+def timed_step(model, opt, loss_fn, data, indices, pad_to=None, precision="fp32") -> tuple[float, int, int]:
+    """One optimizer step as the training loop takes it (forward+loss in the precision's autocast region);
+    returns (seconds, real tokens, computed tokens incl. padding)."""
     batch = collate(data, indices, pad_to=pad_to)
     batch["index"] = torch.tensor(indices)  # as the training loop passes it (teacher-output cache lookups)
     t0 = time.perf_counter()
     model.train()
-    loss, _ = loss_fn(model, batch)
+    with autocast(precision, "cpu"):
+        loss, _ = loss_fn(model, batch)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
