@@ -30,7 +30,7 @@ def _train_args(p: argparse.ArgumentParser, epochs: float, lr: float) -> None:
                    help="plain random batches instead of batches of similar length (less padding)")
     g.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="training matmuls in bf16 (autocast; weights, optimizer state and losses stay fp32) or "
-                   "fp32; auto: bf16 where the device has native bf16 (CPU AMX/AVX512-BF16, CUDA), else fp32. "
+                   "fp32; auto: bf16 where it is faster (CUDA with bf16, CPU with usable AMX), else fp32. "
                    "Evaluation is always fp32. The choice and its reason go to metrics.json")
     d = p.add_argument_group("data and run")
     d.add_argument("--glue-dir", help="download_glue_data.py folder (default: $XTC_GLUE_DIR, else the HF hub)")

@@ -39,7 +39,7 @@ class TrainConfig:
     eval_every: int = 1000  # steps; evaluation also runs at every epoch end
     seed: int = 42
     group_by_length: bool = True
-    precision: str = "auto"  # one of PRECISIONS; auto: bf16 where the device has it natively (xtc/precision.py)
+    precision: str = "auto"  # one of PRECISIONS; auto: bf16 where it is faster (xtc/precision.py)
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
