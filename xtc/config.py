@@ -38,8 +38,8 @@ class TrainConfig:
     group_by_length: bool = setting(True, "plain random batches instead of batches of similar length "
                                     "(less padding)", flag="--no-group-by-length", negate=True)
     precision: str = setting("auto", "training matmuls in bf16 (autocast; weights, optimizer state and losses stay "
-                             "fp32) or fp32; auto: bf16 where the device has native bf16 (CPU AMX/AVX512-BF16, "
-                             "CUDA), else fp32. Evaluation is always fp32. The choice and its reason go to "
+                             "fp32) or fp32; auto: bf16 where it is faster (CUDA with bf16, CPU with usable "
+                             "AMX), else fp32. Evaluation is always fp32. The choice and its reason go to "
                              "metrics.json", one_of(*PRECISIONS))
 
     def __post_init__(self):

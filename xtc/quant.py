@@ -97,23 +97,47 @@ def quantize_weight_codes(w: torch.Tensor, bits: int, groups: int = 1, method: s
     return _codes_and_scales(w, bits, groups, method)
 
 
+def _fake_quant_values(w: torch.Tensor, bits: int, groups: int, method: str, dtype: torch.dtype) -> torch.Tensor:
+    """dequantize_codes(*_codes_and_scales(w, ...)) in `dtype`, the same numbers (tested bit for bit), computed
+    for the training forward without materialising integer codes: binary and ternary weights are one select
+    between +-a (and 0) per weight, written straight in the matmul's dtype (bf16 under autocast)."""
+    scheme = scheme_of(bits, method)
+    if scheme == "uniform":
+        codes, scales = _codes_and_scales(w, bits, groups, method)
+        return dequantize_codes(codes, scales, bits, groups, method, dtype=dtype)
+    _check_groups(w, groups)
+    wf = w.detach().to(torch.float32).reshape(groups, -1)
+    absw = wf.abs()
+    if scheme == "binary":
+        a = absw.mean(dim=1, keepdim=True).to(dtype)
+        out = torch.where(wf >= 0, a, -a)
+    else:  # ternary, as in _codes_and_scales
+        d = 0.7 * absw.mean(dim=1, keepdim=True)
+        pos, neg = wf > d, wf < -d
+        keep = pos | neg
+        a = ((absw * keep).sum(dim=1, keepdim=True) / keep.sum(dim=1, keepdim=True).clamp(min=1)).to(dtype)
+        out = torch.where(pos, a, torch.where(neg, -a, torch.zeros((), dtype=dtype)))
+    return out.reshape(w.shape)
+
+
 class _WeightSTE(torch.autograd.Function):
     # an autograd.Function rather than w + (wq - w).detach(): that trick is not bit-exact in fp32
     @staticmethod
-    def forward(ctx, w, bits, groups, method):
-        codes, scales = _codes_and_scales(w, bits, groups, method)
-        return dequantize_codes(codes, scales, bits, groups, method, dtype=w.dtype)
+    def forward(ctx, w, bits, groups, method, dtype):
+        return _fake_quant_values(w, bits, groups, method, dtype)
 
     @staticmethod
     def backward(ctx, grad):
-        return grad, None, None, None
+        return grad.to(torch.float32) if grad.dtype != torch.float32 else grad, None, None, None, None
 
 
-def quantize_weight(w: torch.Tensor, bits: int, groups: int = 1, method: str = "xtc") -> torch.Tensor:
-    """Fake-quantized copy of w (same shape/dtype); straight-through gradient. bits=32 returns w."""
+def quantize_weight(w: torch.Tensor, bits: int, groups: int = 1, method: str = "xtc",
+                    dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Fake-quantized copy of w (same shape; dtype w's, or `dtype`: the matmul's under autocast, which saves
+    a cast); straight-through gradient. bits=32 returns w."""
     if scheme_of(bits, method) == "none":
         return w
-    return _WeightSTE.apply(w, bits, groups, method)
+    return _WeightSTE.apply(w, bits, groups, method, dtype or w.dtype)
 
 
 # -----------------------------------------------------------------------------
@@ -122,8 +146,8 @@ def quantize_weight(w: torch.Tensor, bits: int, groups: int = 1, method: str = "
 
 def activation_scale(x: torch.Tensor, bits: int = 8, per_token: bool = True) -> torch.Tensor:
     """2 max|x| / 2^b: shape [..., 1] per token (reduced over the last dim), [] per tensor."""
-    xf = x.detach().to(torch.float32)
-    m = xf.abs().amax(dim=-1, keepdim=True) if per_token else xf.abs().amax()
+    absx = x.detach().abs()  # in x's dtype: abs and max are exact in bf16 too, so no fp32 copy of x is needed
+    m = (absx.amax(dim=-1, keepdim=True) if per_token else absx.amax()).to(torch.float32)
     s = 2 * m / 2**bits
     return torch.where(s > 0, s, torch.ones_like(s))
 
@@ -132,8 +156,9 @@ class _ActSTE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, bits, per_token):
         s = activation_scale(x, bits, per_token)
-        q = torch.round(x.to(torch.float32) / s).clamp(-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
-        return (q * s).to(x.dtype)
+        # in place on the one fp32 temporary: 4 passes over x instead of 6 (same numbers)
+        q = torch.div(x.to(torch.float32), s).round_().clamp_(-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+        return q.mul_(s).to(x.dtype)
 
     @staticmethod
     def backward(ctx, grad):
@@ -208,7 +233,11 @@ class QuantLinear(nn.Linear):
     def forward(self, x):
         if self.abits < 32:
             x = quantize_activation(x, self.abits, self.act_per_token)
-        w = self.weight if self.frozen else quantize_weight(self.weight, self.wbits, self.groups, self.method)
+        w = self.weight
+        if not self.frozen:
+            dev = w.device.type
+            dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else None
+            w = quantize_weight(w, self.wbits, self.groups, self.method, dtype)
         return F.linear(x, w, self.bias)
 
     def extra_repr(self):

@@ -114,8 +114,11 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float,
     for name, p in model.named_parameters():
         if p.requires_grad:
             (no_decay if name.endswith("bias") or "LayerNorm" in name else decay).append(p)
+    # fused: one kernel for the whole update (CPU and CUDA); 5.6x faster than the per-tensor loop on this CPU,
+    # the same update to float rounding (bench/results/ab_step_mrpc.json)
+    fused = all(p.device.type in ("cpu", "cuda") for p in decay + no_decay)
     return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=lr, eps=eps)
+                              {"params": no_decay, "weight_decay": 0.0}], lr=lr, eps=eps, fused=fused)
 
 
 def linear_schedule(opt, warmup: int, total: int):
