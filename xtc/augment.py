@@ -34,6 +34,7 @@ import torch
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 from tqdm.auto import tqdm
 
+from xtc.checkpoint import check_out_file, clean_stale_temps
 from xtc.data import load_split
 from xtc.models import load_tokenizer, quiet_hf_loading, resolve_model_path
 from xtc.tasks import get_task
@@ -293,6 +294,9 @@ def augment(task_name: str, teacher_dir: str, out_file: str, copies: int = 20, r
     task = get_task(task_name)
     if os.path.exists(out_file) and not overwrite:
         raise FileExistsError(f"{out_file} already exists; pass --overwrite to replace it or choose another --out")
+    check_out_file(out_file)
+    clean_stale_temps(os.path.dirname(os.path.abspath(out_file)),  # temps of killed runs of this command
+                      re.compile(rf"^\.{re.escape(os.path.basename(out_file))}\.(?P<pid>\d+)\.tmp$"))
     split = load_split(task, "train", glue_dir, max_samples)
     teacher = load_teacher(teacher_dir)
 

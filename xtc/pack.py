@@ -29,6 +29,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import struct
 import tempfile
 import zipfile
@@ -41,6 +42,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from . import __version__
+from .checkpoint import check_out_file, clean_stale_temps
 from .quant import (QuantSpec, apply_quantization, dequantize_codes, min_weight_bytes,
                     quantize_weight_codes, quantized_modules, role_of, scheme_of)
 
@@ -200,8 +202,11 @@ def export_packed(model, tokenizer, out_path: str, overwrite: bool = False) -> d
     overwrite=True.
     """
     out_path = os.fspath(out_path)
+    check_out_file(out_path)
     if os.path.exists(out_path) and not overwrite:
         raise FileExistsError(f"{out_path} already exists; pass overwrite=True to replace it")
+    d = os.path.dirname(os.path.abspath(out_path))
+    clean_stale_temps(d, re.compile(rf"^\.{re.escape(os.path.basename(out_path))}\.(?P<pid>\d+)\.tmp$"))
     qparams = _quant_params(model)
     frozen = [k for k, m in qparams.items() if m.frozen]
     if frozen:
@@ -245,10 +250,10 @@ def export_packed(model, tokenizer, out_path: str, overwrite: bool = False) -> d
         "tensors": entries,
     }
 
-    d = os.path.dirname(os.path.abspath(out_path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".xtc", dir=d)
+    # hidden, beside the target, named after it and this process: a killed export's temp is removed by the next
+    tmp = os.path.join(d, f".{os.path.basename(out_path)}.{os.getpid()}.tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "wb") as f:
             with zipfile.ZipFile(f, "w") as zf:
                 for name, data in [(MANIFEST, json.dumps(manifest, indent=1).encode("utf-8"))] + list(members.items()):
                     zi = zipfile.ZipInfo(name, date_time=_ZIP_TIME)
@@ -272,6 +277,16 @@ def export_packed(model, tokenizer, out_path: str, overwrite: bool = False) -> d
 
 _ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError, ValueError,
                NotImplementedError, RuntimeError, KeyError, struct.error)
+
+
+def is_packed(path) -> bool:
+    """Whether `path` is a packed xtc file by its content (a ZIP whose manifest says so), whatever its name."""
+    try:
+        with zipfile.ZipFile(os.fspath(path)) as zf:
+            with zf.open(MANIFEST) as f:
+                return json.loads(f.read(1 << 20)).get("format") == FORMAT
+    except (*_ZIP_ERRORS, AttributeError):
+        return False
 
 
 def _open_verified(path: str) -> tuple[dict, dict[str, bytes]]:

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from xtc.checkpoint import (check_out_folder, clean_stale_temps, discard_unfinished_run, has_state,
+                            load_state, save_state)
 from xtc.data import Encoded, collate, eval_batches, train_batches
 from xtc.metrics import task_metrics
 from xtc.tasks import Task
@@ -56,6 +58,15 @@ class RunFolderError(ValueError):
     pass
 
 
+class NonFiniteLossError(ValueError):
+    """The training loss became NaN or inf: the run stops and keeps nothing that looks finished."""
+
+
+_RESUME_KEYS = ("stage", "stage_step", "global_step", "best_metric", "best_step", "best_model", "history",
+                "wall_seconds", "train_seconds", "train_tokens", "train_examples", "last_terms", "model", "rng",
+                "optimizer", "scheduler")
+
+
 def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -83,28 +94,33 @@ def write_json_atomic(path: str, obj) -> None:
 
 
 def prepare_run_folder(out_dir: str, run_config: dict, overwrite: bool) -> dict | None:
-    """Refuse to clobber a finished run; return the saved state of an unfinished one with the same settings."""
+    """Refuse to clobber a finished run; return the saved state of an unfinished one with the same settings.
+    Creates nothing: the folder appears with the first checkpoint, so a run that fails validation leaves none."""
+    check_out_folder(out_dir)
     finished = os.path.join(out_dir, METRICS_FILE)
-    state_file = os.path.join(out_dir, STATE_DIR, "state.pt")
+    state_dir = os.path.join(out_dir, STATE_DIR)
+    clean_stale_temps(out_dir)
     if os.path.exists(finished):
         if not overwrite:
             raise RunFolderError(f"{out_dir} already holds a finished run ({METRICS_FILE}); choose another --out "
                                  f"or pass --overwrite to replace it")
         shutil.rmtree(out_dir)
-    elif os.path.exists(state_file):
-        state = torch.load(state_file, map_location="cpu", weights_only=False)
-        if overwrite:
+    elif os.path.isdir(state_dir):  # an unfinished run of xtc: resume it, or start over when asked to
+        if overwrite or not has_state(state_dir):  # nothing to resume (killed before its first checkpoint)
             shutil.rmtree(out_dir)
-        elif state["run_config"] != run_config:
-            diff = {k: (state["run_config"].get(k), v) for k, v in run_config.items()
-                    if state["run_config"].get(k) != v}
+            return None
+        state = load_state(state_dir)
+        saved = state.get("run_config")
+        if not isinstance(saved, dict) or not all(k in state for k in _RESUME_KEYS):
+            raise RunFolderError(f"cannot resume from {state_dir}: its state lacks run settings or counters; "
+                                 f"pass --overwrite to start the run over")
+        if saved != run_config:
+            diff = {k: (saved.get(k), v) for k, v in run_config.items() if saved.get(k) != v}
             raise RunFolderError(f"{out_dir} holds an unfinished run with other settings {diff} (saved, now); "
                                  f"re-run with the same settings to resume, or pass --overwrite to start over")
-        else:
-            return state
+        return state
     elif os.path.isdir(out_dir) and os.listdir(out_dir):
         raise RunFolderError(f"{out_dir} exists, is not empty and holds no xtc run; choose a new --out folder")
-    os.makedirs(os.path.join(out_dir, STATE_DIR), exist_ok=True)
     return None
 
 
@@ -177,7 +193,7 @@ def train(model, stages: list[Stage], train_data: Encoded, eval_sets: dict[str, 
     model.to(device)
     steps_per_epoch = math.ceil(len(train_data) / cfg.batch_size)
     stage_steps = [max(1, math.ceil(s.epochs * steps_per_epoch)) for s in stages]
-    state_file = os.path.join(out_dir, STATE_DIR, "state.pt")
+    state_file = os.path.join(out_dir, STATE_DIR)  # a folder: see xtc/checkpoint.py
     st = {"stage": 0, "stage_step": 0, "global_step": 0, "best_metric": -math.inf, "best_step": -1,
           "best_model": None, "history": [], "wall_seconds": 0.0, "train_seconds": 0.0, "train_tokens": 0,
           "train_examples": 0, "last_terms": {}}
@@ -213,6 +229,11 @@ def train(model, stages: list[Stage], train_data: Encoded, eval_sets: dict[str, 
             batch = to_device(collate(train_data, epoch_batches[pos]), device)
             batch["index"] = torch.tensor(epoch_batches[pos])  # which examples: for a teacher-output cache
             loss, terms = stage.loss_fn(model, batch)
+            if not math.isfinite(float(loss.detach())):  # a diverged run cannot recover: stop, keep nothing
+                discard_unfinished_run(out_dir, STATE_DIR)
+                raise NonFiniteLossError(f"the training loss became {float(loss.detach())} at step "
+                                         f"{st['global_step'] + 1} ({stage.name}); nothing was kept. Lower --lr "
+                                         f"(now {cfg.lr * stage.lr_factor:g}) or check the data and the model")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
@@ -263,11 +284,10 @@ def train(model, stages: list[Stage], train_data: Encoded, eval_sets: dict[str, 
 
 
 def _checkpoint(path: str, st: dict, model, opt, sched, run_config: dict) -> None:
+    """Save everything an exact resume needs into the state folder `path` (no pickle: xtc/checkpoint.py)."""
     state = dict(st, run_config=run_config, model=model.state_dict(), optimizer=opt.state_dict(),
                  scheduler=sched.state_dict(), rng=_rng_state())
-    tmp = path + ".tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # atomic: a kill mid-write leaves the previous checkpoint intact
+    save_state(path, state, st["global_step"])  # atomic: a kill mid-write leaves the previous checkpoint intact
 
 
 def finish_run(out_dir: str, model, tokenizer, record: dict) -> dict:
