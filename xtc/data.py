@@ -106,8 +106,8 @@ def read_tsv_split(task: Task, split: str, glue_dir: str) -> Split:
                 texts.append(tuple(row[p] for p in text_pos))
                 labels.append(_label_id(task, row[label_pos], f"{path}:{line}"))
         except UnicodeDecodeError as exc:
-            raise DataError(f"{_bad_utf8_line(path)}: not UTF-8 text ({exc.reason} at byte 0x{exc.object[exc.start]:02x}); "
-                            f"re-save the file as UTF-8") from None
+            raise DataError(f"{_bad_utf8_line(path)}: not UTF-8 text ({exc.reason} at byte "
+                            f"0x{exc.object[exc.start]:02x}); re-save the file as UTF-8") from None
     if not labels:
         raise DataError(f"{path}: no examples{' after the header line' if task.has_header else ''}; the {split} split "
                         f"must hold at least one example per line (re-download it with download_glue_data.py)")
