@@ -292,9 +292,9 @@ def augment(task_name: str, teacher_dir: str, out_file: str, copies: int = 20, r
     t0 = time.time()
     _check_args(copies, replace_prob, candidates, seed, max_samples, pair_mode)
     task = get_task(task_name)
+    check_out_file(out_file)
     if os.path.exists(out_file) and not overwrite:
         raise FileExistsError(f"{out_file} already exists; pass --overwrite to replace it or choose another --out")
-    check_out_file(out_file)
     clean_stale_temps(os.path.dirname(os.path.abspath(out_file)),  # temps of killed runs of this command
                       re.compile(rf"^\.{re.escape(os.path.basename(out_file))}\.(?P<pid>\d+)\.tmp$"))
     split = load_split(task, "train", glue_dir, max_samples)

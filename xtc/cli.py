@@ -278,8 +278,25 @@ from xtc.study import register as _register_study  # noqa: E402
 _EXTRA_COMMANDS: list = [_register_compress, _register_artifacts, _register_study]
 
 
+def _one_line_errors(parser: argparse.ArgumentParser) -> None:
+    """argparse errors as one line (what is wrong, where to look) instead of the usage block, on every sub-parser."""
+    def error(message: str) -> None:
+        parser.exit(2, f"{parser.prog}: error: {message}; see `{parser.prog} --help`\n")
+
+    parser.error = error
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _one_line_errors(sub)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    _one_line_errors(parser)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2, already printed)
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         args.fn(args)
     except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading: not an error

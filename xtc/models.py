@@ -60,8 +60,28 @@ def quiet_hf_loading():
         hf_logging.enable_progress_bar()
 
 
+def _check_local(path: str) -> None:
+    """A path that names a local folder (absolute, relative or with a separator) must exist: otherwise
+    transformers takes it for a hub id and answers with a message about repo ids."""
+    if not os.path.exists(path) and (os.path.isabs(path) or path.startswith(".") or path.count("/") > 1):
+        raise FileNotFoundError(f"cannot load a BERT model from {path!r}: no such file or folder. Pass a local "
+                                f"Hugging Face model folder, a hub id (when online) or 'default'")
+
+
 def load_tokenizer(path: str):
-    return AutoTokenizer.from_pretrained(path)
+    if os.path.isfile(path):  # a packed file carries its tokenizer
+        from xtc.pack import load_packed
+
+        tok = load_packed(path)[1]
+        if tok is None:
+            raise ValueError(f"{path} holds no tokenizer")
+        return tok
+    _check_local(path)
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise FileNotFoundError(f"cannot load a tokenizer from {path!r}: {exc}. Pass a local Hugging Face "
+                                f"model folder, a hub id (when online) or 'default'") from exc
 
 
 def load_classifier(path: str, num_labels: int | None = None) -> BertForSequenceClassification:
@@ -75,6 +95,7 @@ def load_classifier(path: str, num_labels: int | None = None) -> BertForSequence
     if os.path.isdir(os.path.join(path, ".xtc_state")) and not os.path.isfile(os.path.join(path, "metrics.json")):
         raise ValueError(f"{path} holds an unfinished xtc run (no metrics.json); re-run the command that made it "
                          f"to finish it, or pass a finished run folder")
+    _check_local(path)
     kwargs = {} if num_labels is None else {"num_labels": num_labels}
     try:
         with quiet_hf_loading():
