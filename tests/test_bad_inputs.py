@@ -145,7 +145,9 @@ CASES = [
     ("augment out exists", AU, "already exists", "file:{out}.jsonl"),
     ("augment out is a folder", AU + ["--out", "{out}"], "is a folder", "folder:{out}"),
     ("augment out parent missing", AU + ["--out", "{tmp}/no/aug.jsonl"], "does not exist; create it first", None),
-    ("augment teacher missing", AU + ["--teacher", "{tmp}/none"], "{tmp}/none", None),
+    ("augment teacher missing", AU + ["--teacher", "{tmp}/none"], "'{tmp}/none': no such file or folder", None),
+    ("augment teacher is a file", AU + ["--teacher", "{tmp}/s.xtc"], "is a file (a packed student?)",
+     "file:{tmp}/s.xtc"),
     # ---- devices
     ("finetune device cuda on cpu-only torch", FT + ["--device", "cuda"], "sees no CUDA GPU", None),
     ("finetune device unknown", FT + ["--device", "gpu0"], "is not a torch device", None),

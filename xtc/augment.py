@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from xtc.checkpoint import check_out_file, clean_stale_temps
 from xtc.data import load_split
-from xtc.models import load_tokenizer, quiet_hf_loading, resolve_model_path
+from xtc.models import check_local_model_path, load_tokenizer, quiet_hf_loading, resolve_model_path
 from xtc.tasks import get_task
 
 PAIR_MODES = ("one", "both")
@@ -71,8 +71,9 @@ def load_teacher(name: str) -> Teacher:
     from transformers import AutoConfig, BertForMaskedLM
 
     path = resolve_model_path(name)
-    if path.endswith(".xtc") and os.path.isfile(path):
-        raise ValueError(f"--teacher {path} is a packed student; augmentation needs the fp32 teacher folder "
+    check_local_model_path(path)
+    if os.path.isfile(path):
+        raise ValueError(f"--teacher {path} is a file (a packed student?); augmentation needs the fp32 teacher folder "
                          f"(or hub id) whose vocabulary and embeddings propose the replacements")
     try:
         with quiet_hf_loading():  # "newly initialised cls.*" is expected for heads we then discard

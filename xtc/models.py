@@ -60,7 +60,7 @@ def quiet_hf_loading():
         hf_logging.enable_progress_bar()
 
 
-def _check_local(path: str) -> None:
+def check_local_model_path(path: str) -> None:
     """A path that names a local folder (absolute, relative or with a separator) must exist: otherwise
     transformers takes it for a hub id and answers with a message about repo ids."""
     if not os.path.exists(path) and (os.path.isabs(path) or path.startswith(".") or path.count("/") > 1):
@@ -76,7 +76,7 @@ def load_tokenizer(path: str):
         if tok is None:
             raise ValueError(f"{path} holds no tokenizer")
         return tok
-    _check_local(path)
+    check_local_model_path(path)
     try:
         return AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as exc:
@@ -95,7 +95,7 @@ def load_classifier(path: str, num_labels: int | None = None) -> BertForSequence
     if os.path.isdir(os.path.join(path, ".xtc_state")) and not os.path.isfile(os.path.join(path, "metrics.json")):
         raise ValueError(f"{path} holds an unfinished xtc run (no metrics.json); re-run the command that made it "
                          f"to finish it, or pass a finished run folder")
-    _check_local(path)
+    check_local_model_path(path)
     kwargs = {} if num_labels is None else {"num_labels": num_labels}
     try:
         with quiet_hf_loading():

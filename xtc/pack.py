@@ -204,7 +204,7 @@ def export_packed(model, tokenizer, out_path: str, overwrite: bool = False) -> d
     out_path = os.fspath(out_path)
     check_out_file(out_path)
     if os.path.exists(out_path) and not overwrite:
-        raise FileExistsError(f"{out_path} already exists; pass overwrite=True to replace it")
+        raise FileExistsError(f"{out_path} already exists; pass --overwrite (overwrite=True) to replace it")
     d = os.path.dirname(os.path.abspath(out_path))
     clean_stale_temps(d, re.compile(rf"^\.{re.escape(os.path.basename(out_path))}\.(?P<pid>\d+)\.tmp$"))
     qparams = _quant_params(model)

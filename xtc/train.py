@@ -292,8 +292,11 @@ def _checkpoint(path: str, st: dict, model, opt, sched, run_config: dict) -> Non
 
 def finish_run(out_dir: str, model, tokenizer, record: dict) -> dict:
     """Save the kept model and tokenizer, then metrics.json (last, atomically), then drop the resume state."""
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
+    from xtc.models import quiet_hf_loading
+
+    with quiet_hf_loading():  # no "Writing model shards" bar in the logs
+        model.save_pretrained(out_dir)
+        tokenizer.save_pretrained(out_dir)
     write_json_atomic(os.path.join(out_dir, METRICS_FILE), record)
     shutil.rmtree(os.path.join(out_dir, STATE_DIR), ignore_errors=True)
     return record
