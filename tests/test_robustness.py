@@ -254,3 +254,24 @@ def test_unfinished_run_folder_is_not_loaded_as_a_model(tmp_path, tiny_model_dir
     (out / train_mod.STATE_DIR).mkdir()  # killed during its final save: weights there, metrics.json not yet
     assert main(["evaluate", "--model", str(out), "--task", "sst2", "--glue-dir", glue_dir]) == 2
     assert "unfinished xtc run" in capsys.readouterr().err
+
+
+def test_overwrite_replaces_a_finished_run_only_once_the_new_one_checkpoints(tmp_path, tiny_model_dir, glue_dir,
+                                                                           monkeypatch):
+    out = str(tmp_path / "run")
+    finetune("sst2", tiny_model_dir, out, TrainConfig(epochs=1, batch_size=16), glue_dir=glue_dir, quiet=True)
+    open(os.path.join(out, "stale_extra.bin"), "w").write("from the old run")
+    # killed during the first step (before any checkpoint): the finished run is intact
+    import xtc.finetune as ft
+
+    def killed(model, batch):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ft, "label_objective", killed)
+    with pytest.raises(KeyboardInterrupt):
+        finetune("sst2", tiny_model_dir, out, CFG, glue_dir=glue_dir, overwrite=True, quiet=True)
+    assert json.load(open(os.path.join(out, "metrics.json")))["config"]["epochs"] == 1
+    monkeypatch.undo()
+    rec = finetune("sst2", tiny_model_dir, out, CFG, glue_dir=glue_dir, overwrite=True, quiet=True)
+    assert rec["config"]["epochs"] == 3 and json.load(open(os.path.join(out, "metrics.json")))["steps"] == 12
+    assert not os.path.exists(os.path.join(out, "stale_extra.bin"))  # the old run is gone, not mixed in

@@ -104,7 +104,7 @@ def prepare_run_folder(out_dir: str, run_config: dict, overwrite: bool) -> dict 
         if not overwrite:
             raise RunFolderError(f"{out_dir} already holds a finished run ({METRICS_FILE}); choose another --out "
                                  f"or pass --overwrite to replace it")
-        shutil.rmtree(out_dir)
+        return None  # replaced at the new run's first checkpoint: a run that fails before keeps the old one
     elif os.path.isdir(state_dir):  # an unfinished run of xtc: resume it, or start over when asked to
         if overwrite or not has_state(state_dir):  # nothing to resume (killed before its first checkpoint)
             shutil.rmtree(out_dir)
@@ -267,6 +267,8 @@ def train(model, stages: list[Stage], train_data: Encoded, eval_sets: dict[str, 
                            " ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
                     bar.write(msg) if not bar.disable else print(msg, file=sys.stderr, flush=True)
                 st["wall_seconds"] = time.perf_counter() - t_start
+                if os.path.isfile(os.path.join(out_dir, METRICS_FILE)):  # the finished run --overwrite replaces
+                    shutil.rmtree(out_dir)
                 _checkpoint(state_file, st, model, opt, sched, run_config)
         st["stage"] += 1
         st["stage_step"] = 0
