@@ -245,7 +245,7 @@ def _params():
         yield pytest.param(argv, expected, pre, id=name, marks=marks)
 
 
-@pytest.mark.parametrize("argv, expected, pre", _params())
+@pytest.mark.parametrize("argv, expected, pre", list(_params()))
 def test_bad_input_is_one_clear_line_exit_2_and_leaves_nothing(tmp_path, capsys, monkeypatch, ctx, argv, expected,
                                                                pre):
     monkeypatch.delenv("XTC_DEBUG", raising=False)
