@@ -275,3 +275,14 @@ def test_overwrite_replaces_a_finished_run_only_once_the_new_one_checkpoints(tmp
     rec = finetune("sst2", tiny_model_dir, out, CFG, glue_dir=glue_dir, overwrite=True, quiet=True)
     assert rec["config"]["epochs"] == 3 and json.load(open(os.path.join(out, "metrics.json")))["steps"] == 12
     assert not os.path.exists(os.path.join(out, "stale_extra.bin"))  # the old run is gone, not mixed in
+
+
+def test_killed_augment_temp_is_cleaned_by_the_next_run(tmp_path, tiny_model_dir, glue_dir):
+    from xtc.augment import augment
+
+    out = tmp_path / "aug.jsonl"
+    stale, live = tmp_path / f".aug.jsonl.{DEAD_PID}.tmp", tmp_path / ".aug.jsonl.1.tmp"  # pid 1 is running
+    stale.write_text("partial")
+    live.write_text("partial")
+    augment("sst2", tiny_model_dir, str(out), copies=1, max_samples=4, glue_dir=glue_dir, quiet=True)
+    assert not stale.exists() and live.exists() and len(out.read_text().splitlines()) == 8
