@@ -14,7 +14,8 @@ from xtc.quant import QuantSpec
 from xtc.teacher_cache import TeacherCache, plan_cache
 from xtc.train import TrainConfig
 
-CFG = TrainConfig(epochs=3, lr=1e-2, batch_size=8, eval_every=3, warmup_epochs=0.5, seed=5)
+# fp32: the live-vs-cached comparison needs the live teacher in fp32 too (under bf16 it runs in the autocast region)
+CFG = TrainConfig(epochs=3, lr=1e-2, batch_size=8, eval_every=3, warmup_epochs=0.5, seed=5, precision="fp32")
 
 
 def _data(n=21, seed=0):

@@ -6,6 +6,7 @@ import json
 import os
 import sys
 
+from xtc.precision import PRECISIONS
 from xtc.tasks import TASKS, get_task
 
 
@@ -27,6 +28,10 @@ def _train_args(p: argparse.ArgumentParser, epochs: float, lr: float) -> None:
     g.add_argument("--seed", type=int, default=42)
     g.add_argument("--no-group-by-length", dest="group_by_length", action="store_false",
                    help="plain random batches instead of batches of similar length (less padding)")
+    g.add_argument("--precision", default="auto", choices=PRECISIONS,
+                   help="training matmuls in bf16 (autocast; weights, optimizer state and losses stay fp32) or "
+                   "fp32; auto: bf16 where the device has native bf16 (CPU AMX/AVX512-BF16, CUDA), else fp32. "
+                   "Evaluation is always fp32. The choice and its reason go to metrics.json")
     d = p.add_argument_group("data and run")
     d.add_argument("--glue-dir", help="download_glue_data.py folder (default: $XTC_GLUE_DIR, else the HF hub)")
     d.add_argument("--max-train-samples", type=int, help="use only the first N training examples")
@@ -45,7 +50,7 @@ def _train_config(a):
     return TrainConfig(epochs=a.epochs, lr=a.lr, batch_size=a.batch_size, eval_batch_size=a.eval_batch_size,
                        max_seq_length=a.max_seq_length, weight_decay=a.weight_decay,
                        warmup_epochs=a.warmup_epochs, eval_every=a.eval_every, seed=a.seed,
-                       group_by_length=a.group_by_length)
+                       group_by_length=a.group_by_length, precision=a.precision)
 
 
 def cmd_tasks(a) -> None:

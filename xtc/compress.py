@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
@@ -15,6 +15,7 @@ from xtc.distill import (KDConfig, evenly_spaced_layers, forward_with_internals,
                          parse_layer_list, reduce_layers)
 from xtc.finetune import label_objective
 from xtc.models import load_classifier, load_tokenizer, pick_device
+from xtc.precision import resolve_precision
 from xtc.quant import QuantSpec, apply_quantization, model_size
 from xtc.tasks import get_task
 from xtc.teacher_cache import TeacherCache, plan_cache
@@ -106,13 +107,15 @@ def compress(task_name: str, teacher_dir: str, out_dir: str, cfg: TrainConfig, s
             os.path.join(teacher_dir, "config.json")):
         raise FileNotFoundError(f"--teacher {teacher_dir} is not a fine-tuned model folder; make one with "
                                 f"`xtc finetune --task {task.name} --out DIR`")
+    dev = pick_device(device)
+    precision = resolve_precision(cfg.precision, dev)
+    cfg = replace(cfg, precision=precision.precision)  # the run records (and resumes with) what it used
     run_config = {"command": "compress", "task": task.name, "teacher": teacher_dir, "init": init,
                   "train_file": train_file, **asdict(cfg), "quant": spec.to_dict(), **asdict(cc),
                   "kd_weights": asdict(kd_cfg), "max_train_samples": max_train_samples,
                   "max_eval_samples": max_eval_samples}
     run_config["kd_terms"] = list(cc.kd_terms)
     resume = prepare_run_folder(out_dir, run_config, overwrite)
-    dev = pick_device(device)
     set_seed(cfg.seed)
 
     teacher = load_classifier(teacher_dir)
@@ -161,6 +164,7 @@ def compress(task_name: str, teacher_dir: str, out_dir: str, cfg: TrainConfig, s
               "layers": {"student": student.config.num_hidden_layers, "teacher": teacher.config.num_hidden_layers,
                          "teacher_layers": teacher_layers},
               "layer_map": asdict(lmap), "kd": cc.kd, "loss_terms": result["final_loss_terms"],
+              "precision": precision.to_dict(),
               "teacher_cache": {"used": cache is not None, "reason": plan.reason, "bytes": plan.bytes},
               "size": {**size, "teacher_fp32_bytes": teacher_size["fp32_bytes"],
                        "ratio_to_teacher": teacher_size["fp32_bytes"] / size["quantized_bytes"]},

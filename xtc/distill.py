@@ -16,6 +16,8 @@ from torch import nn
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
+from xtc.precision import full_precision
+
 # -----------------------------------------------------------------------------
 # layer reduction
 
@@ -228,32 +230,40 @@ def kd_loss(
     terms=TERMS,
     attention_mask=None,
 ):
-    """Weighted sum of the requested KD terms; returns (loss, {term: unweighted value as float})."""
+    """Weighted sum of the requested KD terms; returns (loss, {term: unweighted value as float}).
+    Computed in fp32 whatever the models ran in (bf16 would round the squared differences and their sums)."""
     unknown = set(terms) - set(TERMS)
     if unknown or not terms:
         raise ValueError(f"unknown or no KD terms {sorted(unknown) or list(terms)}; choose from {TERMS}")
+    with full_precision(student.logits.device.type):
+        return _kd_loss(student, teacher, layer_map, cfg, regression, terms, attention_mask)
+
+
+def _kd_loss(student, teacher, layer_map, cfg, regression, terms, attention_mask):
     loss, logs = 0.0, {}
     if "logit" in terms:
+        s_logits, t_logits = student.logits.float(), teacher.logits.float()
         if regression:
-            v = F.mse_loss(student.logits, teacher.logits)
+            v = F.mse_loss(s_logits, t_logits)
         else:
             # Soft CE minus the teacher's entropy (a constant), i.e. KL: the recipe's gradient exactly, but the
             # logged value is 0 when the student matches the teacher, so it reads as a distance.
-            v = soft_cross_entropy(student.logits, teacher.logits, cfg.temperature) - soft_cross_entropy(
-                teacher.logits, teacher.logits, cfg.temperature)
+            v = soft_cross_entropy(s_logits, t_logits, cfg.temperature) - soft_cross_entropy(
+                t_logits, t_logits, cfg.temperature)
         loss = loss + cfg.logit_weight * v
         logs["logit"] = v.item()
     if "hidden" in terms:
         if student.hidden_states is None or teacher.hidden_states is None:
             raise ValueError("the hidden term needs forward_with_internals(..., hidden=True) for both models")
-        v = sum(_hidden_mse(student.hidden_states[i], teacher.hidden_states[j], attention_mask) for i, j in layer_map.hidden)
+        v = sum(_hidden_mse(student.hidden_states[i].float(), teacher.hidden_states[j].float(), attention_mask)
+                for i, j in layer_map.hidden)
         loss = loss + cfg.hidden_weight * v
         logs["hidden"] = v.item()
     if "attention" in terms:
         if student.attention_scores is None or teacher.attention_scores is None:
             raise ValueError("the attention term needs forward_with_internals(..., attentions=True) for both models")
         v = sum(
-            _attention_mse(student.attention_scores[i], teacher.attention_scores[j], attention_mask)
+            _attention_mse(student.attention_scores[i].float(), teacher.attention_scores[j].float(), attention_mask)
             for i, j in layer_map.attention
         )
         loss = loss + cfg.attention_weight * v
@@ -262,7 +272,9 @@ def kd_loss(
 
 
 def label_loss(logits, labels, regression: bool) -> torch.Tensor:
-    """Plain supervised loss on the labels ("no KD"): cross entropy, or MSE for regression (STS-B)."""
-    if regression:
-        return F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype).view(-1))
-    return F.cross_entropy(logits, labels.view(-1))
+    """Plain supervised loss on the labels ("no KD"): cross entropy, or MSE for regression (STS-B); in fp32."""
+    with full_precision(logits.device.type):
+        logits = logits.float()
+        if regression:
+            return F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype).view(-1))
+        return F.cross_entropy(logits, labels.view(-1))

@@ -21,6 +21,7 @@ from xtc.checkpoint import (check_out_folder, clean_stale_temps, discard_unfinis
                             load_state, save_state)
 from xtc.data import Encoded, collate, eval_batches, train_batches
 from xtc.metrics import task_metrics
+from xtc.precision import PRECISIONS, autocast, resolve_precision
 from xtc.tasks import Task
 
 STATE_DIR = ".xtc_state"  # inside the run folder while a run is unfinished
@@ -40,6 +41,11 @@ class TrainConfig:
     eval_every: int = 1000  # steps; evaluation also runs at every epoch end
     seed: int = 42
     group_by_length: bool = True
+    precision: str = "auto"  # one of PRECISIONS; auto: bf16 where the device has it natively (xtc/precision.py)
+
+    def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
 
 LossFn = Callable[[torch.nn.Module, dict], tuple[torch.Tensor, dict[str, float]]]
@@ -191,6 +197,7 @@ def train(model, stages: list[Stage], train_data: Encoded, eval_sets: dict[str, 
     """Run every stage; return a summary (best metrics, history, throughput). The best weights are left
     loaded in `model`. A checkpoint is written at every evaluation so an interrupted run resumes exactly."""
     model.to(device)
+    precision = resolve_precision(cfg.precision, device).precision  # callers pass it resolved; "auto" also works
     steps_per_epoch = math.ceil(len(train_data) / cfg.batch_size)
     stage_steps = [max(1, math.ceil(s.epochs * steps_per_epoch)) for s in stages]
     state_file = os.path.join(out_dir, STATE_DIR)  # a folder: see xtc/checkpoint.py
@@ -228,7 +235,8 @@ def train(model, stages: list[Stage], train_data: Encoded, eval_sets: dict[str, 
             model.train()
             batch = to_device(collate(train_data, epoch_batches[pos]), device)
             batch["index"] = torch.tensor(epoch_batches[pos])  # which examples: for a teacher-output cache
-            loss, terms = stage.loss_fn(model, batch)
+            with autocast(precision, device):  # forward + loss; backward and the optimizer step stay outside
+                loss, terms = stage.loss_fn(model, batch)
             if not math.isfinite(float(loss.detach())):  # a diverged run cannot recover: stop, keep nothing
                 discard_unfinished_run(out_dir, STATE_DIR)
                 raise NonFiniteLossError(f"the training loss became {float(loss.detach())} at step "

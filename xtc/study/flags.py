@@ -34,7 +34,7 @@ def data_flags(config: dict, what: str = "train") -> str:
         flags.append(f"--max-eval-samples {int(d['max_eval_samples'])}")
     flags += [f"--max-seq-length {int(d['max_seq_length'])}", f"--batch-size {int(t['batch_size'])}",
               f"--eval-batch-size {int(t['eval_batch_size'])}", f"--eval-every {int(t['eval_every'])}",
-              f"--warmup-epochs {t['warmup_epochs']:g}"]
+              f"--warmup-epochs {t['warmup_epochs']:g}", f"--precision {t['precision']}"]
     if what != "teacher":
         flags.append(f"--teacher-cache-gb {t['teacher_cache_gb']:g}")
     if t.get("device"):
