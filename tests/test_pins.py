@@ -219,3 +219,17 @@ def test_f1_without_any_positive_is_zero():
     from xtc.metrics import split_metrics
 
     assert split_metrics(get_task("mrpc"), [0, 0, 0], [0, 0, 0]) == {"accuracy": 1.0, "f1": 0.0}
+
+
+@pytest.mark.parametrize("bits, ok", [(b, True) for b in (1, 2, 3, 4, 5, 6, 7, 8, 32)] +
+                         [(b, False) for b in (0, 9, 16, 31, 33)])
+def test_every_supported_weight_width_and_no_other(bits, ok):
+    """Mutation survivors: a changed member of WEIGHT_BITS (e.g. 3 -> 4) went unnoticed. (ACT_BITS is left to the
+    validation rework that narrows --abits.)"""
+    from xtc.quant import QuantSpec
+
+    if ok:
+        assert QuantSpec(wbits=bits).validate().wbits == bits
+    else:
+        with pytest.raises(ValueError, match=f"wbits={bits} is not supported"):
+            QuantSpec(wbits=bits).validate()
