@@ -11,19 +11,20 @@ rule study_config:
     benchmark:
         f"{RUNS}/benchmarks/study_config.tsv"
     params:
-        text=study.dump_config(STUDY),
+        text=study.dump_config(config),
     threads: 1
     conda:
         "../envs/xtc.yaml"
     shell:
-        "printf '%s\\n' {params.text:q} > {output} 2> {log}"
+        "printf '%s\\n' {params.text:q} > {output:q} 2> {log:q}"
 
 
 rule aggregate:
-    """Tidy runs.csv (one row per run and metric), summary.csv over seeds, missing.csv."""
+    """Tidy runs.csv (one row per run and metric), summary.csv over seeds, missing.csv (empty unless the
+    config allows an incomplete study)."""
     input:
         config=rules.study_config.output[0],
-        runs=finished_runs,
+        runs=study_outputs,
     output:
         runs=f"{RESULTS}/runs.csv",
         summary=report(f"{RESULTS}/summary.csv", caption="../report/summary.rst", category="Results"),
@@ -36,6 +37,7 @@ rule aggregate:
     params:
         runs_dir=RUNS,
         out_dir=lambda wildcards, output: os.path.dirname(output.runs),
+        allow_incomplete="--allow-incomplete" if ALLOW_INCOMPLETE else "",
     threads: res("aggregate", "threads", 1)
     resources:
         mem_mb=res("aggregate", "mem_mb", 2000),
@@ -43,8 +45,8 @@ rule aggregate:
     conda:
         "../envs/xtc.yaml"
     shell:
-        "xtc study aggregate --config {input.config} --runs-dir {params.runs_dir} --out-dir {params.out_dir} "
-        "> {log} 2>&1"
+        "xtc study aggregate --config {input.config:q} --runs-dir {params.runs_dir:q} --out-dir {params.out_dir:q} "
+        "{params.allow_incomplete} > {log:q} 2>&1"
 
 
 rule tables:
@@ -70,8 +72,8 @@ rule tables:
     conda:
         "../envs/xtc.yaml"
     shell:
-        "xtc study tables --config {input.config} --results-dir {params.results} "
-        "--out-dir {params.out_dir} > {log} 2>&1"
+        "xtc study tables --config {input.config:q} --results-dir {params.results:q} "
+        "--out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 rule claims:
@@ -95,7 +97,7 @@ rule claims:
     conda:
         "../envs/xtc.yaml"
     shell:
-        "xtc study claims --config {input.config} --results-dir {params.results} --out {output} > {log} 2>&1"
+        "xtc study claims --config {input.config:q} --results-dir {params.results:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule figures:
@@ -121,5 +123,5 @@ rule figures:
     conda:
         "../envs/xtc.yaml"
     shell:
-        "MPLBACKEND=Agg xtc study figures --config {input.config} --results-dir {params.results} "
-        "--out-dir {params.out_dir} > {log} 2>&1"
+        "MPLBACKEND=Agg xtc study figures --config {input.config:q} --results-dir {params.results:q} "
+        "--out-dir {params.out_dir:q} > {log:q} 2>&1"

@@ -4,23 +4,17 @@
 rule augment:
     """Write the task's training examples plus N augmented copies (JSONL for `xtc compress --train-file`)."""
     input:
-        teacher=f"{RUNS}/teacher/task~{{task}}/metrics.json",
+        teacher=paths.metrics_file(RUNS, paths.teacher_run_id("{task}")),
     output:
-        study.augment_file(RUNS, "{task}"),
+        paths.augment_file(RUNS, "{task}"),
     log:
-        f"{RUNS}/logs/augment/task~{{task}}.log",
+        paths.log_file(RUNS, paths.augment_job("{task}")),
     benchmark:
-        f"{RUNS}/benchmarks/augment/task~{{task}}.tsv"
+        paths.benchmark_file(RUNS, paths.augment_job("{task}"))
     params:
-        # candidates come from this model: its masked-LM head if it has one, else its word embeddings
-        model=lambda wildcards, input: STUDY["augment"].get("model") or os.path.dirname(input.teacher),
-        copies=STUDY["augment"]["copies"],
-        replace_prob=STUDY["augment"]["replace_prob"],
-        candidates=STUDY["augment"]["candidates"],
-        seed=STUDY["augment"]["seed"],
-        pair_mode=STUDY["augment"]["pair_mode"],
-        stop_words="--replace-stop-words" if STUDY["augment"]["replace_stop_words"] else "",
-        data=study.augment_flags(STUDY),
+        # candidates come from augment.model: its masked-LM head if it has one, else its word embeddings
+        # (default: the task's fine-tuned teacher); the flags are built once, xtc.study.augment_flags
+        args=lookup(dpath="{task}", within=AUGMENT_ARGS),
     threads: res("augment", "threads", 1)
     resources:
         mem_mb=res("augment", "mem_mb", 4000),
@@ -30,6 +24,4 @@ rule augment:
     conda:
         "../envs/xtc.yaml"
     shell:
-        "xtc augment --task {wildcards.task} --teacher {params.model} --out {output} --copies {params.copies} "
-        "--replace-prob {params.replace_prob} --candidates {params.candidates} --seed {params.seed} "
-        "--pair-mode {params.pair_mode} {params.stop_words} {params.data} --overwrite --quiet > {log} 2>&1"
+        "xtc augment {params.args} > {log:q} 2>&1"

@@ -1,45 +1,38 @@
-# Shared set-up: config validation, the study grid (xtc/study/grid.py) exposed as a Paramspace, paths, flags.
-import copy
+# Shared set-up: the config validated once, the study grid built once (xtc/study/grid.py: one row per run
+# with its `xtc` flags and input files), the lookups the rules make in it, and the shell prefix.
 import os
+import shlex
 import sys
 
-from snakemake.utils import Paramspace, validate
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
 import xtc.study as study
+from xtc.study import paths
 
 
 try:
-    # the schema (errors name the key, e.g. "config error at axes[2].vary.kd[0]: ...") and the checks a
-    # schema cannot express (budget names, depths vs the teacher, DA needs KD); a normalised copy
-    STUDY = study.validate_config(copy.deepcopy(config))
+    # Snakemake's validate (schema defaults filled in `config`) plus the checks a schema cannot express
+    # (budget names, depths vs the teacher, DA needs KD); errors name the key, e.g. axes[2].vary.kd[0]
+    study.validate_config(config)
 except study.ConfigError as exc:
     raise ValueError(f"invalid study config: {exc}") from None
-validate(config, "../schemas/config.schema.yaml")  # Snakemake's validation; fills the schema's defaults
 
-RUNS = STUDY["paths"]["runs"]
-RESULTS = STUDY["paths"]["results"]
-FIGURES = STUDY["paths"]["figures"]
-GLUE_DIR = study.resolve_glue_dir(STUDY)
+RUNS = config["paths"]["runs"]
+RESULTS = config["paths"]["results"]
+FIGURES = config["paths"]["figures"]
+ALLOW_INCOMPLETE = config["allow_incomplete"]
+AXES = [a["name"] for a in config["axes"]]
 
-RUNS_TABLE = study.study_runs(STUDY)  # every unique run, teachers first, with the axes it belongs to
-STUDENTS = Paramspace(study.paramspace_frame(STUDY), param_sep="~")
-STUDENT = STUDENTS.wildcard_pattern  # task~{task}/depth~{depth}/.../seed~{seed}
-QUANTIZED = [study.student_key(r) for r in RUNS_TABLE.to_dict("records")
-             if r["kind"] == "student" and r["wbits"] < 32]
-AXES = [a["name"] for a in STUDY["axes"]]
+RUNS_TABLE = study.study_runs(config)  # every unique run, teachers first: settings, axes, args, inputs
+RUN_INPUTS = dict(zip(RUNS_TABLE["run_id"], RUNS_TABLE["inputs"]))
+QUANTIZED = [paths.run_key(r) for r in RUNS_TABLE.to_dict("records") if r["kind"] == "student" and r["wbits"] < 32]
+AUGMENT_ARGS = {task: study.augment_flags(config, task) for task in config["tasks"]}
+
 
 wildcard_constraints:
+    run=f"{paths.TEACHER_RUN_RE}|{paths.STUDENT_RUN_RE}",
+    key=paths.STUDENT_KEY_RE,
     task="[a-z0-9]+",
-    depth="[0-9]+",
-    wbits="[0-9]+",
-    abits="[0-9]+",
-    kd="[a-z-]+",
-    epochs="[^/]+",
-    lr="[^/]+",
-    da="on|off",
-    init="teacher|step1",
-    seed="[0-9]+",
 
 
 # Every shell: bash strict mode and the repository on PYTHONPATH. With the project's venv (no --sdm conda),
@@ -47,54 +40,52 @@ wildcard_constraints:
 # not activated (`.venv/bin/snakemake`); inside a per-rule conda env, `xtc` is `python -m xtc.cli` of that
 # env. glue_dir 'hub' drops XTC_GLUE_DIR so that xtc reads the Hugging Face hub.
 _prefix = ["set -euo pipefail; ",
-           "export PYTHONPATH=%s${{PYTHONPATH:+:$PYTHONPATH}}; " % workflow.basedir]
+           "export PYTHONPATH=%s${{PYTHONPATH:+:$PYTHONPATH}}; " % shlex.quote(workflow.basedir)]
 if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
     _prefix.append('xtc() {{ python -m xtc.cli "$@"; }}; ')
 else:
-    _prefix.append("export PATH=%s:$PATH; " % os.path.dirname(sys.executable))
+    _prefix.append("export PATH=%s:$PATH; " % shlex.quote(os.path.dirname(sys.executable)))
     _prefix.append('command -v xtc >/dev/null 2>&1 || xtc() {{ python -m xtc.cli "$@"; }}; ')
-if GLUE_DIR is None:
+if study.resolve_glue_dir(config) is None:
     _prefix.append("unset XTC_GLUE_DIR; ")
 shell.prefix("".join(_prefix))
 
 
 def res(rule_name, key, default):
     """A rule's threads/resources from the config's `resources` section."""
-    return STUDY["resources"].get(rule_name, {}).get(key, default)
+    return config["resources"].get(rule_name, {}).get(key, default)
 
 
-def student_row(wildcards):
-    return {"kind": "student", **{c: study.parse_value(c, wildcards[c]) for c in study.STUDENT_COLS}}
+def run_args():
+    """The run's `xtc finetune`/`xtc compress` flags (shell-quoted), from the runs table."""
+    return lookup(query="run_id == '{run}'", within=RUNS_TABLE, cols="args")
 
 
-def student_inputs(wildcards):
-    """The teacher; the step-1 run a reduced-depth quantized student starts from; the augmented data."""
-    row = student_row(wildcards)
-    inputs = {"teacher": f"{RUNS}/teacher/task~{row['task']}/metrics.json"}
-    if row["init"] == "step1":
-        s1 = study.step1_row(STUDY, row["task"], row["depth"], row["seed"])
-        inputs["init"] = f"{RUNS}/{s1['run_id']}/metrics.json"
-    if row["da"] == "on":
-        inputs["train_file"] = study.augment_file(RUNS, row["task"])
-    return inputs
+def run_inputs(wildcards):
+    """The run's teacher, the step-1 run it starts from, its augmented data (runs table `inputs`)."""
+    return RUN_INPUTS[wildcards.run]
 
 
-def student_start_flags(wildcards):
-    """`--layers k` (copy k evenly spaced teacher layers), or `--init STEP1_DIR`; plus `--train-file`."""
-    return study.compress_flags(STUDY, student_row(wildcards))
+def run_folder(wildcards):
+    return paths.run_dir(RUNS, wildcards.run)
 
 
-def run_dir(wildcards, output):
-    return os.path.dirname(output[0])
+def run_state(wildcards):
+    return paths.state_dir(paths.run_dir(RUNS, wildcards.run))
 
 
-DATA_FLAGS = study.data_flags(STUDY)
-TEACHER_DATA_FLAGS = study.data_flags(STUDY, "teacher")
 # a run folder without resume state is stale (Snakemake removed its metrics.json to re-run it): start over
-FRESH_RUN = "if [ ! -d {params.out}/.xtc_state ]; then rm -rf {params.out}; fi; "
+FRESH_RUN = "if [ ! -d {params.state:q} ]; then rm -rf {params.out:q}; fi; "
 
 
-def finished_runs(wildcards):
-    """Every run's metrics.json and every quantized student's size.json (inputs of the aggregation)."""
-    return ([f"{RUNS}/{rid}/metrics.json" for rid in RUNS_TABLE["run_id"]]
-            + [f"{RUNS}/export/{key}/size.json" for key in QUANTIZED])
+def study_outputs(wildcards=None):
+    """Every run's metrics.json and every quantized student's size.json: what the study is made of. Rule
+    `all` asks for them too, so a run lost after the aggregation (a cancelled job, a deleted folder) is
+    trained again. With allow_incomplete, only finished runs (and their exports) count: the aggregation then
+    marks the others as missing instead of training them."""
+    run_ids, keys = list(RUNS_TABLE["run_id"]), QUANTIZED
+    if ALLOW_INCOMPLETE:
+        run_ids = [rid for rid in run_ids if os.path.exists(paths.metrics_file(RUNS, rid))]
+        finished = set(run_ids)
+        keys = [key for key in keys if paths.student_run_id(key) in finished]
+    return [paths.metrics_file(RUNS, rid) for rid in run_ids] + [paths.size_file(RUNS, key) for key in keys]

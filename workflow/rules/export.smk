@@ -5,14 +5,14 @@
 rule export:
     """Pack a quantized student (1-bit: 8 signs/byte, ternary: 5 trits/byte) and record its sizes."""
     input:
-        f"{RUNS}/student/{STUDENT}/metrics.json",
+        paths.metrics_file(RUNS, paths.student_run_id("{key}")),
     output:
-        packed=f"{RUNS}/export/{STUDENT}/model.xtc",
-        size=f"{RUNS}/export/{STUDENT}/size.json",
+        packed=paths.export_file(RUNS, "{key}"),
+        size=paths.size_file(RUNS, "{key}"),
     log:
-        f"{RUNS}/logs/export/{STUDENT}.log",
+        paths.log_file(RUNS, paths.export_job("{key}")),
     benchmark:
-        f"{RUNS}/benchmarks/export/{STUDENT}.tsv"
+        paths.benchmark_file(RUNS, paths.export_job("{key}"))
     params:
         model=lambda wildcards, input: os.path.dirname(input[0]),
     threads: res("export", "threads", 1)
@@ -24,4 +24,4 @@ rule export:
     conda:
         "../envs/xtc.yaml"
     shell:
-        "xtc export --model {params.model} --out {output.packed} --overwrite > {output.size} 2> {log}"
+        "xtc export --model {params.model:q} --out {output.packed:q} --overwrite > {output.size:q} 2> {log:q}"

@@ -1,24 +1,26 @@
-# Stages 1-2: every student of the grid, one `xtc compress` each. The wildcards are the Paramspace columns
-# of xtc.study.STUDENT_COLS, so the folder names every setting and a run shared by several axes exists once.
+# Stages 1-2: every student of the grid, one `xtc compress` each. A student's id names every setting
+# (xtc.study.paths: student/task~T/depth~k/.../seed~s), so a run shared by several axes exists once; its
+# flags and inputs come from the runs table, looked up by that id:
 #   init~teacher: layer reduction (--layers k) and/or quantization straight from the teacher;
-#   init~step1:   XTC step 2, quantization starting from the fp32 layer-reduced step-1 run.
+#   init~step1:   XTC step 2, quantization starting from the fp32 layer-reduced step-1 run (--init).
 
 
 rule student:
     """Train one student: layer reduction, weight/activation quantization and KD as its folder name says."""
     input:
-        unpack(student_inputs),
+        unpack(run_inputs),
     output:
-        f"{RUNS}/student/{STUDENT}/metrics.json",
+        paths.metrics_file(RUNS, "{run}"),
     log:
-        f"{RUNS}/logs/student/{STUDENT}.log",
+        paths.log_file(RUNS, "{run}"),
     benchmark:
-        f"{RUNS}/benchmarks/student/{STUDENT}.tsv"
+        paths.benchmark_file(RUNS, "{run}")
+    wildcard_constraints:
+        run=paths.STUDENT_RUN_RE,
     params:
-        out=run_dir,
-        teacher=lambda wildcards, input: os.path.dirname(input.teacher),
-        start=student_start_flags,
-        data=DATA_FLAGS,
+        out=run_folder,
+        state=run_state,
+        args=run_args(),
     threads: res("student", "threads", 1)
     resources:
         mem_mb=res("student", "mem_mb", 4000),
@@ -28,6 +30,4 @@ rule student:
     conda:
         "../envs/xtc.yaml"
     shell:
-        FRESH_RUN + "xtc compress --task {wildcards.task} --teacher {params.teacher} --out {params.out} "
-        "{params.start} --wbits {wildcards.wbits} --abits {wildcards.abits} --kd {wildcards.kd} "
-        "--epochs {wildcards.epochs} --lr {wildcards.lr} --seed {wildcards.seed} {params.data} > {log} 2>&1"
+        FRESH_RUN + "xtc compress {params.args} > {log:q} 2>&1"

@@ -1,21 +1,21 @@
-# Stage 0: one fine-tuned teacher per task; every student of the task distils from it.
+# Stage 0: one fine-tuned teacher per task; every student of the task distils from it. The run's flags
+# come from the runs table (xtc.study.study_runs), looked up by its id `teacher/task~T`.
 
 
 rule teacher:
     """Fine-tune the teacher (labels only) on a task; keeps the best dev checkpoint."""
     output:
-        f"{RUNS}/teacher/task~{{task}}/metrics.json",
+        paths.metrics_file(RUNS, "{run}"),
     log:
-        f"{RUNS}/logs/teacher/task~{{task}}.log",
+        paths.log_file(RUNS, "{run}"),
     benchmark:
-        f"{RUNS}/benchmarks/teacher/task~{{task}}.tsv"
+        paths.benchmark_file(RUNS, "{run}")
+    wildcard_constraints:
+        run=paths.TEACHER_RUN_RE,
     params:
-        out=run_dir,
-        model=STUDY["teacher"]["model"],
-        epochs=STUDY["teacher"]["epochs"],
-        lr=STUDY["teacher"]["lr"],
-        seed=STUDY["teacher"]["seed"],
-        data=TEACHER_DATA_FLAGS,
+        out=run_folder,
+        state=run_state,
+        args=run_args(),
     threads: res("teacher", "threads", 1)
     resources:
         mem_mb=res("teacher", "mem_mb", 4000),
@@ -25,5 +25,4 @@ rule teacher:
     conda:
         "../envs/xtc.yaml"
     shell:
-        FRESH_RUN + "xtc finetune --task {wildcards.task} --model {params.model} --out {params.out} "
-        "--epochs {params.epochs} --lr {params.lr} --seed {params.seed} {params.data} > {log} 2>&1"
+        FRESH_RUN + "xtc finetune {params.args} > {log:q} 2>&1"

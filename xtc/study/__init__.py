@@ -4,11 +4,12 @@ The Snakemake workflow (`Snakefile`, `workflow/rules/*.smk`) and the `xtc study 
 package, so a run's folder name, its settings and its place in the study are defined once. Its public names
 are all re-exported here (`xtc.study.NAME`); the code lives in one module per concern:
 
+paths      every path of the study: run ids (run_relpath, parse_run_relpath) and the files below the runs root
 config     reading and validating a study config (ConfigError, load_config, validate_config, resolve_epochs)
-paths      run folder names (run_relpath, parse_run_relpath) and the files below the runs root
-grid       the study grid: axes expanded into unique runs (members, study_runs, paramspace_frame)
-flags      the `xtc` flags the Snakemake rules pass (data_flags, compress_flags, augment_flags)
+flags      the shell-quoted `xtc` command line of each job (teacher_flags, student_flags, augment_flags)
+grid       the study grid: axes expanded into unique runs, each with its flags and inputs (members, study_runs)
 aggregate  finished runs into runs.csv / summary.csv / missing.csv (collect, summarize, write_results)
+Each module imports only the ones listed above it (tests/test_study.py checks there is no cycle).
 views      per-axis and teacher views of the results, shared by tables, claims and figures
 tables     paper-style Markdown tables, one per axis
 claims     the recipe's five findings checked against the results
@@ -17,19 +18,23 @@ plan       rough cost estimate of a config (`xtc study plan`)
 versions   package versions and git commit behind the results
 cli        the `xtc study ...` subcommands (register)
 """
-from xtc.study.paths import (STUDENT_COLS, augment_file, benchmark_file, config_key, export_file, fmt_value, log_file,
-                             parse_run_relpath, parse_value, run_key, run_relpath, size_file, student_key, teacher_dir)
-from xtc.study.config import (KD_MODES, KNOWN_AXES, SCHEMA_PATH, check_config, ConfigError, dump_config, load_config,
-                              merge_configs, resolve_epochs, resolve_glue_dir, validate_config)
-from xtc.study.grid import (FACTORS, SETTING_COLS, axis_tasks, members, paramspace_frame, setting_row, step1_row,
-                            study_runs, teacher_row)
-from xtc.study.flags import augment_flags, compress_flags, data_flags
-from xtc.study.aggregate import (MISSING_COLUMNS, RUNS_COLUMNS, SCORE_METRICS, STD_DDOF, SUMMARY_KEYS, collect,
-                                 read_benchmark, read_results, summarize, task_score, write_results)
-from xtc.study.views import METRIC_ABBREV, TASK_TITLES, axis_view, point_averages, teacher_avg, teacher_view
+from xtc.study.paths import (METRICS_FILE, SETTING_COLS, STATE_DIR, STUDENT_KEY_RE, STUDENT_RUN_RE, TEACHER_RUN_RE,
+                             augment_file, augment_job, benchmark_file, config_key, export_file, export_job,
+                             fmt_value, log_file, metrics_file, parse_run_relpath, parse_value, run_dir, run_key,
+                             run_relpath, size_file, state_dir, student_key, student_run_id, teacher_dir, teacher_key,
+                             teacher_run_id)
+from xtc.study.config import (SCHEMA_PATH, ConfigError, check_config, dump_config, load_config, norm_da, read_config,
+                              resolve_epochs, resolve_glue_dir, schema_error_message, validate_config)
+from xtc.study.flags import augment_flags, data_flags, join_flags, student_flags, teacher_flags
+from xtc.study.grid import FACTORS, axis_tasks, members, run_inputs, setting_row, step1_row, study_runs, teacher_row
+from xtc.study.aggregate import (MISSING_COLUMNS, RUNS_COLUMNS, SCORE_METRICS, STD_DDOF, SUMMARY_KEYS,
+                                 IncompleteStudyError, collect, read_benchmark, read_json, read_results, summarize,
+                                 task_score, write_results)
+from xtc.study.views import (METRIC_ABBREV, TASK_TITLES, axis_config, axis_view, isnan, point_averages, teacher_avg,
+                            teacher_view)
 from xtc.study.tables import FACTOR_TITLES, axis_table, point_label, write_tables
 from xtc.study.claims import CLAIMS, VERDICTS, check_claims, claim_budget, claim_da, claim_depth, claim_kd, claim_size
 from xtc.study.figures import FIGURES, WBITS_STYLE, fig_budget, fig_depth, fig_kd, fig_lr, fig_size, make_figures
 from xtc.study.plan import GLUE_DEV_SIZE, GLUE_TOKENS, GLUE_TRAIN_SIZE, estimate_cost
 from xtc.study.versions import write_versions
-from xtc.study.cli import cmd_aggregate, cmd_all, cmd_claims, cmd_figures, cmd_plan, cmd_runs, cmd_tables, register
+from xtc.study.cli import cmd_aggregate, cmd_all, cmd_check, cmd_claims, cmd_figures, cmd_plan, cmd_runs, cmd_tables, register

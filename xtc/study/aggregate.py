@@ -15,8 +15,8 @@ import json
 import math
 import os
 
-from xtc.study.grid import SETTING_COLS, study_runs
-from xtc.study.paths import benchmark_file, run_key, size_file
+from xtc.study.grid import study_runs
+from xtc.study.paths import METRICS_FILE, SETTING_COLS, STATE_DIR, benchmark_file, run_dir, run_key, size_file
 
 STD_DDOF = 1
 
@@ -57,7 +57,11 @@ def read_benchmark(path: str) -> dict:
             "max_rss_mb": col("max_rss") if "max_rss" in head else float("nan")}
 
 
-def _read_json(path: str):
+class IncompleteStudyError(ValueError):
+    """Planned runs without results, where the study must be complete."""
+
+
+def read_json(path: str):
     with open(path) as f:
         return json.load(f)
 
@@ -79,30 +83,29 @@ def collect(config: dict, runs_dir: str):
     rows, missing = [], []
     teacher_bytes: dict[str, float] = {}
     for r in plan.to_dict("records"):
-        d = os.path.join(runs_dir, r["run_id"])
+        d = run_dir(runs_dir, r["run_id"])
         base = {k: r[k] for k in ("run_id", "config_id", "kind", "axes", *SETTING_COLS, "budget")}
-        mfile = os.path.join(d, "metrics.json")
+        mfile = os.path.join(d, METRICS_FILE)
         try:
-            rec = _read_json(mfile)
+            rec = read_json(mfile)
             if rec.get("task") != r["task"] or not isinstance(rec.get("metrics"), dict):
-                raise ValueError(f"metrics.json is for task {rec.get('task')!r}, not {r['task']!r}")
+                raise ValueError(f"{METRICS_FILE} is for task {rec.get('task')!r}, not {r['task']!r}")
         except FileNotFoundError:
-            reason = ("unfinished (resume state present)" if os.path.isdir(os.path.join(d, ".xtc_state"))
-                      else "not run (no metrics.json)")
+            reason = ("unfinished (resume state present)" if os.path.isdir(os.path.join(d, STATE_DIR))
+                      else f"not run (no {METRICS_FILE})")
             missing.append({**base, "reason": reason, "run_dir": d})
             continue
         except (OSError, ValueError) as exc:
-            missing.append({**base, "reason": f"unreadable metrics.json: {exc}", "run_dir": d})
+            missing.append({**base, "reason": f"unreadable {METRICS_FILE}: {exc}", "run_dir": d})
             continue
-        rule = "teacher" if r["kind"] == "teacher" else "student"
-        bench = read_benchmark(benchmark_file(runs_dir, rule, run_key(r)))
+        bench = read_benchmark(benchmark_file(runs_dir, r["run_id"]))
         size = rec.get("size") or {}
         if size.get("teacher_fp32_bytes"):
             teacher_bytes[r["task"]] = float(size["teacher_fp32_bytes"])
         packed = packed_file = None
         if r["kind"] == "student" and r["wbits"] < 32:
             try:
-                rep = _read_json(size_file(runs_dir, run_key(r)))
+                rep = read_json(size_file(runs_dir, run_key(r)))
                 packed, packed_file = float(rep["weights_bytes"]), float(rep["file_bytes"])
             except (OSError, ValueError, KeyError):
                 missing.append({**base, "reason": "no export (packed size unknown)",
@@ -166,9 +169,16 @@ def summarize(config: dict, runs):
     return out[cols]
 
 
-def write_results(config: dict, runs_dir: str, out_dir: str) -> dict:
-    """runs.csv, summary.csv and missing.csv under out_dir; returns the frames."""
+def write_results(config: dict, runs_dir: str, out_dir: str, allow_incomplete: bool = False) -> dict:
+    """runs.csv, summary.csv and missing.csv under out_dir; returns the frames. A planned run (or export)
+    without results raises IncompleteStudyError before anything is written, unless `allow_incomplete`: then
+    missing.csv lists it and the tables mark it."""
     runs, missing = collect(config, runs_dir)
+    if len(missing) and not allow_incomplete:
+        first = "; ".join(f"{r['run_id']} ({r['reason']})" for r in missing.head(3).to_dict("records"))
+        raise IncompleteStudyError(f"{len(missing)} planned runs have no results under {runs_dir}, e.g. {first}; "
+                                   f"train them (rerun the workflow) or accept an incomplete study with "
+                                   f"--allow-incomplete (workflow: --config allow_incomplete=true)")
     summary = summarize(config, runs)
     os.makedirs(out_dir, exist_ok=True)
     runs.to_csv(os.path.join(out_dir, "runs.csv"), index=False)

@@ -7,7 +7,7 @@ import sys
 
 from xtc.study.aggregate import read_results, write_results
 from xtc.study.claims import check_claims
-from xtc.study.config import load_config
+from xtc.study.config import ConfigError, load_config
 from xtc.study.figures import make_figures
 from xtc.study.grid import study_runs
 from xtc.study.plan import estimate_cost
@@ -16,11 +16,14 @@ from xtc.study.versions import write_versions
 
 
 def _cfg(a) -> dict:
-    overrides = {}
-    for kv in a.set or []:
-        import yaml
+    """The validated study config of --config, with the --set overrides (YAML values, dotted keys)."""
+    import yaml
 
-        k, _, v = kv.partition("=")
+    overrides: dict = {}
+    for kv in a.set or []:
+        k, sep, v = kv.partition("=")
+        if not sep or not k:
+            raise ConfigError(f"--set {kv!r}: write KEY=VALUE, e.g. --set seeds=[1] or --set train.batch_size=16")
         cur = overrides
         keys = k.split(".")
         for part in keys[:-1]:
@@ -30,9 +33,23 @@ def _cfg(a) -> dict:
 
 
 def _add_config(p):
-    p.add_argument("--config", action="append", required=True,
-                   help="study config YAML; repeat to merge (later files win), as with Snakemake's --configfile")
+    p.add_argument("--config", required=True,
+                   help="study config YAML: a complete profile (workflow/config/*.yaml) or the study-config.yaml "
+                   "the workflow writes next to the results")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. seeds=[1]")
+
+
+def _add_allow_incomplete(p):
+    p.add_argument("--allow-incomplete", action="store_true",
+                   help="aggregate even when planned runs have no results (missing.csv lists them, the tables "
+                   "mark them); without it a missing run is an error")
+
+
+def cmd_check(a) -> None:
+    config = _cfg(a)
+    runs = study_runs(config)
+    print(f"{a.config}: valid study config ({config.get('profile', 'no profile name')}): "
+          f"{int((runs['kind'] == 'teacher').sum())} teachers, {int((runs['kind'] == 'student').sum())} students")
 
 
 def cmd_runs(a) -> None:
@@ -65,7 +82,7 @@ def cmd_plan(a) -> None:
 
 def cmd_aggregate(a) -> None:
     config = _cfg(a)
-    res = write_results(config, a.runs_dir, a.out_dir)
+    res = write_results(config, a.runs_dir, a.out_dir, allow_incomplete=a.allow_incomplete)
     write_versions(a.runs_dir, os.path.join(a.out_dir, "versions.json"))
     n_done = res["runs"]["run_id"].nunique() if len(res["runs"]) else 0
     miss = res["missing"]
@@ -102,7 +119,7 @@ def cmd_figures(a) -> None:
 
 def cmd_all(a) -> None:
     config = _cfg(a)
-    res = write_results(config, a.runs_dir, a.results_dir)
+    res = write_results(config, a.runs_dir, a.results_dir, allow_incomplete=a.allow_incomplete)
     runs, missing = read_results(a.results_dir)
     write_tables(config, runs, missing, os.path.join(a.results_dir, "tables"))
     check_claims(config, runs, missing).to_csv(os.path.join(a.results_dir, "claims.csv"), index=False)
@@ -115,11 +132,16 @@ def register(sub) -> None:
     """Add `xtc study ...` to the xtc command line."""
     s = sub.add_parser("study", help="the XTC study: run grid, aggregation, tables, claims, figures",
                        description="Library behind the Snakemake workflow: expand a study config into its runs, "
-                       "aggregate finished runs (tolerating missing ones), write tables, the claims check and "
+                       "aggregate finished runs (missing ones only with --allow-incomplete), write tables, the claims check and "
                        "figures.")
     ss = s.add_subparsers(dest="study_command", required=True, metavar="STUDY_COMMAND")
 
-    p = ss.add_parser("runs", help="the unique runs of a config (CSV, or JSON with --json)")
+    p = ss.add_parser("check", help="validate a study config; names the line of a YAML syntax error, which "
+                      "`snakemake --configfile` does not")
+    _add_config(p)
+    p.set_defaults(fn=cmd_check)
+
+    p = ss.add_parser("runs", help="the unique runs of a config with their xtc flags (CSV, or JSON with --json)")
     _add_config(p)
     p.add_argument("--kind", choices=["teacher", "student"])
     p.add_argument("--json", action="store_true")
@@ -133,6 +155,7 @@ def register(sub) -> None:
     _add_config(p)
     p.add_argument("--runs-dir", required=True, help="the runs root (config paths.runs)")
     p.add_argument("--out-dir", required=True, help="results folder")
+    _add_allow_incomplete(p)
     p.set_defaults(fn=cmd_aggregate)
 
     p = ss.add_parser("tables", help="one Markdown table per axis from runs.csv")
@@ -153,9 +176,11 @@ def register(sub) -> None:
     p.add_argument("--out-dir", required=True)
     p.set_defaults(fn=cmd_figures)
 
-    p = ss.add_parser("all", help="aggregate + tables + claims + figures in one go (e.g. on a partial tree)")
+    p = ss.add_parser("all", help="aggregate + tables + claims + figures in one go (a partial tree with "
+                      "--allow-incomplete)")
     _add_config(p)
     p.add_argument("--runs-dir", required=True)
     p.add_argument("--results-dir", required=True)
     p.add_argument("--figures-dir", required=True)
+    _add_allow_incomplete(p)
     p.set_defaults(fn=cmd_all)

@@ -1,54 +1,58 @@
-"""Study config: YAML files merged as Snakemake merges config files, validated against
-workflow/schemas/config.schema.yaml (defaults filled) plus the rules a schema cannot express, and the
-lookups the rest of the study makes in it (GLUE folder, budget name -> epochs).
+"""Study config: validated once against workflow/schemas/config.schema.yaml with Snakemake's own
+`validate` (which fills the schema's defaults), plus `check_config`, the rules a schema cannot express;
+and the lookups the rest of the study makes in it (GLUE folder, budget name -> epochs).
+
+Inside the workflow, Snakemake reads the config files (`--configfile`, `--config`) and common.smk calls
+`validate_config`; the `xtc study ...` commands read one file with `load_config`, which does the same.
 """
 from __future__ import annotations
 
-import copy
 import os
 
-from xtc.tasks import TASKS
-
-KNOWN_AXES = ("budget", "lr", "kd", "da", "bits", "depth", "xtc")
-KD_MODES = ("none", "two-stage", "one-stage")
-
-SCHEMA_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir, "workflow",
-                           "schemas", "config.schema.yaml")
+# the checkout's schema (the workflow and the study commands run from a checkout of xtc-bench)
+SCHEMA_PATH = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir,
+                                            "workflow", "schemas", "config.schema.yaml"))
 
 
 class ConfigError(ValueError):
     """A study config that cannot be used; the message names the key and the fix."""
 
 
-def merge_configs(base: dict, update: dict) -> dict:
-    """Snakemake's merge of config files: nested dicts are merged key by key, everything else replaced."""
-    out = copy.deepcopy(base)
-    for k, v in update.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = merge_configs(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
-
-
-def load_config(paths, overrides: dict | None = None, schema: str | None = None) -> dict:
-    """Read one or more YAML config files (later ones merge over earlier ones, as with Snakemake's
-    `configfile:` + `--configfile`), validate them and return the normalised config."""
+def read_config(path: str) -> dict:
+    """One YAML study config as a dict; a syntax error names the file, line and column."""
     import yaml
 
-    config: dict = {}
-    for p in [paths] if isinstance(paths, str) else paths:
-        with open(p) as f:
-            data = yaml.safe_load(f) or {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"{p}: a study config is a YAML mapping, got {type(data).__name__}")
-        config = merge_configs(config, data)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except OSError as exc:
+        raise ConfigError(f"cannot read study config {path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else path
+        what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        ctx, ctx_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        if ctx and ctx_mark:  # e.g. the unclosed [ that the problem belongs to
+            what += f" ({ctx} at line {ctx_mark.line + 1}, column {ctx_mark.column + 1})"
+        raise ConfigError(f"{where}: YAML syntax error: {what}; fix the YAML there") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a study config is a YAML mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def load_config(path: str, overrides: dict | None = None) -> dict:
+    """Read a complete study config (a profile, or the study-config.yaml the workflow writes), apply
+    `overrides` as Snakemake applies `--config` (snakemake.utils.update_config), and validate it."""
+    from snakemake.utils import update_config
+
+    config = read_config(path)
     if overrides:
-        config = merge_configs(config, overrides)
-    return validate_config(config, schema)
+        update_config(config, overrides)
+    return validate_config(config)
 
 
-def _schema_error_message(err) -> str:
+def schema_error_message(err) -> str:
+    """One line naming the config key of a jsonschema error (e.g. 'config error at axes[2].vary.kd[0]: ...')."""
     where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.absolute_path).lstrip(".")
     msg = f"config error at {where or '<top level>'}: {err.message}"
     inst = err.instance
@@ -62,42 +66,29 @@ def _schema_error_message(err) -> str:
     return msg
 
 
-def validate_config(config: dict, schema: str | None = None) -> dict:
-    """Check a config against workflow/schemas/config.schema.yaml (filling its defaults) and the rules a
-    schema cannot express; return a normalised deep copy. Raises ConfigError with the offending key."""
-    import yaml
+def validate_config(config: dict, schema: str = SCHEMA_PATH) -> dict:
+    """Validate `config` in place with snakemake.utils.validate (schema defaults filled), then check_config.
+    Returns the config. Raises ConfigError naming the offending key."""
+    import jsonschema
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
 
-    config = copy.deepcopy(config)
-    schema = schema or SCHEMA_PATH
-    if os.path.isfile(schema):
-        import jsonschema
-
-        with open(schema) as f:
-            sch = yaml.safe_load(f)
-        _fill_defaults(config, sch)
-        validator = jsonschema.Draft202012Validator(sch)
-        errors = sorted(validator.iter_errors(config), key=lambda e: (len(list(e.absolute_path)), str(e.path)))
-        if errors:
-            raise ConfigError(_schema_error_message(jsonschema.exceptions.best_match(errors)))
+    if not os.path.isfile(schema):
+        raise ConfigError(f"the study config schema {schema} is missing; the study runs from a checkout of "
+                          f"xtc-bench (git checkout -- workflow/schemas)")
+    if not isinstance(config, dict):
+        raise ConfigError("config error: a study config is a mapping of keys")
+    try:
+        validate(config, schema)
+    except WorkflowError as exc:
+        err = exc.__context__  # the jsonschema error Snakemake caught (its message keeps only the text)
+        err = err if isinstance(err, jsonschema.exceptions.ValidationError) else None
+        raise ConfigError(schema_error_message(err) if err else f"config error: {exc}") from None
     return check_config(config)
 
 
-def _fill_defaults(instance, schema) -> None:
-    """Set schema defaults of missing properties, recursively (as snakemake.utils.validate does)."""
-    if not isinstance(instance, dict) or not isinstance(schema, dict):
-        return
-    for name, sub in schema.get("properties", {}).items():
-        if name not in instance and "default" in sub:
-            instance[name] = copy.deepcopy(sub["default"])
-        if name in instance:
-            _fill_defaults(instance[name], sub)
-    items = schema.get("items")
-    if isinstance(items, dict):
-        for x in instance if isinstance(instance, list) else []:
-            _fill_defaults(x, items)
-
-
-def _norm_da(v):
+def norm_da(v) -> str:
+    """A data-augmentation value as 'on'/'off' (YAML reads unquoted on/off as booleans)."""
     if v is True or v == "on":
         return "on"
     if v is False or v == "off":
@@ -106,65 +97,51 @@ def _norm_da(v):
 
 
 def check_config(config: dict) -> dict:
-    """Semantic checks and normalisation (YAML's on/off booleans become 'on'/'off'). Returns the config."""
-    if not isinstance(config, dict):
-        raise ConfigError("config error: the study config must be a mapping")
-    for key in ("teacher", "tasks", "seeds", "budgets", "anchor", "step1", "axes"):
-        if key not in config:
-            raise ConfigError(f"config error: missing required key {key!r}")
-    L = config["teacher"].get("num_layers")
-    if not isinstance(L, int) or L < 1:
-        raise ConfigError(f"config error at teacher.num_layers: the teacher's depth must be a positive integer, "
-                          f"got {L!r}")
-    for t in config["tasks"]:
-        if t not in TASKS:
-            raise ConfigError(f"config error at tasks: unknown task {t!r}; choose from {', '.join(TASKS)}")
+    """The rules a schema cannot express, on a schema-valid config: budget names exist, depths fit the
+    teacher, axis tasks are the config's tasks, axis names are unique, augmentation comes with KD. YAML's
+    on/off booleans become 'on'/'off'. Returns the config (normalised in place)."""
+    config["allow_incomplete"] = config["allow_incomplete"] in (True, "true")  # --config passes text
+    L = config["teacher"]["num_layers"]
     budgets = config["budgets"]
-    for i, o in enumerate(config.get("budget_overrides") or []):
+    for i, o in enumerate(config["budget_overrides"]):
         if o["budget"] not in budgets:
             raise ConfigError(f"config error at budget_overrides[{i}].budget: unknown budget {o['budget']!r}; "
                               f"defined budgets: {', '.join(budgets)}")
 
     def check_value(where, factor, v):
-        if factor == "epochs":
-            if isinstance(v, str) and v not in budgets:
-                raise ConfigError(f"config error at {where}: unknown budget {v!r}; defined budgets: "
-                                  f"{', '.join(budgets)} (or give a number of epochs)")
-            if not isinstance(v, str) and not (isinstance(v, (int, float)) and v > 0):
-                raise ConfigError(f"config error at {where}: epochs must be a budget name or a positive number")
-        elif factor == "depth":
-            d = L if v == "full" else v
-            if not isinstance(d, int) or not 1 <= d <= L:
-                raise ConfigError(f"config error at {where}: depth {v!r} is not in 1..{L} (the teacher has "
-                                  f"{L} layers; 'full' means {L})")
-        elif factor == "da":
-            return _norm_da(v)
-        return v
+        if factor == "epochs" and isinstance(v, str) and v not in budgets:
+            raise ConfigError(f"config error at {where}: unknown budget {v!r}; defined budgets: "
+                              f"{', '.join(budgets)} (or give a number of epochs)")
+        if factor == "depth" and not 1 <= (L if v == "full" else v) <= L:
+            raise ConfigError(f"config error at {where}: depth {v!r} is not in 1..{L} (the teacher has "
+                              f"{L} layers; 'full' means {L})")
+        return norm_da(v) if factor == "da" else v
 
     for k, v in list(config["anchor"].items()):
         config["anchor"][k] = check_value(f"anchor.{k}", k, v)
-    for k, v in list(config["step1"].items()):
-        if k == "epochs":
-            check_value(f"step1.{k}", k, v)
+    check_value("step1.epochs", "epochs", config["step1"]["epochs"])
     names = [a["name"] for a in config["axes"]]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
         raise ConfigError(f"config error at axes: axis names must be unique, repeated: {', '.join(sorted(dup))}")
     for i, axis in enumerate(config["axes"]):
-        for part in ("vary", "set"):
-            for factor, vals in (axis.get(part) or {}).items():
-                vals_list = vals if part == "vary" else [vals]
-                normed = [check_value(f"axes[{i}].{part}.{factor}", factor, v) for v in vals_list]
-                axis.setdefault(part, {})[factor] = normed if part == "vary" else normed[0]
-        if not axis.get("vary"):
-            raise ConfigError(f"config error at axes[{i}] ({axis['name']}): an axis must vary at least one factor")
+        where = f"axes[{i}] ({axis['name']})"
+        axis["vary"] = {f: [check_value(f"axes[{i}].vary.{f}", f, v) for v in vals] for f, vals in axis["vary"].items()}
+        if "set" in axis:
+            axis["set"] = {f: check_value(f"axes[{i}].set.{f}", f, v) for f, v in axis["set"].items()}
         extra = set(axis.get("tasks") or []) - set(config["tasks"])
         if extra:
             raise ConfigError(f"config error at axes[{i}].tasks: {', '.join(sorted(extra))} not in the config's "
                               f"tasks ({', '.join(config['tasks'])})")
-    from xtc.study.grid import members  # not at the top: xtc.study.grid imports this module
-
-    members(config)  # expansion errors (e.g. augmentation without KD) surface now, naming the axis
+        # augmentation needs KD (the teacher labels the augmented inputs); fp32 points are the teacher or a
+        # step-1 run, which never augment
+        point = {**config["anchor"], **axis.get("set", {})}
+        for kd in axis["vary"].get("kd", [point["kd"]]):
+            for da in axis["vary"].get("da", [point["da"]]):
+                quantized = any(w < 32 for w in axis["vary"].get("wbits", [point["wbits"]]))
+                if da == "on" and kd == "none" and quantized:
+                    raise ConfigError(f"config error at {where}: data augmentation (da: on) needs KD (the teacher "
+                                      f"labels the augmented inputs); kd 'none' cannot use it")
     return config
 
 
@@ -172,15 +149,17 @@ def dump_config(config: dict) -> str:
     """The validated config as YAML (what `xtc study ... --config` reads back)."""
     import yaml
 
+    study = {k: v for k, v in config.items() if k != "allow_incomplete"}  # how to aggregate, not the study
     return ("# effective study config: validated, schema defaults filled (written by the workflow)\n"
-            + yaml.safe_dump(config, sort_keys=False, default_flow_style=None, width=110))
+            + yaml.safe_dump(study, sort_keys=False, default_flow_style=None, width=110))
 
 
 def resolve_glue_dir(config: dict, environ=os.environ) -> str | None:
     """config `glue_dir` (a folder, or 'hub' for the Hugging Face hub) wins, then $XTC_GLUE_DIR, then
-    ../shared/glue. Returns an absolute folder, or None for the hub."""
+    ../shared/glue. Returns the folder's canonical absolute path (symlinks and spellings resolved, so that
+    one folder always gives the same flags), or None for the hub."""
     g = config.get("glue_dir") or environ.get("XTC_GLUE_DIR") or "../shared/glue"
-    return None if g == "hub" else os.path.abspath(g)
+    return None if g == "hub" else os.path.realpath(g)
 
 
 def resolve_epochs(config: dict, task: str, value) -> float:

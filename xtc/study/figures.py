@@ -1,17 +1,49 @@
-"""Figures, PNG and PDF: score vs training budget, learning rate, KD mode and depth, and score vs model
-size."""
+"""Figures, PNG and PDF: score vs training budget, learning rate, KD mode and depth, score vs model size, and
+learning curves (dev score vs optimizer step) per weight bit-width. Error bars and bands are 95% t-intervals
+over seeds, as in the tables.
+
+Byte-identical output for the same inputs: every figure is drawn under one fixed style (matplotlib's
+defaults, the bundled DejaVu Sans, a fixed svg.hashsalt), whatever the user's matplotlibrc says, and saved
+without timestamps (PDF: no CreationDate; PNG and PDF: a fixed Software/Creator/Producer string).
+"""
 from __future__ import annotations
 
+import functools
 import math
 import os
+import textwrap
 
 from xtc.study.aggregate import SCORE_METRICS
 from xtc.study.config import resolve_epochs
 from xtc.study.grid import axis_tasks
-from xtc.study.views import (METRIC_ABBREV, TASK_TITLES, _axis, _nan, axis_view, point_averages, teacher_avg,
-                             teacher_view)
+from xtc.study.views import (METRIC_ABBREV, TASK_TITLES, axis_config as _axis, axis_view, isnan as _nan, point_averages,
+                             teacher_avg, teacher_view)
 
 FIGURES = ("budget", "lr", "kd", "depth", "size")
+SOFTWARE = "xtc-bench (matplotlib)"
+STYLE = {"svg.hashsalt": "xtc-bench", "font.family": "DejaVu Sans", "pdf.fonttype": 42, "ps.fonttype": 42,
+         "figure.dpi": 100, "savefig.dpi": 150}
+PDF_METADATA = {"Creator": SOFTWARE, "Producer": SOFTWARE, "CreationDate": None, "ModDate": None}
+PNG_METADATA = {"Software": SOFTWARE}
+
+
+def _styled(fn):
+    """Draw under matplotlib's defaults plus STYLE (the user's rc settings cannot change the bytes)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        import matplotlib
+        import matplotlib.pyplot as plt
+
+        matplotlib.use("Agg")
+        with plt.style.context("default"), matplotlib.rc_context(STYLE):
+            return fn(*args, **kwargs)
+    return wrapper
+
+
+def _half(sd, n) -> float:
+    from xtc.study.tables import ci_half_width
+
+    return ci_half_width(sd, int(n)) if n == n and n is not None else float("nan")
 WBITS_STYLE = {32: ("tab:blue", "o"), 8: ("tab:purple", "P"), 4: ("tab:brown", "X"), 2: ("tab:green", "s"),
                1: ("tab:red", "^")}
 
@@ -36,6 +68,11 @@ def _panel_title(config, name):
     return f"{TASK_TITLES[name]} ({'/'.join(METRIC_ABBREV[m] for m in SCORE_METRICS[name])})"
 
 
+def _suptitle(fig, text):
+    """A figure title wrapped to the figure's width (a one-panel figure is narrow)."""
+    fig.suptitle(textwrap.fill(text, width=int(12 * fig.get_figwidth())), fontsize=11)
+
+
 def _no_data(ax, msg="no finished runs yet"):
     ax.text(0.5, 0.5, msg, ha="center", va="center", transform=ax.transAxes, color="gray")
 
@@ -49,9 +86,9 @@ def _save(fig, out_dir, name):
     os.makedirs(out_dir, exist_ok=True)
     fig.tight_layout()
     paths = []
-    for ext in ("png", "pdf"):
+    for ext, meta in (("png", PNG_METADATA), ("pdf", PDF_METADATA)):
         p = os.path.join(out_dir, f"{name}.{ext}")
-        fig.savefig(p, dpi=150 if ext == "png" else None)
+        fig.savefig(p, dpi=150 if ext == "png" else None, metadata=meta)
         paths.append(p)
     import matplotlib.pyplot as plt
 
@@ -73,8 +110,12 @@ def _line_panels(config, runs, axis, xfun, xlabel, group="wbits", logx=False, fi
     else:
         pts = point_averages(config, view)
         for name, ax in panels.items():
-            src = pts.rename(columns={"avg": "y", "avg_std": "e"}) if name == "avg" else \
-                view[view["task"] == name].rename(columns={"score": "y", "score_std": "e"})
+            if name == "avg":
+                src = pts.rename(columns={"avg": "y"})
+                src = src.assign(e=[_half(a, n) for a, n in zip(src["avg_std"], src["n_seeds_all_tasks"])])
+            else:
+                src = view[view["task"] == name].rename(columns={"score": "y"})
+                src = src.assign(e=[_half(a, n) for a, n in zip(src["score_std"], src["n"])])
             plotted = False
             for g, grp in src.groupby(group, sort=True) if group else [(None, src)]:
                 grp = grp.assign(x=[xfun(r, name) for r in grp.to_dict("records")]).sort_values("x")
@@ -97,17 +138,18 @@ def _line_panels(config, runs, axis, xfun, xlabel, group="wbits", logx=False, fi
                 ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
             ax.set_title(_panel_title(config, name), fontsize=10)
             ax.set_xlabel(xlabel)
-            ax.set_ylabel("dev score (x100)")
+            ax.set_ylabel("dev score (x100), ± 95% CI")
             ax.grid(alpha=0.3)
         first = next(iter(panels.values()))
         handles, labels = first.get_legend_handles_labels()
         if handles:
             first.legend(fontsize=8, loc="best")
     if fig_title:
-        fig.suptitle(fig_title, fontsize=11)
+        _suptitle(fig, fig_title)
     return fig
 
 
+@_styled
 def fig_budget(config, runs, out_dir):
     def x(r, name):
         task = config["tasks"][0] if name == "avg" else name
@@ -118,12 +160,14 @@ def fig_budget(config, runs, out_dir):
     return _save(fig, out_dir, "budget")
 
 
+@_styled
 def fig_lr(config, runs, out_dir):
     fig = _line_panels(config, runs, "lr", lambda r, n: float(r["v_lr"]), "peak learning rate (log scale)",
                        logx=True, fig_title="Learning-rate sensitivity of the quantized student")
     return _save(fig, out_dir, "lr")
 
 
+@_styled
 def fig_depth(config, runs, out_dir):
     L = config["teacher"]["num_layers"]
     fig = _line_panels(config, runs, "xtc", lambda r, n: L if r["v_depth"] == "full" else int(r["v_depth"]),
@@ -135,6 +179,7 @@ def fig_depth(config, runs, out_dir):
     return _save(fig, out_dir, "depth")
 
 
+@_styled
 def fig_kd(config, runs, out_dir):
     import matplotlib.pyplot as plt
     import numpy as np
@@ -157,11 +202,11 @@ def fig_kd(config, runs, out_dir):
                 if name == "avg":
                     sel = pts[pts["v_kd"] == mode]
                     ys.append(float(sel["avg"].iloc[0]) if len(sel) else np.nan)
-                    es.append(float(sel["avg_std"].iloc[0]) if len(sel) else np.nan)
+                    es.append(_half(sel["avg_std"].iloc[0], sel["n_seeds_all_tasks"].iloc[0]) if len(sel) else np.nan)
                 else:
                     sel = view[(view["v_kd"] == mode) & (view["task"] == name)]
                     ys.append(float(sel["score"].iloc[0]) if len(sel) else np.nan)
-                    es.append(float(sel["score_std"].iloc[0]) if len(sel) else np.nan)
+                    es.append(_half(sel["score_std"].iloc[0], sel["n"].iloc[0]) if len(sel) else np.nan)
             xs = np.arange(len(names)) + (i - (len(modes) - 1) / 2) * width
             ax.bar(xs, ys, width, yerr=np.nan_to_num(es), capsize=3, color=colors.get(mode, None),
                    label=f"KD: {mode}")
@@ -176,12 +221,13 @@ def fig_kd(config, runs, out_dir):
         ax.legend(fontsize=8, loc="lower right")
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels([_panel_title(config, n) for n in names], fontsize=8)
-    ax.set_ylabel("dev score (x100)")
+    ax.set_ylabel("dev score (x100), ± 95% CI")
     ax.set_title("Distillation modes at the long budget (1-bit weights, 8-bit activations)", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, out_dir, "kd")
 
 
+@_styled
 def fig_size(config, runs, out_dir):
     import matplotlib
     import matplotlib.pyplot as plt
@@ -209,6 +255,18 @@ def fig_size(config, runs, out_dir):
         for b in sorted({int(w) for w in pts["wbits"]}, reverse=True):
             color, marker = WBITS_STYLE.get(b, ("tab:gray", "o"))
             ax.scatter([], [], color=color, marker=marker, label="fp32 student" if b == 32 else f"W{b}A8 (packed .xtc)")
+    if t_bytes:  # the size claim's threshold (claims.claim_size): where a 1-bit student at half depth must be
+        from xtc.study.claims import half_depth, one_bit_ceiling, paper_size_share, teacher_architecture
+        from xtc.tasks import TASKS
+
+        arch, d = teacher_architecture(config), half_depth(config["teacher"]["num_layers"])
+        if arch is not None:
+            tasks = axis_tasks(config, "xtc")
+            ceiling = sum(one_bit_ceiling(arch, d, TASKS[t].num_labels) for t in tasks) / len(tasks)
+            required = paper_size_share() * ceiling
+            tb = sum(t_bytes) / len(t_bytes)
+            ax.axvline(tb / required / 1e6, color="gray", ls=":", lw=1,
+                       label=f"size claim: {required:.1f}x smaller\n({d}L 1-bit ceiling {ceiling:.1f}x)")
     if t_bytes and not _nan(t_avg):
         tb = sum(t_bytes) / len(t_bytes)
         ax.scatter([tb / 1e6], [t_avg], marker="*", s=220, color="black", label="teacher (fp32)", zorder=4)
@@ -229,11 +287,84 @@ def fig_size(config, runs, out_dir):
     return _save(fig, out_dir, "size")
 
 
-def make_figures(config: dict, runs, out_dir: str) -> list[str]:
-    import matplotlib
+def learning_curve_names(config: dict) -> list[str]:
+    """One learning-curve figure per quantized weight bit-width of the `budget` axis: learning_curve_w<b>."""
+    ax = _axis(config, "budget")
+    if not ax:
+        return []
+    bits = ax["vary"].get("wbits", [(ax.get("set") or {}).get("wbits", config["anchor"]["wbits"])])
+    return [f"learning_curve_w{int(b)}" for b in sorted({int(b) for b in bits if int(b) < 32}, reverse=True)]
 
-    matplotlib.use("Agg")
+
+def figure_names(config: dict, with_history: bool = True) -> list[str]:
+    """Every figure make_figures writes for this config (each as .png and .pdf)."""
+    return list(FIGURES) + (learning_curve_names(config) if with_history else [])
+
+
+
+
+@_styled
+def fig_learning_curves(config, history, runs, out_dir) -> list[str]:
+    """Per quantized bit-width of the `budget` axis: dev score (task score x100) against optimizer steps, one
+    line per budget (mean over seeds at each evaluation, band = 95% t-interval over seeds), the teacher's
+    score dashed. A curve still rising at its last step is an under-trained student."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from xtc.study.grid import members
+    from xtc.study.tables import ci_half_width, point_label
+
+    tasks = axis_tasks(config, "budget")
+    teacher = teacher_view(config, runs)
+    m = members(config)
+    m = m[m["axis"] == "budget"]
+    hist = history[history["metric"] == "score"] if history is not None and len(history) else pd.DataFrame()
+    paths = []
+    for name in learning_curve_names(config):
+        b = int(name.rsplit("w", 1)[1])
+        mb = m[m["wbits"] == b]
+        fig, panels = _panels(tasks, extra_avg=False)
+        budgets = sorted(dict.fromkeys(mb["v_epochs"]), key=lambda v: resolve_epochs(config, tasks[0], v))
+        colors = [plt.cm.viridis(x) for x in ([0.45] if len(budgets) < 2 else
+                                              [0.85 * i / (len(budgets) - 1) for i in range(len(budgets))])]
+        for task, ax in panels.items():
+            plotted = False
+            for i, budget in enumerate(budgets):
+                rids = set(mb[(mb["task"] == task) & (mb["v_epochs"] == budget)]["run_id"])
+                h = hist[hist["run_id"].isin(rids)] if len(hist) else hist
+                if not len(h):
+                    continue
+                g = h.groupby("step")["value"]
+                curve = pd.DataFrame({"y": 100 * g.mean(), "sd": 100 * g.std(ddof=1), "n": g.size()}).reset_index()
+                curve["e"] = [ci_half_width(sd, n) for sd, n in zip(curve["sd"], curve["n"])]
+                color = colors[i]
+                n_seeds = int(h["seed"].nunique())
+                ax.plot(curve["step"], curve["y"], color=color, marker="o", ms=3,
+                        label=f"{point_label(config, 'epochs', budget)}, {n_seeds} seed(s)")
+                band = curve[~curve["e"].isna()]
+                if len(band):
+                    ax.fill_between(band["step"], band["y"] - band["e"], band["y"] + band["e"], color=color,
+                                    alpha=0.15, lw=0)
+                plotted = True
+            _teacher_line(ax, teacher.get(task, {}).get("score", float("nan")))
+            if not plotted:
+                _no_data(ax, "no evaluation history")
+            ax.set_title(_panel_title(config, task), fontsize=10)
+            ax.set_xlabel("optimizer steps")
+            ax.set_ylabel("dev score (x100), ± 95% CI")
+            ax.grid(alpha=0.3)
+            if plotted:
+                ax.legend(fontsize=7, loc="lower right")
+        _suptitle(fig, f"Learning curves: W{b}A8 students of the budget axis (dev score at each evaluation)")
+        paths += _save(fig, out_dir, name)
+    return paths
+
+
+def make_figures(config: dict, runs, out_dir: str, history=None) -> list[str]:
+    """FIGURES, plus the learning curves when `history` (views.read_history / collect_history) is given."""
     paths = []
     for f in (fig_budget, fig_lr, fig_kd, fig_depth, fig_size):
         paths += f(config, runs, out_dir)
+    if history is not None:
+        paths += fig_learning_curves(config, history, runs, out_dir)
     return paths

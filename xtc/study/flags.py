@@ -1,53 +1,80 @@
-"""`xtc` command-line flags the Snakemake rules build from the config, beyond the wildcards."""
+"""The `xtc` command line of every job of the study, built once from the config (the grid stores each run's
+flags in its runs table; the Snakemake rules only look them up). Every value is shell-quoted here, so a
+path with a space or a `;` stays one argument and never runs a command."""
 from __future__ import annotations
 
+import shlex
+
 from xtc.study.config import resolve_glue_dir
-from xtc.study.grid import step1_row
-from xtc.study.paths import augment_file
+from xtc.study.paths import augment_file, fmt_value, run_dir, teacher_dir
 
 
-def compress_flags(config: dict, row) -> str:
-    """The `xtc compress` flags of a student beyond the wildcards: how it starts (layer reduction of the
-    teacher, or the step-1 run) and its augmented training file."""
-    runs_dir = config["paths"]["runs"]
-    flags = []
-    if row["init"] == "step1":
-        s1 = step1_row(config, row["task"], int(row["depth"]), int(row["seed"]))
-        flags.append(f"--init {runs_dir}/{s1['run_id']}")
-    else:
-        flags.append(f"--layers {int(row['depth'])}")
-    if row["da"] == "on":
-        flags.append(f"--train-file {augment_file(runs_dir, row['task'])}")
-    return " ".join(flags)
+def join_flags(pairs) -> str:
+    """'--flag value ...' with every value shell-quoted; a value of True is a bare switch, None is left out."""
+    out = []
+    for flag, value in pairs:
+        if value is None or value is False:
+            continue
+        out.append(flag if value is True else f"{flag} {shlex.quote(str(value))}")
+    return " ".join(out)
 
 
-def data_flags(config: dict, what: str = "train") -> str:
-    """Shared `xtc` flags: GLUE folder, data caps, sequence length and the fixed training settings (of the
-    teacher with `what="teacher"`, else of the students, which add the teacher-output cache budget)."""
+def _data_pairs(config: dict, what: str) -> list:
     d, t = config["data"], config["train"]
     glue = resolve_glue_dir(config)
-    flags = [f"--glue-dir {glue}"] if glue else []
-    mts = config["teacher"].get("max_train_samples") if what == "teacher" else d.get("max_train_samples")
-    if mts:
-        flags.append(f"--max-train-samples {int(mts)}")
-    if d.get("max_eval_samples"):
-        flags.append(f"--max-eval-samples {int(d['max_eval_samples'])}")
-    flags += [f"--max-seq-length {int(d['max_seq_length'])}", f"--batch-size {int(t['batch_size'])}",
-              f"--eval-batch-size {int(t['eval_batch_size'])}", f"--eval-every {int(t['eval_every'])}",
-              f"--warmup-epochs {t['warmup_epochs']:g}", f"--precision {t['precision']}"]
-    if what != "teacher":
-        flags.append(f"--teacher-cache-gb {t['teacher_cache_gb']:g}")
-    if t.get("device"):
-        flags.append(f"--device {t['device']}")
-    return " ".join(flags)
+    mts = config["teacher"]["max_train_samples"] if what == "teacher" else d["max_train_samples"]
+    return [("--glue-dir", glue), ("--max-train-samples", int(mts) if mts else None),
+            ("--max-eval-samples", int(d["max_eval_samples"]) if d["max_eval_samples"] else None),
+            ("--max-seq-length", int(d["max_seq_length"])), ("--batch-size", int(t["batch_size"])),
+            ("--eval-batch-size", int(t["eval_batch_size"])), ("--eval-every", int(t["eval_every"])),
+            ("--warmup-epochs", f"{t['warmup_epochs']:g}"), ("--precision", t["precision"]),
+            ("--teacher-cache-gb", f"{t['teacher_cache_gb']:g}" if what != "teacher" else None),
+            ("--device", t["device"] or None)]
 
 
-def augment_flags(config: dict) -> str:
-    """`xtc augment` data flags: the GLUE folder and the examples to augment (augment.max_train_samples, else
-    the students' data.max_train_samples, so DA=on runs see the same originals as DA=off runs plus copies)."""
-    glue = resolve_glue_dir(config)
-    flags = [f"--glue-dir {glue}"] if glue else []
-    n = config["augment"].get("max_train_samples") or config["data"].get("max_train_samples")
-    if n:
-        flags.append(f"--max-train-samples {int(n)}")
-    return " ".join(flags)
+def data_flags(config: dict, what: str = "student") -> str:
+    """Flags every training job shares: GLUE folder, data caps, sequence length and the fixed training
+    settings (of the teacher with `what="teacher"`, else of the students, which add the teacher-output cache
+    budget)."""
+    return join_flags(_data_pairs(config, what))
+
+
+def teacher_flags(config: dict, row: dict) -> str:
+    """`xtc finetune` flags of a teacher run (a row of the grid)."""
+    t = config["teacher"]
+    return join_flags([("--task", row["task"]), ("--model", t["model"]),
+                       ("--out", run_dir(config["paths"]["runs"], row["run_id"])),
+                       ("--epochs", float(t["epochs"])), ("--lr", float(t["lr"])), ("--seed", int(t["seed"])),
+                       *_data_pairs(config, "teacher")])
+
+
+def student_flags(config: dict, row: dict) -> str:
+    """`xtc compress` flags of a student run (a row of the grid, with its `init_run`): layer reduction of the
+    teacher (`--layers k`) or the step-1 run it starts from (`--init`), quantization, KD, budget, and the
+    augmented training file when da is on. Settings are written as in the run's folder name."""
+    runs = config["paths"]["runs"]
+    v = {c: fmt_value(c, row[c]) for c in ("depth", "wbits", "abits", "kd", "epochs", "lr", "seed")}
+    step1 = row["init"] == "step1"
+    return join_flags([("--task", row["task"]), ("--teacher", teacher_dir(runs, row["task"])),
+                       ("--out", run_dir(runs, row["run_id"])),
+                       ("--layers", None if step1 else v["depth"]),
+                       ("--init", run_dir(runs, row["init_run"]) if step1 else None),
+                       ("--train-file", augment_file(runs, row["task"]) if row["da"] == "on" else None),
+                       ("--wbits", v["wbits"]), ("--abits", v["abits"]), ("--kd", v["kd"]),
+                       ("--epochs", v["epochs"]), ("--lr", v["lr"]), ("--seed", v["seed"]),
+                       *_data_pairs(config, "student")])
+
+
+def augment_flags(config: dict, task: str) -> str:
+    """`xtc augment` flags of a task: candidates from `augment.model` (default: the task's fine-tuned
+    teacher), the examples to augment (augment.max_train_samples, else the students' data.max_train_samples,
+    so DA=on runs see the same originals as DA=off runs plus copies)."""
+    a, runs = config["augment"], config["paths"]["runs"]
+    n = a["max_train_samples"] or config["data"]["max_train_samples"]
+    return join_flags([("--task", task), ("--teacher", a["model"] or teacher_dir(runs, task)),
+                       ("--out", augment_file(runs, task)), ("--copies", a["copies"]),
+                       ("--replace-prob", a["replace_prob"]), ("--candidates", a["candidates"]),
+                       ("--seed", a["seed"]), ("--pair-mode", a["pair_mode"]),
+                       ("--replace-stop-words", a["replace_stop_words"]),
+                       ("--glue-dir", resolve_glue_dir(config)), ("--max-train-samples", int(n) if n else None),
+                       ("--overwrite", True), ("--quiet", True)])

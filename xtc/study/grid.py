@@ -16,19 +16,20 @@ setting to a run, so that equal settings give the same run and are trained once:
 
 Rows are then deduplicated on the run folder; the `axes` column lists every axis a run belongs to (the
 anchor row belongs to all of them). A student's folder names every setting, e.g.
-`student/task~mrpc/depth~6/wbits~1/abits~8/kd~one-stage/epochs~3/lr~5e-05/da~off/init~teacher/seed~1`;
-`run_relpath` and `parse_run_relpath` convert both ways, and the same column order is what Snakemake's
-`Paramspace` turns into wildcards.
+`student/task~mrpc/depth~6/wbits~1/abits~8/kd~one-stage/epochs~3/lr~5e-05/da~off/init~teacher/seed~1`
+(xtc.study.paths). Each run's row also carries its full `xtc` command line (xtc.study.flags) and input
+files, which the Snakemake rules look up by run id.
 """
 from __future__ import annotations
 
 import itertools
 
-from xtc.study.config import ConfigError, _norm_da, resolve_epochs
-from xtc.study.paths import STUDENT_COLS, config_key, fmt_value, run_relpath
+from xtc.study.config import norm_da, resolve_epochs
+from xtc.study.flags import student_flags, teacher_flags
+from xtc.study.paths import (SETTING_COLS, TEACHER, augment_file, config_key, metrics_file, run_relpath,
+                             teacher_run_id)
 
-FACTORS = ("depth", "wbits", "abits", "kd", "epochs", "lr", "da")
-SETTING_COLS = ("task", "depth", "wbits", "abits", "kd", "epochs", "lr", "da", "init", "seed")
+FACTORS = ("depth", "wbits", "abits", "kd", "epochs", "lr", "da")  # what an axis varies
 
 
 def teacher_row(config: dict, task: str) -> dict:
@@ -50,7 +51,7 @@ def step1_row(config: dict, task: str, depth: int, seed: int) -> dict:
     return row
 
 
-def setting_row(config: dict, task: str, seed: int, raw: dict, where: str = "") -> dict:
+def setting_row(config: dict, task: str, seed: int, raw: dict) -> dict:
     """Map one axis point (raw factor values; budget names allowed) to a run (see the module docstring)."""
     L = config["teacher"]["num_layers"]
     depth = L if raw["depth"] == "full" else int(raw["depth"])
@@ -59,11 +60,8 @@ def setting_row(config: dict, task: str, seed: int, raw: dict, where: str = "") 
         return teacher_row(config, task) if depth == L else step1_row(config, task, depth, seed)
     row = {"kind": "student", "task": task, "depth": depth, "wbits": wbits, "abits": int(raw["abits"]),
            "kd": raw["kd"], "epochs": resolve_epochs(config, task, raw["epochs"]), "lr": float(raw["lr"]),
-           "da": _norm_da(raw["da"]), "init": "teacher" if depth == L else "step1", "seed": int(seed),
+           "da": norm_da(raw["da"]), "init": "teacher" if depth == L else "step1", "seed": int(seed),
            "budget": raw["epochs"] if isinstance(raw["epochs"], str) else ""}
-    if row["da"] == "on" and row["kd"] == "none":
-        raise ConfigError(f"config error{' at ' + where if where else ''}: data augmentation (da: on) needs KD "
-                          f"(the teacher labels the augmented inputs); kd 'none' cannot use it")
     row["run_id"] = run_relpath(row)
     return row
 
@@ -82,21 +80,36 @@ def members(config: dict):
     import pandas as pd
 
     rows = []
-    for ai, axis in enumerate(config["axes"]):
+    for axis in config["axes"]:
         vary = axis["vary"]
         factors = list(vary)
         for pi, combo in enumerate(itertools.product(*(vary[f] for f in factors))):
             raw = {**config["anchor"], **(axis.get("set") or {}), **dict(zip(factors, combo))}
             for task in axis_tasks(config, axis["name"]):
                 for seed in config["seeds"]:
-                    r = setting_row(config, task, seed, raw, f"axes[{ai}] ({axis['name']})")
+                    r = setting_row(config, task, seed, raw)
                     rows.append({"axis": axis["name"], "point": pi, **{f"v_{f}": raw[f] for f in factors}, **r})
     return pd.DataFrame(rows)
 
 
+def run_inputs(config: dict, row: dict) -> dict:
+    """The files a run needs before it starts: its teacher, the step-1 run it starts from, its augmented
+    training data (name -> path; none for a teacher)."""
+    runs = config["paths"]["runs"]
+    if row["kind"] == TEACHER:
+        return {}
+    inputs = {"teacher": metrics_file(runs, teacher_run_id(row["task"]))}
+    if row["init"] == "step1":
+        inputs["init"] = metrics_file(runs, row["init_run"])
+    if row["da"] == "on":
+        inputs["train_file"] = augment_file(runs, row["task"])
+    return inputs
+
+
 def study_runs(config: dict):
     """Every unique run of the study, teachers first: settings, kind, budget name(s), the axes it belongs to
-    (';'-separated, config order) and the run it starts from (`init_run`)."""
+    (';'-separated, config order), the run it starts from (`init_run`), and how it runs: its `xtc` command
+    (`command`: finetune or compress), its shell-quoted flags (`args`) and its input files (`inputs`)."""
     import pandas as pd
 
     m = members(config)
@@ -127,8 +140,11 @@ def study_runs(config: dict):
         elif r["init"] == "step1":
             r["init_run"] = step1_row(config, r["task"], r["depth"], r["seed"])["run_id"]
         else:
-            r["init_run"] = f"teacher/task~{r['task']}"
+            r["init_run"] = teacher_run_id(r["task"])
         r["config_id"] = config_key(r["run_id"])
+        r["command"] = "finetune" if r["kind"] == TEACHER else "compress"
+        r["args"] = teacher_flags(config, r) if r["kind"] == TEACHER else student_flags(config, r)
+        r["inputs"] = run_inputs(config, r)
         out.append(r)
     df = pd.DataFrame(out)
     task_order = {t: i for i, t in enumerate(config["tasks"])}
@@ -136,14 +152,5 @@ def study_runs(config: dict):
     df["_t"] = df["task"].map(task_order)
     df = df.sort_values(["_k", "_t", "init", "depth", "wbits", "kd", "epochs", "lr", "da", "seed"],
                         ascending=[True, True, False, False, False, True, True, True, True, True])
-    cols = ["run_id", "kind", "axes", *SETTING_COLS, "budget", "init_run", "config_id"]
+    cols = ["run_id", "kind", "axes", *SETTING_COLS, "budget", "init_run", "config_id", "command", "args", "inputs"]
     return df[cols].reset_index(drop=True)
-
-
-def paramspace_frame(config: dict):
-    """The students as strings in STUDENT_COLS order, for snakemake.utils.Paramspace (its instance
-    patterns are then exactly `student_key`)."""
-    runs = study_runs(config)
-    st = runs[runs["kind"] == "student"]
-    return st[list(STUDENT_COLS)].apply(lambda col: col.map(lambda v, c=col.name: fmt_value(c, v))).reset_index(
-        drop=True)

@@ -1,42 +1,73 @@
-"""Run folder names and the files below the runs root, shared with the Snakefile.
+"""Every path of the study, spelled once: run folder names and the files below the runs root.
 
-A teacher's folder is `teacher/task~T`, a student's `student/<student_key>`: every setting, in STUDENT_COLS
-order (the order Snakemake's Paramspace turns into wildcards). `run_relpath` and `parse_run_relpath` convert
-both ways; `run_key` (the part after `teacher/` or `student/`) also names a run's export, log and benchmark
-files.
+A run's id is its folder relative to the runs root: `teacher/task~T` for a teacher, `student/<student_key>`
+for a student, where the key names every setting in SETTING_COLS order
+(`task~mrpc/depth~6/wbits~1/abits~8/kd~one-stage/epochs~3/lr~5e-05/da~off/init~teacher/seed~1`).
+`run_relpath` and `parse_run_relpath` convert both ways; the run id also names the run's log and benchmark
+files, and a student's key names its export. The Snakemake rules build their patterns from the same
+functions (with wildcard names in place of values) and match them with the regexes below.
+Stdlib only: the Snakefile imports this at parse time.
 """
 from __future__ import annotations
 
-STUDENT_COLS = ("task", "depth", "wbits", "abits", "kd", "epochs", "lr", "da", "init", "seed")
+import os
+
+# the settings that identify a run, in folder-name order (the grid's rows carry them as columns)
+SETTING_COLS = ("task", "depth", "wbits", "abits", "kd", "epochs", "lr", "da", "init", "seed")
+# TODO(A1 merge): import both from xtc.files (A1's torch-free home of the run-folder names) once merged
+METRICS_FILE = "metrics.json"  # written last by xtc: its presence marks a finished run
+STATE_DIR = ".xtc_state"  # inside a run folder while the run is unfinished (its resume state)
+
+TEACHER, STUDENT = "teacher", "student"
+# regexes of a run id, for Snakemake's wildcard_constraints
+TEACHER_RUN_RE = rf"{TEACHER}/task~[a-z0-9]+"
+STUDENT_KEY_RE = "/".join(rf"{c}~[^/]+" for c in SETTING_COLS)
+STUDENT_RUN_RE = rf"{STUDENT}/{STUDENT_KEY_RE}"
+
+_INT_COLS = ("depth", "wbits", "abits", "seed")
+_FLOAT_COLS = ("lr", "epochs")
 
 
 def fmt_value(col: str, v) -> str:
-    """How a setting is written in a folder name: integers plainly, floats with %g (5e-05, 0.5, 3)."""
-    if col in ("lr", "epochs"):
+    """How a setting is written in a folder name and on the command line: integers plainly, floats with %g
+    (5e-05, 0.5, 3)."""
+    if col in _FLOAT_COLS:
         return f"{float(v):g}"
-    if col in ("depth", "wbits", "abits", "seed"):
+    if col in _INT_COLS:
         return str(int(v))
     return str(v)
 
 
 def parse_value(col: str, s: str):
-    if col in ("lr", "epochs"):
+    if col in _FLOAT_COLS:
         return float(s)
-    if col in ("depth", "wbits", "abits", "seed"):
+    if col in _INT_COLS:
         return int(s)
     return s
 
 
+def teacher_key(task: str) -> str:
+    return f"task~{task}"
+
+
 def student_key(row) -> str:
-    """'task~mrpc/depth~6/.../seed~1': the Paramspace instance pattern of a student."""
-    return "/".join(f"{c}~{fmt_value(c, row[c])}" for c in STUDENT_COLS)
+    """'task~mrpc/depth~6/.../seed~1': a student's settings as a folder path."""
+    return "/".join(f"{c}~{fmt_value(c, row[c])}" for c in SETTING_COLS)
+
+
+def teacher_run_id(task: str) -> str:
+    return f"{TEACHER}/{teacher_key(task)}"
+
+
+def student_run_id(key: str) -> str:
+    return f"{STUDENT}/{key}"
 
 
 def run_relpath(row) -> str:
-    """Run folder relative to the runs root: 'teacher/task~T' or 'student/<student_key>'."""
-    if row.get("kind", "student") == "teacher":
-        return f"teacher/task~{row['task']}"
-    return "student/" + student_key(row)
+    """A run's id (its folder relative to the runs root): 'teacher/task~T' or 'student/<student_key>'."""
+    if row.get("kind", STUDENT) == TEACHER:
+        return teacher_run_id(row["task"])
+    return student_run_id(student_key(row))
 
 
 def parse_run_relpath(path: str) -> dict:
@@ -49,10 +80,15 @@ def parse_run_relpath(path: str) -> dict:
             raise ValueError(f"{path!r} is not a run folder name: {f!r} has no '~'")
         k, v = f.split("~", 1)
         out[k] = parse_value(k, v)
-    expected = ("task",) if kind == "teacher" else STUDENT_COLS
-    if kind not in ("teacher", "student") or tuple(k for k in out if k != "kind") != expected:
+    expected = ("task",) if kind == TEACHER else SETTING_COLS
+    if kind not in (TEACHER, STUDENT) or tuple(k for k in out if k != "kind") != expected:
         raise ValueError(f"{path!r} is not a run folder name: expected {kind}/" + "/".join(f"{c}~..." for c in expected))
     return out
+
+
+def run_key(row) -> str:
+    """The part of a run's id after 'teacher/' or 'student/' (names a student's export)."""
+    return row["run_id"].split("/", 1)[1]
 
 
 def config_key(run_id: str) -> str:
@@ -60,12 +96,24 @@ def config_key(run_id: str) -> str:
     return run_id.rsplit("/seed~", 1)[0] if "/seed~" in run_id else run_id
 
 
+def run_dir(runs_dir: str, run_id: str) -> str:
+    return f"{runs_dir}/{run_id}"
+
+
+def metrics_file(runs_dir: str, run_id: str) -> str:
+    return f"{run_dir(runs_dir, run_id)}/{METRICS_FILE}"
+
+
+def state_dir(run_folder: str) -> str:
+    return os.path.join(run_folder, STATE_DIR)
+
+
 def teacher_dir(runs_dir: str, task: str) -> str:
-    return f"{runs_dir}/teacher/task~{task}"
+    return run_dir(runs_dir, teacher_run_id(task))
 
 
 def augment_file(runs_dir: str, task: str) -> str:
-    return f"{runs_dir}/augment/task~{task}/train.jsonl"
+    return f"{runs_dir}/augment/{teacher_key(task)}/train.jsonl"
 
 
 def export_file(runs_dir: str, key: str) -> str:
@@ -76,14 +124,21 @@ def size_file(runs_dir: str, key: str) -> str:
     return f"{runs_dir}/export/{key}/size.json"
 
 
-def benchmark_file(runs_dir: str, rule: str, key: str) -> str:
-    return f"{runs_dir}/benchmarks/{rule}/{key}.tsv"
+def augment_job(task: str) -> str:
+    """The augmentation job of a task, as named in logs and benchmarks ('augment/task~T')."""
+    return f"augment/{teacher_key(task)}"
 
 
-def log_file(runs_dir: str, rule: str, key: str) -> str:
-    return f"{runs_dir}/logs/{rule}/{key}.log"
+def export_job(key: str) -> str:
+    """A student's export job, as named in logs and benchmarks ('export/<student_key>')."""
+    return f"export/{key}"
 
 
-def run_key(row) -> str:
-    """The part of a run's path after 'teacher/' or 'student/' (names its log and benchmark files)."""
-    return row["run_id"].split("/", 1)[1]
+def log_file(runs_dir: str, job: str) -> str:
+    """A job's log: `job` is a run id, augment_job(task) or export_job(key)."""
+    return f"{runs_dir}/logs/{job}.log"
+
+
+def benchmark_file(runs_dir: str, job: str) -> str:
+    """A job's Snakemake benchmark TSV (wall time, peak memory); `job` as in log_file."""
+    return f"{runs_dir}/benchmarks/{job}.tsv"

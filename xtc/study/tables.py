@@ -7,15 +7,55 @@ import os
 from xtc.study.aggregate import SCORE_METRICS
 from xtc.study.config import resolve_epochs
 from xtc.study.grid import FACTORS, axis_tasks
-from xtc.study.views import (METRIC_ABBREV, TASK_TITLES, _axis, axis_view, point_averages, teacher_avg,
-                             teacher_view)
+from xtc.study.paths import teacher_run_id
+from xtc.study.views import (METRIC_ABBREV, TASK_TITLES, axis_config as _axis, axis_view, point_averages,
+                             teacher_avg, teacher_view)
 
 FACTOR_TITLES = {"depth": "layers", "wbits": "W bits", "abits": "A bits", "kd": "KD", "epochs": "budget",
                  "lr": "learning rate", "da": "DA"}
 
 
+CONFIDENCE = 0.95
+
+
 def _fmt(x, nd=1) -> str:
     return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{nd}f}"
+
+
+def ci_half_width(sd: float, n: int) -> float:
+    """Half-width of the 95% t-interval of a mean of n seeds with standard deviation sd (ddof=1); NaN if n < 2."""
+    from scipy.stats import t
+
+    if n is None or n < 2 or sd is None or math.isnan(sd):
+        return float("nan")
+    return float(t.ppf(0.5 + CONFIDENCE / 2, n - 1)) * sd / math.sqrt(n)
+
+
+def _pm(half: float) -> str:
+    return "" if math.isnan(half) else f" ±{half:.1f}"
+
+
+def teacher_text(config: dict, teacher: dict, tasks) -> str:
+    """The teacher's scores in words (and its distance to a full-data reference, where the config gives one)."""
+    t = config["teacher"]
+    parts = []
+    for task in tasks:
+        r = teacher[task]
+        metrics = SCORE_METRICS[task]
+        detail = "" if len(metrics) == 1 else " (" + "/".join(f"{METRIC_ABBREV[m]} {_fmt(r[f'm_{m}'])}"
+                                                               for m in metrics) + ")"
+        parts.append(f"{TASK_TITLES[task]} {_fmt(r['score'])}{detail}")
+    text = (f"Teacher: fp32, {t['num_layers']} layers, one fine-tuning run per task (seed {t.get('seed', '?')}, "
+            f"{t['epochs']:g} epochs" + (f", {t['max_train_samples']} training examples" if t.get("max_train_samples")
+                                         else "") + "): " + ", ".join(parts) + f"; Avg {_fmt(teacher_avg(config, teacher, tasks))}.")
+    ref = t.get("reference") or {}
+    if ref:
+        dist = [f"{TASK_TITLES[task]} {teacher[task]['score'] - 100 * ref[task]:+.1f}" for task in tasks
+                if task in ref and not math.isnan(teacher[task]["score"])]
+        if dist:
+            text += " Distance to the same model fine-tuned on the full training set (teacher.reference): " + \
+                ", ".join(dist) + "."
+    return text
 
 
 def point_label(config: dict, factor: str, raw, task_epochs: dict | None = None) -> str:
@@ -63,7 +103,9 @@ def axis_table(config: dict, axis_name: str, runs, missing) -> str:
     title = axis.get("title") or axis_name
     lines = [f"## {title}", "",
              "Dev-set scores x100, mean over seeds (" + ", ".join(_metric_header(t) for t in tasks) + "). "
-             "Avg: mean over tasks of the task score (mean of its metrics), ± std over seeds (ddof=1).", ""]
+             "Avg: mean over tasks of the task score (mean of its metrics). ±: half-width of the 95% t-interval "
+             "over seeds (t with n-1 df, sd ddof=1) of the task score, or of the Avg over the seeds every task "
+             "has; none with one seed.", "", teacher_text(config, teacher, tasks), ""]
     head = [FACTOR_TITLES[f] for f in factors] + [_metric_header(t) for t in tasks] + ["Avg"]
     lines += ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
     L = config["teacher"]["num_layers"]
@@ -86,15 +128,16 @@ def axis_table(config: dict, axis_name: str, runs, missing) -> str:
                 else:
                     mark = "†" if r["n"] < r["n_planned"] else ""
                     partial |= bool(mark)
-                    cells.append("/".join(_fmt(r[f"m_{m}"]) for m in SCORE_METRICS[t]) + mark)
+                    cells.append("/".join(_fmt(r[f"m_{m}"]) for m in SCORE_METRICS[t]) + mark
+                                 + _pm(ci_half_width(r["score_std"], r["n"])))
                 if r is not None:
                     notes_missing += r["missing"]
             a = avgs.loc[point]
-            cells.append(_fmt(a["avg"]) + (f" ±{a['avg_std']:.1f}" if not math.isnan(a["avg_std"]) else ""))
+            cells.append(_fmt(a["avg"]) + _pm(ci_half_width(a["avg_std"], a["n_seeds_all_tasks"])))
             lines.append("| " + " | ".join(cells) + " |")
     lines += ["", _anchor_text(config, axis)]
     if any(math.isnan(teacher[t]["score"]) for t in tasks):
-        notes_missing += [f"teacher/task~{t}" for t in tasks if math.isnan(teacher[t]["score"])]
+        notes_missing += [teacher_run_id(t) for t in tasks if math.isnan(teacher[t]["score"])]
     if partial:
         lines.append("† fewer finished seeds than planned (the mean is over the finished ones).")
     if notes_missing:
@@ -115,3 +158,108 @@ def write_tables(config: dict, runs, missing, out_dir: str) -> list[str]:
             f.write(axis_table(config, axis["name"], runs, missing))
         paths.append(p)
     return paths
+
+
+# ----------------------------------------------------------------------------------------------- reproduction
+
+REPRODUCTION_COLUMNS = ["config_id", "kind", "task", "metric", "ref_mean", "ref_sd", "ref_n", "ref_ci_low",
+                        "ref_ci_high", "fresh_mean", "fresh_sd", "fresh_n", "diff", "within_ci", "pi_low", "pi_high",
+                        "within_pi", "status"]
+
+
+def reproduction_table(reference, fresh, metrics=("score",)):
+    """A fresh run's summary.csv against a committed reference summary.csv, cell by cell (one row per
+    configuration and metric, in points = x100): the difference of the means and whether the fresh mean lies
+    within the reference's 95% t-interval of the mean (within_ci). With equal seeds a fresh mean of an
+    unchanged study falls outside that CI about 17% of the time, so within_pi also gives the 95% prediction
+    interval of a fresh mean of fresh_n seeds (ref_mean ± t(ref_n-1) ref_sd sqrt(1/ref_n + 1/fresh_n)).
+    A single-run cell (teachers) has no interval: the same seed should reproduce it exactly ('identical').
+    status: identical, within CI, outside CI, differs (n=1, no CI), missing in fresh, not in reference."""
+    import pandas as pd
+    from scipy.stats import t
+
+    keys = ["config_id", "metric"]
+    ref = reference[reference["metric"].isin(metrics)] if metrics else reference
+    new = fresh[fresh["metric"].isin(metrics)] if metrics else fresh
+    merged = ref.merge(new, on=keys, how="outer", suffixes=("_ref", "_new"), indicator=True)
+    order: dict = {}
+    for k in list(zip(ref["config_id"], ref["metric"])) + list(zip(new["config_id"], new["metric"])):
+        order.setdefault(k, len(order))
+    merged = merged.assign(_order=[order[k] for k in zip(merged["config_id"], merged["metric"])])
+    merged = merged.sort_values("_order", kind="stable")  # the reference's order, then new cells
+    rows = []
+    for r in merged.to_dict("records"):
+        m_ref, m_new = 100 * r.get("mean_ref", float("nan")), 100 * r.get("mean_new", float("nan"))
+        sd_ref, sd_new = 100 * r.get("std_ref", float("nan")), 100 * r.get("std_new", float("nan"))
+        n_ref = int(r["n_ref"]) if r["_merge"] != "right_only" else 0
+        n_new = int(r["n_new"]) if r["_merge"] != "left_only" else 0
+        row = {"config_id": r["config_id"], "metric": r["metric"],
+               "kind": r["kind_ref"] if r["_merge"] != "right_only" else r["kind_new"],
+               "task": r["task_ref"] if r["_merge"] != "right_only" else r["task_new"],
+               "ref_mean": m_ref, "ref_sd": sd_ref, "ref_n": n_ref, "fresh_mean": m_new, "fresh_sd": sd_new,
+               "fresh_n": n_new, "diff": m_new - m_ref, "ref_ci_low": float("nan"), "ref_ci_high": float("nan"),
+               "within_ci": None, "pi_low": float("nan"), "pi_high": float("nan"), "within_pi": None}
+        if r["_merge"] == "left_only":
+            row["status"] = "missing in fresh"
+        elif r["_merge"] == "right_only":
+            row["status"] = "not in reference"
+        elif n_ref >= 2 and not math.isnan(sd_ref):
+            q = float(t.ppf(0.5 + CONFIDENCE / 2, n_ref - 1))
+            half = q * sd_ref / math.sqrt(n_ref)
+            pi = q * sd_ref * math.sqrt(1 / n_ref + 1 / max(n_new, 1))
+            row.update(ref_ci_low=m_ref - half, ref_ci_high=m_ref + half, pi_low=m_ref - pi, pi_high=m_ref + pi)
+            row["within_ci"] = bool(row["ref_ci_low"] <= m_new <= row["ref_ci_high"])
+            row["within_pi"] = bool(row["pi_low"] <= m_new <= row["pi_high"])
+            row["status"] = "identical" if m_new == m_ref else ("within CI" if row["within_ci"] else "outside CI")
+        else:
+            row["status"] = "identical" if m_new == m_ref else "differs (n=1, no CI)"
+        rows.append(row)
+    return pd.DataFrame(rows, columns=REPRODUCTION_COLUMNS)
+
+
+def reproduction_markdown(table, title: str = "Reproduction against the committed reference") -> str:
+    """The reproduction table as Markdown: a count per status, then every cell (those outside their CI first)."""
+    order = {"outside CI": 0, "differs (n=1, no CI)": 1, "missing in fresh": 2, "not in reference": 3,
+             "within CI": 4, "identical": 5}
+    counts = table["status"].value_counts()
+    lines = [f"## {title}", "",
+             "Task scores x100 (mean over seeds). CI: the reference's 95% t-interval of its mean; PI: the 95% "
+             "prediction interval of a fresh mean of fresh_n seeds (an unchanged study lands outside the CI ~17% "
+             "of the time with equal seeds, outside the PI 5%).", "",
+             "Cells: " + ", ".join(f"{counts[s]} {s}" for s in sorted(counts.index, key=lambda s: order.get(s, 9)))
+             + f" (of {len(table)}).", "",
+             "| configuration | reference | fresh | diff | reference CI | within CI | within PI | status |",
+             "|---|---|---|---|---|---|---|---|"]
+    tab = table.assign(_o=table["status"].map(lambda s: order.get(s, 9))).sort_values("_o", kind="stable")
+    yes_no = {True: "yes", False: "no", None: "—"}
+    for r in tab.to_dict("records"):
+        ci = "—" if math.isnan(r["ref_ci_low"]) else f"[{r['ref_ci_low']:.1f}, {r['ref_ci_high']:.1f}]"
+        lines.append(f"| `{r['config_id']}` | {_fmt(r['ref_mean'])} (n={r['ref_n']}) | "
+                     f"{_fmt(r['fresh_mean'])} (n={r['fresh_n']}) | {_fmt(r['diff'], 2)} | {ci} | "
+                     f"{yes_no[r['within_ci']]} | {yes_no[r['within_pi']]} | {r['status']} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_reproduction(reference_dir: str, fresh_dir: str, out_csv: str, out_md: str):
+    """reference_dir/summary.csv vs fresh_dir/summary.csv -> reproduction.csv and reproduction.md."""
+    import pandas as pd
+
+    frames = []
+    for what, d in (("reference", reference_dir), ("fresh", fresh_dir)):
+        path = os.path.join(d, "summary.csv")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path}: no summary.csv in the {what} folder; point it at a results folder "
+                                    "written by `xtc study aggregate`")
+        df = pd.read_csv(path)
+        lacking = sorted({"config_id", "kind", "task", "metric", "mean", "std", "n"} - set(df.columns))
+        if lacking:
+            raise ValueError(f"{path}: not a study summary (no column {', '.join(lacking)}); point it at the "
+                             "summary.csv written by `xtc study aggregate`")
+        frames.append(df)
+    table = reproduction_table(*frames)
+    for p in (out_csv, out_md):
+        os.makedirs(os.path.dirname(os.path.abspath(p)), exist_ok=True)
+    table.to_csv(out_csv, index=False)
+    with open(out_md, "w") as f:
+        f.write(reproduction_markdown(table, f"Reproduction: {fresh_dir} against {reference_dir}"))
+    return table

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import os
 
-from xtc.study.aggregate import _read_json
+from xtc.study.aggregate import read_json
+from xtc.study.paths import METRICS_FILE
 
 
 def write_versions(runs_dir: str, out_path: str) -> dict:
@@ -15,8 +16,8 @@ def write_versions(runs_dir: str, out_path: str) -> dict:
     from xtc.train import versions, write_json_atomic
 
     seen = []
-    for path in sorted(glob.glob(os.path.join(runs_dir, "**", "metrics.json"), recursive=True)):
-        v = (_read_json(path) or {}).get("versions")
+    for path in sorted(glob.glob(os.path.join(runs_dir, "**", METRICS_FILE), recursive=True)):
+        v = (read_json(path) or {}).get("versions")
         if v and v not in seen:
             seen.append(v)
     try:

@@ -6,7 +6,7 @@ import math
 
 from xtc.study.aggregate import SCORE_METRICS, STD_DDOF
 from xtc.study.grid import axis_tasks, members
-from xtc.study.paths import config_key
+from xtc.study.paths import config_key, teacher_run_id
 
 TASK_TITLES = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "qqp": "QQP", "mnli": "MNLI",
                "qnli": "QNLI", "rte": "RTE", "wnli": "WNLI"}
@@ -62,7 +62,7 @@ def teacher_view(config: dict, runs):
     """Per task: the teacher's score (x100), its metrics and size; NaN where the teacher is missing."""
     out = {}
     for task in config["tasks"]:
-        rid = f"teacher/task~{task}"
+        rid = teacher_run_id(task)
         sel = runs[(runs["run_id"] == rid)] if len(runs) else runs
         vals = dict(zip(sel["metric"], sel["value"])) if len(sel) else {}
         out[task] = {"score": 100 * vals["score"] if "score" in vals else float("nan"),
@@ -103,9 +103,71 @@ def teacher_avg(config: dict, teacher: dict, tasks=None) -> float:
     return float(sum(s) / len(s)) if not any(map(math.isnan, s)) else float("nan")
 
 
-def _axis(config, name):
+def axis_config(config: dict, name: str) -> dict | None:
+    """The config's axis of that name, or None."""
     return next((a for a in config["axes"] if a["name"] == name), None)
 
 
-def _nan(x) -> bool:
+def isnan(x) -> bool:
+    """None or a float NaN (a missing score or size)."""
     return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+HISTORY_COLUMNS = ["run_id", "config_id", "kind", "task", "depth", "wbits", "abits", "kd", "epochs", "budget", "lr",
+                   "da", "init", "seed", "stage", "step", "epoch", "metric", "value"]
+
+
+def collect_history(config: dict, runs_dir: str):
+    """Every planned run's evaluation history (metrics.json `history`: one entry per evaluation, with the
+    optimizer step) as a tidy table, one row per (run, evaluation, metric) plus the derived task `score`
+    (the mean of the task's GLUE metrics, as in runs.csv). Runs without a readable metrics.json are skipped
+    (aggregate's missing.csv lists them)."""
+    import json
+    import os
+
+    import pandas as pd
+
+    from xtc.study.aggregate import task_score
+    from xtc.study.grid import study_runs
+
+    rows = []
+    for r in study_runs(config).to_dict("records"):
+        try:
+            with open(os.path.join(runs_dir, r["run_id"], "metrics.json")) as f:
+                history = json.load(f).get("history") or []
+        except (OSError, ValueError):
+            continue
+        base = {k: r[k] for k in HISTORY_COLUMNS[:14]}
+        for h in history:
+            metrics = {k: float(v) for k, v in (h.get("metrics") or {}).items() if isinstance(v, (int, float))}
+            score = task_score(r["task"], metrics)
+            if score is not None:
+                metrics["score"] = score
+            for metric, value in metrics.items():
+                rows.append({**base, "stage": h.get("stage", ""), "step": int(h["step"]),
+                             "epoch": float(h.get("epoch", float("nan"))), "metric": metric, "value": value})
+    return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
+
+
+def write_history(config: dict, runs_dir: str, out_path: str):
+    """history.csv (see collect_history); returns the frame."""
+    import os
+
+    hist = collect_history(config, runs_dir)
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    hist.to_csv(out_path, index=False)
+    return hist
+
+
+def read_history(results_dir: str):
+    """results_dir/history.csv, or None when the results have no history (older aggregations)."""
+    import os
+
+    import pandas as pd
+
+    path = os.path.join(results_dir, "history.csv")
+    if not os.path.isfile(path):
+        return None
+    hist = pd.read_csv(path)
+    hist["budget"] = hist["budget"].fillna("").astype(str)
+    return hist

@@ -1,0 +1,294 @@
+"""xtc.study.claims: the statistics (stratified t-interval, decision rules, seeds to decide), the architecture
+ceilings, and every finding on synthetic run trees whose verdict is known by construction, including the
+multi-metric tasks MRPC (F1 and accuracy) and STS-B (Pearson and Spearman). No training."""
+import json
+import math
+import os
+
+import pytest
+from scipy import stats
+
+from xtc import study
+from xtc.study import claims as C
+
+# ----------------------------------------------------------------------------------------------- statistics
+
+
+def test_one_task_interval_is_scipys_paired_t_interval():
+    d = [0.3, 1.1, 0.4, 0.9, 0.2]
+    st = C.stratified_t({"mrpc": dict(enumerate(d))})
+    ci = stats.ttest_1samp(d, 0.0).confidence_interval(0.95)
+    assert st["effect"] == pytest.approx(sum(d) / 5)
+    assert (st["ci_low"], st["ci_high"]) == pytest.approx((ci.low, ci.high))
+    assert st["df"] == pytest.approx(4) and st["n"] == 5 and st["n_tasks"] == 1
+
+
+def test_two_tasks_are_stratified_with_satterthwaite_df():
+    st = C.stratified_t({"a": {1: 1.0, 2: 3.0}, "b": {1: 2.0, 2: 4.0}})
+    # each task: mean 2 / 3, variance 2, n 2; effect (2 + 3) / 2; var = 2 * (1/4 * 2 / 2) = 0.5; df = 2
+    assert st["effect"] == pytest.approx(2.5) and st["se"] == pytest.approx(math.sqrt(0.5))
+    assert st["df"] == pytest.approx(2.0)
+    assert st["ci_high"] - st["effect"] == pytest.approx(stats.t.ppf(0.975, 2) * math.sqrt(0.5))
+
+
+def test_one_seed_gives_no_interval_and_says_so():
+    st = C.stratified_t({"a": {1: 2.0}, "b": {1: 3.0}})
+    assert st["effect"] == 2.5 and math.isnan(st["ci_low"])
+    assert C.decide(st, 0.0, "superiority") == "inconclusive"
+    assert "at least 2 finished seeds" in C.decide_text(st, "inconclusive", 0.0, "superiority")
+
+
+def _st(lo, hi):
+    return {"effect": (lo + hi) / 2, "ci_low": lo, "ci_high": hi}
+
+
+@pytest.mark.parametrize("lo, hi, kind, margin, verdict", [
+    (0.4, 2.0, "superiority", 0.0, "holds"),               # clear win
+    (-3.0, -0.2, "superiority", 0.0, "does not hold"),     # clear loss
+    (-0.5, 1.5, "superiority", 0.0, "inconclusive"),       # CI overlaps 0
+    (0.0, 1.0, "superiority", 0.0, "inconclusive"),        # touching the boundary is not clear of it
+    (-0.49, 0.8, "non-inferiority", 0.5, "holds"),         # within the margin
+    (-0.5, 0.8, "non-inferiority", 0.5, "inconclusive"),   # exactly at the margin: not shown
+    (-1.2, -0.5, "non-inferiority", 0.5, "inconclusive"),  # upper end exactly at -margin: not shown either
+    (-1.2, -0.51, "non-inferiority", 0.5, "does not hold"),
+])
+def test_decision_rules(lo, hi, kind, margin, verdict):
+    assert C.decide(_st(lo, hi), margin, kind) == verdict
+
+
+def test_seeds_to_decide_is_the_first_n_whose_interval_clears_the_boundary():
+    st = C.stratified_t({"a": {1: 0.2, 2: 1.8}, "b": {1: 0.5, 2: 1.5}})  # effect 1.0, CI wide at n=2
+    assert C.decide(st, 0.0, "superiority") == "inconclusive"
+    n = C.seeds_to_decide(st, 0.0)
+    assert n is not None and n > 2
+
+    def half(k):
+        sds = [p["sd"] for p in st["per_task"].values()]
+        terms = [0.25 * s ** 2 / k for s in sds]
+        df = sum(terms) ** 2 / sum(t ** 2 / (k - 1) for t in terms)
+        return stats.t.ppf(0.975, df) * math.sqrt(sum(terms))
+
+    assert half(n) < 1.0 <= half(n - 1)
+    assert f"~{n} seeds per task" in C.decide_text(st, "inconclusive", 0.0, "superiority")
+
+
+def test_an_effect_on_the_boundary_cannot_be_decided_by_seeds():
+    st = C.stratified_t({"a": {1: -0.6, 2: -0.4, 3: -0.5}})  # effect -0.5 = -margin
+    assert C.seeds_to_decide(st, -0.5) is None
+    assert "too close to -0.5" in C.decide_text(st, "inconclusive", 0.5, "non-inferiority")
+
+
+# ----------------------------------------------------------------------------------------------- architecture
+
+MINILM = {"vocab_size": 30522, "hidden_size": 384, "num_layers": 6, "intermediate_size": 1536,
+          "max_position_embeddings": 512, "type_vocab_size": 2}
+
+
+def test_architecture_bytes_match_real_models():
+    # the fp32 teachers of the committed quick study (results/runs.csv): SST-2 (2 labels), STS-B (1 label)
+    assert C.architecture_bytes(MINILM, 6, 32, num_labels=2) == 90_855_944
+    assert C.architecture_bytes(MINILM, 6, 32, num_labels=1) == 90_854_404
+    # a tiny BERT, quantized by xtc itself at 1 and 2 bits: the same theoretical size
+    import torch  # noqa: F401
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from xtc.quant import QuantSpec, apply_quantization, model_size
+
+    arch = {"vocab_size": 50, "hidden_size": 16, "num_layers": 3, "intermediate_size": 40,
+            "max_position_embeddings": 20, "type_vocab_size": 2}
+    for bits in (1, 2):
+        model = BertForSequenceClassification(BertConfig(
+            vocab_size=50, hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=40,
+            max_position_embeddings=20, num_labels=3))
+        assert 4 * sum(p.numel() for p in model.parameters()) == C.architecture_bytes(arch, 3, 32, 3)
+        apply_quantization(model, QuantSpec(wbits=bits, abits=8))
+        assert model_size(model)["quantized_bytes"] == C.architecture_bytes(arch, 3, bits, 3)
+
+
+def test_size_threshold_comes_from_the_paper_and_the_architecture():
+    # the paper counts quantized weights only: BERT-base at 6 of 12 layers, 1 bit -> 53.2x; "~50x" is 94%
+    assert C.one_bit_ceiling(C.BERT_BASE, 6, 3, quantized_only=True) == pytest.approx(53.16, abs=0.01)
+    assert C.paper_size_share() == pytest.approx(50 / 53.157, abs=1e-4)
+    # counting the fp32 parts the recipe keeps, BERT-base's real ceiling is ~35x, MiniLM's at 3 layers ~25x
+    assert C.one_bit_ceiling(C.BERT_BASE, 6, 3) == pytest.approx(34.9, abs=0.1)
+    assert C.one_bit_ceiling(MINILM, 3, 2) == pytest.approx(24.6, abs=0.1)
+    assert C.half_depth(12) == 6 and C.half_depth(6) == 3 and C.half_depth(3) == 2
+
+
+def test_teacher_architecture_is_read_from_the_teachers_config(tmp_path):
+    folder = tmp_path / "bert"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({
+        "vocab_size": 100, "hidden_size": 8, "num_hidden_layers": 2, "intermediate_size": 16,
+        "max_position_embeddings": 32, "type_vocab_size": 2}))
+    arch = C.teacher_architecture({"teacher": {"model": str(folder)}})
+    assert arch == {"vocab_size": 100, "hidden_size": 8, "num_layers": 2, "intermediate_size": 16,
+                    "max_position_embeddings": 32, "type_vocab_size": 2}
+    assert C.teacher_architecture({"teacher": {"model": str(tmp_path / "nothing-here")}}) is None
+
+
+# ----------------------------------------------------------------------------------------------- synthetic studies
+
+TEACHER = {"mrpc": 0.86, "stsb": 0.88}
+
+
+def study_config(tmp_path, seeds=(1, 2, 3, 4)) -> dict:
+    """A 4-layer teacher on MRPC (F1+acc) and STS-B (Pearson+Spearman): one small task each side of the DA
+    contrast needs a large one, so SST-2 joins the da axis only."""
+    return study.validate_config({
+        "profile": "test",
+        "teacher": {"model": "default", "num_layers": 4, "epochs": 1.0, "lr": 5e-5},
+        "tasks": ["mrpc", "stsb", "sst2"], "seeds": list(seeds),
+        "data": {"max_train_samples": 32, "max_eval_samples": 32, "max_seq_length": 32}, "train": {},
+        "budgets": {"short": 1.0, "long": 8.0, "reduce": 3.0},
+        "anchor": {"depth": "full", "wbits": 1, "abits": 8, "kd": "one-stage", "epochs": "long", "lr": 5e-5,
+                   "da": "off"},
+        "step1": {"epochs": "reduce", "lr": 5e-5, "kd": "one-stage"},
+        "axes": [
+            {"name": "budget", "vary": {"wbits": [2, 1], "epochs": ["short", "long"]}, "tasks": ["mrpc", "stsb"]},
+            {"name": "kd", "vary": {"kd": ["two-stage", "one-stage"]}, "tasks": ["mrpc", "stsb"]},
+            {"name": "da", "vary": {"da": ["off", "on"]}},
+            {"name": "depth", "vary": {"depth": ["full", 2]}, "set": {"wbits": 32}, "tasks": ["mrpc", "stsb"]},
+            {"name": "xtc", "vary": {"depth": ["full", 2], "wbits": [32, 1]}, "tasks": ["mrpc", "stsb"]},
+        ],
+        "paths": {"runs": str(tmp_path / "runs"), "results": str(tmp_path / "results"),
+                  "figures": str(tmp_path / "figures")},
+    })
+
+
+def metrics_of(task: str, score: float, seed: int) -> dict:
+    """Two metrics whose mean is `score`, pulled apart by a seed-dependent amount (the mean is what counts)."""
+    spread = 0.01 * seed
+    names = {"mrpc": ("f1", "accuracy"), "stsb": ("pearson", "spearman")}.get(task)
+    if names is None:
+        return {"accuracy": score}
+    return {names[0]: score + spread, names[1]: score - spread}
+
+
+NOISE = {1: -0.003, 2: 0.001, 3: 0.003, 4: -0.001}  # seed noise, +-0.3 points; sums to 0 over 4 seeds
+
+
+def noise(r) -> float:
+    """Seed noise of a different size per configuration (paired differences vary) that averages to 0."""
+    k = (1 + 2 * (r["da"] == "on") + 1.5 * (r["kd"] == "two-stage") + 0.5 * (r["epochs"] < 2)
+         + 0.2 * (r["depth"] < 4) + (r["task"] == "stsb"))
+    return NOISE[r["seed"]] * k
+
+
+def good(r) -> float:
+    """Every finding holds by a wide margin."""
+    if r["kind"] == "teacher":
+        return TEACHER.get(r["task"], 0.90)
+    s = TEACHER.get(r["task"], 0.90)
+    s -= {1: 0.002, 2: 0.001, 32: 0.0}[r["wbits"]]
+    s -= 0.08 if r["epochs"] < 2 and r["wbits"] < 32 else 0.0       # short budget: gap 8 -> 1 point
+    s -= 0.03 if r["kd"] == "two-stage" else 0.0                       # one-stage beats two-stage
+    s += {"mrpc": 0.03, "stsb": 0.02, "sst2": 0.002}[r["task"]] if r["da"] == "on" else 0.0
+    s -= 0.001 * (4 - r["depth"])
+    return s + noise(r)
+
+
+def bad(r) -> float:
+    """Every finding fails clearly."""
+    if r["kind"] == "teacher":
+        return TEACHER.get(r["task"], 0.90)
+    s = good(r)
+    s -= 0.07 if r["epochs"] >= 2 and r["wbits"] < 32 else 0.0  # long training no better than short
+    s -= 0.05 if r["kd"] == "one-stage" and r["wbits"] < 32 else 0.0
+    s -= {"mrpc": 0.06, "stsb": 0.04, "sst2": 0.0}[r["task"]] if r["da"] == "on" else 0.0
+    s -= 0.05 if r["depth"] < 4 else 0.0
+    return s
+
+
+def write_tree(cfg, score_of, packed_ratio=40.0, skip=()):
+    root = cfg["paths"]["runs"]
+    teacher_bytes = 90_000_000
+    for r in study.study_runs(cfg).to_dict("records"):
+        if r["run_id"] in skip:
+            continue
+        d = os.path.join(root, r["run_id"])
+        os.makedirs(d, exist_ok=True)
+        rec = {"task": r["task"], "selection_metric": "accuracy",
+               "metrics": metrics_of(r["task"], score_of(r), r["seed"])}
+        if r["kind"] == "student":
+            rec["size"] = {"fp32_bytes": teacher_bytes * r["depth"] // 4, "teacher_fp32_bytes": teacher_bytes,
+                           "quantized_bytes": teacher_bytes // 20}
+            if r["wbits"] < 32:
+                p = study.size_file(root, study.run_key(r))
+                os.makedirs(os.path.dirname(p), exist_ok=True)
+                with open(p, "w") as f:
+                    json.dump({"weights_bytes": teacher_bytes / packed_ratio, "file_bytes": 1.0}, f)
+        with open(os.path.join(d, "metrics.json"), "w") as f:
+            json.dump(rec, f)
+    return root
+
+
+def run_claims(tmp_path, score_of, **kw):
+    cfg = study_config(tmp_path, kw.pop("seeds", (1, 2, 3, 4)))
+    write_tree(cfg, score_of, **kw)
+    res = study.write_results(cfg, cfg["paths"]["runs"], cfg["paths"]["results"], allow_incomplete=True)
+    return study.check_claims(cfg, res["runs"], res["missing"]).set_index("claim")
+
+
+def test_every_finding_holds_on_a_study_made_to_hold(tmp_path):
+    c = run_claims(tmp_path, good)
+    assert list(c.index) == ["1.W1", "1.W2", "2", "3.helps", "3.small", "4", "5.size", "5.loss"]
+    assert (c["verdict"] == "holds").all(), c[["verdict", "evidence", "decide"]].to_string()
+    assert (c["finding_verdict"] == "holds").all() and (c["decide"] == "").all()
+    assert set(C.CLAIMS_COLUMNS) <= set(c.reset_index().columns)
+    # the effects are differences of GLUE task scores (the mean of MRPC's F1 and accuracy, of STS-B's Pearson
+    # and Spearman), x100, averaged over tasks: the metrics' seed-dependent spread cancels exactly
+    assert c.loc["2", "effect"] == pytest.approx(3.0)
+    assert c.loc["2", "mean_a"] - c.loc["2", "mean_b"] == pytest.approx(3.0)
+    assert c.loc["3.helps", "effect"] == pytest.approx((3.0 + 2.0 + 0.2) / 3)
+    assert c.loc["3.small", "effect"] == pytest.approx(2.5 - 0.2)
+    # finding 1 at W1: gap 8.2 -> 0.2 point; effect = 0.5 * 8.2 - 0.2
+    n1 = json.loads(c.loc["1.W1", "numbers"])
+    assert n1["gap_short"] == pytest.approx(8.2) and n1["gap_long"] == pytest.approx(0.2)
+    assert c.loc["1.W1", "effect"] == pytest.approx(3.9)
+    assert c.loc["5.loss", "effect"] == pytest.approx(-0.4)
+    assert c.loc["4", "effect"] == pytest.approx(-0.2)  # 2 layers of 4, fp32
+    assert c.loc["4", "margin"] == 1.0 and "half of the teacher's 4 layers" in c.loc["4", "threshold"]
+    assert "ceiling" in c.loc["5.size", "threshold"] and c.loc["5.size", "effect"] > 0
+    assert c.loc["2", "n"] == 4 and c.loc["2", "rule"].startswith("non-inferiority, margin 0.5")
+
+
+def test_every_finding_fails_on_a_study_made_to_fail(tmp_path):
+    c = run_claims(tmp_path, bad, packed_ratio=5.0)
+    assert (c["verdict"] == "does not hold").all(), c[["verdict", "evidence", "ci_low", "ci_high"]].to_string()
+    assert (c["finding_verdict"] == "does not hold").all()
+
+
+def test_two_seeds_of_a_small_effect_are_inconclusive_and_say_what_would_decide(tmp_path):
+    def small(r):  # one-stage equal to two-stage, DA +0.2: real, but 2 seeds with +-0.3 noise cannot show it
+        s = good(r)
+        if r["kind"] == "student":
+            s += 0.03 if r["kd"] == "two-stage" else 0.0
+            s -= {"mrpc": 0.028, "stsb": 0.018, "sst2": 0.0}[r["task"]] if r["da"] == "on" else 0.0
+        return s
+
+    c = run_claims(tmp_path, small, seeds=(1, 2))
+    for claim in ("3.helps", "3.small"):
+        assert c.loc[claim, "verdict"] == "inconclusive" and c.loc[claim, "ci_low"] < 0 < c.loc[claim, "ci_high"]
+        assert "seeds per task" in c.loc[claim, "decide"]
+    assert c.loc["3.helps", "finding_verdict"] == "inconclusive"
+    assert abs(c.loc["2", "effect"]) < 0.5
+    assert c.loc["2", "verdict"] == "inconclusive" and c.loc["2", "ci_low"] < -0.5 < c.loc["2", "ci_high"]
+
+
+def test_missing_runs_make_a_finding_inconclusive_not_false(tmp_path):
+    cfg = study_config(tmp_path)
+    runs = study.study_runs(cfg)
+    skip = set(runs.loc[(runs["kd"] == "two-stage") | (runs["da"] == "on"), "run_id"])
+    c = run_claims(tmp_path, good, skip=skip)
+    assert c.loc["2", "verdict"] == "inconclusive" and "0 of 2 tasks" in c.loc["2", "decide"]
+    assert c.loc["3.helps", "verdict"] == "inconclusive"
+    assert c.loc["1.W1", "verdict"] == "holds"  # unaffected
+
+
+def test_claims_csv_is_byte_identical_across_runs(tmp_path):
+    c1 = run_claims(tmp_path / "a", good).to_csv()
+    c2 = run_claims(tmp_path / "b", good).to_csv()
+    assert c1.replace(str(tmp_path / "a"), "") == c2.replace(str(tmp_path / "b"), "")
+    for r in run_claims(tmp_path / "c", good).to_dict("records"):
+        json.loads(r["numbers"])  # valid JSON: NaN written as null

@@ -1,0 +1,85 @@
+"""xtc.study.figures: byte-identical PNG and PDF for the same inputs (whatever the user's matplotlib settings
+and the clock), error bars as 95% CIs, and the learning curves read from the runs' evaluation histories."""
+import json
+import os
+
+import matplotlib
+import pytest
+
+from xtc import study
+from xtc.study.figures import fig_learning_curves, figure_names, learning_curve_names
+from xtc.study.views import collect_history, read_history, write_history
+
+from test_claims import good, study_config, write_tree
+
+
+def history_tree(tmp_path):
+    """The synthetic study of test_claims, each run with an evaluation history: a curve that rises with the
+    optimizer step towards the run's final score (8 steps per epoch), evaluated at every epoch."""
+    cfg = study_config(tmp_path, seeds=(1, 2, 3))
+    root = write_tree(cfg, good)
+    for r in study.study_runs(cfg).to_dict("records"):
+        path = os.path.join(root, r["run_id"], "metrics.json")
+        with open(path) as f:
+            rec = json.load(f)
+        final = rec["metrics"]
+        steps = [8 * (e + 1) for e in range(int(r["epochs"]))]
+        rec["history"] = [{"stage": "kd", "step": s, "epoch": s / 8,
+                           "metrics": {k: v - 0.2 * (1 - s / steps[-1]) for k, v in final.items()}}
+                          for s in steps]
+        with open(path, "w") as f:
+            json.dump(rec, f)
+    return cfg, root
+
+
+def test_history_is_read_from_the_run_folders_as_a_tidy_table(tmp_path):
+    cfg, root = history_tree(tmp_path)
+    hist = collect_history(cfg, root)
+    anchor = hist[(hist["kind"] == "student") & (hist["task"] == "mrpc") & (hist["wbits"] == 1)
+                  & (hist["epochs"] == 8.0) & (hist["seed"] == 1) & (hist["depth"] == 4) & (hist["da"] == "off")
+                  & (hist["kd"] == "one-stage")]
+    assert sorted(set(anchor["step"])) == [8, 16, 24, 32, 40, 48, 56, 64]
+    assert set(anchor["metric"]) == {"f1", "accuracy", "score"}
+    last = anchor[anchor["step"] == 64].set_index("metric")["value"]
+    assert last["score"] == pytest.approx((last["f1"] + last["accuracy"]) / 2)  # MRPC: mean of F1 and accuracy
+    out = write_history(cfg, root, str(tmp_path / "results" / "history.csv"))
+    back = read_history(str(tmp_path / "results"))
+    assert len(back) == len(out) and read_history(str(tmp_path / "nowhere")) is None
+
+
+def _render(cfg, runs, hist, out_dir):
+    return study.make_figures(cfg, runs, out_dir, history=hist)
+
+
+def test_figures_are_byte_identical_across_renders_clocks_and_user_settings(tmp_path, monkeypatch):
+    cfg, root = history_tree(tmp_path)
+    res = study.write_results(cfg, root, cfg["paths"]["results"])
+    hist = collect_history(cfg, root)
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "0")
+    first = _render(cfg, res["runs"], hist, str(tmp_path / "a"))
+    assert sorted(os.path.basename(p) for p in first) == sorted(
+        f"{n}.{e}" for n in figure_names(cfg) for e in ("png", "pdf"))
+    assert learning_curve_names(cfg) == ["learning_curve_w2", "learning_curve_w1"]
+    # another clock and a user who likes big fonts and thick lines: the same bytes
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    with matplotlib.rc_context({"font.size": 20, "lines.linewidth": 5, "axes.prop_cycle": matplotlib.cycler(
+            color=["k"])}):
+        second = _render(cfg, res["runs"], hist, str(tmp_path / "b"))
+    for p, q in zip(first, second):
+        with open(p, "rb") as f, open(q, "rb") as g:
+            assert f.read() == g.read(), os.path.basename(p)
+    with open(first[1], "rb") as f:
+        pdf = f.read()
+    assert b"CreationDate" not in pdf and b"xtc-bench" in pdf
+
+
+def test_learning_curves_without_history_say_so(tmp_path):
+    cfg, root = history_tree(tmp_path)
+    res = study.write_results(cfg, root, cfg["paths"]["results"])
+    empty = collect_history(cfg, str(tmp_path / "nothing"))
+    assert empty.empty
+    paths = fig_learning_curves(cfg, empty, res["runs"], str(tmp_path / "f"))
+    assert [os.path.basename(p) for p in paths] == ["learning_curve_w2.png", "learning_curve_w2.pdf",
+                                                    "learning_curve_w1.png", "learning_curve_w1.pdf"]
+    # without a history the workflow's figure list has no learning curves
+    assert figure_names(cfg, with_history=False) == list(study.FIGURES)
