@@ -43,11 +43,17 @@ def test_export_size_evaluate_packed_gives_identical_predictions(tmp_path, capsy
     assert size["file_bytes"] == os.path.getsize(packed) and size["weights_bytes"] < size["file_bytes"]
     assert size["ratio_to_teacher"] == size["teacher_fp32_bytes"] / size["weights_bytes"] > 1
     preds = {}
-    for name, path in (("folder", quantized_student), ("packed", packed)):
-        assert main(["evaluate", "--model", path, "--task", "rte", "--glue-dir", glue_dir, "--predictions"]) == 0
+    for name, path, flags in (("folder", quantized_student, []), ("packed", packed, ["--fake-quant"]),
+                              ("integer", packed, [])):
+        assert main(["evaluate", "--model", path, "--task", "rte", "--glue-dir", glue_dir, "--predictions",
+                     *flags]) == 0
         preds[name] = _json(capsys)
     assert preds["folder"]["metrics"] == preds["packed"]["metrics"]
     assert preds["folder"]["predictions"] == preds["packed"]["predictions"]  # identical logits, not just argmax
+    # a .xtc runs on the integer path by default: same labels, logits equal to fp32 rounding
+    assert preds["integer"]["path"] == "integer" and preds["integer"]["metrics"] == preds["packed"]["metrics"]
+    for a, b in zip(preds["integer"]["predictions"]["dev"], preds["packed"]["predictions"]["dev"]):
+        assert max(abs(x - y) for x, y in zip(a, b)) < 1e-4
     # exporting again onto the same file is refused: nothing is overwritten silently
     assert main(["export", "--model", quantized_student, "--out", packed]) == 2
     assert "exists" in capsys.readouterr().err

@@ -83,11 +83,12 @@ def cmd_finetune(a) -> None:
 
 def cmd_evaluate(a) -> None:
     from xtc.data import encode, load_split
-    from xtc.models import load_model_and_tokenizer, pick_device
+    from xtc.models import pick_device
+    from xtc.predict import load_for_inference
     from xtc.train import evaluate
 
     task = get_task(a.task)
-    model, tok = load_model_and_tokenizer(a.model)
+    model, tok, path_kind = load_for_inference(a.model, getattr(a, "fake_quant", False))
     if model.config.num_labels != task.num_labels:
         raise ValueError(f"model {a.model} has {model.config.num_labels} outputs but task {task.name} needs "
                          f"{task.num_labels}; evaluate it on the task it was trained for")
@@ -96,7 +97,7 @@ def cmd_evaluate(a) -> None:
     sets = {s: encode(load_split(task, s, a.glue_dir, a.max_eval_samples), tok, a.max_seq_length,
                       task.is_regression) for s in task.eval_splits}
     metrics = evaluate(model, task, sets, a.batch_size, dev)
-    out = {"model": a.model, "task": task.name, "metrics": metrics, "eval_sizes": {k: len(v) for k, v in sets.items()}}
+    out = {"model": a.model, "path": path_kind, "task": task.name, "metrics": metrics, "eval_sizes": {k: len(v) for k, v in sets.items()}}
     if a.predictions:
         from xtc.train import predict
 
@@ -138,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=int, default=128)
     s.add_argument("--device")
     s.add_argument("--predictions", action="store_true", help="also print every dev logit")
+    s.add_argument("--fake-quant", action="store_true", help="a packed .xtc runs on the integer path by default; "
+                   "this runs the fake-quant model it was exported from instead")
     s.set_defaults(fn=cmd_evaluate)
 
     for register in _EXTRA_COMMANDS:
@@ -278,9 +281,10 @@ def _register_artifacts(sub) -> None:
     s.set_defaults(fn=cmd_augment)
 
 
+from xtc.predict import register as _register_predict  # noqa: E402
 from xtc.study import register as _register_study  # noqa: E402
 
-_EXTRA_COMMANDS: list = [_register_compress, _register_artifacts, _register_study]
+_EXTRA_COMMANDS: list = [_register_compress, _register_artifacts, _register_study, _register_predict]
 
 
 def _one_line_errors(parser: argparse.ArgumentParser) -> None:

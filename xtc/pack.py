@@ -511,3 +511,18 @@ def size_report(path_or_model, teacher_fp32_bytes: int | None = None) -> dict:
         rep["ratio_to_teacher"] = teacher_fp32_bytes / weights_bytes
         rep["ratio_to_teacher_file"] = teacher_fp32_bytes / file_bytes
     return rep
+
+
+# -----------------------------------------------------------------------------
+# public read access for other loaders (xtc.infer reads codes without dequantizing them)
+
+
+def read_verified(path: str) -> tuple[dict, dict[str, bytes]]:
+    """Verify a .xtc file (manifest, member list, lengths, sha256) -> (manifest, {member name: bytes}).
+    Raises PackedFormatError for a truncated, corrupted or foreign file."""
+    return _open_verified(path)
+
+
+def packing_of(bits: int, method: str = "xtc") -> str:
+    """The packing ("binary-8", "ternary-5" or "uint-k") that (bits, method) uses in the artifact."""
+    return _packing(bits, method)
