@@ -233,11 +233,14 @@ def test_packed_file_is_recognised_by_content_whatever_its_name(tmp_path, capsys
     assert not stale.exists() and sorted(os.listdir(tmp_path)) == ["student.packed"]
     assert main(["size", "--model", str(packed)]) == 0
     assert json.loads(capsys.readouterr().out)["file_bytes"] == packed.stat().st_size
+    assert main(["evaluate", "--model", str(packed), "--task", "sst2", "--glue-dir", glue_dir]) == 0  # integer path
+    assert "accuracy" in json.loads(capsys.readouterr().out)["metrics"]
     preds = {}
     for name, path in (("packed", str(packed)), ("folder", quantized_student)):
-        assert main(["evaluate", "--model", path, "--task", "sst2", "--glue-dir", glue_dir, "--predictions"]) == 0
+        assert main(["evaluate", "--model", path, "--task", "sst2", "--glue-dir", glue_dir, "--predictions",
+                     "--fake-quant"]) == 0
         preds[name] = json.loads(capsys.readouterr().out)["predictions"]
-    assert preds["packed"] == preds["folder"]
+    assert preds["packed"] == preds["folder"]  # the fake-quant model it was exported from, bit for bit
     # a file that is not a packed model, even named .xtc, is a one-line error naming it
     fake = tmp_path / "fake.xtc"
     fake.write_text("not a zip")
