@@ -22,7 +22,7 @@ import yaml
 
 SUBMITTED = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\d+)")
 FAILED = "SLURM-job '{}' failed"
-STATE_FILE = os.path.join(".xtc_state", "state.pt")
+STATE_FILE = os.path.join(".xtc_state", "state.json")  # xtc/checkpoint.py: written last, atomically
 # metrics.json keys that depend on what was computed, not on when or where (no timings, no paths)
 DETERMINISTIC = ("metrics", "best_step", "history", "final_loss_terms", "loss_terms", "steps", "train_tokens",
                  "size")
@@ -206,7 +206,7 @@ def eval_steps(log: str | None) -> list[int]:
 
 
 def cmd_cancel(args) -> None:
-    """Wait for a training run with a checkpoint (.xtc_state/state.pt) and no metrics.json yet, scancel its
+    """Wait for a training run with a checkpoint (.xtc_state/state.json) and no metrics.json yet, scancel its
     Slurm job, then time how long Snakemake takes to report it. Writes OUT.json."""
     t_start = time.time()
     deadline = t_start + args.timeout

@@ -216,7 +216,9 @@ def test_refuses_to_overwrite_and_leaves_no_temp_files(packed_1bit, tmp_path):
         export_packed(model, tok, str(path))
     assert path.read_bytes() == b"precious"
     export_packed(model, tok, str(path), overwrite=True)
-    assert load_packed(str(path))[0] is not None
+    reloaded = load_packed(str(path))[0]  # the replacement is the model, complete
+    assert reloaded.config.xtc_quant == model.config.xtc_quant
+    assert set(reloaded.state_dict()) == set(model.state_dict())
     assert sorted(os.listdir(tmp_path)) == ["m.xtc"]
 
 

@@ -9,6 +9,7 @@ import torch
 
 import xtc.precision as prec
 from conftest import interrupt_after_checkpoints
+from xtc.checkpoint import load_state
 from xtc.cli import main
 from xtc.compress import CompressConfig, compress
 from xtc.config import RunOptions
@@ -118,7 +119,7 @@ def test_bf16_same_seed_identical_and_resume_exact(tmp_path, teacher_dir, glue_d
     # interrupted after the 2nd checkpoint, then resumed: exactly the uninterrupted run
     out = str(tmp_path / "resumed")
     interrupt_after_checkpoints(monkeypatch, 2, lambda: _run(tmp_path, teacher_dir, glue_dir, "resumed", "bf16"))
-    saved = torch.load(os.path.join(out, STATE_DIR, "state.pt"), map_location="cpu", weights_only=False)
+    saved = load_state(os.path.join(out, STATE_DIR))  # safetensors + JSON (xtc/checkpoint.py)
     assert saved["run_config"]["precision"] == "bf16"
     assert all(s.dtype == torch.float32 for st in saved["optimizer"]["state"].values()
                for s in st.values() if s.is_floating_point())  # AdamW moments fp32

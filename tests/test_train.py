@@ -35,7 +35,7 @@ def teacher(tmp_path_factory, tiny_model_dir, glue_dir):
     return out
 
 
-def test_finetune_outputs_and_reload(teacher, glue_dir):
+def test_finetune_outputs_and_reload(teacher, glue_dir, capsys):
     rec = json.load(open(os.path.join(teacher, "metrics.json")))
     for key in ("task", "selection_metric", "metrics", "history", "config", "versions", "wall_seconds",
                 "train_samples_per_second", "train_tokens_per_second"):
@@ -52,6 +52,7 @@ def test_finetune_outputs_and_reload(teacher, glue_dir):
     # the saved model reproduces the kept checkpoint's dev metrics
     code = main(["evaluate", "--model", teacher, "--task", "sst2", "--glue-dir", glue_dir])
     assert code == 0
+    assert json.loads(capsys.readouterr().out)["metrics"] == rec["metrics"]
 
 
 def test_same_seed_same_result_and_exact_resume(tmp_path, tiny_model_dir, glue_dir, monkeypatch, teacher):

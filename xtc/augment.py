@@ -34,10 +34,11 @@ import torch
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 from tqdm.auto import tqdm
 
+from xtc.checkpoint import check_out_file
 from xtc.config import AugmentConfig
 from xtc.data import load_split
 from xtc.files import atomic_write
-from xtc.models import load_tokenizer, quiet_hf_loading, resolve_model_path
+from xtc.models import check_local_model_path, load_tokenizer, quiet_hf_loading, resolve_model_path
 from xtc.tasks import get_task
 
 SHORTLIST_EXTRA = 16  # float32 shortlist margin before the exact float64 re-ranking of neighbours
@@ -71,8 +72,9 @@ def load_teacher(name: str) -> Teacher:
     from transformers import AutoConfig, BertForMaskedLM
 
     path = resolve_model_path(name)
-    if path.endswith(".xtc") and os.path.isfile(path):
-        raise ValueError(f"--teacher {path} is a packed student; augmentation needs the fp32 teacher folder "
+    check_local_model_path(path)
+    if os.path.isfile(path):
+        raise ValueError(f"--teacher {path} is a file (a packed student?); augmentation needs the fp32 teacher folder "
                          f"(or hub id) whose vocabulary and embeddings propose the replacements")
     try:
         with quiet_hf_loading():  # "newly initialised cls.*" is expected for heads we then discard
@@ -276,6 +278,7 @@ def augment(task_name: str, teacher_dir: str, out_file: str, cfg: AugmentConfig 
     cfg = cfg or AugmentConfig()
     copies, replace_prob, candidates, seed = cfg.copies, cfg.replace_prob, cfg.candidates, cfg.seed
     task = get_task(task_name)
+    check_out_file(out_file)
     if os.path.exists(out_file) and not overwrite:
         raise FileExistsError(f"{out_file} already exists; pass --overwrite to replace it or choose another --out")
     split = load_split(task, "train", glue_dir, cfg.max_train_samples)

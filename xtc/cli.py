@@ -81,6 +81,7 @@ def cmd_evaluate(a) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="xtc", description="XTC extreme compression of BERT models on GLUE "
                                 "(layer reduction + 1/2-bit quantization-aware training with distillation).")
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error (or set XTC_DEBUG=1)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("tasks", help="list the GLUE tasks, their metrics and splits")
@@ -165,7 +166,8 @@ def cmd_size(a) -> None:
     teacher_bytes = None
     if a.teacher:
         teacher_bytes = model_size(load_model_and_tokenizer(a.teacher)[0])["fp32_bytes"]
-    target = a.model if a.model.endswith(".xtc") else load_model_and_tokenizer(a.model)[0]
+    # a file is a packed model whatever its name (size_report checks the ZIP and its manifest)
+    target = a.model if os.path.isfile(a.model) else load_model_and_tokenizer(a.model)[0]
     _print_json({"model": a.model, **size_report(target, teacher_fp32_bytes=teacher_bytes)})
 
 
@@ -210,11 +212,25 @@ from xtc.study import register as _register_study  # noqa: E402
 _EXTRA_COMMANDS: list = [_register_compress, _register_artifacts, _register_study, _register_predict]
 
 
+def _one_line_errors(parser: argparse.ArgumentParser) -> None:
+    """argparse errors as one line (what is wrong, where to look) instead of the usage block, on every sub-parser."""
+    def error(message: str) -> None:
+        parser.exit(2, f"{parser.prog}: error: {message}; see `{parser.prog} --help`\n")
+
+    parser.error = error
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _one_line_errors(sub)
+
+
 def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    _one_line_errors(parser)
     try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:  # --help (0) or a malformed argument (2, one line already printed)
-        return exc.code
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2, already printed)
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         build_settings(args)  # every value checked against its allowed range before anything runs
         args.fn(args)
@@ -224,10 +240,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("xtc: interrupted; re-run the same command to resume from the last checkpoint", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as exc:
-        if os.environ.get("XTC_DEBUG"):
+    except (ValueError, OSError, RuntimeError) as exc:  # user errors (bad values, data, paths): one line
+        if args.debug or os.environ.get("XTC_DEBUG"):
             raise
-        print(f"xtc {args.command}: error: {exc}", file=sys.stderr)
+        print(f"xtc {args.command}: error: {' '.join(str(exc).split()) or type(exc).__name__}", file=sys.stderr)
         return 2
     return 0
 

@@ -57,6 +57,17 @@ def _label_id(task: Task, raw: str, where: str):
     return task.labels.index(raw)
 
 
+def _bad_utf8_line(path: str) -> str:
+    """`path:LINE` of the first line that is not valid UTF-8 (for the error message)."""
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return f"{path}:{line_no}"
+    return path
+
+
 def read_tsv_split(task: Task, split: str, glue_dir: str) -> Split:
     """Read `<glue_dir>/<Task>/<split>.tsv` exactly as download_glue_data.py wrote it."""
     path = os.path.join(glue_dir, task.folder, f"{split}.tsv")
@@ -70,27 +81,36 @@ def read_tsv_split(task: Task, split: str, glue_dir: str) -> Split:
     # utf-8-sig strips MRPC's byte-order mark; QUOTE_NONE because GLUE text contains bare quotes.
     with open(path, encoding="utf-8-sig", newline="") as f:
         rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        if task.has_header:
-            header = next(rows, None)
-            if header is None:
-                raise DataError(f"{path}: file is empty")
-            missing = [c for c in (*task.text_columns, task.label_column) if c not in header]
-            if missing:
-                raise DataError(f"{path}:1: header lacks column(s) {missing}; found {header}")
-            text_pos = [header.index(c) for c in task.text_columns]
-            label_pos = header.index(task.label_column)
-            width = len(header)
-        else:
-            text_pos, label_pos, width = [task.column_positions[0]], task.column_positions[1], None
-        for row in rows:
-            line = rows.line_num
-            if not row or row == [""]:
-                continue
-            if (width is not None and len(row) < width) or len(row) <= max(*text_pos, label_pos):
-                raise DataError(f"{path}:{line}: malformed row with {len(row)} tab-separated fields "
-                                f"(expected {width or max(*text_pos, label_pos) + 1})")
-            texts.append(tuple(row[p] for p in text_pos))
-            labels.append(_label_id(task, row[label_pos], f"{path}:{line}"))
+        try:
+            if task.has_header:
+                header = next(rows, None)
+                if header is None:
+                    raise DataError(f"{path}: file is empty; it needs a header line and one example per line "
+                                    f"(re-download it with download_glue_data.py)")
+                missing = [c for c in (*task.text_columns, task.label_column) if c not in header]
+                if missing:
+                    raise DataError(f"{path}:1: header lacks column(s) {missing}; found {header}")
+                text_pos = [header.index(c) for c in task.text_columns]
+                label_pos = header.index(task.label_column)
+                width = len(header)
+            else:
+                text_pos, label_pos, width = [task.column_positions[0]], task.column_positions[1], None
+            for row in rows:
+                line = rows.line_num
+                if not row or row == [""]:
+                    continue
+                if (width is not None and len(row) < width) or len(row) <= max(*text_pos, label_pos):
+                    need = width or max(*text_pos, label_pos) + 1
+                    raise DataError(f"{path}:{line}: malformed row with {len(row)} tab-separated fields, expected "
+                                    f"{need}; fix or delete that line (a tab inside the text splits a field)")
+                texts.append(tuple(row[p] for p in text_pos))
+                labels.append(_label_id(task, row[label_pos], f"{path}:{line}"))
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{_bad_utf8_line(path)}: not UTF-8 text ({exc.reason} at byte "
+                            f"0x{exc.object[exc.start]:02x}); re-save the file as UTF-8") from None
+    if not labels:
+        raise DataError(f"{path}: no examples{' after the header line' if task.has_header else ''}; the {split} split "
+                        f"must hold at least one example per line (re-download it with download_glue_data.py)")
     return Split(task.name, split, texts, labels, source=path)
 
 
@@ -235,17 +255,21 @@ def read_train_file(path: str, task: Task) -> Split:
         raise DataError(f"--train-file {path} does not exist; make one with `xtc augment`")
     texts, labels = [], []
     keys = ("text_a", "text_b") if task.is_pair else ("text_a",)
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{path}:{line_no}: not UTF-8 text ({exc.reason}); re-save the file as UTF-8") from None
             if not line.strip():
                 continue
             try:
                 obj = json.loads(line)
                 texts.append(tuple(str(obj[k]) for k in keys))
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            except (json.JSONDecodeError, KeyError, TypeError, RecursionError) as exc:
                 raise DataError(f"{path}:{line_no}: expected a JSON object with {list(keys)} "
                                 f"({type(exc).__name__}: {exc})") from None
             labels.append(obj.get("label", 0.0 if task.is_regression else 0))
     if not texts:
-        raise DataError(f"{path} holds no examples")
+        raise DataError(f"{path} holds no examples; it needs one JSON object per line (make one with `xtc augment`)")
     return Split(task.name, "train", texts, labels, source=path)

@@ -27,16 +27,24 @@ def resolve_model_path(name: str | None) -> str:
 
 
 def pick_device(name: str | None = None) -> torch.device:
-    """CUDA when present (or asked for), else CPU."""
-    if not name:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"--device {name!r} is not a torch device; use e.g. cpu, cuda or cuda:1") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: this torch build sees no CUDA device; leave --device out or use cpu")
-    return dev
+    """CUDA when present (or asked for), else CPU. A device this torch cannot use is a one-line ValueError."""
+    if name:
+        try:
+            dev = torch.device(name)
+        except RuntimeError:
+            raise ValueError(f"--device {name!r} is not a torch device; use cpu, cuda or cuda:N") from None
+        if dev.type == "cuda":
+            if not torch.cuda.is_available():
+                raise ValueError(f"--device {name}: this torch {torch.__version__} sees no CUDA GPU (CPU-only build "
+                                 f"or no GPU visible); use --device cpu or leave --device out")
+            if dev.index is not None and dev.index >= torch.cuda.device_count():
+                raise ValueError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+        elif dev.type == "mps" and not torch.backends.mps.is_available():
+            raise ValueError(f"--device {name}: MPS is not available here; use --device cpu")
+        elif dev.type not in ("cpu", "cuda", "mps"):
+            raise ValueError(f"--device {name}: xtc runs on cpu, cuda or mps")
+        return dev
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def check_sequence_length(model, max_seq_length: int, what: str = "--model") -> None:
@@ -61,18 +69,42 @@ def quiet_hf_loading():
         hf_logging.enable_progress_bar()
 
 
+def check_local_model_path(path: str) -> None:
+    """A path that names a local folder (absolute, relative or with a separator) must exist: otherwise
+    transformers takes it for a hub id and answers with a message about repo ids."""
+    if not os.path.exists(path) and (os.path.isabs(path) or path.startswith(".") or path.count("/") > 1):
+        raise FileNotFoundError(f"cannot load a BERT model from {path!r}: no such file or folder. Pass a local "
+                                f"Hugging Face model folder, a hub id (when online) or 'default'")
+
+
 def load_tokenizer(path: str):
-    return AutoTokenizer.from_pretrained(path)
+    if os.path.isfile(path):  # a packed file carries its tokenizer
+        from xtc.pack import load_packed
+
+        tok = load_packed(path)[1]
+        if tok is None:
+            raise ValueError(f"{path} holds no tokenizer")
+        return tok
+    check_local_model_path(path)
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise FileNotFoundError(f"cannot load a tokenizer from {path!r}: {exc}. Pass a local Hugging Face "
+                                f"model folder, a hub id (when online) or 'default'") from exc
 
 
 def load_classifier(path: str, num_labels: int | None = None) -> BertForSequenceClassification:
     """A BERT sequence classifier. From a bare encoder (e.g. the default all-MiniLM-L6-v2, a BertModel)
     the classifier head is freshly initialised; from an xtc output folder the saved quantization spec is
     re-applied so the model computes exactly what was trained."""
-    if path.endswith(".xtc") and os.path.isfile(path):
+    if os.path.isfile(path):  # a packed file, whatever its name: load_packed checks its content
         from xtc.pack import load_packed
 
         return load_packed(path)[0]
+    if os.path.isdir(os.path.join(path, ".xtc_state")) and not os.path.isfile(os.path.join(path, "metrics.json")):
+        raise ValueError(f"{path} holds an unfinished xtc run (no metrics.json); re-run the command that made it "
+                         f"to finish it, or pass a finished run folder")
+    check_local_model_path(path)
     kwargs = {} if num_labels is None else {"num_labels": num_labels}
     try:
         with quiet_hf_loading():
@@ -93,7 +125,7 @@ def load_classifier(path: str, num_labels: int | None = None) -> BertForSequence
 
 def load_model_and_tokenizer(path: str, num_labels: int | None = None):
     path = resolve_model_path(path)
-    if path.endswith(".xtc") and os.path.isfile(path):
+    if os.path.isfile(path):  # a packed file, whatever its name
         from xtc.pack import load_packed
 
         return load_packed(path)

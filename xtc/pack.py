@@ -29,6 +29,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import struct
 import tempfile
 import zipfile
@@ -41,6 +42,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from . import __version__
+from .checkpoint import check_out_file
 from .files import atomic_write
 from .quant import (QuantSpec, apply_quantization, dequantize_codes, min_weight_bytes, quantize_weight_codes,
                     quantized_modules, role_of, scheme_of, size_summary)
@@ -201,8 +203,9 @@ def export_packed(model, tokenizer, out_path: str, overwrite: bool = False) -> d
     overwrite=True.
     """
     out_path = os.fspath(out_path)
+    check_out_file(out_path)
     if os.path.exists(out_path) and not overwrite:
-        raise FileExistsError(f"{out_path} already exists; pass overwrite=True to replace it")
+        raise FileExistsError(f"{out_path} already exists; pass --overwrite (overwrite=True) to replace it")
     qparams = _quant_params(model)
     frozen = [k for k, m in qparams.items() if m.frozen]
     if frozen:
@@ -261,6 +264,16 @@ def export_packed(model, tokenizer, out_path: str, overwrite: bool = False) -> d
 
 _ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError, ValueError,
                NotImplementedError, RuntimeError, KeyError, struct.error)
+
+
+def is_packed(path) -> bool:
+    """Whether `path` is a packed xtc file by its content (a ZIP whose manifest says so), whatever its name."""
+    try:
+        with zipfile.ZipFile(os.fspath(path)) as zf:
+            with zf.open(MANIFEST) as f:
+                return json.loads(f.read(1 << 20)).get("format") == FORMAT
+    except (*_ZIP_ERRORS, AttributeError):
+        return False
 
 
 def _open_verified(path: str) -> tuple[dict, dict[str, bytes]]:

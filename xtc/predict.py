@@ -11,7 +11,8 @@ from xtc.tasks import TASKS, get_task
 
 
 def is_packed(path: str) -> bool:
-    return path.endswith(".xtc") and os.path.isfile(path)
+    # a file is a packed model whatever its name: the loader checks the ZIP and its manifest (issue 14)
+    return os.path.isfile(path)
 
 
 def load_for_inference(path: str, fake_quant: bool = False):

@@ -17,6 +17,8 @@ import torch
 from tqdm.auto import tqdm
 
 from xtc.config import RunOptions, TrainConfig
+from xtc.checkpoint import (check_out_folder, clean_stale_temps, discard_unfinished_run, has_state,
+                            load_state, save_state)
 from xtc.data import Encoded, collate, eval_batches, train_batches
 from xtc.files import METRICS_FILE, STATE_DIR, atomic_write, write_json_atomic
 from xtc.metrics import task_metrics
@@ -63,6 +65,15 @@ class RunFolderError(ValueError):
     pass
 
 
+class NonFiniteLossError(ValueError):
+    """The training loss became NaN or inf: the run stops and keeps nothing that looks finished."""
+
+
+_RESUME_KEYS = ("stage", "stage_step", "global_step", "best_metric", "best_step", "best_model", "history",
+                "wall_seconds", "train_seconds", "train_tokens", "train_examples", "last_terms", "model", "rng",
+                "optimizer", "scheduler")
+
+
 def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -82,28 +93,33 @@ def versions() -> dict[str, str]:
 
 
 def prepare_run_folder(out_dir: str, run_config: dict, overwrite: bool) -> dict | None:
-    """Refuse to clobber a finished run; return the saved state of an unfinished one with the same settings."""
+    """Refuse to clobber a finished run; return the saved state of an unfinished one with the same settings.
+    Creates nothing: the folder appears with the first checkpoint, so a run that fails validation leaves none."""
+    check_out_folder(out_dir)
     finished = os.path.join(out_dir, METRICS_FILE)
-    state_file = os.path.join(out_dir, STATE_DIR, "state.pt")
+    state_dir = os.path.join(out_dir, STATE_DIR)
+    clean_stale_temps(out_dir)
     if os.path.exists(finished):
         if not overwrite:
             raise RunFolderError(f"{out_dir} already holds a finished run ({METRICS_FILE}); choose another --out "
                                  f"or pass --overwrite to replace it")
-        shutil.rmtree(out_dir)
-    elif os.path.exists(state_file):
-        state = torch.load(state_file, map_location="cpu", weights_only=False)
-        if overwrite:
+        return None  # replaced at the new run's first checkpoint: a run that fails before keeps the old one
+    elif os.path.isdir(state_dir):  # an unfinished run of xtc: resume it, or start over when asked to
+        if overwrite or not has_state(state_dir):  # nothing to resume (killed before its first checkpoint)
             shutil.rmtree(out_dir)
-        elif state["run_config"] != run_config:
-            diff = {k: (state["run_config"].get(k), v) for k, v in run_config.items()
-                    if state["run_config"].get(k) != v}
+            return None
+        state = load_state(state_dir)
+        saved = state.get("run_config")
+        if not isinstance(saved, dict) or not all(k in state for k in _RESUME_KEYS):
+            raise RunFolderError(f"cannot resume from {state_dir}: its state lacks run settings or counters; "
+                                 f"pass --overwrite to start the run over")
+        if saved != run_config:
+            diff = {k: (saved.get(k), v) for k, v in run_config.items() if saved.get(k) != v}
             raise RunFolderError(f"{out_dir} holds an unfinished run with other settings {diff} (saved, now); "
                                  f"re-run with the same settings to resume, or pass --overwrite to start over")
-        else:
-            return state
+        return state
     elif os.path.isdir(out_dir) and os.listdir(out_dir):
         raise RunFolderError(f"{out_dir} exists, is not empty and holds no xtc run; choose a new --out folder")
-    os.makedirs(os.path.join(out_dir, STATE_DIR), exist_ok=True)
     return None
 
 
@@ -197,7 +213,7 @@ def train(model, stages: list[Stage], train_data: Encoded, eval_sets: dict[str, 
     precision = resolve_precision(cfg.precision, device).precision  # callers pass it resolved; "auto" also works
     steps_per_epoch = math.ceil(len(train_data) / cfg.batch_size)
     stage_steps = [max(1, math.ceil(s.epochs * steps_per_epoch)) for s in stages]
-    state_file = os.path.join(out_dir, STATE_DIR, "state.pt")
+    state_file = os.path.join(out_dir, STATE_DIR)  # a folder: see xtc/checkpoint.py
     st = LoopState()
     if resume_state is not None:
         st = LoopState.from_dict(resume_state)
@@ -229,6 +245,11 @@ def train(model, stages: list[Stage], train_data: Encoded, eval_sets: dict[str, 
             batch = to_device(collate(train_data, epoch_batches[pos]), device)
             batch["index"] = torch.tensor(epoch_batches[pos])  # which examples: for a teacher-output cache
             loss, terms = train_step(model, batch, stage.loss_fn, opt, cfg.max_grad_norm, sched, precision)
+            if not math.isfinite(float(loss.detach())):  # a diverged run cannot recover: stop, keep nothing
+                discard_unfinished_run(out_dir, STATE_DIR)
+                raise NonFiniteLossError(f"the training loss became {float(loss.detach())} at step "
+                                         f"{st.global_step + 1} ({stage.name}); nothing was kept. Lower --lr "
+                                         f"(now {cfg.lr * stage.lr_factor:g}) or check the data and the model")
             st.train_seconds += time.perf_counter() - t0
             st.train_tokens += int(batch["attention_mask"].sum())
             st.train_examples += len(epoch_batches[pos])
@@ -248,6 +269,8 @@ def train(model, stages: list[Stage], train_data: Encoded, eval_sets: dict[str, 
                         f"loss {st.last_terms['loss']:.4f} " +
                         " ".join(f"{k} {v:.4f}" for k, v in entry["metrics"].items()))
                 st.wall_seconds = time.perf_counter() - t_start
+                if os.path.isfile(os.path.join(out_dir, METRICS_FILE)):  # the finished run --overwrite replaces
+                    shutil.rmtree(out_dir)
                 _checkpoint(state_file, st, model, opt, sched, run_config)
         st.stage += 1
         st.stage_step = 0
@@ -279,10 +302,10 @@ def _evaluation(model, task: Task, eval_sets, cfg: TrainConfig, device, st: Loop
 
 
 def _checkpoint(path: str, st: LoopState, model, opt, sched, run_config: dict) -> None:
+    """Save everything an exact resume needs into the state folder `path` (no pickle: xtc/checkpoint.py)."""
     state = dict(st.as_dict(), run_config=run_config, model=model.state_dict(), optimizer=opt.state_dict(),
                  scheduler=sched.state_dict(), rng=_rng_state())
-    with atomic_write(path, "wb") as f:  # a kill mid-write leaves the previous checkpoint intact
-        torch.save(state, f)
+    save_state(path, state, st.global_step)  # atomic: a kill mid-write leaves the previous checkpoint intact
 
 
 def run_record(task: Task, result: dict, run_config: dict, run: RunOptions, device, train_data: Encoded,
@@ -297,8 +320,11 @@ def run_record(task: Task, result: dict, run_config: dict, run: RunOptions, devi
 
 def finish_run(out_dir: str, model, tokenizer, record: dict) -> dict:
     """Save the kept model and tokenizer, then metrics.json (last, atomically), then drop the resume state."""
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
+    from xtc.models import quiet_hf_loading
+
+    with quiet_hf_loading():  # no "Writing model shards" bar in the logs
+        model.save_pretrained(out_dir)
+        tokenizer.save_pretrained(out_dir)
     write_json_atomic(os.path.join(out_dir, METRICS_FILE), record)
     shutil.rmtree(os.path.join(out_dir, STATE_DIR), ignore_errors=True)
     return record

@@ -1,0 +1,250 @@
+"""The resume state of an unfinished run, without pickle: tensors in safetensors, everything else in JSON.
+
+A run folder a user points at may come from anywhere, so nothing in it may run code when read. The state
+(counters, history, run config, model, best model, optimizer, scheduler, Python/NumPy/torch RNG) is split
+by `encode` into a JSON tree and a flat {key: tensor} dict; `decode` builds it back. The JSON tree holds
+only JSON values plus three tagged objects that decode to data, never to code:
+
+  {"__tensor__": key}                          a tensor stored in the safetensors file under `key`
+  {"__tuple__": [...]}                         a tuple (Python's RNG state, AdamW's betas)
+  {"__dict__": [[key, value], ...]}            a dict with non-string keys (optimizer state by param index)
+  {"__ndarray__": [dtype, shape, [values]]}    a small NumPy array (NumPy's RNG key), integer or float dtype
+
+On disk, in OUT/.xtc_state/:
+  state.json                        {"format": "xtc-state", "version": 1, "tensors": FILE, "sha256": HEX,
+                                     "state": TREE}
+  tensors-<step>.safetensors        the tensors of that checkpoint
+
+The tensors file is written first under a new name, then state.json is replaced atomically, then older
+tensors files are removed: a kill at any point leaves a state.json whose tensors file exists and matches.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+FORMAT = "xtc-state"
+VERSION = 1
+STATE_JSON = "state.json"
+LEGACY_PICKLE = "state.pt"  # written by xtc before the safetensors state; never read
+_NDARRAY_KINDS = "iuf"  # integer, unsigned, float: nothing that could hold objects
+
+
+class StateFileError(ValueError):
+    """A resume state that is unreadable, corrupted or not written by xtc; the message says how to recover."""
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def encode(obj, tensors: dict[str, torch.Tensor], path: str = "s"):
+    """JSON tree of `obj`, moving every tensor into `tensors` under a key derived from where it sits."""
+    if isinstance(obj, torch.Tensor):
+        tensors[path] = obj.detach().cpu().contiguous().clone()  # clone: safetensors refuses shared storage
+        return {"__tensor__": path}
+    if isinstance(obj, np.ndarray):
+        if obj.dtype.kind not in _NDARRAY_KINDS:
+            raise TypeError(f"{path}: cannot store a NumPy array of dtype {obj.dtype}")
+        return {"__ndarray__": [obj.dtype.str, list(obj.shape), obj.reshape(-1).tolist()]}
+    if isinstance(obj, (bool, int, float, str)) or obj is None:
+        return obj
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, tuple):
+        return {"__tuple__": [encode(v, tensors, f"{path}.{i}") for i, v in enumerate(obj)]}
+    if isinstance(obj, list):
+        return [encode(v, tensors, f"{path}.{i}") for i, v in enumerate(obj)]
+    if isinstance(obj, dict):
+        if all(isinstance(k, str) and not k.startswith("__") for k in obj):
+            return {k: encode(v, tensors, f"{path}.{k}") for k, v in obj.items()}
+        if not all(isinstance(k, (str, int)) and not isinstance(k, bool) for k in obj):
+            raise TypeError(f"{path}: dict keys must be str or int")
+        return {"__dict__": [[k, encode(v, tensors, f"{path}.{k}")] for k, v in obj.items()]}
+    raise TypeError(f"{path}: cannot store a {type(obj).__name__} in the resume state")
+
+
+def decode(tree, tensors: dict[str, torch.Tensor]):
+    """Inverse of `encode`: builds only dicts, lists, tuples, numbers, strings, tensors and numeric arrays."""
+    if isinstance(tree, list):
+        return [decode(v, tensors) for v in tree]
+    if not isinstance(tree, dict):
+        return tree
+    if len(tree) == 1:
+        (tag, value), = tree.items()
+        if tag == "__tensor__":
+            if not isinstance(value, str) or value not in tensors:
+                raise StateFileError(f"refers to tensor {value!r}, which its tensors file does not hold")
+            return tensors[value]
+        if tag == "__tuple__" and isinstance(value, list):
+            return tuple(decode(v, tensors) for v in value)
+        if tag == "__dict__" and isinstance(value, list):
+            if not all(isinstance(kv, list) and len(kv) == 2 and isinstance(kv[0], (str, int)) for kv in value):
+                raise StateFileError("holds a malformed __dict__ entry")
+            return {k: decode(v, tensors) for k, v in value}
+        if tag == "__ndarray__":
+            try:
+                dtype, shape, values = value
+                dtype = np.dtype(str(dtype))
+                if dtype.kind not in _NDARRAY_KINDS:
+                    raise ValueError(f"dtype {dtype} is not numeric")
+                return np.asarray(values, dtype=dtype).reshape([int(s) for s in shape])
+            except (TypeError, ValueError) as exc:
+                raise StateFileError(f"holds a malformed __ndarray__ entry ({exc})") from None
+    if any(k.startswith("__") for k in tree):
+        raise StateFileError(f"holds an unknown tagged object {sorted(tree)[:3]}")
+    return {k: decode(v, tensors) for k, v in tree.items()}
+
+
+def has_state(state_dir: str) -> bool:
+    """Whether `state_dir` holds a resume state (readable or not), current or legacy."""
+    return any(os.path.isfile(os.path.join(state_dir, f)) for f in (STATE_JSON, LEGACY_PICKLE))
+
+
+def save_state(state_dir: str, state: dict, step: int) -> None:
+    """Write `state` (nested dicts/lists/tuples of JSON values, tensors and numeric arrays) atomically."""
+    os.makedirs(state_dir, exist_ok=True)
+    tensors: dict[str, torch.Tensor] = {}
+    tree = encode(state, tensors)
+    blob = st_save(tensors, metadata={"format": FORMAT})
+    name = f"tensors-{int(step)}.safetensors"
+    tmp = os.path.join(state_dir, f".{name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(blob)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, os.path.join(state_dir, name))
+    doc = {"format": FORMAT, "version": VERSION, "tensors": name, "sha256": _sha256(blob), "state": tree}
+    tmp = os.path.join(state_dir, f".{STATE_JSON}.tmp{os.getpid()}")
+    with open(tmp, "w") as f:
+        json.dump(doc, f)  # -inf (no best score yet) is written as -Infinity, which json reads back
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, os.path.join(state_dir, STATE_JSON))
+    for other in os.listdir(state_dir):  # older checkpoints and temp files of killed writes
+        if other != name and other != STATE_JSON:
+            os.unlink(os.path.join(state_dir, other))
+
+
+def load_state(state_dir: str) -> dict:
+    """Read what `save_state` wrote. Never unpickles; any problem is a StateFileError naming the folder."""
+    def bad(why: str) -> StateFileError:
+        return StateFileError(f"cannot resume from {state_dir}: {why}; pass --overwrite to start the run over")
+
+    json_path = os.path.join(state_dir, STATE_JSON)
+    if not os.path.isfile(json_path):
+        if os.path.isfile(os.path.join(state_dir, LEGACY_PICKLE)):
+            raise bad(f"it holds a pickled {LEGACY_PICKLE} (older xtc), which is never loaded because "
+                      f"unpickling can run code")
+        raise bad(f"no {STATE_JSON}")
+    try:
+        with open(json_path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise bad(f"{STATE_JSON} is not valid JSON ({type(exc).__name__}: {exc})") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("version") != VERSION:
+        raise bad(f"{STATE_JSON} is not an {FORMAT!r} version {VERSION} file")
+    name = doc.get("tensors")
+    if not isinstance(name, str) or os.path.basename(name) != name or not name.endswith(".safetensors"):
+        raise bad(f"{STATE_JSON} names no tensors file in its folder")
+    try:
+        with open(os.path.join(state_dir, name), "rb") as f:
+            blob = f.read()
+    except OSError as exc:
+        raise bad(f"cannot read {name} ({exc.strerror})") from None
+    if _sha256(blob) != doc.get("sha256"):
+        raise bad(f"{name} fails its sha256 check (corrupted or replaced)")
+    try:
+        tensors = st_load(blob)
+    except (SafetensorError, ValueError) as exc:
+        raise bad(f"{name} is not a valid safetensors file ({exc})") from None
+    try:
+        state = decode(doc.get("state"), tensors)
+    except StateFileError as exc:
+        raise bad(f"{STATE_JSON} {exc}") from None
+    except RecursionError:
+        raise bad(f"{STATE_JSON} is nested too deeply") from None
+    if not isinstance(state, dict):
+        raise bad(f"{STATE_JSON} holds no state object")
+    return state
+
+
+# ---------------------------------------------------------------- run folders and temp files
+_RUN_TEMP = re.compile(r"^.+\.tmp(?P<pid>\d+)$")  # metrics.json.tmp1234 (train.write_json_atomic), state temps
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    return True
+
+
+def clean_stale_temps(folder: str, pattern: re.Pattern = _RUN_TEMP) -> list[str]:
+    """Remove temp files of `pattern` (a named group `pid`) left in `folder` by killed xtc processes; files of a
+    process still running are kept. Returns the removed paths."""
+    removed = []
+    for base in (folder, os.path.join(folder, ".xtc_state")):
+        try:
+            names = os.listdir(base)
+        except OSError:
+            continue
+        for name in names:
+            m = pattern.match(name)
+            path = os.path.join(base, name)
+            if m and os.path.isfile(path) and not _alive(int(m.group("pid"))):
+                os.unlink(path)
+                removed.append(path)
+    return removed
+
+
+def check_out_folder(out_dir: str, what: str = "--out") -> None:
+    """A run folder path must be a folder (or not exist yet) in an existing, writable parent folder."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise FileExistsError(f"{what} {out_dir} is an existing file, not a run folder; choose a folder path")
+    check_writable_parent(out_dir if os.path.isdir(out_dir) else os.path.dirname(os.path.abspath(out_dir)),
+                          out_dir, what)
+
+
+def check_out_file(out_file: str, what: str = "--out") -> None:
+    """An output file path must not be a folder, and its parent must be an existing, writable folder."""
+    if os.path.isdir(out_file):
+        raise IsADirectoryError(f"{what} {out_file} is a folder; name the file to write, e.g. {out_file}/out")
+    check_writable_parent(os.path.dirname(os.path.abspath(out_file)), out_file, what)
+
+
+def check_writable_parent(folder: str, target: str, what: str) -> None:
+    if not os.path.isdir(folder):
+        kind = "is a file" if os.path.exists(folder) else "does not exist"
+        raise FileNotFoundError(f"{what} {target}: folder {folder} {kind}; create it first or choose another {what}")
+    try:  # a real write: os.access says yes to root even on read-only mounts
+        fd, probe = tempfile.mkstemp(prefix=".xtc-write-test-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise PermissionError(f"{what} {target}: cannot write in {folder} ({exc.strerror}); "
+                              f"choose a folder you can write to") from None
+
+
+def discard_unfinished_run(out_dir: str, state_dir_name: str = ".xtc_state") -> None:
+    """Drop the resume state of a run that cannot succeed, and the run folder if nothing else is in it."""
+    shutil.rmtree(os.path.join(out_dir, state_dir_name), ignore_errors=True)
+    try:
+        os.rmdir(out_dir)  # only when empty
+    except OSError:
+        pass
