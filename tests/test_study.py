@@ -40,7 +40,7 @@ def tiny_config(tmp_path=None, seeds=(1, 2)) -> dict:
         "paths": {"runs": str(tmp_path / "runs") if tmp_path else "runs/test",
                   "results": str(tmp_path / "results") if tmp_path else "results/test",
                   "figures": str(tmp_path / "figures") if tmp_path else "figures/test"},
-        "claims": {"size_min_ratio": 10.0, "size_max_drop": 1.5},
+        "claims": {"size_max_drop": 1.5},
     }
     return study.validate_config(cfg)
 
