@@ -9,27 +9,27 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
+from xtc.config import TrainConfig  # noqa: E402
 from xtc.data import collate, load_task_data  # noqa: E402
-from xtc.models import load_classifier, load_tokenizer, resolve_model_path  # noqa: E402
+from xtc.models import load_tokenizer, resolve_model_path  # noqa: E402
 from xtc.tasks import get_task  # noqa: E402
+from xtc.train import train_step  # noqa: E402
 
 
-def task_data(task_name: str, model: str, glue_dir: str | None, max_length: int = 128):
+def task_data(task_name: str, model: str, glue_dir: str | None, max_length: int = TrainConfig.max_seq_length,
+              max_train_samples: int | None = None):
     task = get_task(task_name)
     tok = load_tokenizer(resolve_model_path(model))
-    train, _ = load_task_data(task, tok, glue_dir, max_length)
+    train, _ = load_task_data(task, tok, glue_dir, max_length, max_train_samples)
     return task, train
 
 
-def timed_step(model, opt, loss_fn, data, indices, pad_to=None) -> tuple[float, int, int]:
-    """One optimizer step; returns (seconds, real tokens, computed tokens incl. padding)."""
+def timed_step(model, opt, loss_fn, data, indices, pad_to=None, precision="fp32") -> tuple[float, int, int]:
+    """One optimizer step of the training loop (xtc.train.train_step: forward+loss in the precision's autocast
+    region, recipe clipping, no schedule);
+    returns (seconds, real tokens, computed tokens incl. padding)."""
     batch = collate(data, indices, pad_to=pad_to)
     batch["index"] = torch.tensor(indices)  # as the training loop passes it (teacher-output cache lookups)
     t0 = time.perf_counter()
-    model.train()
-    loss, _ = loss_fn(model, batch)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    opt.step()
+    train_step(model, batch, loss_fn, opt, TrainConfig.max_grad_norm, precision=precision)
     return time.perf_counter() - t0, int(batch["attention_mask"].sum()), batch["input_ids"].numel()

@@ -16,9 +16,9 @@ import numpy as np
 from common import task_data, timed_step
 
 from xtc.data import train_batches
-from xtc.finetune import label_objective
+from xtc.distill import label_objective
 from xtc.models import load_classifier, resolve_model_path
-from xtc.train import _optimizer, set_seed
+from xtc.train import make_optimizer, set_seed
 
 
 def main() -> None:
@@ -32,7 +32,7 @@ def main() -> None:
     task, data = task_data(a.task, a.model, a.glue_dir)
     set_seed(0)
     model = load_classifier(resolve_model_path(a.model), task.num_labels)
-    opt = _optimizer(model, 1e-5, 0.01)
+    opt = make_optimizer(model, 1e-5, 0.01)
     modes = {"pad128": (train_batches(data, a.batch_size, 0, 0, group_by_length=False), 128),
              "dynamic": (train_batches(data, a.batch_size, 0, 0, group_by_length=False), None),
              "grouped": (train_batches(data, a.batch_size, 0, 0, group_by_length=True), None)}

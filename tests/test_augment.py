@@ -9,6 +9,7 @@ from transformers import BertForMaskedLM, BertForSequenceClassification, BertMod
 
 from conftest import WORDS, make_tiny_model_dir, tiny_config
 from xtc.augment import augment, load_teacher, neighbour_candidates
+from xtc.config import AugmentConfig
 from xtc.data import load_split, read_train_file
 from xtc.tasks import get_task
 
@@ -63,7 +64,7 @@ def hand_set_dir(tmp_path_factory) -> str:
 # ----------------------------------------------------------------------------- output format
 def test_line_count_originals_and_sources(tmp_path, tiny_model_dir, glue_dir):
     out = str(tmp_path / "sst2.jsonl")
-    rep = augment("sst2", tiny_model_dir, out, copies=3, glue_dir=glue_dir, quiet=True)
+    rep = augment("sst2", tiny_model_dir, out, AugmentConfig(copies=3), glue_dir=glue_dir, quiet=True)
     rows = _lines(out)
     train = load_split(get_task("sst2"), "train", glue_dir)
     assert len(rows) == len(train) * 4 == rep["examples_out"] and rep["examples_in"] == len(train)
@@ -78,17 +79,18 @@ def test_line_count_originals_and_sources(tmp_path, tiny_model_dir, glue_dir):
 def test_same_seed_same_bytes_other_seed_differs_and_prefix_stable(tmp_path, tiny_model_dir, glue_dir):
     paths = [str(tmp_path / f"{n}.jsonl") for n in ("a", "b", "c", "d")]
     for path, seed in zip(paths[:3], (7, 7, 8)):
-        augment("rte", tiny_model_dir, path, copies=2, seed=seed, glue_dir=glue_dir, quiet=True)
+        augment("rte", tiny_model_dir, path, AugmentConfig(copies=2, seed=seed), glue_dir=glue_dir, quiet=True)
     data = [open(p, "rb").read() for p in paths[:3]]
     assert data[0] == data[1] and data[0] != data[2]
     # each example has its own generator: the first n examples do not depend on --max-train-samples
-    augment("rte", tiny_model_dir, paths[3], copies=2, seed=7, glue_dir=glue_dir, max_samples=10, quiet=True)
+    augment("rte", tiny_model_dir, paths[3],
+            AugmentConfig(copies=2, seed=7, max_train_samples=10), glue_dir=glue_dir, quiet=True)
     assert open(paths[3], "rb").read() == b"".join(data[0].splitlines(keepends=True)[:30])
 
 
 def test_round_trips_through_read_train_file(tmp_path, tiny_model_dir, glue_dir):
     out = str(tmp_path / "rte.jsonl")
-    augment("rte", tiny_model_dir, out, copies=2, glue_dir=glue_dir, max_samples=8, quiet=True)
+    augment("rte", tiny_model_dir, out, AugmentConfig(copies=2, max_train_samples=8), glue_dir=glue_dir, quiet=True)
     back = read_train_file(out, get_task("rte"))
     orig = load_split(get_task("rte"), "train", glue_dir, 8)
     assert len(back) == 8 * 3 and back.texts[::3] == orig.texts and all(len(t) == 2 for t in back.texts)
@@ -101,8 +103,9 @@ def test_replaced_fraction_matches_p(tmp_path, tiny_model_dir):
     glue = _write_sst2(str(tmp_path / "glue"), sents)
     for p, copies in ((0.4, 5), (0.0, 1), (1.0, 1)):
         out = str(tmp_path / f"p{p}.jsonl")
-        rep = augment("sst2", tiny_model_dir, out, copies=copies, replace_prob=p, glue_dir=glue,
-                      replace_stop_words=True, quiet=True)
+        rep = augment("sst2", tiny_model_dir, out,
+                      AugmentConfig(copies=copies, replace_prob=p, replace_stop_words=True), glue_dir=glue,
+                      quiet=True)
         rows = _lines(out)
         changed = total = 0
         for r in rows:
@@ -119,8 +122,8 @@ def test_specials_punctuation_case_and_whitespace(tmp_path, tiny_model_dir):
     sent = "[CLS] The dog, sat -- on  the mat... [SEP] ! \"good\""
     glue = _write_sst2(str(tmp_path / "glue"), [sent])
     out = str(tmp_path / "o.jsonl")
-    augment("sst2", tiny_model_dir, out, copies=5, replace_prob=1.0, glue_dir=glue, replace_stop_words=True,
-            quiet=True)
+    augment("sst2", tiny_model_dir, out,
+            AugmentConfig(copies=5, replace_prob=1.0, replace_stop_words=True), glue_dir=glue, quiet=True)
     for r in _lines(out)[1:]:
         t = r["text_a"].split(" ")
         o = sent.split(" ")
@@ -140,8 +143,9 @@ def test_stop_words_kept_unless_asked(tmp_path, tiny_model_dir):
     stop = {"The", "is", "not", "a", "and", "she", "was", "very"}
     for replace_stop in (False, True):
         out = str(tmp_path / f"{replace_stop}.jsonl")
-        rep = augment("sst2", tiny_model_dir, out, copies=4, replace_prob=1.0, glue_dir=glue,
-                      replace_stop_words=replace_stop, quiet=True)
+        rep = augment("sst2", tiny_model_dir, out,
+                      AugmentConfig(copies=4, replace_prob=1.0, replace_stop_words=replace_stop), glue_dir=glue,
+                      quiet=True)
         for r in _lines(out)[1:]:
             for old, new in zip(sent.split(), r["text_a"].split()):
                 assert (new == old) == (old in stop and not replace_stop), (old, new)
@@ -151,8 +155,9 @@ def test_stop_words_kept_unless_asked(tmp_path, tiny_model_dir):
 def test_pairs_rewrite_one_sentence_per_copy(tmp_path, tiny_model_dir, glue_dir):
     """TinyBERT keeps one side of a pair intact, so paraphrase/entailment relations mostly survive."""
     out = str(tmp_path / "rte.jsonl")
-    rep = augment("rte", tiny_model_dir, out, copies=6, replace_prob=1.0, glue_dir=glue_dir,
-                  replace_stop_words=True, quiet=True)
+    rep = augment("rte", tiny_model_dir, out,
+                  AugmentConfig(copies=6, replace_prob=1.0, replace_stop_words=True), glue_dir=glue_dir,
+                  quiet=True)
     train = load_split(get_task("rte"), "train", glue_dir)
     assert rep["pair_mode"] == "one"
     for r in _lines(out):
@@ -166,8 +171,8 @@ def test_pairs_rewrite_one_sentence_per_copy(tmp_path, tiny_model_dir, glue_dir)
 
 def test_pairs_both_mode_augmented_independently(tmp_path, tiny_model_dir, glue_dir):
     out = str(tmp_path / "rte.jsonl")
-    augment("rte", tiny_model_dir, out, copies=10, glue_dir=glue_dir, pair_mode="both", replace_stop_words=True,
-            quiet=True)
+    augment("rte", tiny_model_dir, out,
+            AugmentConfig(copies=10, pair_mode="both", replace_stop_words=True), glue_dir=glue_dir, quiet=True)
     rows = _lines(out)
     train = load_split(get_task("rte"), "train", glue_dir)
     assert all("text_b" in r for r in rows)
@@ -202,7 +207,8 @@ def test_neighbours_follow_the_embedding_table(hand_set_dir):
 def test_neighbour_path_end_to_end(tmp_path, hand_set_dir):
     glue = _write_sst2(str(tmp_path / "glue"), ["dog dogs Dog"])
     out = str(tmp_path / "o.jsonl")
-    rep = augment("sst2", hand_set_dir, out, copies=2, replace_prob=1.0, candidates=1, glue_dir=glue, quiet=True)
+    rep = augment("sst2", hand_set_dir, out,
+                  AugmentConfig(copies=2, replace_prob=1.0, candidates=1), glue_dir=glue, quiet=True)
     assert [r["text_a"] for r in _lines(out)] == ["dog dogs Dog", "cat mat Cat", "cat mat Cat"]
     assert rep["distinct_words"] == 2  # "dog" and "Dog" share a key under the uncased tokenizer
 
@@ -218,8 +224,9 @@ def test_mlm_head_detection(tmp_path, tiny_model_dir, mlm_dir):
 
 def test_mlm_path_uses_the_head(tmp_path, mlm_dir, glue_dir):
     out = str(tmp_path / "o.jsonl")
-    rep = augment("mrpc", mlm_dir, out, copies=2, replace_prob=1.0, candidates=1, glue_dir=glue_dir,
-                  max_samples=16, pair_mode="both", replace_stop_words=True, quiet=True)
+    rep = augment("mrpc", mlm_dir, out,
+                  AugmentConfig(copies=2, replace_prob=1.0, candidates=1, max_train_samples=16, pair_mode="both", replace_stop_words=True), glue_dir=glue_dir,
+                  quiet=True)
     assert rep["path"] == "mlm" and rep["mlm_head"]
     for r in _lines(out):
         if r["copy"]:
@@ -234,8 +241,9 @@ def test_mlm_candidates_in_vocab_and_window_fallback(tmp_path, mlm_dir):
     long = " ".join(rng.choice(WORDS) for _ in range(140))  # beyond the tiny model's 128 positions
     glue = _write_sst2(str(tmp_path / "glue"), ["the dog sat on the mat", long])
     out = str(tmp_path / "o.jsonl")
-    rep = augment("sst2", mlm_dir, out, copies=3, replace_prob=1.0, candidates=2, glue_dir=glue,
-                  replace_stop_words=True, quiet=True)
+    rep = augment("sst2", mlm_dir, out,
+                  AugmentConfig(copies=3, replace_prob=1.0, candidates=2, replace_stop_words=True), glue_dir=glue,
+                  quiet=True)
     assert rep["path"] == "both"  # the tail of the long sentence falls back to neighbours
     for r in _lines(out):
         if r["copy"]:
@@ -253,13 +261,14 @@ def test_bad_arguments_and_existing_output(tmp_path, tiny_model_dir, glue_dir):
                          ({"copies": -1}, "--copies"), ({"candidates": 0}, "--candidates"),
                          ({"pair_mode": "neither"}, "--pair-mode")):
         with pytest.raises(ValueError, match=flag):
-            augment("sst2", tiny_model_dir, out, glue_dir=glue_dir, quiet=True, **kwargs)
+            augment("sst2", tiny_model_dir, out, AugmentConfig(**kwargs), glue_dir=glue_dir, quiet=True)
     with pytest.raises(ValueError, match="unknown GLUE task 'glue9'"):
         augment("glue9", tiny_model_dir, out, glue_dir=glue_dir, quiet=True)
     assert not os.path.exists(out)
-    augment("sst2", tiny_model_dir, out, copies=1, glue_dir=glue_dir, max_samples=2, quiet=True)
+    augment("sst2", tiny_model_dir, out, AugmentConfig(copies=1, max_train_samples=2), glue_dir=glue_dir, quiet=True)
     with pytest.raises(FileExistsError, match="--overwrite"):
-        augment("sst2", tiny_model_dir, out, copies=1, glue_dir=glue_dir, quiet=True)
+        augment("sst2", tiny_model_dir, out, AugmentConfig(copies=1), glue_dir=glue_dir, quiet=True)
     assert len(_lines(out)) == 4  # untouched
-    augment("sst2", tiny_model_dir, out, copies=1, glue_dir=glue_dir, max_samples=3, overwrite=True, quiet=True)
+    augment("sst2", tiny_model_dir, out,
+            AugmentConfig(copies=1, max_train_samples=3), glue_dir=glue_dir, overwrite=True, quiet=True)
     assert len(_lines(out)) == 6

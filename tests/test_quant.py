@@ -107,6 +107,34 @@ def test_codes_roundtrip_is_bit_exact_and_scale_shapes(bits, groups, method):
     assert torch.equal(torch.cat(blocks), quantize_weight(w, bits, groups, method))
 
 
+@pytest.mark.parametrize("bits,groups,method", [(1, 1, "xtc"), (1, 4, "xtc"), (2, 1, "xtc"), (2, 4, "xtc"),
+                                                (4, 2, "uniform")])
+def test_fake_quant_in_the_matmul_dtype_is_the_cast_of_the_fp32_values(bits, groups, method):
+    """Under bf16 autocast QuantLinear asks for bf16 weights directly: the same numbers autocast would have
+    made from the fp32 fake-quant weights, with an fp32 straight-through gradient for the latent weight."""
+    torch.manual_seed(bits + groups)
+    w = (torch.randn(8, 12) * 0.05).requires_grad_(True)
+    w.data[0, :3] = 0.0  # ties at the binary threshold and a group that ternary may empty
+    fp32 = quantize_weight(w, bits, groups, method)
+    bf16 = quantize_weight(w, bits, groups, method, dtype=torch.bfloat16)
+    assert bf16.dtype == torch.bfloat16 and torch.equal(bf16, fp32.detach().to(torch.bfloat16))
+    g = torch.randn(8, 12, dtype=torch.bfloat16)
+    bf16.backward(g)
+    assert w.grad.dtype == torch.float32 and torch.equal(w.grad, g.float())
+
+
+def test_quant_linear_under_autocast_matches_autocast_of_the_fp32_path():
+    torch.manual_seed(0)
+    layer = QuantLinear.from_module(nn.Linear(16, 8), wbits=1, abits=8)
+    x = torch.randn(3, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = layer(x)
+        want = torch.nn.functional.linear(quantize_activation(x, 8), quantize_weight(layer.weight, 1), layer.bias)
+    assert got.dtype == torch.bfloat16 and torch.equal(got, want)
+    xb = torch.randn(4, 16).to(torch.bfloat16)  # bf16 activations quantize to the values of their fp32 copy
+    assert torch.equal(quantize_activation(xb, 8), quantize_activation(xb.float(), 8).to(torch.bfloat16))
+
+
 def test_embedding_style_per_row_scales():
     w = torch.randn(10, 4)
     codes, scales = quantize_weight_codes(w, 1, groups=10)

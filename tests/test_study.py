@@ -438,14 +438,9 @@ def _schema() -> dict:
 def test_schema_enums_and_defaults_are_the_packages():
     """Settings the study varies or fixes take the package's allowed values and defaults: a change on
     either side without the other fails here."""
-    import inspect
-
-    from xtc.augment import augment
-    from xtc.compress import KD_MODES, CompressConfig
-    from xtc.precision import PRECISIONS
-    from xtc.quant import ACT_BITS, WEIGHT_BITS
+    from xtc.config import (ACT_BITS, KD_MODES, PRECISIONS, WEIGHT_BITS, AugmentConfig, CompressConfig,
+                            TrainConfig)
     from xtc.tasks import TASKS
-    from xtc.train import TrainConfig
 
     sch = _schema()
     defs, props = sch["$defs"], sch["properties"]
@@ -457,14 +452,13 @@ def test_schema_enums_and_defaults_are_the_packages():
     tc = TrainConfig()
     assert train == {"batch_size": tc.batch_size, "eval_batch_size": tc.eval_batch_size,
                      "eval_every": tc.eval_every, "warmup_epochs": tc.warmup_epochs, "precision": tc.precision,
-                     "teacher_cache_gb": CompressConfig().teacher_cache_gb}
+                     "adam_epsilon": tc.adam_epsilon, "teacher_cache_gb": CompressConfig().teacher_cache_gb}
     assert props["train"]["properties"]["precision"]["enum"] == list(PRECISIONS)
     assert props["teacher"]["properties"]["seed"]["default"] == tc.seed
     aug = {k: v["default"] for k, v in props["augment"]["properties"].items() if v.get("default") is not None}
-    sig = inspect.signature(augment).parameters
-    assert aug == {"copies": sig["copies"].default, "replace_prob": sig["replace_prob"].default,
-                   "candidates": sig["candidates"].default, "seed": sig["seed"].default,
-                   "pair_mode": sig["pair_mode"].default, "replace_stop_words": sig["replace_stop_words"].default}
+    ac = AugmentConfig()  # augment's settings are a dataclass now (they were keyword defaults of augment())
+    assert aug == {"copies": ac.copies, "replace_prob": ac.replace_prob, "candidates": ac.candidates, "seed": ac.seed,
+                   "pair_mode": ac.pair_mode, "replace_stop_words": ac.replace_stop_words}
     assert set(props["axes"]["items"]["properties"]["name"]["enum"]) == {"budget", "lr", "kd", "da", "bits", "depth",
                                                                           "xtc"}
 
@@ -522,25 +516,28 @@ def test_every_run_is_a_valid_xtc_command_with_its_settings():
     import shlex
 
     from xtc.cli import build_parser
+    from xtc.settings import build_settings
 
     cfg = tiny_config()
     parser = build_parser()
     for r in study.study_runs(cfg).to_dict("records"):
-        a = parser.parse_args([r["command"], *shlex.split(r["args"])])
+        a = build_settings(parser.parse_args([r["command"], *shlex.split(r["args"])]))  # as xtc's main does
+        t = a.train  # the parsed settings, as config objects (xtc.config)
         assert a.task == r["task"] and a.out == study.run_dir(cfg["paths"]["runs"], r["run_id"])
-        assert a.epochs == r["epochs"] and a.lr == r["lr"] and a.seed == r["seed"]
-        assert a.precision == cfg["train"]["precision"] and a.batch_size == cfg["train"]["batch_size"]
+        assert t.epochs == r["epochs"] and t.lr == r["lr"] and t.seed == r["seed"]
+        assert t.precision == cfg["train"]["precision"] and t.batch_size == cfg["train"]["batch_size"]
         if r["kind"] == "student":
-            assert (a.wbits, a.abits, a.kd) == (r["wbits"], r["abits"], r["kd"])
+            c = a.compress
+            assert (a.quant.wbits, a.quant.abits, c.kd) == (r["wbits"], r["abits"], r["kd"])
             assert a.teacher == study.teacher_dir(cfg["paths"]["runs"], r["task"])
-            assert (a.init is None) == (r["init"] == "teacher") and (a.train_file is None) == (r["da"] == "off")
-            assert a.layers == (r["depth"] if r["init"] == "teacher" else None)
+            assert (c.init is None) == (r["init"] == "teacher") and (c.train_file is None) == (r["da"] == "off")
+            assert c.layers == (r["depth"] if r["init"] == "teacher" else None)
             inputs = r["inputs"]
             assert inputs["teacher"] == os.path.join(a.teacher, study.METRICS_FILE)
-            if a.init:
-                assert inputs["init"] == os.path.join(a.init, study.METRICS_FILE)
-            if a.train_file:
-                assert inputs["train_file"] == a.train_file
+            if c.init:
+                assert inputs["init"] == os.path.join(c.init, study.METRICS_FILE)
+            if c.train_file:
+                assert inputs["train_file"] == c.train_file
         else:
             assert a.model == "default" and r["inputs"] == {}
 

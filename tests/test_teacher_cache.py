@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from conftest import interrupt_after_checkpoints, tiny_config
-from xtc.compress import CompressConfig, compress, make_kd_loss
+from xtc.compress import CompressConfig, compress
+from xtc.config import RunOptions
 from xtc.data import Encoded, collate, train_batches
-from xtc.distill import KDConfig, forward_with_internals, layer_maps, reduce_layers
+from xtc.distill import KDConfig, forward_with_internals, layer_maps, make_kd_loss, reduce_layers
 from xtc.finetune import finetune
 from xtc.quant import QuantSpec
 from xtc.teacher_cache import TeacherCache, plan_cache
@@ -102,24 +103,26 @@ def test_plan_cache_budget_epochs_and_size():
 @pytest.fixture(scope="module")
 def teacher_dir(tmp_path_factory, tiny_model_dir, glue_dir):
     out = str(tmp_path_factory.mktemp("runs") / "teacher")
-    finetune("sst2", tiny_model_dir, out, TrainConfig(epochs=2, lr=1e-2, batch_size=16), glue_dir=glue_dir,
-             quiet=True)
+    finetune("sst2", tiny_model_dir, out, TrainConfig(epochs=2, lr=1e-2, batch_size=16),
+             run=RunOptions(glue_dir=glue_dir, quiet=True))
     return out
 
 
 def test_cached_run_resumes_exactly_and_tracks_the_live_one(tmp_path, teacher_dir, glue_dir, monkeypatch):
     spec, cc = QuantSpec(wbits=1, abits=8), CompressConfig(layers=2)
-    full = compress("sst2", teacher_dir, str(tmp_path / "full"), CFG, spec, cc, glue_dir=glue_dir, quiet=True)
+    full = compress("sst2", teacher_dir, str(tmp_path / "full"), CFG, spec, cc,
+                    run=RunOptions(glue_dir=glue_dir, quiet=True))
     assert full["teacher_cache"]["used"] and full["teacher_cache"]["bytes"] > 0
     out = str(tmp_path / "resumed")
     interrupt_after_checkpoints(monkeypatch, 2,
-                                lambda: compress("sst2", teacher_dir, out, CFG, spec, cc, glue_dir=glue_dir, quiet=True))
-    resumed = compress("sst2", teacher_dir, out, CFG, spec, cc, glue_dir=glue_dir, quiet=True)
+                                lambda: compress("sst2", teacher_dir, out, CFG, spec, cc,
+                                                 run=RunOptions(glue_dir=glue_dir, quiet=True)))
+    resumed = compress("sst2", teacher_dir, out, CFG, spec, cc, run=RunOptions(glue_dir=glue_dir, quiet=True))
     assert [h["train"] for h in resumed["history"]] == [h["train"] for h in full["history"]]
     assert resumed["metrics"] == full["metrics"]
     # the live teacher gives the same first losses up to float rounding
     live = compress("sst2", teacher_dir, str(tmp_path / "live"), CFG, spec,
-                    CompressConfig(layers=2, teacher_cache_gb=0), glue_dir=glue_dir, quiet=True)
+                    CompressConfig(layers=2, teacher_cache_gb=0), run=RunOptions(glue_dir=glue_dir, quiet=True))
     assert not live["teacher_cache"]["used"] and "disabled" in live["teacher_cache"]["reason"]
     for k, v in live["history"][0]["train"].items():
         assert full["history"][0]["train"][k] == pytest.approx(v, rel=1e-4)
@@ -127,4 +130,4 @@ def test_cached_run_resumes_exactly_and_tracks_the_live_one(tmp_path, teacher_di
         assert json.load(f)["config"]["teacher_cache_gb"] == 0
     with pytest.raises(ValueError, match="--teacher-cache-gb must be >= 0"):
         compress("sst2", teacher_dir, str(tmp_path / "bad"), CFG, spec, CompressConfig(teacher_cache_gb=-1),
-                 glue_dir=glue_dir, quiet=True)
+                 run=RunOptions(glue_dir=glue_dir, quiet=True))

@@ -9,6 +9,7 @@ import xtc.train as train_mod
 from conftest import interrupt_after_checkpoints
 from xtc.cli import main
 from xtc.compress import CompressConfig, compress
+from xtc.config import RunOptions
 from xtc.finetune import finetune
 from xtc.models import load_classifier
 from xtc.quant import QuantSpec, quantized_modules
@@ -30,7 +31,7 @@ def _logits(model, texts):
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory, tiny_model_dir, glue_dir):
     out = str(tmp_path_factory.mktemp("runs") / "teacher")
-    finetune("sst2", tiny_model_dir, out, CFG, glue_dir=glue_dir, quiet=True)
+    finetune("sst2", tiny_model_dir, out, CFG, run=RunOptions(glue_dir=glue_dir, quiet=True))
     return out
 
 
@@ -58,10 +59,11 @@ def test_same_seed_same_result_and_exact_resume(tmp_path, tiny_model_dir, glue_d
     # Interrupt right after the third checkpoint (step 8), then resume from there...
     out = str(tmp_path / "resumed")
     interrupt_after_checkpoints(monkeypatch, 3,
-                                lambda: finetune("sst2", tiny_model_dir, out, CFG, glue_dir=glue_dir, quiet=True))
+                                lambda: finetune("sst2", tiny_model_dir, out, CFG,
+                                                 run=RunOptions(glue_dir=glue_dir, quiet=True)))
     assert not os.path.exists(os.path.join(out, "metrics.json"))  # nothing that looks finished
     # ...then the same command resumes and ends exactly where the uninterrupted run ended.
-    resumed = finetune("sst2", tiny_model_dir, out, CFG, glue_dir=glue_dir, quiet=True)
+    resumed = finetune("sst2", tiny_model_dir, out, CFG, run=RunOptions(glue_dir=glue_dir, quiet=True))
     assert resumed["metrics"] == full["metrics"]
     assert [h["train"]["loss"] for h in resumed["history"]] == [h["train"]["loss"] for h in full["history"]]
     assert not os.path.exists(os.path.join(out, train_mod.STATE_DIR))
@@ -69,20 +71,20 @@ def test_same_seed_same_result_and_exact_resume(tmp_path, tiny_model_dir, glue_d
 
 def test_run_folder_protection(tmp_path, tiny_model_dir, glue_dir, teacher):
     with pytest.raises(RunFolderError, match="already holds a finished run"):
-        finetune("sst2", tiny_model_dir, teacher, CFG, glue_dir=glue_dir, quiet=True)
+        finetune("sst2", tiny_model_dir, teacher, CFG, run=RunOptions(glue_dir=glue_dir, quiet=True))
     other = tmp_path / "user_stuff"
     other.mkdir()
     (other / "notes.txt").write_text("mine")
     with pytest.raises(RunFolderError, match="not empty and holds no xtc run"):
-        finetune("sst2", tiny_model_dir, str(other), CFG, glue_dir=glue_dir, quiet=True)
+        finetune("sst2", tiny_model_dir, str(other), CFG, run=RunOptions(glue_dir=glue_dir, quiet=True))
     assert (other / "notes.txt").read_text() == "mine"
 
 
 def test_compress_one_bit_reduced_student(tmp_path, teacher, glue_dir):
     out = str(tmp_path / "student")
     spec = QuantSpec(wbits=1, abits=8)
-    rec = compress("sst2", teacher, out, CFG, spec, CompressConfig(kd="one-stage", layers=2), glue_dir=glue_dir,
-                   quiet=True)
+    rec = compress("sst2", teacher, out, CFG, spec, CompressConfig(kd="one-stage", layers=2),
+                   run=RunOptions(glue_dir=glue_dir, quiet=True))
     assert rec["layers"] == {"student": 2, "teacher": 4, "teacher_layers": [1, 3]}
     assert set(rec["loss_terms"]) >= {"loss", "logit", "hidden", "attention"}
     assert rec["quantization"]["wbits"] == 1 and rec["kd"] == "one-stage"
@@ -109,27 +111,28 @@ def student_tok(path):
 
 def test_two_stage_and_no_kd(tmp_path, teacher, glue_dir):
     rec = compress("sst2", teacher, str(tmp_path / "two"), CFG, QuantSpec(wbits=2, abits=8),
-                   CompressConfig(kd="two-stage"), glue_dir=glue_dir, quiet=True)
+                   CompressConfig(kd="two-stage"), run=RunOptions(glue_dir=glue_dir, quiet=True))
     stages = [h["stage"] for h in rec["history"]]
     assert stages[0] == "kd-intermediate" and stages[-1] == "kd-logits"
     assert set(rec["history"][0]["train"]) == {"loss", "hidden", "attention"}
     assert set(rec["history"][-1]["train"]) == {"loss", "logit"}
     rec = compress("sst2", teacher, str(tmp_path / "none"), CFG, QuantSpec(), CompressConfig(kd="none"),
-                   glue_dir=glue_dir, quiet=True)
+                   run=RunOptions(glue_dir=glue_dir, quiet=True),
+                   )
     assert set(rec["loss_terms"]) == {"loss", "label"}
 
 
 def test_compress_from_step1_init(tmp_path, teacher, glue_dir):
     step1 = str(tmp_path / "step1")
-    compress("sst2", teacher, step1, CFG, QuantSpec(), CompressConfig(teacher_layers="0,2"), glue_dir=glue_dir,
-             quiet=True)
+    compress("sst2", teacher, step1, CFG, QuantSpec(), CompressConfig(teacher_layers="0,2"),
+             run=RunOptions(glue_dir=glue_dir, quiet=True))
     rec = compress("sst2", teacher, str(tmp_path / "step2"), CFG, QuantSpec(wbits=1, abits=8),
-                   CompressConfig(), init=step1, glue_dir=glue_dir, quiet=True)
+                   CompressConfig(init=step1), run=RunOptions(glue_dir=glue_dir, quiet=True))
     assert rec["layers"]["teacher_layers"] == [0, 2]
     assert rec["layer_map"]["attention"] == [[0, 0], [1, 2]] or rec["layer_map"]["attention"] == [(0, 0), (1, 2)]
     with pytest.raises(ValueError, match="was reduced to teacher layers"):
-        compress("sst2", teacher, str(tmp_path / "bad"), CFG, QuantSpec(wbits=1), CompressConfig(layers=3),
-                 init=step1, glue_dir=glue_dir, quiet=True)
+        compress("sst2", teacher, str(tmp_path / "bad"), CFG, QuantSpec(wbits=1), CompressConfig(layers=3, init=step1),
+                 run=RunOptions(glue_dir=glue_dir, quiet=True))
 
 
 @pytest.mark.parametrize("args, message", [
@@ -149,10 +152,10 @@ def test_cli_errors_are_one_clear_line(tmp_path, teacher, glue_dir, capsys, args
 def test_train_file_replaces_training_inputs(tmp_path, teacher, glue_dir):
     f = tmp_path / "aug.jsonl"
     f.write_text("".join(json.dumps({"text_a": t}) + "\n" for t in ["good fun movie", "bad boring plot"] * 8))
-    rec = compress("sst2", teacher, str(tmp_path / "da"), CFG, QuantSpec(wbits=1, abits=8), CompressConfig(),
-                   train_file=str(f), glue_dir=glue_dir, quiet=True)
+    rec = compress("sst2", teacher, str(tmp_path / "da"), CFG, QuantSpec(wbits=1, abits=8),
+                   CompressConfig(train_file=str(f)), run=RunOptions(glue_dir=glue_dir, quiet=True))
     assert rec["config"]["train_size"] == 16
     f.write_text('{"text_b": 1}\n')
     with pytest.raises(ValueError, match=r"aug.jsonl:1: expected a JSON object"):
-        compress("sst2", teacher, str(tmp_path / "da2"), CFG, QuantSpec(wbits=1), CompressConfig(),
-                 train_file=str(f), glue_dir=glue_dir, quiet=True)
+        compress("sst2", teacher, str(tmp_path / "da2"), CFG, QuantSpec(wbits=1), CompressConfig(train_file=str(f)),
+                 run=RunOptions(glue_dir=glue_dir, quiet=True))

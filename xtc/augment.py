@@ -34,11 +34,12 @@ import torch
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 from tqdm.auto import tqdm
 
+from xtc.config import AugmentConfig
 from xtc.data import load_split
+from xtc.files import atomic_write
 from xtc.models import load_tokenizer, quiet_hf_loading, resolve_model_path
 from xtc.tasks import get_task
 
-PAIR_MODES = ("one", "both")
 SHORTLIST_EXTRA = 16  # float32 shortlist margin before the exact float64 re-ranking of neighbours
 MLM_BLOCK = 256  # examples whose masked-LM queries are batched together (bounds memory on big tasks)
 MLM_BATCH_TOKENS = 8192  # padded tokens per masked-LM forward
@@ -266,53 +267,34 @@ def mlm_candidates(teacher: Teacher, jobs: list[MaskJob], k: int) -> list[list[s
 
 
 # ----------------------------------------------------------------------------- augmentation
-def _check_args(copies, replace_prob, candidates, seed, max_samples, pair_mode):
-    if not isinstance(copies, int) or copies < 0:
-        raise ValueError(f"--copies must be an integer >= 0 (got {copies!r}); TinyBERT uses 20")
-    if not 0.0 <= float(replace_prob) <= 1.0:
-        raise ValueError(f"--replace-prob must be in [0, 1] (got {replace_prob!r}); TinyBERT uses 0.4")
-    if not isinstance(candidates, int) or candidates < 1:
-        raise ValueError(f"--candidates must be an integer >= 1 (got {candidates!r}); TinyBERT uses 15")
-    if not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"--seed must be an integer >= 0 (got {seed!r})")
-    if max_samples is not None and max_samples < 1:
-        raise ValueError(f"--max-train-samples must be >= 1 (got {max_samples!r}); leave it out to use all")
-    if pair_mode not in PAIR_MODES:
-        raise ValueError(f"--pair-mode must be one of {', '.join(PAIR_MODES)} (got {pair_mode!r})")
-
-
-def augment(task_name: str, teacher_dir: str, out_file: str, copies: int = 20, replace_prob: float = 0.4,
-            candidates: int = 15, seed: int = 42, glue_dir: str | None = None, max_samples: int | None = None,
-            pair_mode: str = "one", replace_stop_words: bool = False, overwrite: bool = False,
-            quiet: bool = False) -> dict:
-    """Write the task's training set plus `copies` augmented copies of every example to `out_file` (JSONL).
+def augment(task_name: str, teacher_dir: str, out_file: str, cfg: AugmentConfig | None = None,
+            glue_dir: str | None = None, overwrite: bool = False, quiet: bool = False) -> dict:
+    """Write the task's training set plus `cfg.copies` augmented copies of every example to `out_file` (JSONL).
     Example i draws from its own generator seeded (seed, i): the output is a pure function of the arguments,
     and the first n examples come out the same whatever --max-train-samples is."""
     t0 = time.time()
-    _check_args(copies, replace_prob, candidates, seed, max_samples, pair_mode)
+    cfg = cfg or AugmentConfig()
+    copies, replace_prob, candidates, seed = cfg.copies, cfg.replace_prob, cfg.candidates, cfg.seed
     task = get_task(task_name)
     if os.path.exists(out_file) and not overwrite:
         raise FileExistsError(f"{out_file} already exists; pass --overwrite to replace it or choose another --out")
-    split = load_split(task, "train", glue_dir, max_samples)
+    split = load_split(task, "train", glue_dir, cfg.max_train_samples)
     teacher = load_teacher(teacher_dir)
 
     # Every distinct token once: its analysis, and neighbour candidates for whichever words need them.
     sentences = [s for ex in split.texts for s in ex]
     words = analyse_words(teacher, sorted({w for s in sentences for w in _SPACE.split(s)[::2] if w}),
-                          keep=frozenset() if replace_stop_words else ENGLISH_STOP_WORDS)
+                          keep=frozenset() if cfg.replace_stop_words else ENGLISH_STOP_WORDS)
     need = {w.key: w.ids for w in words.values() if w.key is not None
             and (teacher.mlm is None or len(w.ids) > 1)}
     neighbours = neighbour_candidates(teacher, need, candidates, quiet=quiet)
 
-    out_dir = os.path.dirname(os.path.abspath(out_file))
-    os.makedirs(out_dir, exist_ok=True)
-    # written beside the target and renamed: a crash never leaves a truncated file under the final name
-    tmp = os.path.join(out_dir, f".{os.path.basename(out_file)}.{os.getpid()}.tmp")
+    os.makedirs(os.path.dirname(os.path.abspath(out_file)), exist_ok=True)
     stats = {"eligible": 0, "replaced": 0, "mlm": 0, "neighbours": 0}
     examples = []
     bar = tqdm(total=len(split), desc=f"augment {task.name}", unit="ex", disable=quiet or not sys.stderr.isatty())
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+    try:  # atomic: a crash never leaves a truncated file under the final name
+        with atomic_write(out_file, "w", encoding="utf-8", newline="\n") as f:
             for b0 in range(0, len(split), MLM_BLOCK):
                 block = split.texts[b0:b0 + MLM_BLOCK]
                 mlm, fallback = _block_mlm(teacher, words, block, candidates) if teacher.mlm is not None \
@@ -321,7 +303,7 @@ def augment(task_name: str, teacher_dir: str, out_file: str, copies: int = 20, r
                     teacher, {k: v for k, v in fallback.items() if k not in neighbours}, candidates))
                 for i, texts in enumerate(block, b0):
                     rows = _augment_example(texts, words, neighbours, mlm, copies, replace_prob,
-                                            np.random.default_rng([seed, i]), stats, pair_mode == "one")
+                                            np.random.default_rng([seed, i]), stats, cfg.pair_mode == "one")
                     for c, row in enumerate(rows):
                         obj = {"text_a": row[0], **({"text_b": row[1]} if task.is_pair else {}),
                                "source": i, "copy": c}
@@ -329,11 +311,6 @@ def augment(task_name: str, teacher_dir: str, out_file: str, copies: int = 20, r
                     if len(examples) < 5 and copies:
                         examples.append({"original": list(rows[0]), "augmented": list(rows[1])})
                     bar.update(1)
-        os.replace(tmp, out_file)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     finally:
         bar.close()
     used = [name for name, n in (("mlm", stats["mlm"]), ("neighbours", stats["neighbours"])) if n]
@@ -341,7 +318,7 @@ def augment(task_name: str, teacher_dir: str, out_file: str, copies: int = 20, r
         "task": task.name, "teacher": resolve_model_path(teacher_dir), "out": out_file,
         "examples_in": len(split), "examples_out": len(split) * (copies + 1),
         "copies": copies, "replace_prob": replace_prob, "candidates": candidates, "seed": seed,
-        "pair_mode": pair_mode if task.is_pair else None, "replace_stop_words": replace_stop_words,
+        "pair_mode": cfg.pair_mode if task.is_pair else None, "replace_stop_words": cfg.replace_stop_words,
         "path": "both" if len(used) == 2 else used[0] if used else "none", "mlm_head": teacher.mlm is not None,
         "replaced_fraction": stats["replaced"] / stats["eligible"] if stats["eligible"] else 0.0,
         "eligible_word_slots": stats["eligible"], "distinct_words": len({w.key for w in words.values() if w.key}),

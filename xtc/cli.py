@@ -6,7 +6,8 @@ import json
 import os
 import sys
 
-from xtc.precision import PRECISIONS
+from xtc.config import DEFAULT_MODEL, AugmentConfig, CompressConfig, KDConfig, QuantSpec, RunOptions, TrainConfig
+from xtc.settings import add_settings, build_settings
 from xtc.tasks import TASKS, get_task
 
 
@@ -15,42 +16,14 @@ def _print_json(obj) -> None:
     sys.stdout.write("\n")
 
 
-def _train_args(p: argparse.ArgumentParser, epochs: float, lr: float) -> None:
-    g = p.add_argument_group("training (recipe defaults)")
-    g.add_argument("--epochs", type=float, default=epochs, help="training budget in epochs (fractions allowed)")
-    g.add_argument("--lr", type=float, default=lr, help="peak learning rate of AdamW")
-    g.add_argument("--batch-size", type=int, default=32)
-    g.add_argument("--eval-batch-size", type=int, default=128)
-    g.add_argument("--max-seq-length", type=int, default=128)
-    g.add_argument("--weight-decay", type=float, default=0.01, help="not applied to biases and LayerNorm")
-    g.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warm-up, then linear decay to 0")
-    g.add_argument("--eval-every", type=int, default=1000, help="evaluate every N steps (and at each epoch end)")
-    g.add_argument("--seed", type=int, default=42)
-    g.add_argument("--no-group-by-length", dest="group_by_length", action="store_false",
-                   help="plain random batches instead of batches of similar length (less padding)")
-    g.add_argument("--precision", default="auto", choices=PRECISIONS,
-                   help="training matmuls in bf16 (autocast; weights, optimizer state and losses stay fp32) or "
-                   "fp32; auto: bf16 where the device has native bf16 (CPU AMX/AVX512-BF16, CUDA), else fp32. "
-                   "Evaluation is always fp32. The choice and its reason go to metrics.json")
-    d = p.add_argument_group("data and run")
-    d.add_argument("--glue-dir", help="download_glue_data.py folder (default: $XTC_GLUE_DIR, else the HF hub)")
-    d.add_argument("--max-train-samples", type=int, help="use only the first N training examples")
-    d.add_argument("--max-eval-samples", type=int, help="use only the first N examples of each dev split")
-    d.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
-    d.add_argument("--overwrite", action="store_true", help="replace a finished or unfinished run in --out")
-    d.add_argument("--quiet", action="store_true", help="no progress bar or per-evaluation log lines")
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, like every other xtc error (argparse prints usage first)
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _train_config(a):
-    from xtc.train import TrainConfig
-
-    for name in ("epochs", "lr", "batch_size", "eval_batch_size", "max_seq_length"):
-        if getattr(a, name) <= 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(a, name)}")
-    return TrainConfig(epochs=a.epochs, lr=a.lr, batch_size=a.batch_size, eval_batch_size=a.eval_batch_size,
-                       max_seq_length=a.max_seq_length, weight_decay=a.weight_decay,
-                       warmup_epochs=a.warmup_epochs, eval_every=a.eval_every, seed=a.seed,
-                       group_by_length=a.group_by_length, precision=a.precision)
+def _train_args(p: argparse.ArgumentParser) -> None:
+    add_settings(p, "train", TrainConfig, "training (recipe defaults)")
+    add_settings(p, "run", RunOptions, "data and run")
 
 
 def cmd_tasks(a) -> None:
@@ -69,43 +42,44 @@ def cmd_tasks(a) -> None:
 def cmd_data_stats(a) -> None:
     from xtc.data import split_stats
 
-    _print_json(split_stats(get_task(a.task), a.glue_dir))
+    _print_json(split_stats(get_task(a.task), a.run.glue_dir))
 
 
 def cmd_finetune(a) -> None:
     from xtc.finetune import finetune
 
-    rec = finetune(a.task, a.model, a.out, _train_config(a), a.glue_dir, a.max_train_samples,
-                   a.max_eval_samples, a.overwrite, a.device, a.quiet)
+    rec = finetune(a.task, a.model, a.out, a.train, a.run)
     _print_json({"out": a.out, "task": rec["task"], "metrics": rec["metrics"],
                  "wall_seconds": rec["wall_seconds"], "train_tokens_per_second": rec["train_tokens_per_second"]})
 
 
 def cmd_evaluate(a) -> None:
     from xtc.data import encode, load_split
-    from xtc.models import load_model_and_tokenizer, pick_device
+    from xtc.models import pick_device
+    from xtc.predict import load_for_inference
     from xtc.train import evaluate
 
     task = get_task(a.task)
-    model, tok = load_model_and_tokenizer(a.model)
+    model, tok, path_kind = load_for_inference(a.model, getattr(a, "fake_quant", False))
     if model.config.num_labels != task.num_labels:
         raise ValueError(f"model {a.model} has {model.config.num_labels} outputs but task {task.name} needs "
                          f"{task.num_labels}; evaluate it on the task it was trained for")
-    dev = pick_device(a.device)
+    dev = pick_device(a.run.device)
     model.to(dev)
-    sets = {s: encode(load_split(task, s, a.glue_dir, a.max_eval_samples), tok, a.max_seq_length,
+    sets = {s: encode(load_split(task, s, a.run.glue_dir, a.run.max_eval_samples), tok, a.train.max_seq_length,
                       task.is_regression) for s in task.eval_splits}
-    metrics = evaluate(model, task, sets, a.batch_size, dev)
-    out = {"model": a.model, "task": task.name, "metrics": metrics, "eval_sizes": {k: len(v) for k, v in sets.items()}}
+    metrics = evaluate(model, task, sets, a.train.eval_batch_size, dev)
+    out = {"model": a.model, "path": path_kind, "task": task.name, "metrics": metrics,
+           "eval_sizes": {k: len(v) for k, v in sets.items()}}
     if a.predictions:
         from xtc.train import predict
 
-        out["predictions"] = {s: predict(model, d, a.batch_size, dev).tolist() for s, d in sets.items()}
+        out["predictions"] = {s: predict(model, d, a.train.eval_batch_size, dev).tolist() for s, d in sets.items()}
     _print_json(out)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="xtc", description="XTC extreme compression of BERT models on GLUE "
+    p = _Parser(prog="xtc", description="XTC extreme compression of BERT models on GLUE "
                                 "(layer reduction + 1/2-bit quantization-aware training with distillation).")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -116,27 +90,27 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="inspect GLUE data").add_subparsers(dest="data_command", required=True)
     s = data.add_parser("stats", help="split sizes and label counts as JSON")
     s.add_argument("--task", required=True, choices=list(TASKS))
-    s.add_argument("--glue-dir")
+    add_settings(s, "run", RunOptions, only=("glue_dir",))
     s.set_defaults(fn=cmd_data_stats)
 
     s = sub.add_parser("finetune", help="fine-tune a teacher on a GLUE task",
                        description="Fine-tune a BERT classifier on a GLUE task; keeps the best dev checkpoint.")
     s.add_argument("--task", required=True, choices=list(TASKS))
-    s.add_argument("--model", default="default", help="'default' (packaged all-MiniLM-L6-v2), a local HF "
-                   "BERT folder or a hub id")
+    s.add_argument("--model", default=DEFAULT_MODEL, help=f"'{DEFAULT_MODEL}' (packaged all-MiniLM-L6-v2), a local "
+                   f"HF BERT folder or a hub id (default: {DEFAULT_MODEL})")
     s.add_argument("--out", required=True, help="run folder: model, tokenizer, metrics.json")
-    _train_args(s, epochs=3.0, lr=5e-5)
+    _train_args(s)
     s.set_defaults(fn=cmd_finetune)
 
     s = sub.add_parser("evaluate", help="evaluate a saved model (folder or packed .xtc) on a task's dev set")
     s.add_argument("--model", required=True)
     s.add_argument("--task", required=True, choices=list(TASKS))
-    s.add_argument("--glue-dir")
-    s.add_argument("--max-eval-samples", type=int)
-    s.add_argument("--max-seq-length", type=int, default=128)
-    s.add_argument("--batch-size", type=int, default=128)
-    s.add_argument("--device")
+    add_settings(s, "run", RunOptions, only=("glue_dir", "max_eval_samples", "device"))
+    add_settings(s, "train", TrainConfig, only=("max_seq_length", "eval_batch_size"),
+                 flags={"eval_batch_size": "--batch-size"})
     s.add_argument("--predictions", action="store_true", help="also print every dev logit")
+    s.add_argument("--fake-quant", action="store_true", help="a packed .xtc runs on the integer path by default; "
+                   "this runs the fake-quant model it was exported from instead")
     s.set_defaults(fn=cmd_evaluate)
 
     for register in _EXTRA_COMMANDS:
@@ -145,19 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_compress(a) -> None:
-    from xtc.compress import CompressConfig, compress
-    from xtc.distill import KDConfig
-    from xtc.quant import ROLES, QuantSpec
+    from xtc.compress import compress
 
-    roles = tuple(r.strip() for r in a.quant_roles.split(",")) if a.quant_roles else ROLES
-    spec = QuantSpec(wbits=a.wbits, abits=a.abits, groups=a.groups, method=a.quant_method, roles=roles,
-                     embedding_bits=a.embedding_bits, act_per_token=not a.act_per_tensor)
-    cc = CompressConfig(kd=a.kd, kd_terms=tuple(t.strip() for t in a.kd_terms.split(",")), layers=a.layers,
-                        teacher_layers=a.teacher_layers, stage1_share=a.stage1_share,
-                        stage1_lr_factor=a.stage1_lr_factor, teacher_cache_gb=a.teacher_cache_gb)
-    kd_cfg = KDConfig(a.logit_weight, a.hidden_weight, a.attention_weight, a.temperature)
-    rec = compress(a.task, a.teacher, a.out, _train_config(a), spec, cc, kd_cfg, a.init, a.train_file, a.glue_dir,
-                   a.max_train_samples, a.max_eval_samples, a.overwrite, a.device, a.quiet)
+    rec = compress(a.task, a.teacher, a.out, a.train, a.quant, a.compress, a.kd, a.run)
     _print_json({"out": a.out, "task": rec["task"], "metrics": rec["metrics"], "kd": rec["kd"],
                  "layers": rec["layers"], "size": {k: rec["size"][k] for k in ("fp32_bytes", "quantized_bytes")},
                  "wall_seconds": rec["wall_seconds"], "train_tokens_per_second": rec["train_tokens_per_second"]})
@@ -171,36 +135,12 @@ def _register_compress(sub) -> None:
     s.add_argument("--task", required=True, choices=list(TASKS))
     s.add_argument("--teacher", required=True, help="fine-tuned teacher folder (from `xtc finetune`)")
     s.add_argument("--out", required=True, help="run folder: student, tokenizer, metrics.json")
-    s.add_argument("--init", help="start from this full-precision student (e.g. a layer-reduced step-1 run) "
-                   "instead of the teacher")
-    g = s.add_argument_group("layer reduction")
-    g.add_argument("--layers", type=int, help="keep k evenly spaced teacher layers (12->6: 1,3,5,7,9,11)")
-    g.add_argument("--teacher-layers", help="keep these 0-indexed teacher layers, e.g. 1,3,5")
-    g = s.add_argument_group("quantization")
-    g.add_argument("--wbits", type=int, default=32, help="weight bits: 1 binary, 2 ternary, 3-8 uniform, 32 off")
-    g.add_argument("--abits", type=int, default=32, help="activation bits for quantized Linear inputs (8 or 32)")
-    g.add_argument("--groups", type=int, default=1, help="weight scale groups (contiguous rows); 1 = per tensor")
-    g.add_argument("--embedding-bits", type=int, help="word-embedding bits (default: --wbits; 32 keeps it fp32)")
-    g.add_argument("--quant-roles", help="comma-separated subset of: query,key,value,attn_out,ffn_in,ffn_out,"
-                   "word_embeddings (default: all)")
-    g.add_argument("--quant-method", default="xtc", choices=["xtc", "uniform"],
-                   help="xtc: binary/ternary at 1/2 bits; uniform: symmetric k-bit for every width")
-    g.add_argument("--act-per-tensor", action="store_true", help="one activation scale per tensor, not per token")
-    g = s.add_argument_group("distillation")
-    g.add_argument("--kd", default="one-stage", choices=["none", "one-stage", "two-stage"])
-    g.add_argument("--kd-terms", default="logit,hidden,attention", help="one-stage KD terms")
-    g.add_argument("--stage1-share", type=float, default=0.5, help="two-stage: share of epochs in stage 1")
-    g.add_argument("--stage1-lr-factor", type=float, default=2.5, help="two-stage: stage-1 learning-rate factor")
-    g.add_argument("--logit-weight", type=float, default=1.0)
-    g.add_argument("--hidden-weight", type=float, default=1.0)
-    g.add_argument("--attention-weight", type=float, default=1.0)
-    g.add_argument("--temperature", type=float, default=1.0)
-    g.add_argument("--teacher-cache-gb", type=float, default=6.0,
-                   help="memory for the teacher's outputs, computed once per run instead of every step (used "
-                   "when they fit and KD lasts at least an epoch); 0 runs the teacher live")
-    s.add_argument("--train-file", help="JSONL training inputs (e.g. from `xtc augment`) replacing the task's "
-                   "training set; the teacher labels them")
-    _train_args(s, epochs=3.0, lr=5e-5)
+    add_settings(s, "compress", CompressConfig, only=("init", "train_file"))
+    add_settings(s, "compress", CompressConfig, "layer reduction", only=("layers", "teacher_layers"))
+    add_settings(s, "quant", QuantSpec, "quantization")
+    add_settings(s, "compress", CompressConfig, "distillation")  # every other CompressConfig field
+    add_settings(s, "kd", KDConfig, "distillation weights")
+    _train_args(s)
     s.set_defaults(fn=cmd_compress)
 
 
@@ -232,10 +172,8 @@ def cmd_size(a) -> None:
 def cmd_augment(a) -> None:
     from xtc.augment import augment
 
-    _print_json(augment(a.task, a.teacher, a.out, copies=a.copies, replace_prob=a.replace_prob,
-                        candidates=a.candidates, seed=a.seed, glue_dir=a.glue_dir,
-                        max_samples=a.max_train_samples, pair_mode=a.pair_mode,
-                        replace_stop_words=a.replace_stop_words, overwrite=a.overwrite, quiet=a.quiet))
+    _print_json(augment(a.task, a.teacher, a.out, a.augment, glue_dir=a.run.glue_dir, overwrite=a.run.overwrite,
+                        quiet=a.run.quiet))
 
 
 def _register_artifacts(sub) -> None:
@@ -260,30 +198,25 @@ def _register_artifacts(sub) -> None:
     s.add_argument("--teacher", required=True, help="model whose vocabulary, word embeddings (and masked-LM "
                    "head, if any) propose replacements")
     s.add_argument("--out", required=True, help="output .jsonl file")
-    s.add_argument("--copies", type=int, default=20, help="augmented copies per example (N)")
-    s.add_argument("--replace-prob", type=float, default=0.4, help="probability of replacing each word (P)")
-    s.add_argument("--candidates", type=int, default=15, help="candidates per word (K)")
-    s.add_argument("--seed", type=int, default=42)
-    s.add_argument("--glue-dir")
-    s.add_argument("--max-train-samples", type=int, help="augment only the first N training examples")
-    s.add_argument("--pair-mode", choices=["one", "both"], default="one",
-                   help="sentence pairs: each copy rewrites one sentence, alternating (TinyBERT; default), or both "
-                   "at once (breaks most paraphrase/entailment pairs)")
-    s.add_argument("--replace-stop-words", action="store_true",
-                   help="also replace stop words (is, not, the, ...); TinyBERT keeps them")
-    s.add_argument("--overwrite", action="store_true")
-    s.add_argument("--quiet", action="store_true")
+    add_settings(s, "augment", AugmentConfig, "augmentation")
+    add_settings(s, "run", RunOptions, "data and run", only=("glue_dir", "overwrite", "quiet"),
+                 helps={"overwrite": "replace an existing --out file"})
     s.set_defaults(fn=cmd_augment)
 
 
+from xtc.predict import register as _register_predict  # noqa: E402
 from xtc.study import register as _register_study  # noqa: E402
 
-_EXTRA_COMMANDS: list = [_register_compress, _register_artifacts, _register_study]
+_EXTRA_COMMANDS: list = [_register_compress, _register_artifacts, _register_study, _register_predict]
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a malformed argument (2, one line already printed)
+        return exc.code
+    try:
+        build_settings(args)  # every value checked against its allowed range before anything runs
         args.fn(args)
     except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading: not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

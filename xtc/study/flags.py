@@ -4,7 +4,10 @@ path with a space or a `;` stays one argument and never runs a command."""
 from __future__ import annotations
 
 import shlex
+from dataclasses import fields
 
+from xtc.config import TrainConfig
+from xtc.settings import flag_of
 from xtc.study.config import resolve_glue_dir
 from xtc.study.paths import augment_file, fmt_value, run_dir, teacher_dir
 
@@ -29,7 +32,17 @@ def _data_pairs(config: dict, what: str) -> list:
             ("--eval-batch-size", int(t["eval_batch_size"])), ("--eval-every", int(t["eval_every"])),
             ("--warmup-epochs", f"{t['warmup_epochs']:g}"), ("--precision", t["precision"]),
             ("--teacher-cache-gb", f"{t['teacher_cache_gb']:g}" if what != "teacher" else None),
-            ("--device", t["device"] or None)]
+            ("--device", t["device"] or None), *_other_train_pairs(t)]
+
+
+_SPELLED_OUT = {"batch_size", "eval_batch_size", "eval_every", "warmup_epochs", "precision"}
+
+
+def _other_train_pairs(t: dict) -> list:
+    """Every other TrainConfig setting of the `train` block, so a new study setting needs no edit here; one at
+    the package's default is left out, so adding a setting does not change any existing run's command."""
+    return [(flag_of(f), t[f.name]) for f in fields(TrainConfig)
+            if f.name in t and f.name not in _SPELLED_OUT and t[f.name] != f.default]
 
 
 def data_flags(config: dict, what: str = "student") -> str:

@@ -14,9 +14,7 @@ import os
 
 # the settings that identify a run, in folder-name order (the grid's rows carry them as columns)
 SETTING_COLS = ("task", "depth", "wbits", "abits", "kd", "epochs", "lr", "da", "init", "seed")
-# TODO(A1 merge): import both from xtc.files (A1's torch-free home of the run-folder names) once merged
-METRICS_FILE = "metrics.json"  # written last by xtc: its presence marks a finished run
-STATE_DIR = ".xtc_state"  # inside a run folder while the run is unfinished (its resume state)
+from xtc.files import METRICS_FILE, STATE_DIR  # noqa: E402,F401  (torch-free; re-exported for the rules)
 
 TEACHER, STUDENT = "teacher", "student"
 # regexes of a run id, for Snakemake's wildcard_constraints

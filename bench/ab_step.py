@@ -1,0 +1,119 @@
+"""A/B of the step optimisations kept in xtc: each against the code it replaced, interleaved on one machine.
+
+The cached QAT+KD step (W1A8, one-stage KD with logit+hidden+attention terms, teacher outputs from the cache,
+as `xtc compress` runs it) in four variants, each training its own copy of the student on the same batches:
+  before        the replaced code: fake quantization through int8 codes (weights dequantized in fp32, then
+                cast by autocast), the 6-pass activation quantizer, the per-tensor AdamW loop
+  fused_quant   today's fake quantization (select +-a straight in the matmul dtype; in-place activation maths)
+  fused_adamw   today's fused AdamW kernel
+  after         both (what xtc runs now)
+Prints and writes median step times and the median per-round ratio to `before`.
+
+    OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE python bench/ab_step.py --teacher /work/teachers/mrpc \
+        --glue-dir /work/shared/glue --precision bf16 --out bench/results/ab_step_mrpc_bf16.json
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import random
+
+import numpy as np
+import torch
+from common import task_data, timed_step
+
+import xtc.quant as quant
+from xtc.distill import make_kd_loss
+from xtc.data import train_batches
+from xtc.distill import KDConfig, layer_maps
+from xtc.models import load_classifier
+from xtc.quant import QuantSpec, apply_quantization
+from xtc.teacher_cache import TeacherCache
+from xtc.train import make_optimizer, set_seed
+
+NEW_VALUES, NEW_ACT = quant._fake_quant_values, quant._ActSTE.forward
+
+
+def old_values(w, bits, groups, method, dtype):
+    """The replaced weight path: int8 codes, dequantized in w's dtype (autocast then casts for the matmul)."""
+    codes, scales = quant._codes_and_scales(w, bits, groups, method)
+    return quant.dequantize_codes(codes, scales, bits, groups, method, dtype=w.dtype)
+
+
+def old_act(ctx, x, bits, per_token):
+    """The replaced activation quantizer (an fp32 copy of x for the scale, 6 passes for the values)."""
+    xf = x.detach().to(torch.float32)
+    m = xf.abs().amax(dim=-1, keepdim=True) if per_token else xf.abs().amax()
+    s = 2 * m / 2**bits
+    s = torch.where(s > 0, s, torch.ones_like(s))
+    q = torch.round(x.to(torch.float32) / s).clamp(-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+    return (q * s).to(x.dtype)
+
+
+def use(fused_quant: bool) -> None:
+    quant._fake_quant_values = NEW_VALUES if fused_quant else old_values
+    quant._ActSTE.forward = staticmethod(NEW_ACT if fused_quant else old_act)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--teacher", required=True)
+    p.add_argument("--task", default="mrpc")
+    p.add_argument("--glue-dir")
+    p.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
+    p.add_argument("--rounds", type=int, default=12)
+    p.add_argument("--max-train-samples", type=int, default=960, help="examples the batches are drawn from")
+    p.add_argument("--out")
+    a = p.parse_args()
+    task, data = task_data(a.task, a.teacher, a.glue_dir, max_train_samples=a.max_train_samples)
+    set_seed(0)
+    teacher = load_classifier(a.teacher)
+    for q in teacher.parameters():
+        q.requires_grad_(False)
+    n = teacher.config.num_hidden_layers
+    lmap = layer_maps(n, n)
+    terms = ("logit", "hidden", "attention")
+    cache = TeacherCache(teacher, data, lmap, set(terms), "cpu", batch_size=128)
+    loss_fn = make_kd_loss(teacher, task.is_regression, KDConfig(), lmap, cache)(terms)
+    base = copy.deepcopy(teacher)
+    for q in base.parameters():
+        q.requires_grad_(True)
+    apply_quantization(base, QuantSpec(wbits=1, abits=8))
+    variants = {}
+    for name, fq, fa in (("before", False, False), ("fused_quant", True, False), ("fused_adamw", False, True),
+                         ("after", True, True)):
+        m = copy.deepcopy(base)
+        opt = make_optimizer(m, 5e-5, 0.01)
+        if not fa:
+            groups = [{"params": g["params"], "weight_decay": g["weight_decay"]} for g in opt.param_groups]
+            opt = torch.optim.AdamW(groups, lr=5e-5, fused=False, foreach=False)  # same groups, per-tensor loop
+        variants[name] = (m, opt, fq)
+    batches = train_batches(data, 32, 0, 0)
+    picks = random.Random(1).sample(range(len(batches)), min(a.rounds + 1, len(batches)))
+    for m, opt, fq in variants.values():  # warm-up
+        use(fq)
+        timed_step(m, opt, loss_fn, data, batches[picks[0]], precision=a.precision)
+    secs = {k: [] for k in variants}
+    for r, i in enumerate(picks[1:]):
+        for k in (list(variants) if r % 2 == 0 else list(variants)[::-1]):
+            m, opt, fq = variants[k]
+            use(fq)
+            secs[k].append(timed_step(m, opt, loss_fn, data, batches[i], precision=a.precision)[0])
+    use(True)
+    before = np.array(secs["before"])
+    out = {"task": task.name, "precision": a.precision, "rounds": len(picks) - 1, "torch_threads": torch.get_num_threads(),
+           "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "load_average_1min_at_end": os.getloadavg()[0],
+           "variants": {k: {"step_seconds_median": float(np.median(v)),
+                            "ratio_to_before_median": float(np.median(np.array(v) / before))}
+                        for k, v in secs.items()}}
+    text = json.dumps(out, indent=2)
+    print(text)
+    if a.out:
+        with open(a.out, "w") as f:
+            f.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
