@@ -4,7 +4,7 @@
     snakemake --cores 2 --configfile workflow/config/smoke.yaml   # seconds per run, scratch/smoke/
     snakemake --cores 2 --config allow_incomplete=true            # aggregate what finished, mark the rest
     snakemake --workflow-profile workflow/profiles/slurm --configfile workflow/config/paper.yaml
-    snakemake --report report.html                                # after a run: figures, tables, claims
+    snakemake --report report.html                                # after a run: figures, tables, claims, reproduction
 
 Rules are thin shells over `xtc` commands (workflow/rules/*.smk); the grid, aggregation, tables, claims
 and figures live in xtc/study/ (one module each). The config is validated once (common.smk) against
@@ -46,7 +46,8 @@ localrules:
 
 
 rule all:
-    """The whole study: every run (a lost one is trained again), results, tables, claims and figures."""
+    """The whole study: every run (a lost one is trained again), results, tables, claims, figures and, where
+    the config names a committed reference (paths.reference), the reproduction table."""
     default_target: True
     input:
         study_outputs,
@@ -54,3 +55,4 @@ rule all:
         rules.tables.output,
         rules.claims.output,
         rules.figures.output,
+        REPRODUCTION,

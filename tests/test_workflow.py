@@ -1,6 +1,7 @@
 """The Snakemake workflow itself, through real `snakemake` dry runs on a synthetic study tree (nothing is
 trained): a profile must be complete, a lost run is planned again unless the study may be incomplete, and the
 plan does not depend on how the GLUE folder is spelled or found."""
+import csv
 import os
 import shutil
 import subprocess
@@ -15,6 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SNAKEMAKE = os.path.join(os.path.dirname(sys.executable), "snakemake")
 # the order in which the rules' outputs come to exist in a finished study (for the synthetic tree's mtimes)
 STAGES = ("teacher", "augment", "student", "export", "study_config", "aggregate", "tables", "claims", "figures")
+# (rule reproduction is left out: tests create its committed input themselves)
 
 pytestmark = pytest.mark.skipif(not os.path.exists(SNAKEMAKE), reason="snakemake not installed beside python")
 
@@ -137,3 +139,40 @@ def test_the_plan_does_not_depend_on_how_the_glue_folder_is_found(tmp_path):
     for name in ("exported", "trailing slash", "symlink"):
         assert plans[name] == plans["unset"], name
     shutil.rmtree(work / ".snakemake", ignore_errors=True)
+
+
+SUMMARY = ("config_id,kind,task,metric,mean,std,n\n"
+           "teacher/task~rte,teacher,rte,score,0.70,,1\n"
+           "student/a,student,rte,score,0.60,0.02,3\n")
+
+
+def test_the_reproduction_rule_runs_only_with_a_reference(tmp_path):
+    """paths.reference null: no rule `reproduction`. Set: rule `all` asks for it, and it really runs
+    `xtc study reproduce` on the fresh and the committed summary.csv. The reference cannot be the results."""
+    work = tmp_path / "work"
+    plain = tiny_profile(tmp_path)
+    assert "reproduction" not in {rule for rule, _ in planned_jobs(snakemake(work, "-n", "--configfile", plain))}
+    ref = work / "committed"
+    ref.mkdir(parents=True)
+    (ref / "summary.csv").write_text(SUMMARY.replace("0.60,0.02", "0.58,0.02"))
+    configfile = tiny_profile(tmp_path, paths={"runs": "out/runs", "results": "out/results",
+                                               "figures": "out/figures", "reference": "committed"})
+    fake_finished_study(work, configfile)
+    fresh = work / "out" / "results" / "summary.csv"
+    mtime = os.path.getmtime(fresh)
+    fresh.write_text(SUMMARY)
+    os.utime(fresh, (mtime, mtime))  # as the aggregation left it: nothing upstream is re-run
+    jobs = planned_jobs(snakemake(work, "-n", "--configfile", configfile))
+    assert {rule for rule, _ in jobs} == {"reproduction"}  # rule `all` asks for it; nothing else re-runs
+    snakemake(work, "--configfile", configfile)
+    rows = list(csv.DictReader(open(work / "out" / "results" / "reproduction.csv")))
+    assert [(r["config_id"], r["status"]) for r in rows] == [("teacher/task~rte", "identical"),
+                                                           ("student/a", "within CI")]
+    assert "Cells: 1 within CI, 1 identical (of 2)." in (work / "out" / "results" / "reproduction.md").read_text()
+    assert os.path.exists(work / "out" / "runs" / "logs" / "reproduction.log")
+    assert os.path.exists(work / "out" / "runs" / "benchmarks" / "reproduction.tsv")
+    # the committed reference is the study's own results folder: an error, before anything runs
+    itself = tiny_profile(tmp_path, paths={"runs": "out/runs", "results": "out/results", "figures": "out/figures",
+                                           "reference": "out/results/"})
+    rc, out = snakemake(work, "-n", "--configfile", itself, check=False)
+    assert rc != 0 and "paths.reference is paths.results" in out

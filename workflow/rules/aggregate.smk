@@ -1,5 +1,7 @@
-# Aggregation and report: the effective config, runs.csv/summary.csv/missing.csv, one table per axis, the
-# claims check and the figures. `xtc study all` does the same on a partial tree, outside Snakemake.
+# Aggregation and report: the effective config, runs.csv/summary.csv/missing.csv/history.csv, one table per
+# axis, the claims tests, the figures (learning curves included) and, where the config names a committed
+# reference (paths.reference), the reproduction table. `xtc study all` does the same on a partial tree,
+# outside Snakemake.
 
 
 rule study_config:
@@ -21,7 +23,7 @@ rule study_config:
 
 rule aggregate:
     """Tidy runs.csv (one row per run and metric), summary.csv over seeds, missing.csv (empty unless the
-    config allows an incomplete study)."""
+    config allows an incomplete study), history.csv (every evaluation of every run, for the learning curves)."""
     input:
         config=rules.study_config.output[0],
         runs=study_outputs,
@@ -29,6 +31,7 @@ rule aggregate:
         runs=f"{RESULTS}/runs.csv",
         summary=report(f"{RESULTS}/summary.csv", caption="../report/summary.rst", category="Results"),
         missing=f"{RESULTS}/missing.csv",
+        history=f"{RESULTS}/history.csv",
         versions=f"{RESULTS}/versions.json",
     log:
         f"{RUNS}/logs/aggregate.log",
@@ -77,7 +80,8 @@ rule tables:
 
 
 rule claims:
-    """A verdict on each of the recipe's five findings, with the numbers behind it."""
+    """The recipe's five findings as statistical tests: one row per test with its effect, 95% CI, decision rule
+    and verdict (holds / does not hold / inconclusive), and the numbers behind it."""
     input:
         config=rules.study_config.output[0],
         runs=rules.aggregate.output.runs,
@@ -101,14 +105,16 @@ rule claims:
 
 
 rule figures:
-    """Score vs budget, learning rate, KD mode, depth and model size (PNG and PDF)."""
+    """Score vs budget, learning rate, KD mode, depth and model size, and the learning curves per bit-width
+    (PNG and PDF, byte-identical for the same results)."""
     input:
         config=rules.study_config.output[0],
         runs=rules.aggregate.output.runs,
+        history=rules.aggregate.output.history,
     output:
-        [report(f"{FIGURES}/{name}.png", caption=f"../report/{name}.rst", category="Figures",
-                labels={"figure": name}) for name in study.FIGURES],
-        [f"{FIGURES}/{name}.pdf" for name in study.FIGURES],
+        [report(f"{FIGURES}/{name}.png", caption=figure_caption(name), category="Figures",
+                labels={"figure": name}) for name in FIGURE_NAMES],
+        [f"{FIGURES}/{name}.pdf" for name in FIGURE_NAMES],
     log:
         f"{RUNS}/logs/figures.log",
     benchmark:
@@ -125,3 +131,37 @@ rule figures:
     shell:
         "MPLBACKEND=Agg xtc study figures --config {input.config:q} --results-dir {params.results:q} "
         "--out-dir {params.out_dir:q} > {log:q} 2>&1"
+
+
+if REFERENCE is not None:
+
+    rule reproduction:
+        """The fresh summary.csv against the committed reference's, cell by cell: the difference of the means and
+        whether it lies within the reference's 95% CI (reproduction.csv; reproduction.md in the report)."""
+        input:
+            reference=os.path.join(REFERENCE, "summary.csv"),
+            fresh=rules.aggregate.output.summary,
+        output:
+            csv=f"{RESULTS}/reproduction.csv",
+            md=report(f"{RESULTS}/reproduction.md", caption="../report/reproduction.rst", category="Reproduction"),
+        log:
+            f"{RUNS}/logs/reproduction.log",
+        benchmark:
+            f"{RUNS}/benchmarks/reproduction.tsv"
+        params:
+            reference=lambda wildcards, input: os.path.dirname(input.reference),
+            results=lambda wildcards, input: os.path.dirname(input.fresh),
+        localrule: True
+        threads: res("aggregate", "threads", 1)
+        resources:
+            mem_mb=res("aggregate", "mem_mb", 2000),
+            runtime=res("aggregate", "runtime", 10),
+        conda:
+            "../envs/xtc.yaml"
+        shell:
+            "xtc study reproduce --reference-dir {params.reference:q} --results-dir {params.results:q} "
+            "--out-csv {output.csv:q} --out-md {output.md:q} > {log:q} 2>&1"
+
+
+# what rule `all` asks for beyond the study itself: the reproduction table where a reference is configured
+REPRODUCTION = [] if REFERENCE is None else rules.reproduction.output

@@ -20,8 +20,15 @@ except study.ConfigError as exc:
 RUNS = config["paths"]["runs"]
 RESULTS = config["paths"]["results"]
 FIGURES = config["paths"]["figures"]
+REFERENCE = config["paths"]["reference"]  # committed results to reproduce (rule reproduction), or None
+if REFERENCE is not None and os.path.realpath(REFERENCE) == os.path.realpath(RESULTS):
+    # the fresh summary.csv would overwrite the reference it is compared with
+    raise ValueError(f"invalid study config: paths.reference is paths.results ({RESULTS}); in the profile, point "
+                     "paths.results at another folder for the fresh study, or set paths.reference: null")
 ALLOW_INCOMPLETE = config["allow_incomplete"]
 AXES = [a["name"] for a in config["axes"]]
+FIGURE_NAMES = study.figure_names(config)  # the axes' figures and one learning-curve figure per bit-width
+LEARNING_CURVES = study.learning_curve_names(config)
 
 RUNS_TABLE = study.study_runs(config)  # every unique run, teachers first: settings, axes, args, inputs
 RUN_INPUTS = dict(zip(RUNS_TABLE["run_id"], RUNS_TABLE["inputs"]))
@@ -54,6 +61,11 @@ shell.prefix("".join(_prefix))
 def res(rule_name, key, default):
     """A rule's threads/resources from the config's `resources` section."""
     return config["resources"].get(rule_name, {}).get(key, default)
+
+
+def figure_caption(name):
+    """The report caption of a figure: one for every learning-curve figure, one per axis figure otherwise."""
+    return "../report/learning_curve.rst" if name in LEARNING_CURVES else f"../report/{name}.rst"
 
 
 def run_args():

@@ -11,8 +11,11 @@ from xtc.study.config import ConfigError, load_config
 from xtc.study.figures import make_figures
 from xtc.study.grid import study_runs
 from xtc.study.plan import estimate_cost
-from xtc.study.tables import write_tables
+from xtc.study.tables import write_reproduction, write_tables
 from xtc.study.versions import write_versions
+from xtc.study.views import read_history, write_history
+
+HISTORY_FILE = "history.csv"  # each run's evaluation history, beside runs.csv (views.collect_history)
 
 
 def _cfg(a) -> dict:
@@ -83,13 +86,15 @@ def cmd_plan(a) -> None:
 def cmd_aggregate(a) -> None:
     config = _cfg(a)
     res = write_results(config, a.runs_dir, a.out_dir, allow_incomplete=a.allow_incomplete)
+    write_history(config, a.runs_dir, os.path.join(a.out_dir, HISTORY_FILE))
     write_versions(a.runs_dir, os.path.join(a.out_dir, "versions.json"))
     n_done = res["runs"]["run_id"].nunique() if len(res["runs"]) else 0
     miss = res["missing"]
     not_run = miss[~miss["reason"].str.startswith("no export")] if len(miss) else miss
     print(json.dumps({"finished_runs": int(n_done), "missing_runs": int(len(not_run)),
                       "missing_exports": int(len(miss) - len(not_run)),
-                      "out": [os.path.join(a.out_dir, f) for f in ("runs.csv", "summary.csv", "missing.csv")]},
+                      "out": [os.path.join(a.out_dir, f) for f in ("runs.csv", "summary.csv", "missing.csv",
+                                                                   HISTORY_FILE, "versions.json")]},
                      indent=1))
     for r in not_run.to_dict("records"):
         print(f"missing: {r['run_id']} ({r['reason']})", file=sys.stderr)
@@ -108,22 +113,38 @@ def cmd_claims(a) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     claims.to_csv(a.out, index=False)
     for r in claims.to_dict("records"):
-        print(f"finding {r['finding']}: {r['verdict']} -- {r['evidence']}")
+        print(f"claim {r['claim']}: {r['verdict']} -- {r['evidence']}")
 
 
 def cmd_figures(a) -> None:
     config = _cfg(a)
     runs, _ = read_results(a.results_dir)
-    print("\n".join(make_figures(config, runs, a.out_dir)))
+    print("\n".join(make_figures(config, runs, a.out_dir, history=read_history(a.results_dir))))
+
+
+def cmd_reproduce(a) -> None:
+    for flag, path, example in (("--out-csv", a.out_csv, "reproduction.csv"), ("--out-md", a.out_md, "reproduction.md")):
+        if os.path.isdir(path):
+            raise ValueError(f"{flag} {path}: is a folder; give a file name, e.g. {os.path.join(path, example)}")
+    if os.path.abspath(a.out_csv) == os.path.abspath(a.out_md):
+        raise ValueError(f"--out-csv and --out-md are the same file ({a.out_csv}); give two names")
+    table = write_reproduction(a.reference_dir, a.results_dir, a.out_csv, a.out_md)
+    counts = table["status"].value_counts()
+    print(json.dumps({"cells": int(len(table)),
+                      "status": {status: int(n) for status, n in sorted(counts.items())},
+                      "outside_ci": [r["config_id"] for r in table.to_dict("records") if r["status"] == "outside CI"],
+                      "out": [a.out_csv, a.out_md]}, indent=1))
 
 
 def cmd_all(a) -> None:
     config = _cfg(a)
     res = write_results(config, a.runs_dir, a.results_dir, allow_incomplete=a.allow_incomplete)
     runs, missing = read_results(a.results_dir)
+    write_history(config, a.runs_dir, os.path.join(a.results_dir, HISTORY_FILE))
+    write_versions(a.runs_dir, os.path.join(a.results_dir, "versions.json"))
     write_tables(config, runs, missing, os.path.join(a.results_dir, "tables"))
     check_claims(config, runs, missing).to_csv(os.path.join(a.results_dir, "claims.csv"), index=False)
-    make_figures(config, runs, a.figures_dir)
+    make_figures(config, runs, a.figures_dir, history=read_history(a.results_dir))
     print(json.dumps({"finished_runs": int(res["runs"]["run_id"].nunique()) if len(res["runs"]) else 0,
                       "missing": int(len(res["missing"])), "results": a.results_dir, "figures": a.figures_dir}))
 
@@ -133,7 +154,7 @@ def register(sub) -> None:
     s = sub.add_parser("study", help="the XTC study: run grid, aggregation, tables, claims, figures",
                        description="Library behind the Snakemake workflow: expand a study config into its runs, "
                        "aggregate finished runs (missing ones only with --allow-incomplete), write tables, the claims check and "
-                       "figures.")
+                       "figures, and compare a fresh study with a committed reference.")
     ss = s.add_subparsers(dest="study_command", required=True, metavar="STUDY_COMMAND")
 
     p = ss.add_parser("check", help="validate a study config; names the line of a YAML syntax error, which "
@@ -151,7 +172,8 @@ def register(sub) -> None:
     _add_config(p)
     p.set_defaults(fn=cmd_plan)
 
-    p = ss.add_parser("aggregate", help="runs.csv (tidy), summary.csv (over seeds) and missing.csv")
+    p = ss.add_parser("aggregate", help="runs.csv (tidy), summary.csv (over seeds), missing.csv and history.csv "
+                      "(each run's evaluations)")
     _add_config(p)
     p.add_argument("--runs-dir", required=True, help="the runs root (config paths.runs)")
     p.add_argument("--out-dir", required=True, help="results folder")
@@ -164,17 +186,32 @@ def register(sub) -> None:
     p.add_argument("--out-dir", required=True)
     p.set_defaults(fn=cmd_tables)
 
-    p = ss.add_parser("claims", help="verdicts on the recipe's five findings (CSV)")
+    p = ss.add_parser("claims", help="the recipe's five findings as statistical tests (CSV, one row per test; "
+                      "verdicts: holds / does not hold / inconclusive)")
     _add_config(p)
     p.add_argument("--results-dir", required=True)
     p.add_argument("--out", required=True)
     p.set_defaults(fn=cmd_claims)
 
-    p = ss.add_parser("figures", help="PNG and PDF figures from runs.csv")
+    p = ss.add_parser("figures", help="PNG and PDF figures from runs.csv (learning curves from history.csv where "
+                      "the results have one)")
     _add_config(p)
     p.add_argument("--results-dir", required=True)
     p.add_argument("--out-dir", required=True)
     p.set_defaults(fn=cmd_figures)
+
+    p = ss.add_parser("reproduce", help="a fresh study's summary.csv against a committed reference, cell by cell "
+                      "(CSV and Markdown; JSON counts per status on stdout)",
+                      description="Compare RESULTS_DIR/summary.csv with REFERENCE_DIR/summary.csv: per configuration "
+                      "the difference of the task-score means (x100), whether the fresh mean lies within the "
+                      "reference's 95% t-interval (and the 95% prediction interval of a fresh mean), and a status "
+                      "(identical, within CI, outside CI, ...). Nothing is written when either folder lacks a study "
+                      "summary.csv.")
+    p.add_argument("--reference-dir", required=True, help="the committed results folder (its summary.csv)")
+    p.add_argument("--results-dir", required=True, help="the fresh results folder (its summary.csv)")
+    p.add_argument("--out-csv", required=True, help="the table, one row per configuration and metric")
+    p.add_argument("--out-md", required=True, help="the same as Markdown, cells outside their CI first")
+    p.set_defaults(fn=cmd_reproduce)
 
     p = ss.add_parser("all", help="aggregate + tables + claims + figures in one go (a partial tree with "
                       "--allow-incomplete)")
