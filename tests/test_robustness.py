@@ -203,7 +203,8 @@ def test_failed_or_killed_run_never_blocks_a_retry(tmp_path, tiny_model_dir, glu
 def test_stale_temp_files_are_cleaned_by_the_next_run(tmp_path, tiny_model_dir, glue_dir, monkeypatch):
     out = tmp_path / "run"
     interrupt_after_checkpoints(monkeypatch, 1, lambda: _run(tiny_model_dir, str(out), glue_dir))
-    stale = [out / f"metrics.json.tmp{DEAD_PID}", out / train_mod.STATE_DIR / f".state.json.tmp{DEAD_PID}"]
+    stale = [out / f"metrics.json.tmp{DEAD_PID}", out / train_mod.STATE_DIR / f".state.json.tmp{DEAD_PID}",
+             out / f".metrics.json.{DEAD_PID}.tmp"]
     live = out / "metrics.json.tmp1"  # pid 1 is running: its temp file is left alone
     for p in stale + [live]:
         p.write_text("partial")

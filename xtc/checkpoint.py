@@ -33,6 +33,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from xtc.files import STATE_DIR, atomic_write
+
 FORMAT = "xtc-state"
 VERSION = 1
 STATE_JSON = "state.json"
@@ -118,19 +120,11 @@ def save_state(state_dir: str, state: dict, step: int) -> None:
     tree = encode(state, tensors)
     blob = st_save(tensors, metadata={"format": FORMAT})
     name = f"tensors-{int(step)}.safetensors"
-    tmp = os.path.join(state_dir, f".{name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
+    with atomic_write(os.path.join(state_dir, name), "wb") as f:  # tensors first, then the JSON that names them
         f.write(blob)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, os.path.join(state_dir, name))
     doc = {"format": FORMAT, "version": VERSION, "tensors": name, "sha256": _sha256(blob), "state": tree}
-    tmp = os.path.join(state_dir, f".{STATE_JSON}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
+    with atomic_write(os.path.join(state_dir, STATE_JSON)) as f:
         json.dump(doc, f)  # -inf (no best score yet) is written as -Infinity, which json reads back
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, os.path.join(state_dir, STATE_JSON))
     for other in os.listdir(state_dir):  # older checkpoints and temp files of killed writes
         if other != name and other != STATE_JSON:
             os.unlink(os.path.join(state_dir, other))
@@ -180,7 +174,9 @@ def load_state(state_dir: str) -> dict:
 
 
 # ---------------------------------------------------------------- run folders and temp files
-_RUN_TEMP = re.compile(r"^.+\.tmp(?P<pid>\d+)$")  # metrics.json.tmp1234 (train.write_json_atomic), state temps
+# temps of killed writers in a run folder: '.metrics.json.1234.tmp' (xtc.files.atomic_write) and the
+# 'metrics.json.tmp1234' of earlier versions
+_RUN_TEMP = re.compile(r"^(?:\..+\.(?P<pid>\d+)\.tmp|.+\.tmp(?P<old_pid>\d+))$")
 
 
 def _alive(pid: int) -> bool:
@@ -199,7 +195,7 @@ def clean_stale_temps(folder: str, pattern: re.Pattern = _RUN_TEMP) -> list[str]
     """Remove temp files of `pattern` (a named group `pid`) left in `folder` by killed xtc processes; files of a
     process still running are kept. Returns the removed paths."""
     removed = []
-    for base in (folder, os.path.join(folder, ".xtc_state")):
+    for base in (folder, os.path.join(folder, STATE_DIR)):
         try:
             names = os.listdir(base)
         except OSError:
@@ -207,7 +203,7 @@ def clean_stale_temps(folder: str, pattern: re.Pattern = _RUN_TEMP) -> list[str]
         for name in names:
             m = pattern.match(name)
             path = os.path.join(base, name)
-            if m and os.path.isfile(path) and not _alive(int(m.group("pid"))):
+            if m and os.path.isfile(path) and not _alive(int(m.group("pid") or m.groupdict().get("old_pid"))):
                 os.unlink(path)
                 removed.append(path)
     return removed
@@ -241,7 +237,7 @@ def check_writable_parent(folder: str, target: str, what: str) -> None:
                               f"choose a folder you can write to") from None
 
 
-def discard_unfinished_run(out_dir: str, state_dir_name: str = ".xtc_state") -> None:
+def discard_unfinished_run(out_dir: str, state_dir_name: str = STATE_DIR) -> None:
     """Drop the resume state of a run that cannot succeed, and the run folder if nothing else is in it."""
     shutil.rmtree(os.path.join(out_dir, state_dir_name), ignore_errors=True)
     try:

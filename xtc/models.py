@@ -101,7 +101,9 @@ def load_classifier(path: str, num_labels: int | None = None) -> BertForSequence
         from xtc.pack import load_packed
 
         return load_packed(path)[0]
-    if os.path.isdir(os.path.join(path, ".xtc_state")) and not os.path.isfile(os.path.join(path, "metrics.json")):
+    from xtc.files import METRICS_FILE, STATE_DIR
+
+    if os.path.isdir(os.path.join(path, STATE_DIR)) and not os.path.isfile(os.path.join(path, METRICS_FILE)):
         raise ValueError(f"{path} holds an unfinished xtc run (no metrics.json); re-run the command that made it "
                          f"to finish it, or pass a finished run folder")
     check_local_model_path(path)

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 
+from xtc.files import atomic_write
 from xtc.tasks import TASKS, get_task
 
 
@@ -117,12 +118,10 @@ def cmd_predict(a) -> None:
     if has_labels:
         summary["metrics"] = split_metrics(task, preds, split.labels)
     if a.out:
-        tmp = f"{a.out}.tmp-{os.getpid()}"
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
+        with atomic_write(a.out, "w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
             w.writerow(header)
             w.writerows(rows)
-        os.replace(tmp, a.out)
         json.dump(summary, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
