@@ -45,7 +45,8 @@ def resolve_glue_dir(glue_dir: str | None) -> str | None:
     return path
 
 
-def _label_id(task: Task, raw: str, where: str):
+def label_id(task: Task, raw: str, where: str):
+    """A raw label as the model's target: a float for regression, else the label's index (one-line error)."""
     raw = raw.strip()
     if task.is_regression:
         try:
@@ -104,7 +105,7 @@ def read_tsv_split(task: Task, split: str, glue_dir: str) -> Split:
                     raise DataError(f"{path}:{line}: malformed row with {len(row)} tab-separated fields, expected "
                                     f"{need}; fix or delete that line (a tab inside the text splits a field)")
                 texts.append(tuple(row[p] for p in text_pos))
-                labels.append(_label_id(task, row[label_pos], f"{path}:{line}"))
+                labels.append(label_id(task, row[label_pos], f"{path}:{line}"))
         except UnicodeDecodeError as exc:
             raise DataError(f"{_bad_utf8_line(path)}: not UTF-8 text ({exc.reason} at byte "
                             f"0x{exc.object[exc.start]:02x}); re-save the file as UTF-8") from None

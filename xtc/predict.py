@@ -33,18 +33,7 @@ def load_for_inference(path: str, fake_quant: bool = False):
 def read_input_tsv(path: str, task):
     """A TSV of inputs with a header: the task's own text columns (e.g. `sentence`; MRPC `#1 String`,
     `#2 String`) or `text_a`[, `text_b`]; an optional label column (the task's or `label`) gives metrics."""
-    from xtc.data import DataError, Split
-
-    def label_id(raw: str, where: str):
-        raw = raw.strip()
-        if task.is_regression:
-            try:
-                return float(raw)
-            except ValueError:
-                raise DataError(f"{where}: label {raw!r} is not a number (task {task.name} is a regression task)")
-        if raw not in task.labels:
-            raise DataError(f"{where}: label {raw!r} is not one of {list(task.labels)} for task {task.name}")
-        return task.labels.index(raw)
+    from xtc.data import DataError, Split, label_id
 
     if not os.path.isfile(path):
         raise DataError(f"--input {path} does not exist")
@@ -73,7 +62,7 @@ def read_input_tsv(path: str, task):
                                 f"{len(header)} as in the header")
             texts.append(tuple(row[p] for p in text_pos))
             if label_pos is not None:
-                labels.append(label_id(row[label_pos], f"{path}:{rows.line_num}"))
+                labels.append(label_id(task, row[label_pos], f"{path}:{rows.line_num}"))
     if not texts:
         raise DataError(f"{path} holds no examples")
     return Split(task.name, "input", texts, labels or [0.0 if task.is_regression else 0] * len(texts),
