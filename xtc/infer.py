@@ -18,7 +18,6 @@ to torch.compile, which fuses each quantize step and each rescale step into one 
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import tempfile
@@ -30,9 +29,9 @@ import torch.nn.functional as F
 import transformers
 from safetensors.torch import load as st_load
 
-from .pack import CONFIG, TOKENIZER_DIR, WEIGHTS, PackedFormatError, packing_of, read_verified, unpack_codes
-from .quant import (QuantEmbedding, QuantLinear, QuantSpec, apply_quantization, min_weight_bytes,
-                    quantized_modules, scheme_of)
+from .pack import (TOKENIZER_DIR, WEIGHTS, PackedFormatError, build_model, packing_of, read_verified,
+                   unpack_codes)
+from .quant import QuantEmbedding, QuantLinear, min_weight_bytes, quantized_modules, scheme_of
 
 # -----------------------------------------------------------------------------
 # the integer maths
@@ -237,17 +236,7 @@ def load_int_model(path: str, device: str | torch.device | None = None, with_tok
     except Exception as e:  # safetensors raises its own error type for a bad header
         raise bad(f"{WEIGHTS} is not a valid safetensors file: {e}") from e
 
-    cls = getattr(transformers, str(manifest["model_class"]), None)
-    if not (isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel)):
-        raise bad(f"unknown model class {manifest['model_class']!r}")
-    try:
-        config = cls.config_class.from_dict(json.loads(members[CONFIG].decode("utf-8")))
-        spec = QuantSpec.from_dict(manifest["quant_spec"]).validate()
-    except (ValueError, TypeError, UnicodeDecodeError) as e:
-        raise bad(f"bad config or quant_spec: {e}") from e
-    with torch.device("meta"):  # shapes only: no fp32 weight is allocated
-        model = cls(config)
-    apply_quantization(model, spec)
+    model = build_model(path, manifest, members, meta=True)  # shapes only: no fp32 weight is allocated
     wrappers = dict(quantized_modules(model))
 
     entries = {}

@@ -26,6 +26,7 @@ fake-quant forward of the model it was exported from bit for bit.
 from __future__ import annotations
 
 import hashlib
+import contextlib
 import json
 import math
 import os
@@ -383,7 +384,9 @@ def _load_tensors(path: str, manifest: dict, members: dict[str, bytes]) -> dict[
     return sd
 
 
-def _build_model(path: str, manifest: dict, members: dict[str, bytes]):
+def build_model(path: str, manifest: dict, members: dict[str, bytes], meta: bool = False):
+    """The quantized model a verified .xtc file describes (its class, config and quant spec), weights not yet
+    loaded; `meta=True` allocates no weight at all (the integer path fills its own tensors)."""
     bad = lambda why: PackedFormatError(f"{path}: {why}")  # noqa: E731
     cls = getattr(transformers, str(manifest["model_class"]), None)
     if not (isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel)):
@@ -393,7 +396,8 @@ def _build_model(path: str, manifest: dict, members: dict[str, bytes]):
         spec = QuantSpec.from_dict(manifest["quant_spec"]).validate()
     except (ValueError, TypeError, UnicodeDecodeError) as e:
         raise bad(f"bad config or quant_spec: {e}") from e
-    model = cls(config)
+    with torch.device("meta") if meta else contextlib.nullcontext():
+        model = cls(config)
     apply_quantization(model, spec)
     return model
 
@@ -403,7 +407,7 @@ def load_packed(path: str):
     path = os.fspath(path)
     manifest, members = _open_verified(path)
     sd = _load_tensors(path, manifest, members)
-    model = _build_model(path, manifest, members)
+    model = build_model(path, manifest, members)
     bad = lambda why: PackedFormatError(f"{path}: {why}")  # noqa: E731
 
     qparams = _quant_params(model)
