@@ -130,14 +130,15 @@ def cmd_jobs(args) -> None:
 
 
 def tree(root: str) -> set[str]:
-    """Files a study produces, without logs, benchmarks, resume state and Snakemake's own files."""
+    """Files a study produces, without logs, benchmarks, resume state and Snakemake's own files (and the HTML
+    report that .ci/workflow-checks adds to the local run)."""
     skip = ("runs/logs/", "runs/benchmarks/")
     files = set()
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = [d for d in dirnames if d not in (".xtc_state", ".snakemake")]
         for f in filenames:
             rel = os.path.relpath(os.path.join(dirpath, f), root)
-            if not rel.startswith(skip) and not rel.endswith((".log", ".out")):
+            if not rel.startswith(skip) and not rel.endswith((".log", ".out")) and rel != "report.html":
                 files.add(rel)
     return files
 
