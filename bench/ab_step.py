@@ -22,7 +22,7 @@ import random
 
 import numpy as np
 import torch
-from common import task_data, timed_step
+from common import task_data, timed_step, emit
 
 import xtc.quant as quant
 from xtc.distill import make_kd_loss
@@ -108,11 +108,7 @@ def main() -> None:
            "variants": {k: {"step_seconds_median": float(np.median(v)),
                             "ratio_to_before_median": float(np.median(np.array(v) / before))}
                         for k, v in secs.items()}}
-    text = json.dumps(out, indent=2)
-    print(text)
-    if a.out:
-        with open(a.out, "w") as f:
-            f.write(text + "\n")
+    emit(out, a.out)
 
 
 if __name__ == "__main__":

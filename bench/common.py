@@ -33,3 +33,14 @@ def timed_step(model, opt, loss_fn, data, indices, pad_to=None, precision="fp32"
     t0 = time.perf_counter()
     train_step(model, batch, loss_fn, opt, TrainConfig.max_grad_norm, precision=precision)
     return time.perf_counter() - t0, int(batch["attention_mask"].sum()), batch["input_ids"].numel()
+
+
+def emit(result: dict, out_path: str | None) -> None:
+    """Print a benchmark's JSON result and, with --out, write it there too."""
+    import json
+
+    text = json.dumps(result, indent=2)
+    print(text)
+    if out_path:
+        with open(out_path, "w") as f:
+            f.write(text + "\n")

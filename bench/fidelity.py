@@ -22,6 +22,9 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+sys.path.insert(0, os.path.dirname(__file__))
+from common import emit  # noqa: E402
+
 ARMS = {  # name -> extra `xtc compress` flags
     "W1A8_6L": ["--wbits", "1", "--abits", "8", "--kd", "one-stage"],
     "fp32_KD_3L": ["--layers", "3", "--kd", "one-stage"],
@@ -126,11 +129,7 @@ def main() -> None:
                "commands": {f"{arm}_{precision}_seed{s}": shlex.join(command(a, arm, precision, s)[0][1:])
                             for arm, precision, s in jobs},
                "arms": summarize(records, seeds)}
-    text = json.dumps(summary, indent=2)
-    print(text)
-    if a.out:
-        with open(a.out, "w") as f:
-            f.write(text + "\n")
+    emit(summary, a.out)
 
 
 if __name__ == "__main__":

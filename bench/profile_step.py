@@ -15,7 +15,7 @@ import json
 import random
 
 import torch
-from common import task_data
+from common import task_data, emit
 from torch.profiler import ProfilerActivity, profile, record_function
 
 import xtc.compress as compress_mod
@@ -106,11 +106,7 @@ def main() -> None:
            "regions_ms_per_step": dict(sorted(regions.items(), key=lambda kv: -kv[1])),
            "top_ops_self_ms_per_step": {e.key: round(e.self_cpu_time_total / a.steps / 1e3, 2)
                                         for e in top[:a.top]}}
-    text = json.dumps(out, indent=2)
-    print(text)
-    if a.out:
-        with open(a.out, "w") as f:
-            f.write(text + "\n")
+    emit(out, a.out)
 
 
 if __name__ == "__main__":

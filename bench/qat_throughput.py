@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 import torch
-from common import task_data, timed_step
+from common import task_data, timed_step, emit
 
 from xtc.data import train_batches
 from xtc.distill import KDConfig, evenly_spaced_layers, label_objective, layer_maps, make_kd_loss, reduce_layers
@@ -112,11 +112,7 @@ def main() -> None:
                             "ratio_to_fp32_finetune_median": float(np.median(s / ref)),
                             "ratio_of_medians": float(np.median(s) / np.median(ref))}
     out["cache"] = {"build_seconds": build_seconds, "bytes": cache.nbytes}
-    text = json.dumps(out, indent=2)
-    print(text)
-    if a.out:
-        with open(a.out, "w") as f:
-            f.write(text + "\n")
+    emit(out, a.out)
 
 
 if __name__ == "__main__":
