@@ -11,7 +11,6 @@ optimizer and into the fake-quant, KD-loss and cache-lookup regions (record_func
 from __future__ import annotations
 
 import argparse
-import json
 import random
 
 import torch
