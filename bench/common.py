@@ -24,14 +24,24 @@ def task_data(task_name: str, model: str, glue_dir: str | None, max_length: int 
     return task, train
 
 
-def timed_step(model, opt, loss_fn, data, indices, pad_to=None, precision="fp32") -> tuple[float, int, int]:
+def sync(device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously; a wall clock needs it finished)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed_step(model, opt, loss_fn, data, indices, pad_to=None, precision="fp32",
+               device="cpu") -> tuple[float, int, int]:
     """One optimizer step of the training loop (xtc.train.train_step: forward+loss in the precision's autocast
-    region, recipe clipping, no schedule);
+    region, recipe clipping, no schedule), the batch already on `device` as the loop has it;
     returns (seconds, real tokens, computed tokens incl. padding)."""
     batch = collate(data, indices, pad_to=pad_to)
     batch["index"] = torch.tensor(indices)  # as the training loop passes it (teacher-output cache lookups)
+    batch = {k: v.to(device) for k, v in batch.items()}
+    sync(device)
     t0 = time.perf_counter()
     train_step(model, batch, loss_fn, opt, TrainConfig.max_grad_norm, precision=precision)
+    sync(device)
     return time.perf_counter() - t0, int(batch["attention_mask"].sum()), batch["input_ids"].numel()
 
 

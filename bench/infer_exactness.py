@@ -56,23 +56,26 @@ def agreement(a: np.ndarray, b: np.ndarray) -> dict:
             "dev_indices": [int(i) for i in d], "max_abs_logit_diff": float(np.abs(a - b).max())}
 
 
-def compare(task_name: str, path: str, glue_dir: str | None, batch_size: int = 64, reference: bool = True) -> dict:
+def compare(task_name: str, path: str, glue_dir: str | None, batch_size: int = 64, reference: bool = True,
+            device: str = "cpu") -> dict:
     task = get_task(task_name)
+    dev = torch.device(device)
     fake, tok = load_packed(path)
-    intm, _ = load_int_model(path)
+    fake.to(dev)
+    intm, _ = load_int_model(path, device=dev)
     split = load_split(task, "dev", glue_dir)
     data = encode(split, tok, 128, task.is_regression)
     t0 = time.perf_counter()
-    lf = predict(fake, data, batch_size, torch.device("cpu"))
+    lf = predict(fake, data, batch_size, dev)
     t1 = time.perf_counter()
-    li = predict(intm, data, batch_size, torch.device("cpu"))
+    li = predict(intm, data, batch_size, dev)
     t2 = time.perf_counter()
     ref = {}
     if reference:
         for m in fake.modules():
             if isinstance(m, QuantLinear):
                 m.forward = types.MethodType(_exact_gemm_forward, m)
-        lr = predict(fake, data, batch_size, torch.device("cpu"))
+        lr = predict(fake, data, batch_size, dev)
         ref = {"reference_exact_gemm_fake_quant": {"fake_quant_vs_reference": agreement(lf, lr),
                                                    "integer_vs_reference": agreement(li, lr)}}
     pf, pi = lf.argmax(-1), li.argmax(-1)
@@ -90,7 +93,7 @@ def compare(task_name: str, path: str, glue_dir: str | None, batch_size: int = 6
         "smallest_fake_margin": float(margin(lf).min()),
         "metrics_fake_quant": split_metrics(task, pf, split.labels),
         "metrics_integer": split_metrics(task, pi, split.labels),
-        "seconds_fake_quant": t1 - t0, "seconds_integer": t2 - t1, **ref,
+        "seconds_fake_quant": t1 - t0, "seconds_integer": t2 - t1, "device": str(dev), **ref,
     }
 
 
@@ -102,12 +105,13 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--no-reference", dest="reference", action="store_false",
                    help="skip the third pass (fake-quant with float64-summed GEMMs) that both paths are compared to")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (the integer path on int8 tensor cores)")
     a = p.parse_args(argv)
     rows = []
     for s in a.students:
         task, _, path = s.partition("=")
         print(f"{task}: {path} ...", file=sys.stderr, flush=True)
-        rows.append(compare(task, path, a.glue_dir, a.batch_size, a.reference))
+        rows.append(compare(task, path, a.glue_dir, a.batch_size, a.reference, a.device))
     out = {"threads": torch.get_num_threads(), "torch": torch.__version__, "results": rows}
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     with open(a.out, "w") as f:

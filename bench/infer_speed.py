@@ -37,7 +37,8 @@ VARIANTS = ("fp32", "bf16_autocast", "torch_dynamic_int8", "ort_int8", "w1a8_int
 # ----------------------------------------------------------------------------- building the models
 
 
-def build_artifacts(workdir: str, model: str = "default", num_labels: int = 2, seed: int = 0) -> dict:
+def build_artifacts(workdir: str, model: str = "default", num_labels: int = 2, seed: int = 0,
+                    with_ort: bool = True) -> dict:
     """fp32 student folder, packed W1A8 and W2A8 students (quantized from it; speed does not depend on
     training), and the ONNX Runtime int8 model. Returns paths and file sizes."""
     from xtc.models import load_classifier, load_tokenizer, resolve_model_path
@@ -60,6 +61,8 @@ def build_artifacts(workdir: str, model: str = "default", num_labels: int = 2, s
             apply_quantization(m, QuantSpec(wbits=wb, abits=8))
             export_packed(m, tok, p)
         out[f"w{wb}a8"] = p
+    if not with_ort:
+        return out
     out["ort_int8"] = os.path.join(workdir, "model.int8.onnx")
     if not os.path.exists(out["ort_int8"]):
         build_ort_int8(out["fp32"], workdir)

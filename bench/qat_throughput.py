@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+import platform
 import random
 import time
 
@@ -50,24 +51,27 @@ def main() -> None:
     p.add_argument("--setups", help="comma-separated subset of the set-ups (default: all)")
     p.add_argument("--max-train-samples", type=int,
                    help="draw the batches from (and cache the teacher's outputs of) the first N examples only")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="cpu or cuda (default: cuda where available)")
     p.add_argument("--out", help="also write the JSON here")
     a = p.parse_args()
+    dev = torch.device(a.device)
     task, data = task_data(a.task, a.teacher, a.glue_dir, max_train_samples=a.max_train_samples)
     set_seed(0)
-    teacher = load_classifier(a.teacher)
+    teacher = load_classifier(a.teacher).to(dev)
     for q in teacher.parameters():
         q.requires_grad_(False)
     n = teacher.config.num_hidden_layers
     layers = evenly_spaced_layers(n, a.layers or n)
     lmap = layer_maps(len(layers), n, None if a.layers in (None, n) else layers)
     terms = tuple(a.kd_terms.split(","))
-    plain = reduce_layers(teacher, layers)
+    plain = reduce_layers(teacher, layers).to(dev)
     for q in plain.parameters():
         q.requires_grad_(True)
     quantized = copy.deepcopy(plain)
     apply_quantization(quantized, QuantSpec(wbits=a.wbits, abits=a.abits))
     t0 = time.perf_counter()
-    cache = TeacherCache(teacher, data, lmap, set(terms), "cpu", batch_size=128)
+    cache = TeacherCache(teacher, data, lmap, set(terms), dev, batch_size=128)
     build_seconds = time.perf_counter() - t0
     live_loss = make_kd_loss(teacher, task.is_regression, KDConfig(), lmap)(terms)
     cached_loss = make_kd_loss(teacher, task.is_regression, KDConfig(), lmap, cache)(terms)
@@ -86,14 +90,14 @@ def main() -> None:
     picks = random.Random(0).sample(range(len(batches)), min(a.rounds, len(batches)))
     for model, opt, fn, precision in setups.values():  # warm-up (allocator, oneDNN kernels)
         for _ in range(2):
-            timed_step(model, opt, fn, data, batches[picks[0]], precision=precision)
+            timed_step(model, opt, fn, data, batches[picks[0]], precision=precision, device=dev)
     seconds = {k: [] for k in setups}
     tokens = {k: 0 for k in setups}
     for r, i in enumerate(picks):
         order = list(setups) if r % 2 == 0 else list(setups)[::-1]  # alternate who goes first
         for k in order:
             model, opt, fn, precision = setups[k]
-            sec, tok, _ = timed_step(model, opt, fn, data, batches[i], precision=precision)
+            sec, tok, _ = timed_step(model, opt, fn, data, batches[i], precision=precision, device=dev)
             seconds[k].append(sec)
             tokens[k] += tok
     ref = np.array(seconds[REFERENCE])
@@ -101,6 +105,7 @@ def main() -> None:
            "kd_terms": a.kd_terms, "rounds": len(picks), "batch_size": 32, "train_examples": len(data),
            "max_train_samples": a.max_train_samples,
            "torch_threads": torch.get_num_threads(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+           "device": str(dev), "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor(),
            "cpu_bf16": device_bf16_support("cpu")[1], "torch": torch.__version__,
            "load_average_1min_at_end": os.getloadavg()[0], "cpu_count": os.cpu_count(), "setups": {}}
     for k, s in seconds.items():

@@ -173,3 +173,15 @@ def test_study_passes_its_precision_to_every_training_job():
     cfg["train"]["precision"] = "fp32"
     for what in ("teacher", "train"):
         assert "--precision fp32" in study.data_flags(cfg, what)
+
+
+def test_a_half_precision_checkpoint_loads_as_fp32(tmp_path, tiny_model_dir):
+    # transformers 5 keeps a checkpoint's dtype; latent weights and optimizer state must still be fp32
+    from transformers import BertForSequenceClassification
+
+    from xtc.models import load_classifier
+
+    half = str(tmp_path / "half")
+    BertForSequenceClassification.from_pretrained(tiny_model_dir).to(torch.float16).save_pretrained(half)
+    assert {p.dtype for p in BertForSequenceClassification.from_pretrained(half).parameters()} == {torch.float16}
+    assert {p.dtype for p in load_classifier(half).parameters()} == {torch.float32}

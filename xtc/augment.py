@@ -82,7 +82,7 @@ def load_teacher(name: str) -> Teacher:
             if model_type != "bert":
                 raise ValueError(f"--teacher {path!r} is a {model_type!r} model; xtc supports BERT-family "
                                  f"checkpoints")
-            model, info = BertForMaskedLM.from_pretrained(path, output_loading_info=True)
+            model, info = BertForMaskedLM.from_pretrained(path, output_loading_info=True, dtype=torch.float32)
             tok = load_tokenizer(path)
     except OSError as exc:
         raise FileNotFoundError(f"cannot load a BERT model from --teacher {path!r}: {exc}. Pass a local Hugging "

@@ -107,7 +107,9 @@ def load_classifier(path: str, num_labels: int | None = None) -> BertForSequence
         raise ValueError(f"{path} holds an unfinished xtc run (no metrics.json); re-run the command that made it "
                          f"to finish it, or pass a finished run folder")
     check_local_model_path(path)
-    kwargs = {} if num_labels is None else {"num_labels": num_labels}
+    # fp32 whatever the checkpoint's dtype (transformers 5 keeps an fp16/bf16 file's dtype): latent weights,
+    # optimizer state and the KD losses stay fp32; bf16 is an autocast region of the training step
+    kwargs = {"dtype": torch.float32} if num_labels is None else {"num_labels": num_labels, "dtype": torch.float32}
     try:
         with quiet_hf_loading():
             model = BertForSequenceClassification.from_pretrained(path, **kwargs)
