@@ -15,6 +15,8 @@
 #  6. bench/infer_exactness.py --device cuda on a trained 6L W1A8 MRPC student
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD TOKENIZERS_PARALLELISM=false
+# several runs side by side on 16 cores: without these, OpenMP spin-waiting stalled them (a try ran no step in 200 s)
+export OMP_NUM_THREADS=2 OMP_WAIT_POLICY=PASSIVE
 ASSETS=${ASSETS:-.gpu}
 OUT=${OUT:-scratch/gpu}
 W=/tmp/xtc-gpu
