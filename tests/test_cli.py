@@ -194,3 +194,12 @@ def test_json_schema_of_a_setting_follows_the_dataclass():
                                                            "exclusiveMaximum": 1}
     assert json_schema(RunOptions, "max_train_samples") == {"type": ["integer", "null"], "default": None,
                                                             "exclusiveMinimum": 0}
+
+
+def test_negative_numbers_after_flags_are_values():
+    from xtc.cli import join_negative_values
+
+    assert join_negative_values(["finetune", "--lr", "-5e-5", "--epochs", "2"]) == ["finetune", "--lr=-5e-5", "--epochs", "2"]
+    assert join_negative_values(["--weight-decay", "-.5", "--lr", "-1E+3"]) == ["--weight-decay=-.5", "--lr=-1E+3"]
+    # not a number, a flag already holding its value, a short option: untouched
+    assert join_negative_values(["--out", "-x", "--lr=1", "-5", "-h"]) == ["--out", "-x", "--lr=1", "-5", "-h"]

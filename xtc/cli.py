@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 
 from xtc.config import DEFAULT_MODEL, AugmentConfig, CompressConfig, KDConfig, QuantSpec, RunOptions, TrainConfig
@@ -224,11 +225,26 @@ def _one_line_errors(parser: argparse.ArgumentParser) -> None:
                 _one_line_errors(sub)
 
 
+NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
+def join_negative_values(argv: list[str]) -> list[str]:
+    """`--lr -5e-5` -> `--lr=-5e-5`: argparse takes a negative number in exponent form after a flag for another
+    flag (and reports a missing value); joined, the value reaches the range check and its one-line error."""
+    out = []
+    for tok in argv:
+        if out and NEGATIVE_NUMBER.match(tok) and out[-1].startswith("--") and "=" not in out[-1]:
+            out[-1] = f"{out[-1]}={tok}"
+        else:
+            out.append(tok)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     _one_line_errors(parser)
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(join_negative_values(sys.argv[1:] if argv is None else list(argv)))
     except SystemExit as exc:  # --help (0) or a usage error (2, already printed)
         return exc.code if isinstance(exc.code, int) else 2
     try:
