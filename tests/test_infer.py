@@ -49,9 +49,17 @@ def test_int_linear_matches_fake_quant_linear(wbits, groups, method, per_token):
     acc = intl.int_accumulate(q)
     assert acc.dtype == torch.int32
     assert torch.equal(acc.long(), q.long() @ codes.long().t())
-    # the outputs equal the fake-quant layer's to fp32 rounding of a 96-term sum
+    # evaluation of the fake-quant layer (eval mode, no autograd) is the same integer maths, bit for bit
     with torch.no_grad():
         want, got = fake(x), intl(x)
+    assert torch.equal(want, got)
+    # its fp32 fake-quant maths (training, or integer_eval off) equal them to fp32 rounding of a 96-term sum
+    fake.integer_eval = False
+    with torch.no_grad():
+        want = fake(x)
+    fake.integer_eval = True
+    fake.train()  # training: the fp32 fake-quant maths whatever integer_eval says
+    assert torch.equal(fake(x).detach(), want)
     w_abs = codes.abs().double() * intl.row_scales.double()[:, None]
     exact = (q.double() * s.double()) @ (codes.double() * intl.row_scales.double()[:, None]).t() + intl.bias.double()
     # standard bound for a K-term fp32 dot product plus bias: (K + 2) eps (sum of |terms| + |bias|), per element
@@ -120,8 +128,15 @@ def test_tiny_model_same_predictions_on_both_paths(tmp_path, spec):
     with torch.no_grad():
         a = fake(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
         b = intm(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
-    assert torch.equal(a.argmax(-1), b.argmax(-1))
-    assert (a - b).abs().max() < 1e-4
+    # the fake-quant model evaluates its quantized layers on integers (the file's codes): identical logits
+    assert torch.equal(a, b)
+    for m in fake.modules():
+        if isinstance(m, QuantLinear):
+            m.integer_eval = False  # its fp32 fake-quant maths: equal to fp32 rounding
+    with torch.no_grad():
+        c = fake(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
+    assert torch.equal(c.argmax(-1), b.argmax(-1))
+    assert (c - b).abs().max() < 1e-4
     n_int = sum(isinstance(m, IntLinear) for _, m in int_modules(intm))
     assert n_int == sum(isinstance(m, QuantLinear) for m in fake.modules())
 

@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
                  flags={"eval_batch_size": "--batch-size"})
     s.add_argument("--predictions", action="store_true", help="also print every dev logit")
     s.add_argument("--fake-quant", action="store_true", help="a packed .xtc runs on the integer path by default; "
-                   "this runs the fake-quant model it was exported from instead")
+                   "this runs the fake-quant model it was exported from, in fp32 fake-quant maths, instead")
     s.set_defaults(fn=cmd_evaluate)
 
     for register in _EXTRA_COMMANDS:

@@ -25,47 +25,16 @@ import weakref
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 import transformers
 from safetensors.torch import load as st_load
 
 from .pack import (TOKENIZER_DIR, WEIGHTS, PackedFormatError, build_model, packing_of, read_verified,
                    unpack_codes)
-from .quant import QuantEmbedding, QuantLinear, min_weight_bytes, quantized_modules, scheme_of
+from .quant import (QuantEmbedding, QuantLinear, int8_matmul, integer_linear, min_weight_bytes,  # noqa: F401
+                    quantize_tokens, quantized_modules, row_scales_of, scheme_of)
 
 # -----------------------------------------------------------------------------
-# the integer maths
-
-
-def quantize_tokens(x: torch.Tensor, bits: int = 8, per_token: bool = True):
-    """-> (int8 q, fp32 scale [..., 1] per token or [1, 1] per tensor) with q * scale == the fake-quant of x.
-
-    The same expressions as xtc.quant.activation_scale and _ActSTE.forward, so q is bit-identical.
-    """
-    xf = x.to(torch.float32)
-    m = xf.abs().amax(dim=-1, keepdim=True) if per_token else xf.abs().amax().reshape(1, 1)
-    s = 2 * m / 2**bits
-    s = torch.where(s > 0, s, torch.ones_like(s))
-    q = torch.round(xf / s).clamp(-(2 ** (bits - 1)), 2 ** (bits - 1) - 1).to(torch.int8)
-    return q, s
-
-
-def int8_matmul(q: torch.Tensor, w_t: torch.Tensor) -> torch.Tensor:
-    """Exact int32 product of int8 [M, K] and int8 [K, N].
-
-    torch._int_mm on CPU (any M; oneDNN VNNI/AMX) and on CUDA where its shape rules hold (M > 16, K and N
-    multiples of 8; smaller M is padded). Elsewhere a float64 product, which is exact here: every partial
-    sum is an integer below 2^53.
-    """
-    m, k = q.shape
-    n = w_t.shape[1]
-    if q.device.type == "cpu":
-        return torch._int_mm(q, w_t)
-    if q.device.type == "cuda" and k % 8 == 0 and n % 8 == 0:
-        if m > 16:
-            return torch._int_mm(q, w_t)
-        return torch._int_mm(F.pad(q, (0, 0, 0, 32 - m)), w_t)[:m]
-    return torch.matmul(q.to(torch.float64), w_t.to(torch.float64)).to(torch.int32)
+# integer modules (their maths: xtc.quant.integer_linear, beside the fake-quant maths)
 
 
 class _InputMemo:
@@ -96,8 +65,7 @@ class IntLinear(nn.Module):
         self.wbits, self.abits, self.groups, self.method = wbits, abits, groups, method
         self.act_per_token = act_per_token
         self.register_buffer("weight_codes_t", codes.t().contiguous())
-        rows = scales.to(torch.float32).reshape(groups, 1).expand(groups, out_features // groups)
-        self.register_buffer("row_scales", rows.reshape(out_features).contiguous())
+        self.register_buffer("row_scales", row_scales_of(scales, groups, out_features))
         self.register_buffer("bias", None if bias is None else bias.to(torch.float32).contiguous())
 
     # query, key and value quantize the same tensor: load_int_model gives the three one shared memo so the
@@ -123,11 +91,7 @@ class IntLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
         q, s = self.quantize_input(x)
-        y = self.int_accumulate(q).to(torch.float32)
-        # in place: at batch 32 fresh [M, out] buffers cost page faults; same values as y * s * rows + b
-        y.mul_(s).mul_(self.row_scales)
-        if self.bias is not None:
-            y.add_(self.bias)
+        y = integer_linear(q, s, self.weight_codes_t, self.row_scales, self.bias)
         return y.reshape(*lead, self.out_features).to(x.dtype)
 
     def extra_repr(self) -> str:

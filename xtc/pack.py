@@ -45,8 +45,8 @@ from safetensors.torch import save as st_save
 from . import __version__
 from .checkpoint import check_out_file
 from .files import atomic_write
-from .quant import (QuantSpec, apply_quantization, dequantize_codes, min_weight_bytes, quantize_weight_codes,
-                    quantized_modules, role_of, scheme_of, size_summary)
+from .quant import (QuantLinear, QuantSpec, apply_quantization, dequantize_codes, min_weight_bytes,
+                    quantize_weight_codes, quantized_modules, role_of, scheme_of, size_summary)
 
 FORMAT = "xtc-packed"
 VERSION = 1
@@ -338,8 +338,10 @@ def _open_verified(path: str) -> tuple[dict, dict[str, bytes]]:
     return manifest, members
 
 
-def _load_tensors(path: str, manifest: dict, members: dict[str, bytes]) -> dict[str, torch.Tensor]:
-    """Check the safetensors member against the manifest; -> state_dict of dequantized tensors."""
+def _load_tensors(path: str, manifest: dict, members: dict[str, bytes],
+                  codes_out: dict | None = None) -> dict[str, torch.Tensor]:
+    """Check the safetensors member against the manifest; -> state_dict of dequantized tensors (and, into
+    `codes_out`, each quantized tensor's (int8 codes, fp32 scales))."""
     bad = lambda why: PackedFormatError(f"{path}: {why}")  # noqa: E731
     try:
         raw = st_load(members[WEIGHTS])
@@ -373,6 +375,8 @@ def _load_tensors(path: str, manifest: dict, members: dict[str, bytes]) -> dict[
                 raise bad(f"tensor {name}: {groups} groups do not divide shape {list(shape)}")
             codes = unpack_codes(packed, numel, bits, method).reshape(shape)
             sd[name] = dequantize_codes(codes, scales, bits, groups, method)
+            if codes_out is not None:
+                codes_out[name] = (codes, scales)
             used.update((e["key"], e["scales_key"]))
         except PackedFormatError:
             raise
@@ -406,7 +410,8 @@ def load_packed(path: str):
     """Verify and load a .xtc file -> (model in eval mode with frozen quantized weights, tokenizer or None)."""
     path = os.fspath(path)
     manifest, members = _open_verified(path)
-    sd = _load_tensors(path, manifest, members)
+    codes = {}
+    sd = _load_tensors(path, manifest, members, codes)
     model = build_model(path, manifest, members)
     bad = lambda why: PackedFormatError(f"{path}: {why}")  # noqa: E731
 
@@ -428,8 +433,10 @@ def load_packed(path: str):
         if t.shape != sd[k].shape:
             raise bad(f"tensor {k}: shape {list(sd[k].shape)} in file, model expects {list(t.shape)}")
     model.load_state_dict(sd, strict=True)
-    for m in qparams.values():
+    for k, m in qparams.items():
         m.frozen = True  # the weight now holds dequantized codes: use as is
+        if isinstance(m, QuantLinear):  # integer evaluation uses the file's codes (QuantLinear.integer_eval)
+            m.set_codes(*codes[k])
     model.eval()
 
     tokenizer = None

@@ -27,6 +27,12 @@ def load_for_inference(path: str, fake_quant: bool = False):
         return model, tok, "integer"
     model, tok = load_model_and_tokenizer(path)
     quantized = getattr(model.config, "xtc_quant", None)
+    if fake_quant:  # the fp32 fake-quant maths, not the integer evaluation of quantized layers
+        from xtc.quant import QuantLinear
+
+        for m in model.modules():
+            if isinstance(m, QuantLinear):
+                m.integer_eval = False
     return model, tok, "fake-quant" if quantized else "fp32"
 
 

@@ -174,6 +174,60 @@ def quantize_activation(x: torch.Tensor, bits: int = 8, per_token: bool = True) 
     return _ActSTE.apply(x, bits, per_token)
 
 
+
+# -----------------------------------------------------------------------------
+# the integer maths: the same numbers as the fake-quant maths above, as int8 x int8 -> int32 products
+
+
+def quantize_tokens(x: torch.Tensor, bits: int = 8, per_token: bool = True):
+    """-> (int8 q, fp32 scale [..., 1] per token or [1, 1] per tensor) with q * scale == the fake-quant of x.
+
+    The same expressions as activation_scale and _ActSTE.forward, so q is bit-identical.
+    """
+    xf = x.to(torch.float32)
+    m = xf.abs().amax(dim=-1, keepdim=True) if per_token else xf.abs().amax().reshape(1, 1)
+    s = 2 * m / 2**bits
+    s = torch.where(s > 0, s, torch.ones_like(s))
+    q = torch.round(xf / s).clamp(-(2 ** (bits - 1)), 2 ** (bits - 1) - 1).to(torch.int8)
+    return q, s
+
+
+def int8_matmul(q: torch.Tensor, w_t: torch.Tensor) -> torch.Tensor:
+    """Exact int32 product of int8 [M, K] and int8 [K, N].
+
+    torch._int_mm on CPU (any M; oneDNN VNNI/AMX) and on CUDA where its shape rules hold (M > 16, K and N
+    multiples of 8; smaller M is padded). Elsewhere a float64 product, which is exact here: every partial
+    sum is an integer below 2^53.
+    """
+    m, k = q.shape
+    n = w_t.shape[1]
+    if q.device.type == "cpu":
+        return torch._int_mm(q, w_t)
+    if q.device.type == "cuda" and k % 8 == 0 and n % 8 == 0:
+        if m > 16:
+            return torch._int_mm(q, w_t)
+        return torch._int_mm(F.pad(q, (0, 0, 0, 32 - m)), w_t)[:m]
+    return torch.matmul(q.to(torch.float64), w_t.to(torch.float64)).to(torch.int32)
+
+
+def row_scales_of(scales: torch.Tensor, groups: int, out_features: int) -> torch.Tensor:
+    """fp32 [out]: each weight group's scale repeated over its (contiguous) rows."""
+    rows = scales.to(torch.float32).reshape(groups, 1).expand(groups, out_features // groups)
+    return rows.reshape(out_features).contiguous()
+
+
+def integer_linear(q: torch.Tensor, s: torch.Tensor, codes_t: torch.Tensor, row_scales: torch.Tensor,
+                   bias: torch.Tensor | None) -> torch.Tensor:
+    """fp32 [M, out] = (q @ codes_t, exact in int32) * s * row_scales + bias: a quantized Linear layer on
+    integers. The one definition both the deployed path (xtc.infer.IntLinear) and the evaluation of a
+    fake-quant model (QuantLinear in eval mode) use, so they give the same numbers bit for bit."""
+    y = int8_matmul(q, codes_t).to(torch.float32)
+    # in place: at batch 32 fresh [M, out] buffers cost page faults; same values as y * s * rows + b
+    y.mul_(s).mul_(row_scales)
+    if bias is not None:
+        y.add_(bias)
+    return y
+
 # -----------------------------------------------------------------------------
 # roles of Hugging Face BERT modules
 
@@ -217,6 +271,25 @@ class QuantLinear(nn.Linear):
         self.wbits, self.abits, self.groups = wbits, abits, groups
         self.method, self.act_per_token = method, act_per_token
         self.frozen = False  # True: weight already holds quantized values (loaded from a packed file)
+        # a packed file's codes (set_codes), else None: integer evaluation derives them from the weight
+        self.register_buffer("weight_codes_t", None, persistent=False)
+        self.register_buffer("row_scales", None, persistent=False)
+
+    # Evaluation (eval mode, no autograd) of a layer with int8 activations runs integer_linear: what a
+    # deployed .xtc computes, so reported dev metrics are exactly the deployed model's. False: the fp32
+    # fake-quant maths (equal to fp32 rounding; `xtc evaluate --fake-quant`, bench/infer_exactness.py).
+    integer_eval: bool = True
+
+    def set_codes(self, codes: torch.Tensor, scales: torch.Tensor) -> None:
+        """Keep a packed file's int8 codes [out, in] and fp32 scales [groups] for integer evaluation
+        (non-persistent buffers: they follow .to(device) and stay out of state_dict)."""
+        self.weight_codes_t = codes.to(torch.int8).t().contiguous()
+        self.row_scales = row_scales_of(scales, self.groups, self.out_features)
+
+    def uses_integer_eval(self) -> bool:
+        return (self.integer_eval and not self.training and not torch.is_grad_enabled() and self.abits <= 8
+                and scheme_of(self.wbits, self.method) != "none" and (self.weight_codes_t is not None
+                                                                       or not self.frozen))
 
     @classmethod
     def from_module(cls, m: nn.Linear, wbits=32, abits=32, groups=1, method="xtc", act_per_token=True):
@@ -231,6 +304,14 @@ class QuantLinear(nn.Linear):
         return q
 
     def forward(self, x):
+        if self.uses_integer_eval():
+            codes_t, rows = self.weight_codes_t, self.row_scales
+            if codes_t is None:  # a model in training: the codes of its current latent weight
+                codes, scales = quantize_weight_codes(self.weight.detach(), self.wbits, self.groups, self.method)
+                codes_t, rows = codes.t().contiguous(), row_scales_of(scales, self.groups, self.out_features)
+            q, s = quantize_tokens(x.reshape(-1, self.in_features), self.abits, self.act_per_token)
+            y = integer_linear(q, s, codes_t, rows, self.bias)
+            return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
         if self.abits < 32:
             x = quantize_activation(x, self.abits, self.act_per_token)
         w = self.weight
