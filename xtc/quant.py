@@ -174,7 +174,6 @@ def quantize_activation(x: torch.Tensor, bits: int = 8, per_token: bool = True) 
     return _ActSTE.apply(x, bits, per_token)
 
 
-
 # -----------------------------------------------------------------------------
 # the integer maths: the same numbers as the fake-quant maths above, as int8 x int8 -> int32 products
 
@@ -227,6 +226,7 @@ def integer_linear(q: torch.Tensor, s: torch.Tensor, codes_t: torch.Tensor, row_
     if bias is not None:
         y.add_(bias)
     return y
+
 
 # -----------------------------------------------------------------------------
 # roles of Hugging Face BERT modules
