@@ -290,6 +290,12 @@ def test_table_half_widths_and_the_teachers_distance_to_its_reference():
     teacher = {"sst2": {"score": 90.0, "m_accuracy": 90.0}, "rte": {"score": 70.0, "m_accuracy": 70.0}}
     text = teacher_text(cfg, teacher, ["sst2", "rte"])
     assert "SST-2 90.0, RTE 70.0; Avg 80.0." in text and "(teacher.reference): SST-2 -2.0." in text
+    # the reference is scored on whole dev sets: a profile that scores a subset says so beside the distance
+    cfg["data"]["max_eval_samples"] = None
+    assert "two subsets" not in teacher_text(cfg, teacher, ["sst2", "rte"])
+    cfg["data"]["max_eval_samples"] = 400
+    assert "first 400 dev examples of each task: the distance mixes two subsets" in teacher_text(cfg, teacher,
+                                                                                                 ["sst2", "rte"])
 
 
 # claims: tests/test_claims.py

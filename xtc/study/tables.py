@@ -55,6 +55,10 @@ def teacher_text(config: dict, teacher: dict, tasks) -> str:
         if dist:
             text += " Distance to the same model fine-tuned on the full training set (teacher.reference): " + \
                 ", ".join(dist) + "."
+            n_eval = (config.get("data") or {}).get("max_eval_samples")
+            if n_eval:  # the reference was scored on whole dev sets: say when these scores are not
+                text += (f" (The reference is scored on the whole dev sets, these scores on at most the first "
+                         f"{n_eval} dev examples of each task: the distance mixes two subsets.)")
     return text
 
 
