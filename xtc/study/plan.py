@@ -18,6 +18,9 @@ GLUE_TOKENS = {"cola": (13, 12), "sst2": (13, 25), "mrpc": (54, 53), "stsb": (22
                "mnli": (40, 40), "qnli": (50, 50), "rte": (70, 68), "wnli": (38, 38)}
 
 
+REF_BATCH = 32  # the batch size of the cost section's step_s
+
+
 def estimate_cost(config: dict):
     """Rough seconds per job of this config on the machine the `cost` section describes (see its comments):
     `compute_s` = train steps x step cost (scaled by tokens per example, depth, quantization and the KD
@@ -29,6 +32,7 @@ def estimate_cost(config: dict):
     L = config["teacher"]["num_layers"]
     layer_s = c["step_s"] / L  # one layer's share of a train step at ref_tokens
     bs = t["batch_size"]
+    batch_share = bs / REF_BATCH  # step_s is a step of REF_BATCH examples; a step costs by its examples
     aug_cap = config["augment"].get("max_train_samples") or d.get("max_train_samples")
 
     def tokens(task, split):
@@ -45,7 +49,7 @@ def estimate_cost(config: dict):
 
     def evals_cost(task, depth, quant, epochs, steps):
         n = math.ceil(epochs) + (steps // t["eval_every"] if t["eval_every"] else 0)
-        per = n_eval(task) / bs * depth * layer_s * c["forward_share"] * tokens(task, "dev") * (
+        per = n_eval(task) / REF_BATCH * depth * layer_s * c["forward_share"] * tokens(task, "dev") * (
             c["quant_factor"] if quant else 1)
         return n * per
 
@@ -55,7 +59,8 @@ def estimate_cost(config: dict):
         if r["kind"] == "teacher":
             n = n_train(task, config["teacher"].get("max_train_samples"))
             steps = math.ceil(math.ceil(n / bs) * r["epochs"])
-            s = steps * L * layer_s * tokens(task, "train") + evals_cost(task, L, False, r["epochs"], steps)
+            s = steps * batch_share * L * layer_s * tokens(task, "train") + evals_cost(task, L, False, r["epochs"],
+                                                                                     steps)
             rows.append({"job": "teacher", "run_id": r["run_id"], "steps": steps, "compute_s": s,
                          "startup_s": c["startup_s"]})
             continue
@@ -65,7 +70,7 @@ def estimate_cost(config: dict):
         quant = r["wbits"] < 32
         student = r["depth"] * layer_s * (c["quant_factor"] if quant else 1)
         teacher_fwd = L * layer_s * c["forward_share"] if r["kd"] != "none" else 0.0
-        s = steps * (student + teacher_fwd) * tokens(task, "train")
+        s = steps * batch_share * (student + teacher_fwd) * tokens(task, "train")
         s += evals_cost(task, r["depth"], quant, r["epochs"], steps)
         rows.append({"job": "student", "run_id": r["run_id"], "steps": steps, "compute_s": s,
                      "startup_s": c["startup_s"]})
