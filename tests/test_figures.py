@@ -7,7 +7,7 @@ import matplotlib
 import pytest
 
 from xtc import study
-from xtc.study.figures import fig_learning_curves, figure_names, learning_curve_names
+from xtc.study.figures import fig_learning_curves, figure_names, learning_curve_names, make_figures
 from xtc.study.views import collect_history, read_history, write_history
 
 from test_claims import good, study_config, write_tree
@@ -81,5 +81,12 @@ def test_learning_curves_without_history_say_so(tmp_path):
     paths = fig_learning_curves(cfg, empty, res["runs"], str(tmp_path / "f"))
     assert [os.path.basename(p) for p in paths] == ["learning_curve_w2.png", "learning_curve_w2.pdf",
                                                     "learning_curve_w1.png", "learning_curve_w1.pdf"]
-    # without a history the workflow's figure list has no learning curves
-    assert figure_names(cfg, with_history=False) == list(study.FIGURES)
+    # without a history the workflow's figure list has no learning curves; and a profile without an axis gets
+    # no (empty) figure of it: this config, like `standard`, has no lr axis
+    assert "lr" not in {a["name"] for a in cfg["axes"]}
+    assert figure_names(cfg, with_history=False) == [f for f in study.FIGURES if f != "lr"]
+    drawn = make_figures(cfg, res["runs"], str(tmp_path / "no-lr"))
+    assert sorted(os.path.basename(p) for p in drawn) == sorted(
+        f"{f}.{e}" for f in study.FIGURES if f != "lr" for e in ("png", "pdf"))
+    with_lr = {**cfg, "axes": [*cfg["axes"], {"name": "lr", "vary": {"lr": [2.0e-5, 5.0e-5]}}]}
+    assert figure_names(with_lr, with_history=False) == list(study.FIGURES)

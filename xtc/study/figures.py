@@ -20,6 +20,7 @@ from xtc.study.views import (METRIC_ABBREV, TASK_TITLES, axis_config as _axis, a
                              teacher_avg, teacher_view)
 
 FIGURES = ("budget", "lr", "kd", "depth", "size")
+FIGURE_AXIS = {"budget": "budget", "lr": "lr", "kd": "kd", "depth": "xtc", "size": "xtc"}  # the axis each one draws
 SOFTWARE = "xtc-bench (matplotlib)"
 STYLE = {"svg.hashsalt": "xtc-bench", "font.family": "DejaVu Sans", "pdf.fonttype": 42, "ps.fonttype": 42,
          "figure.dpi": 100, "savefig.dpi": 150}
@@ -297,8 +298,10 @@ def learning_curve_names(config: dict) -> list[str]:
 
 
 def figure_names(config: dict, with_history: bool = True) -> list[str]:
-    """Every figure make_figures writes for this config (each as .png and .pdf)."""
-    return list(FIGURES) + (learning_curve_names(config) if with_history else [])
+    """Every figure make_figures writes for this config (each as .png and .pdf): those whose axis the config
+    has, plus the learning curves."""
+    axes = {a["name"] for a in config["axes"]}
+    return [f for f in FIGURES if FIGURE_AXIS[f] in axes] + (learning_curve_names(config) if with_history else [])
 
 
 
@@ -363,8 +366,10 @@ def fig_learning_curves(config, history, runs, out_dir) -> list[str]:
 def make_figures(config: dict, runs, out_dir: str, history=None) -> list[str]:
     """FIGURES, plus the learning curves when `history` (views.read_history / collect_history) is given."""
     paths = []
-    for f in (fig_budget, fig_lr, fig_kd, fig_depth, fig_size):
-        paths += f(config, runs, out_dir)
+    drawn = figure_names(config, with_history=False)
+    for name, f in zip(FIGURES, (fig_budget, fig_lr, fig_kd, fig_depth, fig_size)):
+        if name in drawn:
+            paths += f(config, runs, out_dir)
     if history is not None:
         paths += fig_learning_curves(config, history, runs, out_dir)
     return paths
