@@ -131,3 +131,33 @@ def test_cached_run_resumes_exactly_and_tracks_the_live_one(tmp_path, teacher_di
     with pytest.raises(ValueError, match="--teacher-cache-gb must be >= 0"):
         compress("sst2", teacher_dir, str(tmp_path / "bad"), CFG, spec, CompressConfig(teacher_cache_gb=-1),
                  run=RunOptions(glue_dir=glue_dir, quiet=True))
+
+
+class _Lengths:
+    """Stands in for Encoded in plan_cache, which reads only len() and .lengths: a big set without tokenizing."""
+
+    def __init__(self, lengths):
+        self.lengths = lengths
+
+    def __len__(self):
+        return len(self.lengths)
+
+
+def test_plan_cache_boundaries_and_reasons():
+    cfg = _teacher().config
+    lmap = layer_maps(4, 4)
+    data = _Lengths([128] * 20000)  # 20k examples of 128 tokens: a cache of GiBs
+    terms = {"logit", "hidden"}
+    size = plan_cache(data, cfg, lmap, terms, 3.0, 1e6).bytes
+    gib = size / 2**30
+    assert size == 4 * (20000 * 2 + 5 * 20000 * 128 * cfg.hidden_size) and gib > 0.5
+    off = plan_cache(data, cfg, lmap, terms, 3.0, 0.0)
+    assert not off.use and off.reason == "disabled (--teacher-cache-gb 0)"
+    assert plan_cache(data, cfg, lmap, terms, 1.0, 1e6).use  # exactly one epoch of KD: cached
+    assert plan_cache(data, cfg, lmap, terms, 1.5, 1e6).use
+    short = plan_cache(data, cfg, lmap, terms, 0.99, 1e6)
+    assert not short.use and short.reason == "under one epoch of KD (0.99): a live teacher costs less"
+    fits = plan_cache(data, cfg, lmap, terms, 3.0, gib)  # exactly the budget: fits
+    assert fits.use and fits.reason == f"{gib:.2f} GiB"
+    over = plan_cache(data, cfg, lmap, terms, 3.0, gib / 2)
+    assert not over.use and over.reason == f"needs {gib:.2f} GiB, over --teacher-cache-gb {gib / 2:g}"
