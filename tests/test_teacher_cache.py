@@ -161,3 +161,16 @@ def test_plan_cache_boundaries_and_reasons():
     assert fits.use and fits.reason == f"{gib:.2f} GiB"
     over = plan_cache(data, cfg, lmap, terms, 3.0, gib / 2)
     assert not over.use and over.reason == f"needs {gib:.2f} GiB, over --teacher-cache-gb {gib / 2:g}"
+
+
+def test_lookup_has_the_live_structure_sizes_add_up_and_no_bar_off_a_terminal(capsys):
+    teacher, data = _teacher(), _data()
+    lmap = layer_maps(4, 4)
+    cache = TeacherCache(teacher, data, lmap, {"logit", "hidden"}, "cpu", quiet=False)
+    assert capsys.readouterr().err == ""  # stderr is not a terminal here: no progress bar even when not quiet
+    batch = collate(data, [0, 1])
+    live = forward_with_internals(teacher, batch, attentions=False, hidden=True)
+    got = cache.lookup(torch.tensor([0, 1]), batch["input_ids"].shape[1], "cpu")
+    assert len(got.hidden_states) == len(live.hidden_states)  # one slot per hidden state, as the live forward
+    logits_only = TeacherCache(teacher, data, lmap, {"logit"}, "cpu", quiet=True)
+    assert logits_only.hidden is None and logits_only.nbytes == len(data) * teacher.config.num_labels * 4
