@@ -21,15 +21,13 @@ import random
 
 import numpy as np
 import torch
-from common import task_data, timed_step, emit
+from common import emit, frozen_teacher, full_depth_cache, task_data, timed_step
 
 import xtc.quant as quant
 from xtc.distill import make_kd_loss
 from xtc.data import train_batches
-from xtc.distill import KDConfig, layer_maps
-from xtc.models import load_classifier
+from xtc.distill import KDConfig
 from xtc.quant import QuantSpec, apply_quantization
-from xtc.teacher_cache import TeacherCache
 from xtc.train import make_optimizer, set_seed
 
 NEW_VALUES, NEW_ACT = quant._fake_quant_values, quant._ActSTE.forward
@@ -68,13 +66,9 @@ def main() -> None:
     a = p.parse_args()
     task, data = task_data(a.task, a.teacher, a.glue_dir, max_train_samples=a.max_train_samples)
     set_seed(0)
-    teacher = load_classifier(a.teacher)
-    for q in teacher.parameters():
-        q.requires_grad_(False)
-    n = teacher.config.num_hidden_layers
-    lmap = layer_maps(n, n)
+    teacher = frozen_teacher(a.teacher)
     terms = ("logit", "hidden", "attention")
-    cache = TeacherCache(teacher, data, lmap, set(terms), "cpu", batch_size=128)
+    lmap, cache = full_depth_cache(teacher, data, terms)
     loss_fn = make_kd_loss(teacher, task.is_regression, KDConfig(), lmap, cache)(terms)
     base = copy.deepcopy(teacher)
     for q in base.parameters():

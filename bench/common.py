@@ -11,7 +11,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from xtc.config import TrainConfig  # noqa: E402
 from xtc.data import collate, load_task_data  # noqa: E402
-from xtc.models import load_tokenizer, resolve_model_path  # noqa: E402
+from xtc.distill import layer_maps  # noqa: E402
+from xtc.models import load_classifier, load_tokenizer, resolve_model_path  # noqa: E402
+from xtc.teacher_cache import TeacherCache  # noqa: E402
 from xtc.tasks import get_task  # noqa: E402
 from xtc.train import train_step  # noqa: E402
 
@@ -22,6 +24,21 @@ def task_data(task_name: str, model: str, glue_dir: str | None, max_length: int 
     tok = load_tokenizer(resolve_model_path(model))
     train, _ = load_task_data(task, tok, glue_dir, max_length, max_train_samples)
     return task, train
+
+
+def frozen_teacher(path: str, device="cpu"):
+    """The fine-tuned teacher, on `device`, with no gradients (as `xtc compress` holds it)."""
+    teacher = load_classifier(path).to(device)
+    for q in teacher.parameters():
+        q.requires_grad_(False)
+    return teacher
+
+
+def full_depth_cache(teacher, data, terms, device="cpu"):
+    """(layer map, teacher-output cache) for a student of the teacher's depth and these KD terms."""
+    n = teacher.config.num_hidden_layers
+    lmap = layer_maps(n, n)
+    return lmap, TeacherCache(teacher, data, lmap, set(terms), device, batch_size=128)
 
 
 def sync(device) -> None:

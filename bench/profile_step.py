@@ -14,18 +14,16 @@ import argparse
 import random
 
 import torch
-from common import task_data, emit
+from common import emit, frozen_teacher, full_depth_cache, task_data
 from torch.profiler import ProfilerActivity, profile, record_function
 
-import xtc.compress as compress_mod
+import xtc.distill as distill_mod
 import xtc.quant as quant
 from xtc.distill import make_kd_loss
 from xtc.data import collate, train_batches
-from xtc.distill import KDConfig, layer_maps
-from xtc.models import load_classifier
+from xtc.distill import KDConfig
 from xtc.precision import autocast
 from xtc.quant import QuantSpec, apply_quantization
-from xtc.teacher_cache import TeacherCache
 from xtc.train import make_optimizer, set_seed
 
 
@@ -53,13 +51,9 @@ def main() -> None:
     a = p.parse_args()
     task, data = task_data(a.task, a.teacher, a.glue_dir, max_train_samples=a.max_train_samples)
     set_seed(0)
-    teacher = load_classifier(a.teacher)
-    for q in teacher.parameters():
-        q.requires_grad_(False)
-    n = teacher.config.num_hidden_layers
-    lmap = layer_maps(n, n)
+    teacher = frozen_teacher(a.teacher)
     terms = tuple(a.kd_terms.split(","))
-    cache = TeacherCache(teacher, data, lmap, set(terms), "cpu", batch_size=128)
+    lmap, cache = full_depth_cache(teacher, data, terms)
     import copy
 
     student = copy.deepcopy(teacher)
@@ -69,7 +63,7 @@ def main() -> None:
     # label the regions we want to cost
     quant.quantize_activation = _labelled(quant.quantize_activation, "xtc:fake_quant_activation")
     quant.quantize_weight = _labelled(quant.quantize_weight, "xtc:fake_quant_weight")
-    compress_mod.kd_loss = _labelled(compress_mod.kd_loss, "xtc:kd_loss")
+    distill_mod.kd_loss = _labelled(distill_mod.kd_loss, "xtc:kd_loss")
     cache.lookup = _labelled(cache.lookup, "xtc:cache_lookup")
     loss_fn = make_kd_loss(teacher, task.is_regression, KDConfig(), lmap, cache)(terms)
     opt = make_optimizer(student, 5e-5, 0.01)

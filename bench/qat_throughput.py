@@ -25,11 +25,10 @@ import time
 
 import numpy as np
 import torch
-from common import task_data, timed_step, emit
+from common import emit, frozen_teacher, task_data, timed_step
 
 from xtc.data import train_batches
 from xtc.distill import KDConfig, evenly_spaced_layers, label_objective, layer_maps, make_kd_loss, reduce_layers
-from xtc.models import load_classifier
 from xtc.precision import device_bf16_support
 from xtc.quant import QuantSpec, apply_quantization
 from xtc.teacher_cache import TeacherCache
@@ -58,9 +57,7 @@ def main() -> None:
     dev = torch.device(a.device)
     task, data = task_data(a.task, a.teacher, a.glue_dir, max_train_samples=a.max_train_samples)
     set_seed(0)
-    teacher = load_classifier(a.teacher).to(dev)
-    for q in teacher.parameters():
-        q.requires_grad_(False)
+    teacher = frozen_teacher(a.teacher, dev)
     n = teacher.config.num_hidden_layers
     layers = evenly_spaced_layers(n, a.layers or n)
     lmap = layer_maps(len(layers), n, None if a.layers in (None, n) else layers)
