@@ -42,6 +42,7 @@ localrules:
     aggregate,
     tables,
     claims,
+    curves,
     figures,
 
 
@@ -54,5 +55,6 @@ rule all:
         rules.aggregate.output,
         rules.tables.output,
         rules.claims.output,
+        rules.curves.output,
         rules.figures.output,
         REPRODUCTION,

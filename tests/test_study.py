@@ -106,17 +106,39 @@ def test_students_get_the_cache_budget_and_teachers_do_not():
     assert "--teacher-cache-gb 0" in study.data_flags(cfg)
 
 
-@pytest.mark.parametrize("profile", ["quick", "smoke", "paper", "cpu-full"])
+@pytest.mark.parametrize("profile", ["quick", "smoke", "standard", "paper", "cpu-full"])
 def test_profiles_validate_and_expand(profile):
     cfg = study.load_config(os.path.join(PROFILES, f"{profile}.yaml"))  # each profile is complete
     runs = study.study_runs(cfg)
     assert cfg["profile"] == profile and runs["run_id"].is_unique
-    n_students = {"quick": 80, "smoke": 20, "paper": 474, "cpu-full": 300}[profile]
+    n_students = {"quick": 80, "smoke": 20, "standard": 72, "paper": 474, "cpu-full": 300}[profile]
     assert (runs["kind"] == "student").sum() == n_students
     if profile == "smoke":
         assert all(cfg["paths"][k].startswith("scratch/smoke/") for k in ("runs", "results", "figures"))
     reference = cfg["paths"]["reference"]  # schema default: null (no reproduction table)
     assert reference is None or os.path.realpath(reference) != os.path.realpath(cfg["paths"]["results"])
+
+
+GLUE_TRAIN_SIZES = {"cola": 8551, "sst2": 67349, "mrpc": 3668, "stsb": 5749, "qnli": 104743, "rte": 2490,
+                    "mnli": 392702, "qqp": 363846, "wnli": 635}
+
+
+@pytest.mark.parametrize("profile", ["quick", "standard", "paper", "cpu-full"])
+def test_study_profiles_span_at_least_8x_in_optimizer_steps(profile):
+    """Issue 13: short -> long is at least 8x in optimizer steps on every task of the budget axis, counted as
+    xtc.train counts them (ceil(epochs x steps per epoch)); smoke is a CI fixture and exempt."""
+    import math
+
+    cfg = study.load_config(os.path.join(PROFILES, f"{profile}.yaml"))
+    axis = next(a for a in cfg["axes"] if a["name"] == "budget")
+    names = axis["vary"]["epochs"]
+    assert len(names) >= 2
+    cap = cfg["data"]["max_train_samples"]
+    for task in study.axis_tasks(cfg, "budget"):
+        n = min(GLUE_TRAIN_SIZES[task], cap or GLUE_TRAIN_SIZES[task])
+        per_epoch = math.ceil(n / cfg["train"]["batch_size"])
+        steps = sorted(max(1, math.ceil(study.resolve_epochs(cfg, task, b) * per_epoch)) for b in names)
+        assert steps[-1] >= 8 * steps[0], (task, steps)
 
 
 def test_snakemake_validate_accepts_the_quick_profile():

@@ -135,6 +135,33 @@ rule figures:
         "--out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
+rule curves:
+    """Has the long budget reached the plateau? Per task and quantized bit-width of the budget axis: the late gain
+    of the learning curve (end minus half-way), its 95% CI over seeds and a verdict (flat / rising / inconclusive)."""
+    input:
+        config=rules.study_config.output[0],
+        history=rules.aggregate.output.history,
+    output:
+        csv=f"{RESULTS}/learning_curves.csv",
+        md=report(f"{RESULTS}/tables/learning_curves.md", caption="../report/curves.rst", category="Tables",
+                  labels={"axis": "learning curves"}),
+    log:
+        f"{RUNS}/logs/curves.log",
+    benchmark:
+        f"{RUNS}/benchmarks/curves.tsv"
+    params:
+        results=lambda wildcards, input: os.path.dirname(input.history),
+    threads: res("aggregate", "threads", 1)
+    resources:
+        mem_mb=res("aggregate", "mem_mb", 2000),
+        runtime=res("aggregate", "runtime", 10),
+    conda:
+        "../envs/xtc.yaml"
+    shell:
+        "xtc study curves --config {input.config:q} --results-dir {params.results:q} --out-csv {output.csv:q} "
+        "--out-md {output.md:q} > {log:q} 2>&1"
+
+
 if REFERENCE is not None:
 
     rule reproduction:

@@ -16,6 +16,8 @@ rule teacher:
         out=run_folder,
         state=run_state,
         args=run_args(),
+    # first: every student of the task waits for it (the longest teacher would otherwise start last)
+    priority: 10
     threads: res("teacher", "threads", 1)
     resources:
         mem_mb=res("teacher", "mem_mb", 4000),

@@ -8,6 +8,7 @@ import sys
 from xtc.study.aggregate import read_results, write_results
 from xtc.study.claims import check_claims
 from xtc.study.config import ConfigError, load_config
+from xtc.study.curves import write_plateaus
 from xtc.study.figures import make_figures
 from xtc.study.grid import study_runs
 from xtc.study.plan import estimate_cost
@@ -15,6 +16,7 @@ from xtc.study.tables import write_reproduction, write_tables
 from xtc.study.versions import write_versions
 from xtc.study.views import read_history, write_history
 
+CURVES_FILE = "learning_curves.csv"  # the plateau tests of the budget axis (xtc.study.curves)
 HISTORY_FILE = "history.csv"  # each run's evaluation history, beside runs.csv (views.collect_history)
 
 
@@ -122,6 +124,14 @@ def cmd_figures(a) -> None:
     print("\n".join(make_figures(config, runs, a.out_dir, history=read_history(a.results_dir))))
 
 
+def cmd_curves(a) -> None:
+    config = _cfg(a)
+    table = write_plateaus(config, read_history(a.results_dir), a.out_csv, a.out_md)
+    for r in table.to_dict("records"):
+        print(f"{r['task']} W{r['wbits']}: {r['verdict']} (late gain {r['gain']:+.2f} [{r['ci_low']:+.2f}, "
+              f"{r['ci_high']:+.2f}], n={r['n']})")
+
+
 def cmd_reproduce(a) -> None:
     for flag, path, example in (("--out-csv", a.out_csv, "reproduction.csv"), ("--out-md", a.out_md, "reproduction.md")):
         if os.path.isdir(path):
@@ -145,6 +155,8 @@ def cmd_all(a) -> None:
     write_tables(config, runs, missing, os.path.join(a.results_dir, "tables"))
     check_claims(config, runs, missing).to_csv(os.path.join(a.results_dir, "claims.csv"), index=False)
     make_figures(config, runs, a.figures_dir, history=read_history(a.results_dir))
+    write_plateaus(config, read_history(a.results_dir), os.path.join(a.results_dir, CURVES_FILE),
+                   os.path.join(a.results_dir, "tables", "learning_curves.md"))
     print(json.dumps({"finished_runs": int(res["runs"]["run_id"].nunique()) if len(res["runs"]) else 0,
                       "missing": int(len(res["missing"])), "results": a.results_dir, "figures": a.figures_dir}))
 
@@ -199,6 +211,15 @@ def register(sub) -> None:
     p.add_argument("--results-dir", required=True)
     p.add_argument("--out-dir", required=True)
     p.set_defaults(fn=cmd_figures)
+
+    p = ss.add_parser("curves", help="has the long budget reached the plateau? per task and quantized bit-width of "
+                      "the budget axis: the late gain of the learning curve with its 95%% CI and a verdict "
+                      "(flat / rising / inconclusive; CSV and Markdown)")
+    _add_config(p)
+    p.add_argument("--results-dir", required=True, help="the results folder (its history.csv)")
+    p.add_argument("--out-csv", required=True)
+    p.add_argument("--out-md", required=True)
+    p.set_defaults(fn=cmd_curves)
 
     p = ss.add_parser("reproduce", help="a fresh study's summary.csv against a committed reference, cell by cell "
                       "(CSV and Markdown; JSON counts per status on stdout)",

@@ -26,11 +26,13 @@ def _data_pairs(config: dict, what: str) -> list:
     d, t = config["data"], config["train"]
     glue = resolve_glue_dir(config)
     mts = config["teacher"]["max_train_samples"] if what == "teacher" else d["max_train_samples"]
+    teacher_warmup = config["teacher"].get("warmup_epochs") if what == "teacher" else None
+    warmup = t["warmup_epochs"] if teacher_warmup is None else teacher_warmup
     return [("--glue-dir", glue), ("--max-train-samples", int(mts) if mts else None),
             ("--max-eval-samples", int(d["max_eval_samples"]) if d["max_eval_samples"] else None),
             ("--max-seq-length", int(d["max_seq_length"])), ("--batch-size", int(t["batch_size"])),
             ("--eval-batch-size", int(t["eval_batch_size"])), ("--eval-every", int(t["eval_every"])),
-            ("--warmup-epochs", f"{t['warmup_epochs']:g}"), ("--precision", t["precision"]),
+            ("--warmup-epochs", f"{warmup:g}"), ("--precision", t["precision"]),
             ("--teacher-cache-gb", f"{t['teacher_cache_gb']:g}" if what != "teacher" else None),
             ("--device", t["device"] or None), *_other_train_pairs(t)]
 

@@ -1,0 +1,108 @@
+"""xtc.study.curves: the plateau test of the budget axis' learning curves (late gain = score at the last
+evaluation of the longest budget minus at the last evaluation at or before half its steps, paired by seed)."""
+import math
+
+import pandas as pd
+import pytest
+
+from xtc.study.curves import CURVES_COLUMNS, plateau_table, plateau_verdict, write_plateaus
+from xtc.study.grid import members
+
+from test_claims import study_config
+
+# budget axis of test_claims' config: long = 8 epochs; 8 steps per epoch -> evaluations at 8, 16, ..., 64
+STEPS = [8 * (e + 1) for e in range(8)]
+
+
+def history(cfg, curve):
+    """history.csv rows for every budget-axis run: curve(task, wbits, seed, step) -> score (a fraction)."""
+    m = members(cfg)
+    m = m[m["axis"] == "budget"].drop_duplicates("run_id")
+    rows = []
+    for r in m.to_dict("records"):
+        steps = STEPS if r["v_epochs"] == "long" else [8]
+        for s in steps:
+            for metric in ("score", "f1"):  # only the score counts
+                rows.append({"run_id": r["run_id"], "task": r["task"], "wbits": r["wbits"], "seed": r["seed"],
+                             "step": s, "metric": metric,
+                             "value": curve(r["task"], r["wbits"], r["seed"], s) if metric == "score" else 0.0})
+    return pd.DataFrame(rows)
+
+
+def row(table, task, wbits):
+    return table[(table["task"] == task) & (table["wbits"] == wbits)].iloc[0]
+
+
+def test_rising_flat_and_noisy_curves_get_their_verdicts(tmp_path):
+    cfg = study_config(tmp_path)  # 4 seeds; plateau_gain defaults to 1 point
+
+    def curve(task, wbits, seed, step):
+        if wbits == 2:   # flat: +0.1 point over the second half, whatever the seed
+            return 0.80 + 0.001 * step / 64
+        if task == "mrpc":  # still climbing: +3 points over the second half, +-0.1 between seeds
+            return 0.60 + 0.06 * step / 64 + 0.001 * seed
+        # W1 STS-B: seed noise of +-4 points around a gain of 1: cannot tell
+        return 0.50 + (0.04 * (-1) ** seed if step == 64 else 0.0) + (0.01 if step == 64 else 0.0)
+
+    t = plateau_table(cfg, history(cfg, curve))
+    assert list(t.columns) == CURVES_COLUMNS
+    assert sorted(zip(t["task"], t["wbits"])) == [("mrpc", 1), ("mrpc", 2), ("stsb", 1), ("stsb", 2)]
+    assert set(t["budget"]) == {"long"} and set(t["epochs"]) == {8.0}
+    assert row(t, "mrpc", 2)["verdict"] == "flat" and row(t, "stsb", 2)["verdict"] == "flat"
+    rising = row(t, "mrpc", 1)
+    assert rising["verdict"] == "rising" and rising["gain"] == pytest.approx(3.0)
+    assert rising["ci_low"] > 1.0 and rising["decide"] == ""
+    noisy = row(t, "stsb", 1)
+    assert noisy["verdict"] == "inconclusive" and noisy["ci_low"] < 1.0 < noisy["ci_high"]
+    assert noisy["gain"] == pytest.approx(1.0) and noisy["n"] == 4
+    assert "longer budget" in noisy["decide"] or "seeds" in noisy["decide"]
+
+
+def test_the_gain_runs_from_the_last_evaluation_at_half_the_steps_to_the_last_one(tmp_path):
+    cfg = study_config(tmp_path, seeds=(1, 2))
+    # a distinct score at every step, so any other pair of steps (first/best/step after half) gives another gain
+    scores = {8: 0.10, 16: 0.20, 24: 0.30, 32: 0.42, 40: 0.55, 48: 0.50, 56: 0.90, 64: 0.61}
+    t = plateau_table(cfg, history(cfg, lambda task, wbits, seed, step: scores[step]))
+    r = row(t, "mrpc", 1)
+    assert (r["from_step"], r["to_step"]) == (32, 64)
+    assert r["score_from"] == pytest.approx(42.0) and r["score_to"] == pytest.approx(61.0)
+    assert r["gain"] == pytest.approx(19.0)
+    # no seed variance: a zero-width interval, clear of the margin
+    assert r["ci_low"] == pytest.approx(19.0) and r["verdict"] == "rising"
+
+
+def test_the_margin_is_the_configs_and_a_ci_touching_it_is_not_clear_of_it(tmp_path):
+    cfg = study_config(tmp_path, seeds=(1, 2))
+    cfg["claims"]["plateau_gain"] = 5.0
+    t = plateau_table(cfg, history(cfg, lambda task, wbits, seed, step: 0.5 + 0.03 * (step >= 64)))
+    assert set(t["verdict"]) == {"flat"} and set(t["margin"]) == {5.0}  # +3 points < 5
+    assert "CI high < 5" in t["rule"].iloc[0]
+    at = {"ci_low": 0.2, "ci_high": 5.0}
+    assert plateau_verdict(at, 5.0) == "inconclusive"
+    assert plateau_verdict({"ci_low": 5.0, "ci_high": 9.0}, 5.0) == "inconclusive"
+    assert plateau_verdict({"ci_low": float("nan"), "ci_high": float("nan")}, 5.0) == "inconclusive"
+
+
+def test_runs_without_history_and_studies_without_a_budget_axis(tmp_path):
+    cfg = study_config(tmp_path, seeds=(1, 2))
+    h = history(cfg, lambda task, wbits, seed, step: 0.5)
+    t = plateau_table(cfg, h[h["task"] != "stsb"])
+    stsb = row(t, "stsb", 1)
+    assert stsb["n"] == 0 and stsb["verdict"] == "inconclusive" and "no run" in stsb["decide"]
+    one_seed = plateau_table(cfg, h[h["seed"] == 1])
+    assert math.isnan(row(one_seed, "mrpc", 1)["ci_low"]) and row(one_seed, "mrpc", 1)["verdict"] == "inconclusive"
+    cfg["axes"] = [a for a in cfg["axes"] if a["name"] != "budget"]
+    assert plateau_table(cfg, h).empty and plateau_table(study_config(tmp_path), None).empty
+
+
+def test_csv_and_markdown_are_written_together(tmp_path):
+    cfg = study_config(tmp_path, seeds=(1, 2))
+    h = history(cfg, lambda task, wbits, seed, step: 0.5 + 0.001 * seed + 0.02 * step / 64)
+    out_csv, out_md = tmp_path / "r" / "learning_curves.csv", tmp_path / "r" / "tables" / "learning_curves.md"
+    t = write_plateaus(cfg, h, str(out_csv), str(out_md))
+    back = pd.read_csv(out_csv)
+    assert len(back) == 4 and list(back.columns) == CURVES_COLUMNS
+    md = out_md.read_text()
+    assert md.count("\n| MRPC | W") == 2 and "32 -> 64" in md and "+1.0 ±0.0 (n=2)" in md
+    assert "claims.plateau_gain = 1 points" in md
+    assert list(t["verdict"]) == list(back["verdict"])

@@ -1,0 +1,128 @@
+"""Has the long budget trained the students to their plateau? A test per task and quantized bit-width of the
+`budget` axis, on each run's evaluation history (history.csv): the *late gain*, the dev score (x100) at the
+last evaluation of the longest budget minus the score at the last evaluation at or before half its steps,
+paired by seed, with a 95% t-interval over seeds (claims.stratified_t with one task).
+
+Rule (an equivalence-style test around the config's `claims.plateau_gain`, fixed before any result is seen):
+  flat         ci_high < plateau_gain   the second half of the run adds less than plateau_gain points
+  rising       ci_low > plateau_gain    the curve is still climbing: a longer budget would add more
+  inconclusive otherwise (`decide` gives the seeds that would decide it if the gain and its sd stay as observed)
+"""
+from __future__ import annotations
+
+import math
+
+from xtc.study.claims import MAX_PRACTICAL_SEEDS, seeds_to_decide, stratified_t
+from xtc.study.config import resolve_epochs
+from xtc.study.grid import axis_tasks, members
+from xtc.study.views import TASK_TITLES
+
+CURVES_COLUMNS = ["task", "wbits", "budget", "epochs", "from_step", "to_step", "score_from", "score_to", "gain",
+                  "ci_low", "ci_high", "n", "sd", "margin", "rule", "verdict", "decide"]
+
+
+def rule_text(margin: float) -> str:
+    return (f"late gain (score at the end - at half the steps), 95% CI over seeds: flat if CI high < {margin:g}; "
+            f"rising if CI low > {margin:g}; else inconclusive")
+
+
+def plateau_verdict(st: dict, margin: float) -> str:
+    if math.isnan(st["ci_low"]):
+        return "inconclusive"
+    if st["ci_high"] < margin:
+        return "flat"
+    if st["ci_low"] > margin:
+        return "rising"
+    return "inconclusive"
+
+
+def _late_gain(h) -> tuple[int, int, float, float] | None:
+    """(from_step, to_step, score_from, score_to) of one run's score history: the last evaluation and the last
+    one at or before half of its steps; None with fewer than two evaluations."""
+    by_step = h.groupby("step")["value"].last().sort_index()
+    if len(by_step) < 2:
+        return None
+    to_step = int(by_step.index[-1])
+    early = by_step[by_step.index <= to_step / 2]
+    if not len(early):
+        return None
+    from_step = int(early.index[-1])
+    return from_step, to_step, float(by_step[from_step]), float(by_step[to_step])
+
+
+def plateau_table(config: dict, history):
+    """One row per task and quantized bit-width of the budget axis (its longest budget): CURVES_COLUMNS."""
+    import pandas as pd
+
+    ax = next((a for a in config["axes"] if a["name"] == "budget"), None)
+    if ax is None or history is None or not len(history):
+        return pd.DataFrame(columns=CURVES_COLUMNS)
+    margin = float(config["claims"]["plateau_gain"])
+    m = members(config)
+    m = m[(m["axis"] == "budget") & (m["wbits"] < 32)]
+    hist = history[history["metric"] == "score"]
+    rows = []
+    for task in axis_tasks(config, "budget"):
+        mt = m[m["task"] == task]
+        if not len(mt):
+            continue
+        longest = max(dict.fromkeys(mt["v_epochs"]), key=lambda v: resolve_epochs(config, task, v))
+        for wbits in sorted(set(mt["wbits"]), reverse=True):
+            runs = mt[(mt["wbits"] == wbits) & (mt["v_epochs"] == longest)]
+            gains, ends = {}, []
+            for run_id, seed in zip(runs["run_id"], runs["seed"]):
+                g = _late_gain(hist[hist["run_id"] == run_id])
+                if g is not None:
+                    gains[int(seed)] = 100 * (g[3] - g[2])
+                    ends.append(g)
+            row = {"task": task, "wbits": int(wbits), "budget": longest,
+                   "epochs": resolve_epochs(config, task, longest), "margin": margin, "rule": rule_text(margin)}
+            if not gains:
+                rows.append({**row, "n": 0, "verdict": "inconclusive", "decide": "no run with two evaluations"})
+                continue
+            st = stratified_t({task: gains})
+            verdict = plateau_verdict(st, margin)
+            need = seeds_to_decide(st, margin, max_seeds=MAX_PRACTICAL_SEEDS) if verdict == "inconclusive" else None
+            rows.append({**row, "from_step": min(e[0] for e in ends), "to_step": max(e[1] for e in ends),
+                         "score_from": 100 * sum(e[2] for e in ends) / len(ends),
+                         "score_to": 100 * sum(e[3] for e in ends) / len(ends),
+                         "gain": st["effect"], "ci_low": st["ci_low"], "ci_high": st["ci_high"], "n": st["n"],
+                         "sd": st["per_task"][task]["sd"], "verdict": verdict,
+                         "decide": "" if verdict != "inconclusive" else
+                         (f"~{need} seeds would decide it if the gain and its sd stay as observed" if need
+                          else "more seeds would not decide it at this gain; a longer budget would")})
+    return pd.DataFrame(rows, columns=CURVES_COLUMNS)
+
+
+def plateau_markdown(table) -> str:
+    margin = f"{table['margin'].iloc[0]:g}" if len(table) else "plateau_gain"
+    lines = ["## Learning curves: has the long budget reached the plateau?", "",
+             "Late gain: dev score x100 at the last evaluation of the longest budget minus at the last evaluation at "
+             "or before half its steps, mean over seeds ± half-width of the 95% t-interval. Flat: CI high < "
+             f"{margin}; rising: CI low > {margin}; else inconclusive (claims.plateau_gain = {margin} points).", "",
+             "| task | weights | budget | steps | score at half -> end | late gain | verdict |",
+             "|---|---|---|---|---|---|---|"]
+    for r in table.to_dict("records"):
+        title = TASK_TITLES.get(r["task"], r["task"])
+        if not r["n"]:
+            lines.append(f"| {title} | W{r['wbits']} | {r['budget']} | | | | {r['verdict']} ({r['decide']}) |")
+            continue
+        half = (r["ci_high"] - r["ci_low"]) / 2 if not math.isnan(r["ci_low"]) else float("nan")
+        pm = "" if math.isnan(half) else f" ±{half:.1f}"
+        verdict = r["verdict"] + (f" ({r['decide']})" if r["decide"] else "")
+        lines.append(f"| {title} | W{r['wbits']} | {r['budget']} ({r['epochs']:g} ep) | {r['from_step']} -> "
+                     f"{r['to_step']} | {r['score_from']:.1f} -> {r['score_to']:.1f} | {r['gain']:+.1f}{pm} "
+                     f"(n={r['n']}) | {verdict} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_plateaus(config: dict, history, out_csv: str, out_md: str):
+    import os
+
+    table = plateau_table(config, history)
+    for p in (out_csv, out_md):
+        os.makedirs(os.path.dirname(os.path.abspath(p)), exist_ok=True)
+    table.to_csv(out_csv, index=False)
+    with open(out_md, "w") as f:
+        f.write(plateau_markdown(table))
+    return table
