@@ -20,16 +20,14 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import weakref
 
 import torch
 import torch.nn as nn
-import transformers
 from safetensors.torch import load as st_load
 
-from .pack import (TOKENIZER_DIR, WEIGHTS, PackedFormatError, build_model, packing_of, read_verified,
-                   unpack_codes)
+from .pack import (WEIGHTS, PackedFormatError, build_model, packing_of, read_verified, unpack_codes,
+                   unpack_tokenizer)
 from .quant import (QuantEmbedding, QuantLinear, int8_matmul, integer_linear, min_weight_bytes,  # noqa: F401
                     quantize_tokens, quantized_modules, row_scales_of, scheme_of)
 
@@ -321,22 +319,7 @@ def load_int_model(path: str, device: str | torch.device | None = None, with_tok
     model.eval()
     if device is not None:
         model.to(device)
-    return model, (_tokenizer(path, members) if with_tokenizer else None)
-
-
-def _tokenizer(path: str, members: dict[str, bytes]):
-    tok_files = {n: b for n, b in members.items() if n.startswith(TOKENIZER_DIR)}
-    if not tok_files:
-        return None
-    with tempfile.TemporaryDirectory() as d:
-        for n, b in tok_files.items():
-            p = os.path.normpath(os.path.join(d, n[len(TOKENIZER_DIR):]))
-            if not p.startswith(os.path.abspath(d) + os.sep):
-                raise PackedFormatError(f"{path}: tokenizer member {n} points outside its folder")
-            os.makedirs(os.path.dirname(p), exist_ok=True)
-            with open(p, "wb") as f:
-                f.write(b)
-        return transformers.AutoTokenizer.from_pretrained(d)
+    return model, (unpack_tokenizer(path, members) if with_tokenizer else None)
 
 
 def int_modules(model: nn.Module):

@@ -439,19 +439,24 @@ def load_packed(path: str):
             m.set_codes(*codes[k])
     model.eval()
 
-    tokenizer = None
+    return model, unpack_tokenizer(path, members)
+
+
+def unpack_tokenizer(path: str, members: dict[str, bytes]):
+    """The tokenizer stored under TOKENIZER_DIR of a packed file's members (None if it has none), loaded from a
+    temporary folder; a member whose name leaves that folder is a PackedFormatError."""
     tok_files = {n: b for n, b in members.items() if n.startswith(TOKENIZER_DIR)}
-    if tok_files:
-        with tempfile.TemporaryDirectory() as d:
-            for n, b in tok_files.items():
-                p = os.path.normpath(os.path.join(d, n[len(TOKENIZER_DIR):]))
-                if not p.startswith(os.path.abspath(d) + os.sep):
-                    raise bad(f"tokenizer member {n} points outside its folder")
-                os.makedirs(os.path.dirname(p), exist_ok=True)
-                with open(p, "wb") as f:
-                    f.write(b)
-            tokenizer = transformers.AutoTokenizer.from_pretrained(d)
-    return model, tokenizer
+    if not tok_files:
+        return None
+    with tempfile.TemporaryDirectory() as d:
+        for n, b in tok_files.items():
+            p = os.path.normpath(os.path.join(d, n[len(TOKENIZER_DIR):]))
+            if not p.startswith(os.path.abspath(d) + os.sep):
+                raise PackedFormatError(f"{path}: tokenizer member {n} points outside its folder")
+            os.makedirs(os.path.dirname(p), exist_ok=True)
+            with open(p, "wb") as f:
+                f.write(b)
+        return transformers.AutoTokenizer.from_pretrained(d)
 
 
 # -----------------------------------------------------------------------------
