@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from xtc import study
+from xtc.study.curves import CURVES_COLUMNS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROFILES = os.path.join(ROOT, "workflow", "config")
@@ -345,6 +346,8 @@ def test_cli_study_all_on_a_partial_tree(tmp_path, capsys):
     claims = pd.read_csv(out / "results" / "claims.csv")
     assert set(claims["verdict"]) <= set(study.VERDICTS) and sorted(set(claims["finding"])) == [1, 2, 3, 4, 5]
     assert (out / "figures" / "size.pdf").exists()
+    assert list(pd.read_csv(out / "results" / "learning_curves.csv").columns) == CURVES_COLUMNS
+    assert (out / "results" / "tables" / "learning_curves.md").exists()
     assert main(["study", "plan", "--config", str(cfg_file)]) == 0
     assert json.loads(capsys.readouterr().out)["runs"] == {"teachers": 2, "students": 20}
 
@@ -393,8 +396,20 @@ def test_cli_study_commands_write_history_learning_curves_and_print_one_line_per
     assert list(claims.columns) == study.CLAIMS_COLUMNS and len(lines) == len(claims)
     for line, r in zip(lines, claims.to_dict("records")):
         assert line == f"claim {r['claim']}: {r['verdict']} -- {r['evidence']}"
-    # results without a history.csv (an older aggregation): the axis figures only
+    curves_args = ["study", "curves", *common, "--results-dir", str(res), "--out-csv", str(res / "learning_curves.csv"),
+                   "--out-md", str(res / "tables" / "learning_curves.md")]
+    assert main(curves_args) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    curves = pd.read_csv(res / "learning_curves.csv")
+    assert len(lines) == len(curves) > 0
+    for line, r in zip(lines, curves.to_dict("records")):
+        assert line.startswith(f"{r['task']} W{r['wbits']}: {r['verdict']} (late gain {r['gain']:+.2f} [")
+    assert (res / "tables" / "learning_curves.md").read_text().startswith("## Learning curves")
+    # results without a history.csv (an older aggregation): the axis figures only; no plateau tests
     os.remove(res / "history.csv")
+    os.remove(res / "learning_curves.csv")
+    assert main(curves_args) == 2
+    assert "no history.csv there" in capsys.readouterr().err and not (res / "learning_curves.csv").exists()
     assert main(["study", "figures", *common, "--results-dir", str(res), "--out-dir", str(tmp_path / "f2")]) == 0
     assert sorted(os.listdir(tmp_path / "f2")) == sorted(f"{n}.{e}" for n in study.FIGURES for e in ("png", "pdf"))
 

@@ -126,7 +126,11 @@ def cmd_figures(a) -> None:
 
 def cmd_curves(a) -> None:
     config = _cfg(a)
-    table = write_plateaus(config, read_history(a.results_dir), a.out_csv, a.out_md)
+    history = read_history(a.results_dir)
+    if history is None:
+        raise ValueError(f"--results-dir {a.results_dir}: no {HISTORY_FILE} there; give the folder `xtc study "
+                         "aggregate` wrote (it writes history.csv beside runs.csv)")
+    table = write_plateaus(config, history, a.out_csv, a.out_md)
     for r in table.to_dict("records"):
         print(f"{r['task']} W{r['wbits']}: {r['verdict']} (late gain {r['gain']:+.2f} [{r['ci_low']:+.2f}, "
               f"{r['ci_high']:+.2f}], n={r['n']})")
