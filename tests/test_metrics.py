@@ -26,3 +26,25 @@ def test_regression_and_mnli_and_json_floats():
     assert mnli == {"accuracy": pytest.approx(2 / 3), "accuracy_mm": 1.0}
     assert all(type(v) is float for v in m.values())
     json.dumps(m, allow_nan=False)
+
+
+def test_undefined_scores_are_zero_without_warnings_or_nan():
+    """A constant prediction or label vector (correlation undefined), a NaN prediction, or F1 without a single
+    positive: each scores 0.0, silently and JSON-safe; a standard deviation of exactly 1 is not 'constant'."""
+    import warnings
+
+    stsb, mrpc = get_task("stsb"), get_task("mrpc")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scipy's ConstantInputWarning, sklearn's UndefinedMetricWarning
+        assert task_metrics(stsb, {"dev": ([1.0, 2.0, 3.0], [2.0, 2.0, 2.0])}) == {"pearson": 0.0, "spearman": 0.0}
+        assert task_metrics(stsb, {"dev": ([2.0, 2.0, 2.0], [1.0, 2.0, 3.0])}) == {"pearson": 0.0, "spearman": 0.0}
+        no_positive = task_metrics(mrpc, {"dev": ([0, 0, 0], [0, 0, 0])})
+        assert no_positive == {"accuracy": 1.0, "f1": 0.0}
+    # std exactly 1 (0 and 2, population std) on either side is a perfect correlation, not a constant
+    assert task_metrics(stsb, {"dev": ([0.0, 2.0, 0.0, 2.0], [1.0, 3.0, 1.0, 3.0])})["pearson"] == pytest.approx(1.0)
+    assert task_metrics(stsb, {"dev": ([1.0, 3.0, 1.0, 3.0], [0.0, 2.0, 0.0, 2.0])})["pearson"] == pytest.approx(1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        nan_pred = task_metrics(stsb, {"dev": ([float("nan"), 1.0, 2.0], [1.0, 2.0, 3.0])})
+    assert nan_pred["pearson"] == 0.0
+    json.dumps(nan_pred, allow_nan=False)
