@@ -355,3 +355,68 @@ def test_embedding_quantizes_looked_up_rows_like_the_whole_table():
         q = QuantEmbedding.from_module(emb, wbits=bits)
         want = torch.nn.functional.embedding(ids, quantize_weight(emb.weight, bits, groups=50))
         assert torch.equal(q(ids), want)
+
+
+# ----------------------------------------------------------------------------------------- mutation survivors
+
+
+def test_dequantize_codes_defaults_checks_and_message():
+    from xtc.quant import dequantize_codes
+
+    codes = torch.tensor([[1, -1], [0, 1]], dtype=torch.int8)
+    scales = torch.tensor([0.5, 2.0])
+    out = dequantize_codes(codes, scales, 2, 2)  # method defaults to xtc (ternary codes)
+    assert torch.equal(out, torch.tensor([[0.5, -0.5], [0.0, 2.0]]))
+    with pytest.raises(ValueError, match="1-bit needs method='xtc'"):
+        dequantize_codes(codes, scales, 1, 2, method="uniform")  # the method is checked, not ignored
+    with pytest.raises(ValueError, match="expected 2 scales, got 1"):
+        dequantize_codes(codes, scales[:1], 2, 2)
+
+
+def test_weight_gradient_of_a_bf16_fake_quant_weight_is_fp32():
+    w = torch.randn(4, 6, requires_grad=True)
+    wq = quantize_weight(w, 1, dtype=torch.bfloat16)
+    assert wq.dtype == torch.bfloat16
+    (wq.float() * torch.arange(24.0).reshape(4, 6)).sum().backward()
+    assert w.grad.dtype == torch.float32  # straight through, cast back to the latent weight's dtype
+    assert torch.equal(w.grad, torch.arange(24.0).reshape(4, 6).bfloat16().float())
+
+
+def test_activation_scale_defaults_zero_rows_and_bf16_inputs():
+    x = torch.tensor([[1.0, -3.0, 2.0], [0.0, 0.0, 0.0]])
+    s = activation_scale(x)  # defaults: 8 bits, one scale per token
+    assert s.shape == (2, 1) and s.dtype == torch.float32
+    assert s[0, 0].item() == 2 * 3.0 / 256 and s[1, 0].item() == 1.0  # an all-zero row gets scale 1, not 0
+    xb = torch.tensor([[1.0, -3.015625, 2.0]], dtype=torch.bfloat16)
+    sb = activation_scale(xb)
+    assert sb.dtype == torch.float32 and sb.item() == 2 * 3.015625 / 256  # an fp32 scale, also for bf16 inputs
+
+
+def test_activation_fake_quant_defaults_and_bf16_maths():
+    from xtc.quant import quantize_activation
+
+    x = torch.tensor([[0.3, -1.7, 1.1, 0.05]])
+    assert torch.equal(quantize_activation(x), quantize_activation(x, 8, True))  # 8-bit, per token by default
+    with pytest.raises(ValueError, match="unsupported activation bit-width 9; use 2..8 or 32"):
+        quantize_activation(x, 9)
+    # bf16 input: divided and rounded in fp32 (as the integer path does), the result cast back to bf16
+    xb = torch.tensor([[0.3, -1.7, 1.1, 0.05, 0.77]], dtype=torch.bfloat16)
+    s = activation_scale(xb)
+    want = (xb.float() / s).round().clamp(-128, 127) * s
+    got = quantize_activation(xb)
+    assert got.dtype == torch.bfloat16 and torch.equal(got, want.to(torch.bfloat16))
+
+
+def test_min_weight_bytes_and_size_summary_by_hand():
+    from xtc.quant import min_weight_bytes, size_summary
+
+    assert min_weight_bytes(1000, 2) == 200  # xtc by default: ternary, 5 trits per byte
+    assert min_weight_bytes(1000, 2, "uniform") == 250  # uniform 2-bit codes: 4 per byte
+    assert min_weight_bytes(1000, 4, "uniform") == 500 and min_weight_bytes(9, 1) == 2
+    s = size_summary([(1000, None, 1, "xtc", 2), (600, "attention", 2, "uniform", 1), (50, None, 32, None, None)])
+    assert s["params_by_role"] == {"quantized": 1000, "attention": 600, "full_precision": 50}
+    assert s["total_params"] == 1650 and s["quantized_params"] == 1600 and s["fp32_bytes"] == 6600
+    assert s["quantized_bytes"] == (125 + 8) + (150 + 4) + 200
+    assert s["bits_per_weight"] == 8 * 487 / 1650
+    one = size_summary([(1, None, 1, "xtc", 1)])  # a single 1-bit weight: 1 byte of codes + its fp32 scale
+    assert one["bits_per_weight"] == 40.0

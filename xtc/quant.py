@@ -128,7 +128,8 @@ class _WeightSTE(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        return grad.to(torch.float32) if grad.dtype != torch.float32 else grad, None, None, None, None
+        # a bf16 gradient (autocast) reaches the fp32 latent weight as fp32: autograd casts it to the input's dtype
+        return grad, None, None, None, None
 
 
 def quantize_weight(w: torch.Tensor, bits: int, groups: int = 1, method: str = "xtc",
@@ -156,8 +157,8 @@ class _ActSTE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, bits, per_token):
         s = activation_scale(x, bits, per_token)
-        # in place on the one fp32 temporary: 4 passes over x instead of 6 (same numbers)
-        q = torch.div(x.to(torch.float32), s).round_().clamp_(-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+        # s is fp32, so the quotient is an fp32 temporary whatever x's dtype: rounded and clamped in place on it
+        q = torch.div(x, s).round_().clamp_(-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
         return q.mul_(s).to(x.dtype)
 
     @staticmethod
