@@ -106,3 +106,33 @@ def test_csv_and_markdown_are_written_together(tmp_path):
     assert md.count("\n| MRPC | W") == 2 and "32 -> 64" in md and "+1.0 ±0.0 (n=2)" in md
     assert "claims.plateau_gain = 1 points" in md
     assert list(t["verdict"]) == list(back["verdict"])
+
+
+def test_markdown_exactly():
+    """The whole Markdown of a two-row table (one row without runs), character for character."""
+    nan = float("nan")
+    t = pd.DataFrame([
+        {"task": "stsb", "wbits": 2, "budget": "long", "epochs": 3.0, "from_step": 64, "to_step": 192,
+         "score_from": 50.0, "score_to": 52.25, "gain": 2.25, "ci_low": 1.5, "ci_high": 3.0, "n": 3, "sd": 0.3,
+         "margin": 1.0, "rule": "r", "verdict": "rising", "decide": ""},
+        {"task": "foo", "wbits": 1, "budget": "long", "epochs": 3.0, "from_step": nan, "to_step": nan,
+         "score_from": nan, "score_to": nan, "gain": nan, "ci_low": nan, "ci_high": nan, "n": 0, "sd": nan,
+         "margin": 1.0, "rule": "r", "verdict": "inconclusive", "decide": "no run with two evaluations"},
+        {"task": "sst2", "wbits": 1, "budget": "long", "epochs": 3.0, "from_step": 64, "to_step": 192,
+         "score_from": 70.0, "score_to": 70.5, "gain": 0.5, "ci_low": nan, "ci_high": nan, "n": 1, "sd": nan,
+         "margin": 1.0, "rule": "r", "verdict": "inconclusive", "decide": "more seeds"},
+    ], columns=CURVES_COLUMNS)
+    from xtc.study.curves import plateau_markdown
+
+    assert plateau_markdown(t) == (
+        "## Learning curves: has the long budget reached the plateau?\n\n"
+        "Late gain: dev score x100 at the last evaluation of the longest budget minus at the last evaluation at or "
+        "before half its steps, mean over seeds ± half-width of the 95% t-interval. Flat: CI high < 1; rising: CI "
+        "low > 1; else inconclusive (claims.plateau_gain = 1 points).\n\n"
+        "| task | weights | budget | steps | score at half -> end | late gain | verdict |\n"
+        "|---|---|---|---|---|---|---|\n"
+        "| STS-B | W2 | long (3 ep) | 64 -> 192 | 50.0 -> 52.2 | +2.2 ±0.8 (n=3) | rising |\n"
+        "| foo | W1 | long | | | | inconclusive (no run with two evaluations) |\n"
+        "| SST-2 | W1 | long (3 ep) | 64 -> 192 | 70.0 -> 70.5 | +0.5 (n=1) | inconclusive (more seeds) |\n")
+    empty = plateau_markdown(pd.DataFrame(columns=CURVES_COLUMNS))
+    assert "claims.plateau_gain = plateau_gain points" in empty and empty.endswith("|---|---|---|---|---|---|---|\n")

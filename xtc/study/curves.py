@@ -110,8 +110,8 @@ def plateau_markdown(table) -> str:
         half = (r["ci_high"] - r["ci_low"]) / 2 if not math.isnan(r["ci_low"]) else float("nan")
         pm = "" if math.isnan(half) else f" ±{half:.1f}"
         verdict = r["verdict"] + (f" ({r['decide']})" if r["decide"] else "")
-        lines.append(f"| {title} | W{r['wbits']} | {r['budget']} ({r['epochs']:g} ep) | {r['from_step']} -> "
-                     f"{r['to_step']} | {r['score_from']:.1f} -> {r['score_to']:.1f} | {r['gain']:+.1f}{pm} "
+        lines.append(f"| {title} | W{r['wbits']} | {r['budget']} ({r['epochs']:g} ep) | {int(r['from_step'])} -> "
+                     f"{int(r['to_step'])} | {r['score_from']:.1f} -> {r['score_to']:.1f} | {r['gain']:+.1f}{pm} "
                      f"(n={r['n']}) | {verdict} |")
     return "\n".join(lines) + "\n"
 
