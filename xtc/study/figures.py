@@ -357,7 +357,7 @@ def fig_learning_curves(config, history, runs, out_dir) -> list[str]:
             ax.set_ylabel("dev score (x100), ± 95% CI")
             ax.grid(alpha=0.3)
             if plotted:
-                ax.legend(fontsize=7, loc="lower right")
+                ax.legend(fontsize=7, loc="best")  # low 1-bit curves sit where "lower right" would cover them
         _suptitle(fig, f"Learning curves: W{b}A8 students of the budget axis (dev score at each evaluation)")
         paths += _save(fig, out_dir, name)
     return paths
