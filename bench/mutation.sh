@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Mutation testing (issue 14) with mutmut 3, one module group after another, in a throwaway git worktree so
+# that mutmut's setup.cfg and mutants/ never touch this checkout. Slow (about 1 mutant/s on 2 cores); not CI.
+#   pip install --target /tmp/m3pkgs mutmut==3.8.1
+#   rm -rf /tmp/m3pkgs/{_pytest,pytest,pytest-*,pluggy,pluggy-*,iniconfig,iniconfig-*,packaging,packaging-*,py.py}
+#   bash bench/mutation.sh quant distill curves aggregate tc pack train metrics
+# Results: bench/results/mutation-<group>.{log,results,total} (survivors: `mutmut show <name>` in the worktree).
+set -u
+repo=$(cd "$(dirname "$0")/.." && pwd)
+wt=${MUT_WORKTREE:-/tmp/xtc-mutation}
+out="$repo/bench/results"
+PY="$repo/.venv/bin/python"
+[ -d "$wt" ] || git -C "$repo" worktree add -f --detach "$wt" HEAD
+git -C "$wt" checkout -q --detach "$(git -C "$repo" rev-parse HEAD)"
+cd "$wt"
+export PYTHONPATH=${MUTMUT_PKGS:-/tmp/m3pkgs} OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE
+export XTC_GLUE_DIR=${XTC_GLUE_DIR:-$(cd "$repo/.." && pwd)/shared/glue}
+M="$PY $PYTHONPATH/bin/mutmut"
+run_group() {  # name, modules to mutate, test files
+    local name=$1 mut=$2 tests=$3
+    { echo "[mutmut]"; echo "source_paths=xtc/"; echo "only_mutate="; for p in $mut; do echo "    $p"; done
+      echo "pytest_add_cli_args_test_selection="; for t in $tests; do echo "    $t"; done
+      echo "pytest_add_cli_args="; echo "    -p"; echo "    no:cacheprovider"
+      echo "also_copy="; echo "    tests/"; echo "    workflow/"; echo "    Snakefile"; } > setup.cfg
+    rm -rf mutants
+    timeout "${TIMEOUT:-14400}" nice -n 19 $M run --max-children 1 > "$out/mutation-$name.log" 2>&1
+    $M results > "$out/mutation-$name.results" 2>&1
+    tail -c 400 "$out/mutation-$name.log" | tr '\r' '\n' | grep "/" | tail -1 > "$out/mutation-$name.total"
+    cat "$out/mutation-$name.total"
+}
+for g in "$@"; do
+    case $g in
+        metrics) run_group metrics "xtc/metrics.py" "tests/test_metrics.py" ;;
+        quant) run_group quant "xtc/quant.py" "tests/test_quant.py tests/test_infer.py tests/test_pack.py tests/test_precision.py" ;;
+        distill) run_group distill "xtc/distill.py" "tests/test_distill.py tests/test_teacher_cache.py" ;;
+        curves) run_group curves "xtc/study/curves.py xtc/study/claims.py" "tests/test_curves.py tests/test_claims.py" ;;
+        aggregate) run_group aggregate "xtc/study/aggregate.py" "tests/test_study.py tests/test_claims.py tests/test_reproduction.py" ;;
+        tc) run_group tc "xtc/teacher_cache.py" "tests/test_teacher_cache.py" ;;
+        pack) run_group pack "xtc/pack.py" "tests/test_pack.py tests/test_infer.py" ;;
+        train) run_group train "xtc/train.py" "tests/test_train.py" ;;
+        *) echo "unknown group $g (metrics quant distill curves aggregate tc pack train)" >&2; exit 2 ;;
+    esac
+done
