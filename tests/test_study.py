@@ -120,6 +120,15 @@ def test_profiles_validate_and_expand(profile):
     assert reference is None or os.path.realpath(reference) != os.path.realpath(cfg["paths"]["results"])
 
 
+def test_teachers_take_their_own_warm_up_and_students_the_train_one():
+    cfg = tiny_config()
+    cfg["train"]["warmup_epochs"] = 0.125
+    assert "--warmup-epochs 0.125 " in study.data_flags(cfg, "teacher") + " "  # null: the students' value
+    cfg["teacher"]["warmup_epochs"] = 0.5
+    assert "--warmup-epochs 0.5 " in study.data_flags(cfg, "teacher") + " "
+    assert "--warmup-epochs 0.125 " in study.data_flags(cfg) + " "
+
+
 GLUE_TRAIN_SIZES = {"cola": 8551, "sst2": 67349, "mrpc": 3668, "stsb": 5749, "qnli": 104743, "rte": 2490,
                     "mnli": 392702, "qqp": 363846, "wnli": 635}
 

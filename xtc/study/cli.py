@@ -158,8 +158,9 @@ def cmd_all(a) -> None:
     write_versions(a.runs_dir, os.path.join(a.results_dir, "versions.json"))
     write_tables(config, runs, missing, os.path.join(a.results_dir, "tables"))
     check_claims(config, runs, missing).to_csv(os.path.join(a.results_dir, "claims.csv"), index=False)
-    make_figures(config, runs, a.figures_dir, history=read_history(a.results_dir))
-    write_plateaus(config, read_history(a.results_dir), os.path.join(a.results_dir, CURVES_FILE),
+    history = read_history(a.results_dir)
+    make_figures(config, runs, a.figures_dir, history=history)
+    write_plateaus(config, history, os.path.join(a.results_dir, CURVES_FILE),
                    os.path.join(a.results_dir, "tables", "learning_curves.md"))
     print(json.dumps({"finished_runs": int(res["runs"]["run_id"].nunique()) if len(res["runs"]) else 0,
                       "missing": int(len(res["missing"])), "results": a.results_dir, "figures": a.figures_dir}))
