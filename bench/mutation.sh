@@ -3,7 +3,7 @@
 # that mutmut's setup.cfg and mutants/ never touch this checkout. Slow (about 1 mutant/s on 2 cores); not CI.
 #   pip install --target /tmp/m3pkgs mutmut==3.8.1
 #   rm -rf /tmp/m3pkgs/{_pytest,pytest,pytest-*,pluggy,pluggy-*,iniconfig,iniconfig-*,packaging,packaging-*,py.py}
-#   bash bench/mutation.sh quant distill curves aggregate tc pack train metrics
+#   MUT_CHILDREN=2 bash bench/mutation.sh quant distill curves aggregate tc pack train metrics
 # Results: bench/results/mutation-<group>.{log,results,total} (survivors: `mutmut show <name>` in the worktree).
 set -u
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -23,7 +23,7 @@ run_group() {  # name, modules to mutate, test files
       echo "pytest_add_cli_args="; echo "    -p"; echo "    no:cacheprovider"
       echo "also_copy="; echo "    tests/"; echo "    workflow/"; echo "    Snakefile"; } > setup.cfg
     rm -rf mutants
-    timeout "${TIMEOUT:-14400}" nice -n 19 $M run --max-children 1 > "$out/mutation-$name.log" 2>&1
+    timeout "${TIMEOUT:-14400}" nice -n 19 $M run --max-children "${MUT_CHILDREN:-1}" > "$out/mutation-$name.log" 2>&1
     $M results > "$out/mutation-$name.results" 2>&1
     tail -c 400 "$out/mutation-$name.log" | tr '\r' '\n' | grep "/" | tail -1 > "$out/mutation-$name.total"
     cat "$out/mutation-$name.total"
