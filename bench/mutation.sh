@@ -4,20 +4,21 @@
 #   pip install --target /tmp/m3pkgs mutmut==3.8.1
 #   rm -rf /tmp/m3pkgs/{_pytest,pytest,pytest-*,pluggy,pluggy-*,iniconfig,iniconfig-*,packaging,packaging-*,py.py}
 #   MUT_CHILDREN=2 bash bench/mutation.sh quant distill curves aggregate tc pack train metrics
-# Results: bench/results/mutation-<group>.{log,results,total} (survivors: `mutmut show <name>` in the worktree).
+# Results: bench/results/mutation-<group>.{log,results,total} (survivors: `mutmut show <name>` in /tmp/xtc-mutation-<group>).
 set -u
 repo=$(cd "$(dirname "$0")/.." && pwd)
-wt=${MUT_WORKTREE:-/tmp/xtc-mutation}
 out="$repo/bench/results"
 PY="$repo/.venv/bin/python"
-[ -d "$wt" ] || git -C "$repo" worktree add -f --detach "$wt" HEAD
-git -C "$wt" checkout -q --detach "$(git -C "$repo" rev-parse HEAD)"
-cd "$wt"
 export PYTHONPATH=${MUTMUT_PKGS:-/tmp/m3pkgs} OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE
 export XTC_GLUE_DIR=${XTC_GLUE_DIR:-$(cd "$repo/.." && pwd)/shared/glue}
 M="$PY $PYTHONPATH/bin/mutmut"
 run_group() {  # name, modules to mutate, test files
     local name=$1 mut=$2 tests=$3
+    # one worktree per group, kept afterwards, so that `mutmut show <name>` there still works
+    local wt=${MUT_WORKTREE:-/tmp/xtc-mutation}-$name
+    [ -d "$wt" ] || git -C "$repo" worktree add -f --detach "$wt" HEAD
+    git -C "$wt" checkout -q --detach "$(git -C "$repo" rev-parse HEAD)"
+    cd "$wt"
     { echo "[mutmut]"; echo "source_paths=xtc/"; echo "only_mutate="; for p in $mut; do echo "    $p"; done
       echo "pytest_add_cli_args_test_selection="; for t in $tests; do echo "    $t"; done
       echo "pytest_add_cli_args="; echo "    -p"; echo "    no:cacheprovider"
