@@ -38,7 +38,7 @@ def full_depth_cache(teacher, data, terms, device="cpu"):
     """(layer map, teacher-output cache) for a student of the teacher's depth and these KD terms."""
     n = teacher.config.num_hidden_layers
     lmap = layer_maps(n, n)
-    return lmap, TeacherCache(teacher, data, lmap, set(terms), device, batch_size=128)
+    return lmap, TeacherCache(teacher, data, lmap, set(terms), device, batch_size=128, quiet=False)
 
 
 def sync(device) -> None:

@@ -68,7 +68,7 @@ def main() -> None:
     quantized = copy.deepcopy(plain)
     apply_quantization(quantized, QuantSpec(wbits=a.wbits, abits=a.abits))
     t0 = time.perf_counter()
-    cache = TeacherCache(teacher, data, lmap, set(terms), dev, batch_size=128)
+    cache = TeacherCache(teacher, data, lmap, set(terms), dev, batch_size=128, quiet=False)
     build_seconds = time.perf_counter() - t0
     live_loss = make_kd_loss(teacher, task.is_regression, KDConfig(), lmap)(terms)
     cached_loss = make_kd_loss(teacher, task.is_regression, KDConfig(), lmap, cache)(terms)

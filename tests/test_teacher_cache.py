@@ -71,12 +71,12 @@ def test_cached_targets_equal_the_live_teacher(reduced):
 def test_only_what_the_terms_need_is_cached_and_gathered():
     teacher, data = _teacher(), _data()
     lmap = layer_maps(4, 4)
-    cache = TeacherCache(teacher, data, lmap, {"logit"}, "cpu", quiet=True)
+    cache = TeacherCache(teacher, data, lmap, {"logit"}, "cpu", 64, quiet=True)
     got = cache.lookup(torch.tensor([0, 1]), max(data.lengths[:2]), "cpu")
     assert cache.hidden is None and got.hidden_states is None and got.attention_scores is None
     assert got.logits.shape == (2, 2)
     # a logits-only stage (two-stage KD, stage 2) gathers nothing else from a full cache
-    full = TeacherCache(teacher, data, lmap, {"logit", "hidden", "attention"}, "cpu", quiet=True)
+    full = TeacherCache(teacher, data, lmap, {"logit", "hidden", "attention"}, "cpu", 64, quiet=True)
     got = full.lookup(torch.tensor([0, 1]), max(data.lengths[:2]), "cpu", need_hidden=False,
                       need_attention=False)
     assert got.hidden_states is None and got.attention_scores is None
@@ -91,13 +91,16 @@ def test_plan_cache_budget_epochs_and_size():
     want = 4 * (len(data) * 2 + 5 * n_tok * cfg.hidden_size + 4 * cfg.num_attention_heads * n_sq)
     plan = plan_cache(data, cfg, lmap, {"logit", "hidden", "attention"}, 3.0, 1.0)
     assert plan.use and plan.bytes == want
-    cache = TeacherCache(teacher, data, lmap, {"logit", "hidden", "attention"}, "cpu", quiet=True)
+    cache = TeacherCache(teacher, data, lmap, {"logit", "hidden", "attention"}, "cpu", 64, quiet=True)
     stored = (cache.logits.numel() + cache.hidden[:, :-1].numel() + sum(a.numel() for a in cache.attention)) * 4
     assert stored == cache.nbytes == want  # the estimate is the real size (plus one zero padding row)
-    assert not plan_cache(data, cfg, lmap, {"logit"}, 3.0, 0.0).use  # disabled
-    assert "under one epoch" in plan_cache(data, cfg, lmap, {"logit"}, 0.5, 1.0).reason
+    logits_bytes = 4 * len(data) * 2
+    off, short = plan_cache(data, cfg, lmap, {"logit"}, 3.0, 0.0), plan_cache(data, cfg, lmap, {"logit"}, 0.5, 1.0)
+    assert off.use is False and off.bytes == logits_bytes  # a plan not taken still reports the size it would have had
+    assert short.use is False and short.bytes == logits_bytes and "under one epoch" in short.reason
     over = plan_cache(data, cfg, lmap, {"logit", "hidden"}, 3.0, (want / 2) / 2**30)
-    assert not over.use and "over --teacher-cache-gb" in over.reason
+    assert over.use is False and over.bytes == 4 * (len(data) * 2 + 5 * n_tok * cfg.hidden_size)
+    assert "over --teacher-cache-gb" in over.reason
 
 
 @pytest.fixture(scope="module")
@@ -166,11 +169,49 @@ def test_plan_cache_boundaries_and_reasons():
 def test_lookup_has_the_live_structure_sizes_add_up_and_no_bar_off_a_terminal(capsys):
     teacher, data = _teacher(), _data()
     lmap = layer_maps(4, 4)
-    cache = TeacherCache(teacher, data, lmap, {"logit", "hidden"}, "cpu", quiet=False)
+    cache = TeacherCache(teacher, data, lmap, {"logit", "hidden"}, "cpu", 64, quiet=False)
     assert capsys.readouterr().err == ""  # stderr is not a terminal here: no progress bar even when not quiet
     batch = collate(data, [0, 1])
     live = forward_with_internals(teacher, batch, attentions=False, hidden=True)
     got = cache.lookup(torch.tensor([0, 1]), batch["input_ids"].shape[1], "cpu")
     assert len(got.hidden_states) == len(live.hidden_states)  # one slot per hidden state, as the live forward
-    logits_only = TeacherCache(teacher, data, lmap, {"logit"}, "cpu", quiet=True)
+    logits_only = TeacherCache(teacher, data, lmap, {"logit"}, "cpu", 64, quiet=True)
     assert logits_only.hidden is None and logits_only.nbytes == len(data) * teacher.config.num_labels * 4
+
+
+def test_cache_runs_the_teacher_on_its_device_without_labels_and_shows_a_bar_on_a_terminal(monkeypatch):
+    import xtc.teacher_cache as tc
+
+    teacher, data, lmap = _teacher(), _data(), layer_maps(4, 4)
+    seen, bars = [], []
+
+    def forward_on(model, batch, **kw):  # records where the inputs went; runs the real forward on CPU inputs of that shape
+        seen.append({k: v.device.type for k, v in batch.items()})
+        return forward_with_internals(model, {k: torch.ones(v.shape, dtype=v.dtype) for k, v in batch.items()}, **kw)
+
+    def fake_tqdm(it, **kw):
+        bars.append(kw)
+        return it
+
+    monkeypatch.setattr(tc, "forward_with_internals", forward_on)
+    monkeypatch.setattr(tc, "tqdm", fake_tqdm)
+    monkeypatch.setattr(tc.sys.stderr, "isatty", lambda: True, raising=False)
+    tc.TeacherCache(teacher, data, lmap, {"logit"}, "cpu", 64, quiet=False)
+    assert seen and all(s == {"input_ids": "cpu", "token_type_ids": "cpu", "attention_mask": "cpu"} for s in seen)
+    seen.clear()
+    tc.TeacherCache(teacher, data, lmap, {"logit"}, "meta", 64, quiet=True)
+    assert seen and set(seen[0].values()) == {"meta"} and "labels" not in seen[0]
+    assert bars[0] == {"desc": "teacher cache", "unit": "batch", "disable": False}
+    assert bars[1]["disable"] is True
+
+
+def test_lookup_puts_every_output_on_the_requested_device_and_takes_a_single_example():
+    teacher, data, lmap = _teacher(), _data(), layer_maps(4, 4)
+    cache = TeacherCache(teacher, data, lmap, {"logit", "hidden", "attention"}, "cpu", 64, quiet=True)
+    got = cache.lookup(torch.tensor([3, 4]), 14, "meta")
+    assert got.logits.device.type == "meta"
+    assert {t.device.type for t in got.hidden_states + got.attention_scores} == {"meta"}
+    one = cache.lookup(torch.tensor([2]), data.lengths[2], "cpu")  # a batch of one example
+    live = forward_with_internals(teacher, collate(data, [2]), attentions=True, hidden=True)
+    assert len(one.attention_scores) == len(live.attention_scores) == 4
+    torch.testing.assert_close(one.attention_scores[3], live.attention_scores[3], atol=1e-5, rtol=1e-5)

@@ -52,11 +52,11 @@ def plan_cache(data: Encoded, teacher_config, layer_map: LayerMap, terms: set[st
 class TeacherCache:
     """Unpadded teacher outputs for every example of `data`; `lookup` returns a batch's as ModelInternals."""
 
-    def __init__(self, teacher, data: Encoded, layer_map: LayerMap, terms: set[str], device,
-                 batch_size: int = 64, quiet: bool = False):
+    def __init__(self, teacher, data: Encoded, layer_map: LayerMap, terms: set[str], device, batch_size: int,
+                 quiet: bool):
         self.hidden_ids = sorted({j for _, j in layer_map.hidden}) if "hidden" in terms else []
         self.attention_ids = sorted({j for _, j in layer_map.attention}) if "attention" in terms else []
-        self.n_hidden = teacher.config.num_hidden_layers + 1
+        self.n_layers = teacher.config.num_hidden_layers  # the live forward returns n + 1 hidden states, n attentions
         n, d = len(data), teacher.config.hidden_size
         lengths = torch.tensor(data.lengths)
         self.starts = torch.cumsum(lengths, 0) - lengths  # example i's first token in the flat token store
@@ -103,7 +103,7 @@ class TeacherCache:
             flat = self.starts[index, None] + pos  # (B, width)
             flat = torch.where(pos < self.lengths[index, None], flat, torch.full_like(flat, self.pad_row))
             got = self.hidden[:, flat.view(-1)].view(len(self.hidden_ids), len(index), width, -1).to(device)
-            hidden = [None] * self.n_hidden
+            hidden = [None] * (self.n_layers + 1)
             for h, j in enumerate(self.hidden_ids):
                 hidden[j] = got[h]
             hidden = tuple(hidden)
@@ -115,7 +115,7 @@ class TeacherCache:
                 L = int(self.lengths[i])
                 got[:, row, :, :L, :L] = self.attention[i]
             got = got.to(device)
-            attention = [None] * (max(self.attention_ids) + 1)
+            attention = [None] * self.n_layers
             for a, j in enumerate(self.attention_ids):
                 attention[j] = got[a]
             attention = tuple(attention)
