@@ -283,3 +283,133 @@ def test_kd_training_reduces_loss():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+# ---------------------------------------------------------------- pinned by mutation testing (issue 14)
+
+
+def test_a_one_layer_student_and_a_first_kept_layer_past_one():
+    assert evenly_spaced_layers(4, 1) == [2]
+    one = layer_maps(1, 4, None)  # depth 1 divides any teacher
+    assert one.attention == [(0, 3)] and one.hidden == [(0, 0), (1, 4)]
+    m = layer_maps(2, 6, [2, 4])  # the first student hidden state is matched to the teacher's L[0]-1 = 1
+    assert m.hidden == [(0, 1), (1, 3), (2, 5)]
+
+
+def test_scores_attention_function_by_hand():
+    from xtc.distill import _scores_attention_forward
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 4, 5, generator=g) for _ in range(3))  # (B, heads, T, d)
+    mask = torch.zeros(2, 1, 4, 4)
+    mask[1, ..., 3] = torch.finfo(torch.float32).min
+    module = torch.nn.Module()
+    want_scores = q @ k.transpose(2, 3) * 0.25 + mask
+    want_out = (F.softmax(want_scores, -1) @ v).transpose(1, 2)
+    for training in (True, False):  # dropout 0 in training is no dropout at all
+        module.train(training)
+        out, scores = _scores_attention_forward(module, q, k, v, mask, scaling=0.25, dropout=0.0)
+        torch.testing.assert_close(scores, want_scores)
+        torch.testing.assert_close(out, want_out)
+    out, scores = _scores_attention_forward(module, q, k, v, None, scaling=0.25, dropout=0.0)
+    torch.testing.assert_close(scores, q @ k.transpose(2, 3) * 0.25)
+
+
+def test_forward_with_internals_restores_the_attention_implementation_and_uses_sdpa_without_scores():
+    model = make_model(2)
+    model.set_attn_implementation("eager")
+    seen = []
+    model.register_forward_pre_hook(lambda m, a: seen.append(m.config._attn_implementation))
+    b = make_batch()
+    forward_with_internals(model, b, attentions=True, hidden=False)
+    assert model.config._attn_implementation == "eager"
+    forward_with_internals(model, b, attentions=False, hidden=True)
+    assert model.config._attn_implementation == "eager"
+    assert seen == ["xtc_scores", "sdpa"]  # scores need the eager function; otherwise the fused kernel
+
+
+def test_soft_cross_entropy_of_a_batch_by_hand():
+    s = torch.tensor([[1.0, 2.0, 0.5], [0.0, -1.0, 2.0]])
+    t = torch.tensor([[0.0, 3.0, -1.0], [1.0, 1.0, 0.0]])
+    for T in (1.0, 2.0):
+        rows = [-(F.softmax(t[i] / T, 0) * F.log_softmax(s[i] / T, 0)).sum() for i in range(2)]
+        assert soft_cross_entropy(s, t, T).item() == pytest.approx(((rows[0] + rows[1]) / 2).item(), rel=1e-6)
+
+
+def test_masked_hidden_and_attention_mse_by_hand():
+    from xtc.distill import _attention_mse, _hidden_mse
+
+    s = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [9.0, 9.0]]])  # (B=1, T=3, d=2); token 3 is padding
+    t = torch.zeros(1, 3, 2)
+    mask = torch.tensor([[1, 1, 0]])
+    assert _hidden_mse(s, t, mask).item() == pytest.approx((1 + 4 + 9 + 16) / 4)
+    one = torch.tensor([[1, 0, 0]])  # one real token of width 1: divided by exactly 1
+    assert _hidden_mse(s[..., :1] * 3, t[..., :1], one).item() == pytest.approx(9.0)
+    assert _hidden_mse(s, t, torch.zeros(1, 3, dtype=torch.long)).item() == 0.0  # nothing real: 0, not NaN
+    sc = torch.arange(9.0).view(1, 1, 3, 3)  # (B, heads, T, T)
+    assert _attention_mse(sc, torch.zeros_like(sc), mask).item() == pytest.approx((0 + 1 + 9 + 16) / 4)
+    assert _attention_mse(sc + 2, torch.zeros_like(sc), one).item() == pytest.approx(4.0)
+    # unmasked (TinyBERT): scores at or below -100 count as masked and become 0 in both
+    s2 = torch.tensor([[[[-100.0, 1.0], [2.0, -100.5]]]])
+    assert _attention_mse(s2, torch.zeros_like(s2), None).item() == pytest.approx((1 + 4) / 4)
+    assert _attention_mse(torch.zeros_like(s2), s2, None).item() == pytest.approx((1 + 4) / 4)
+
+
+def test_kd_loss_temperature_errors_and_missing_internals():
+    teacher, student = make_model(4), make_model(2, seed=1)
+    b = make_batch()
+    t, s = _internals(teacher, b), _internals(student, b)
+    lm = layer_maps(2, 4, None)
+    _, logs = kd_loss(s, t, lm, KDConfig(temperature=2.0), False, ("logit",))
+    want = soft_cross_entropy(s.logits, t.logits, 2.0) - soft_cross_entropy(t.logits, t.logits, 2.0)
+    assert logs["logit"] == pytest.approx(want.item(), rel=1e-6)
+    with pytest.raises(ValueError, match=r"unknown or no KD terms \['bogus'\]; choose from"):
+        kd_loss(s, t, lm, KDConfig(), False, ("logit", "bogus"))
+    with pytest.raises(ValueError, match=r"unknown or no KD terms \[\]; choose from"):
+        kd_loss(s, t, lm, KDConfig(), False, ())
+    only_teacher = type(s)(s.logits)  # a student forward without internals
+    with pytest.raises(ValueError, match=r"^the hidden term needs forward_with_internals\(\.\.\., hidden=True\) for both"):
+        kd_loss(only_teacher, t, lm, KDConfig(), False, ("hidden",))
+    with pytest.raises(ValueError, match=r"^the attention term needs forward_with_internals\(\.\.\., attentions=True\) "
+                                         r"for both models$"):
+        kd_loss(only_teacher, t, lm, KDConfig(), False, ("attention",))
+
+
+def test_label_losses_of_a_regression_model():
+    from xtc.distill import label_objective
+
+    model = make_model(2, num_labels=1)
+    b = make_batch(labels=1)
+    logits = model(**{k: v for k, v in b.items() if k != "labels"}).logits
+    want = F.mse_loss(logits.view(-1), b["labels"]).item()
+    loss, logs = label_objective(model, b)
+    assert loss.item() == pytest.approx(want, rel=1e-5) and logs == {"label": pytest.approx(want, rel=1e-5)}
+    # float64 labels (from user code) are cast, not refused
+    assert label_loss(logits, b["labels"].double(), True).item() == pytest.approx(want, rel=1e-5)
+
+
+def test_kd_objective_reads_the_cache_when_the_batch_has_indices_and_the_live_teacher_otherwise():
+    from xtc.distill import make_kd_loss
+
+    teacher, student = make_model(2, num_labels=1), make_model(2, num_labels=1, seed=1)
+    b = make_batch(labels=1)
+    live_t = forward_with_internals(teacher, b, attentions=False, hidden=True)
+    calls = []
+
+    class SpyCache:
+        def lookup(self, index, width, device, need_hidden=True, need_attention=True):
+            calls.append((index.tolist(), width, device, need_hidden, need_attention))
+            return live_t
+
+    lm = layer_maps(2, 2, None)
+    kd = make_kd_loss(teacher, True, KDConfig(), lm, SpyCache())
+    s = forward_with_internals(student, b, attentions=False, hidden=True)
+    want = F.mse_loss(s.logits, live_t.logits).item()  # regression: the logit term is an MSE
+    loss, logs = kd(("logit", "hidden"))(student, {**b, "index": torch.tensor([4, 5, 6])})
+    assert calls == [([4, 5, 6], 9, torch.device("cpu"), True, False)]
+    assert logs["logit"] == pytest.approx(want, rel=1e-5)
+    kd(("logit",))(student, {**b, "index": torch.tensor([4, 5, 6])})
+    assert calls[-1][3:] == (False, False)  # a logits-only stage gathers nothing else
+    calls.clear()
+    _, live_logs = kd(("logit", "hidden"))(student, b)  # no indices (e.g. an evaluation batch): the live teacher
+    assert calls == [] and live_logs == pytest.approx(logs, rel=1e-5)

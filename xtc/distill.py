@@ -90,21 +90,17 @@ def reduce_layers(teacher_model: nn.Module, layers) -> nn.Module:
 SCORES_IMPL = "xtc_scores"
 
 
-def _scores_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+def _scores_attention_forward(module, query, key, value, attention_mask, *, scaling, dropout, **kwargs):
     """Eager attention that returns the pre-softmax scores (scaled QK^T + additive mask) as its 'weights'.
 
     BertSelfAttention returns whatever the attention function gives as weights, and output_attentions=True
-    records exactly that, so registering this function is all it takes to expose the scores.
+    records exactly that, so registering this function is all it takes to expose the scores. BERT always
+    passes its scaling, and dropout 0 outside training; the mask is eager_mask's additive one (registered below).
     """
-    if scaling is None:
-        scaling = query.size(-1) ** -0.5
     scores = torch.matmul(query, key.transpose(2, 3)) * scaling
     if attention_mask is not None:
-        if attention_mask.dtype == torch.bool:  # defensive: we register eager_mask, which is already additive
-            attention_mask = torch.where(attention_mask, 0.0, torch.finfo(scores.dtype).min).to(scores.dtype)
         scores = scores + attention_mask
-    probs = F.softmax(scores, dim=-1)
-    probs = F.dropout(probs, p=dropout, training=module.training)
+    probs = F.dropout(F.softmax(scores, dim=-1), p=dropout)
     out = torch.matmul(probs, value).transpose(1, 2).contiguous()
     return out, scores
 
@@ -196,7 +192,7 @@ def _hidden_mse(s, t, mask):
     # diluted by positions that never influence the real tokens
     if mask is None:
         return F.mse_loss(s, t)
-    m = mask.to(s.dtype).unsqueeze(-1)  # (B, T, 1)
+    m = mask.unsqueeze(-1)  # (B, T, 1); an integer or bool mask promotes to s's dtype
     return ((s - t).pow(2) * m).sum() / (m.sum() * s.size(-1)).clamp_min(1)
 
 
@@ -210,8 +206,7 @@ def _attention_mse(s, t, mask):
     # entries before subtracting/squaring so the ~dtype-min values never overflow into inf/NaN.
     m = mask.bool()
     pair = (m[:, None, :, None] & m[:, None, None, :]).expand_as(s)  # (B, heads, T, T)
-    zero = torch.zeros((), dtype=s.dtype, device=s.device)
-    d = torch.where(pair, s, zero) - torch.where(pair, t, zero)
+    d = torch.where(pair, s, 0.0) - torch.where(pair, t, 0.0)
     return d.pow(2).sum() / pair.sum().clamp_min(1)
 
 
@@ -270,7 +265,7 @@ def label_loss(logits, labels, regression: bool) -> torch.Tensor:
     with full_precision(logits.device.type):
         logits = logits.float()
         if regression:
-            return F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype).view(-1))
+            return F.mse_loss(logits.view(-1), labels.to(logits.dtype).view(-1))
         return F.cross_entropy(logits, labels.view(-1))
 
 
