@@ -31,14 +31,14 @@ run_group() {  # name, modules to mutate, test files
 }
 for g in "$@"; do
     case $g in
-        metrics) run_group metrics "xtc/metrics.py" "tests/test_metrics.py" ;;
-        quant) run_group quant "xtc/quant.py" "tests/test_quant.py tests/test_infer.py tests/test_pack.py tests/test_precision.py" ;;
-        distill) run_group distill "xtc/distill.py" "tests/test_distill.py tests/test_teacher_cache.py" ;;
-        curves) run_group curves "xtc/study/curves.py xtc/study/claims.py" "tests/test_curves.py tests/test_claims.py" ;;
-        aggregate) run_group aggregate "xtc/study/aggregate.py" "tests/test_study.py tests/test_claims.py tests/test_reproduction.py" ;;
+        metrics) run_group metrics "xtc/metrics.py" "tests/test_metrics.py tests/test_pins.py" ;;
+        quant) run_group quant "xtc/quant.py" "tests/test_quant.py tests/test_infer.py tests/test_pack.py tests/test_precision.py tests/test_pins.py" ;;
+        distill) run_group distill "xtc/distill.py" "tests/test_distill.py tests/test_teacher_cache.py tests/test_pins.py" ;;
+        curves) run_group curves "xtc/study/curves.py xtc/study/claims.py" "tests/test_curves.py tests/test_claims.py tests/test_pins.py" ;;
+        aggregate) run_group aggregate "xtc/study/aggregate.py" "tests/test_study.py tests/test_claims.py tests/test_reproduction.py tests/test_pins.py" ;;
         tc) run_group tc "xtc/teacher_cache.py" "tests/test_teacher_cache.py" ;;
-        pack) run_group pack "xtc/pack.py" "tests/test_pack.py tests/test_infer.py" ;;
-        train) run_group train "xtc/train.py" "tests/test_train.py" ;;
+        pack) run_group pack "xtc/pack.py" "tests/test_pack.py tests/test_infer.py tests/test_pins.py" ;;
+        train) run_group train "xtc/train.py" "tests/test_train.py tests/test_pins.py tests/test_precision.py" ;;
         *) echo "unknown group $g (metrics quant distill curves aggregate tc pack train)" >&2; exit 2 ;;
     esac
 done

@@ -212,7 +212,7 @@ def test_refuses_to_overwrite_and_leaves_no_temp_files(packed_1bit, tmp_path):
     model, tok, _, _ = packed_1bit
     path = tmp_path / "m.xtc"
     path.write_bytes(b"precious")
-    with pytest.raises(FileExistsError, match="overwrite=True"):
+    with pytest.raises(FileExistsError, match="already exists; pass --overwrite"):
         export_packed(model, tok, str(path))
     assert path.read_bytes() == b"precious"
     export_packed(model, tok, str(path), overwrite=True)
@@ -309,3 +309,287 @@ def test_manifest_mismatch_raises(packed_1bit, tmp_path):
         load_packed(str(extra))
     with pytest.raises(FileNotFoundError):
         load_packed(str(tmp_path / "missing.xtc"))
+
+
+# ---------------------------------------------------------------- pinned by mutation testing (issue 14)
+
+
+def test_packing_error_messages_and_range_limits():
+    with pytest.raises(ValueError, match=r"^pack_binary expects codes in \{-1, \+1\}$"):
+        pack_binary(torch.tensor([1, 0, -1]))
+    for bad in ([2, 0], [-2, 0], [0, 5]):  # either end out of range alone is refused
+        with pytest.raises(ValueError, match=r"^pack_ternary expects codes in \{-1, 0, 1\}$"):
+            pack_ternary(torch.tensor(bad))
+    with pytest.raises(ValueError, match=r"^pack_uint: bits must be 1\.\.8, got 9$"):
+        pack_uint(torch.tensor([0]), 9)
+    with pytest.raises(ValueError, match=r"^unpack_uint: bits must be 1\.\.8, got 9$"):
+        unpack_uint(torch.zeros(9, dtype=torch.uint8), 8, 9)
+    for code in (-3, 2):  # 2-bit codes are -2..1
+        with pytest.raises(ValueError, match=r"^pack_uint expects 2-bit codes in \[-2, 1\]$"):
+            pack_uint(torch.tensor([code]), 2)
+    assert unpack_uint(pack_uint(torch.tensor([-2, 1]), 2), 2, 2).tolist() == [-2, 1]
+    with pytest.raises(ValueError, match=r"^unpack_binary: expected 2 packed bytes, got 1$"):
+        unpack_binary(torch.zeros(1, dtype=torch.uint8), 9)
+    with pytest.raises(ValueError, match=r"^unpack_ternary: expected 2 packed bytes, got 1$"):
+        unpack_ternary(torch.zeros(1, dtype=torch.uint8), 6)
+    with pytest.raises(ValueError, match=r"^unpack_uint: expected 3 packed bytes, got 1$"):
+        unpack_uint(torch.zeros(1, dtype=torch.uint8), 8, 3)
+    with pytest.raises(ValueError, match=r"^unpack_ternary: byte value > 242 cannot hold 5 trits \(corrupted data\)$"):
+        unpack_ternary(torch.tensor([243], dtype=torch.uint8), 5)
+
+
+def test_is_packed_reads_the_content_not_the_name(packed_1bit, tmp_path):
+    from xtc.pack import is_packed
+
+    path = packed_1bit[2]
+    renamed = tmp_path / "student.bin"
+    renamed.write_bytes(open(path, "rb").read())
+    assert is_packed(path) is True and is_packed(renamed) is True
+    (tmp_path / "text.xtc").write_text("not a zip")
+    foreign, no_manifest = tmp_path / "foreign.xtc", tmp_path / "plain.zip"
+    with zipfile.ZipFile(foreign, "w") as zf:
+        zf.writestr("manifest.json", json.dumps({"format": "something-else"}))
+    with zipfile.ZipFile(no_manifest, "w") as zf:
+        zf.writestr("a.txt", "x")
+    for p in (tmp_path / "text.xtc", foreign, no_manifest, tmp_path / "absent.xtc", tmp_path):
+        assert is_packed(p) is False
+
+
+def _members(path):
+    with zipfile.ZipFile(path) as zf:
+        return {i.filename: zf.read(i) for i in zf.infolist()}
+
+
+def _write_variant(path, members, edit_manifest=None, tensors=None, config=None, extra=None):
+    """A copy of a packed file with the manifest, weights or config edited, member checksums kept consistent
+    (so that the check under test, not the sha256 check, is what fails)."""
+    from safetensors.torch import load as st_load
+    from safetensors.torch import save as st_save
+
+    members = dict(members)
+    if tensors is not None:
+        raw = st_load(members["weights.safetensors"])
+        tensors(raw)
+        members["weights.safetensors"] = st_save(raw)
+    if config is not None:
+        cfg = json.loads(members["config.json"])
+        config(cfg)
+        members["config.json"] = json.dumps(cfg).encode()
+    members.update(extra or {})
+    manifest = json.loads(members.pop("manifest.json"))
+    manifest["members"] = {n: {"sha256": __import__("hashlib").sha256(b).hexdigest(), "bytes": len(b)}
+                           for n, b in members.items()}
+    if edit_manifest is not None:
+        edit_manifest(manifest)
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("manifest.json", json.dumps(manifest))
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return str(path)
+
+
+Q = "bert.encoder.layer.0.attention.self.query.weight"
+QB = "bert.encoder.layer.0.attention.self.query.bias"
+
+
+def _entry(m, name):
+    return next(e for e in m["tensors"] if e["name"] == name)
+
+
+def _set_tensor(name, value):
+    return lambda raw: raw.__setitem__(name, value)
+
+
+CORRUPTIONS = [  # (id, manifest edit, weights edit, config edit, extra members, the message after "<path>: ")
+    ("entry-not-a-dict", lambda m: m["tensors"].append("x"), None, None, None,
+     "tensor entry 'x' is invalid: string indices must be integers, not 'str'"),
+    ("entry-without-bits", lambda m: _entry(m, QB).pop("bits"), None, None, None,
+     f"tensor entry '{QB}' is invalid: 'bits'"),
+    ("fp32-shape", lambda m: _entry(m, QB)["shape"].append(1), None, None, None,
+     f"tensor {QB}: expected shape [32, 1] in weights.safetensors, got [32]"),
+    ("fp32-absent", None, lambda raw: raw.pop(QB), None, None,
+     f"tensor {QB}: expected shape [32] in weights.safetensors, got None"),
+    ("packing", lambda m: _entry(m, Q).update(packing="uint-1"), None, None, None,
+     f"tensor {Q}: packing 'uint-1' does not fit bits=1 method=xtc"),
+    ("scheme", lambda m: _entry(m, Q).update(scheme="uniform"), None, None, None,
+     f"tensor {Q}: packing 'binary-8' does not fit bits=1 method=xtc"),
+    ("packed-dtype", None, _set_tensor(Q + ".packed", torch.zeros(128, dtype=torch.int8)), None, None,
+     f"tensor {Q}: packed data should be uint8 [128], got (torch.int8, [128])"),
+    ("packed-length", None, _set_tensor(Q + ".packed", torch.zeros(127, dtype=torch.uint8)), None, None,
+     f"tensor {Q}: packed data should be uint8 [128], got (torch.uint8, [127])"),
+    ("packed-absent", None, lambda raw: raw.pop(Q + ".packed"), None, None,
+     f"tensor {Q}: packed data should be uint8 [128], got None"),
+    ("scales-dtype", None, _set_tensor(Q + ".scales", torch.ones(1, dtype=torch.float16)), None, None,
+     f"tensor {Q}: scales should be float32 [1], got (torch.float16, [1])"),
+    ("scales-shape", None, _set_tensor(Q + ".scales", torch.ones(2)), None, None,
+     f"tensor {Q}: scales should be float32 [1], got (torch.float32, [2])"),
+    ("scales-absent", None, lambda raw: raw.pop(Q + ".scales"), None, None,
+     f"tensor {Q}: scales should be float32 [1], got None"),
+    ("groups-divide", lambda m: _entry(m, Q).update(groups=3), _set_tensor(Q + ".scales", torch.ones(3)), None,
+     None, f"tensor {Q}: 3 groups do not divide shape [32, 32]"),
+    ("groups-zero", lambda m: _entry(m, Q).update(groups=0), _set_tensor(Q + ".scales", torch.ones(0)), None,
+     None, f"tensor {Q}: 0 groups do not divide shape [32, 32]"),
+    ("extra-tensors", None, lambda raw: raw.update({f"x{i}": torch.zeros(1) for i in range(6)}), None, None,
+     "weights.safetensors holds tensors the manifest does not describe: ['x0', 'x1', 'x2', 'x3', 'x4']"),
+    ("not-safetensors", None, None, None, {"weights.safetensors": b"garbage"},
+     "weights.safetensors is not a valid safetensors file: "),
+    ("unknown-class", lambda m: m.update(model_class="NotAModel"), None, None, None,
+     "unknown model class 'NotAModel'"),
+    ("class-not-a-model", lambda m: m.update(model_class="BertConfig"), None, None, None,
+     "unknown model class 'BertConfig'"),
+    ("bad-quant-spec", lambda m: m["quant_spec"].update(wbits=3, method="xtc", groups=-1), None, None, None,
+     "bad config or quant_spec: "),
+    ("spec-vs-tensors", lambda m: m["quant_spec"].update(embedding_bits=32), None, None, None,
+     "quantized tensors in the file (25) do not match the quant spec (24): e.g. "
+     "['bert.embeddings.word_embeddings.weight']"),
+    ("spec-vs-entry", lambda m: m["quant_spec"].update(wbits=2), None, None, None,
+     "tensor bert.embeddings.word_embeddings.weight: stored as bits=1 groups=127 method=xtc, the quant spec says "
+     "bits=2 groups=127 method=xtc"),
+    ("names", lambda m: [_entry(m, n).update(name=n + "2") for n in ("classifier.bias", "classifier.weight", QB)],
+     None, None, None, "tensor names do not match BertForSequenceClassification built from config.json: "
+     f"['{QB}', '{QB}2', 'classifier.bias', 'classifier.bias2', 'classifier.weight']"),
+    ("model-shape", lambda m: _entry(m, "classifier.bias").update(shape=[3]),
+     _set_tensor("classifier.bias", torch.zeros(3)), None, None,
+     "tensor classifier.bias: shape [3] in file, model expects [2]"),
+    ("tokenizer-escape", None, None, None, {"tokenizer/../evil.txt": b"x"},
+     "tokenizer member tokenizer/../evil.txt points outside its folder"),
+]
+
+
+@pytest.mark.parametrize("case", CORRUPTIONS, ids=[c[0] for c in CORRUPTIONS])
+def test_each_corruption_gets_its_own_message(packed_1bit, tmp_path, case):
+    _, edit, tensors, config, extra, message = case
+    path = _write_variant(tmp_path / f"{case[0]}.xtc", _members(packed_1bit[2]), edit, tensors, config, extra)
+    with pytest.raises(PackedFormatError) as e:
+        load_packed(path)
+    assert str(e.value).startswith(f"{path}: {message}")
+    if not message.endswith(": "):
+        assert str(e.value) == f"{path}: {message}"
+
+
+def test_archive_level_errors_name_the_file_and_the_problem(packed_1bit, tmp_path):
+    members = _members(packed_1bit[2])
+    missing = tmp_path / "missing.xtc"
+    with pytest.raises(FileNotFoundError) as e:
+        load_packed(str(missing))
+    assert str(e.value) == str(missing)
+    text = tmp_path / "text.xtc"
+    text.write_text("not a zip")
+    with pytest.raises(PackedFormatError, match=f"^{text}: not a readable .xtc ZIP archive \\(truncated or "):
+        load_packed(str(text))
+    short = _write_variant(tmp_path / "short.xtc", members, lambda m: m["members"]["config.json"].update(bytes=5))
+    n = len(members["config.json"])
+    with pytest.raises(PackedFormatError, match=f"^{short}: member config.json is {n} bytes, manifest says 5$"):
+        load_packed(short)
+    for name, manifest in (("json", b"{not json"), ("list", b"[1]")):
+        p = tmp_path / f"{name}.xtc"
+        with zipfile.ZipFile(p, "w") as zf:
+            for k, v in members.items():
+                zf.writestr(k, manifest if k == "manifest.json" else v)
+        want = ("manifest.json is not valid JSON: " if name == "json"
+                else "manifest.json does not describe a 'xtc-packed' file")
+        with pytest.raises(PackedFormatError, match=f"^{p}: {want}"):
+            load_packed(str(p))
+
+
+def test_export_records_each_tensor_exactly(packed_1bit):
+    from xtc import __version__
+
+    _, _, path, _ = packed_1bit
+    members = _members(path)
+    manifest = json.loads(members["manifest.json"])
+    assert members["manifest.json"].startswith(b'{\n "format": "xtc-packed",\n "version": 1,\n')  # indent 1
+    assert manifest["created_by"] == f"xtc-bench {__version__}"
+    assert _entry(manifest, Q) == {"name": Q, "shape": [32, 32], "dtype": "float32", "role": "query",
+                                   "bits": 1, "method": "xtc", "groups": 1, "scheme": "binary",
+                                   "packing": "binary-8", "key": Q + ".packed", "scales_key": Q + ".scales",
+                                   "scale_dtype": "float32"}
+    assert _entry(manifest, QB) == {"name": QB, "shape": [32], "dtype": "float32", "role": "query", "bits": 32,
+                                    "method": None, "groups": None, "scheme": "none", "packing": "none",
+                                    "key": QB, "scales_key": None, "scale_dtype": None}
+    with _SafeOpenBytes(members["weights.safetensors"]) as f:
+        assert f.metadata() == {"format": "pt"}  # what transformers' safetensors readers expect
+    with zipfile.ZipFile(path) as zf:
+        assert {i.date_time for i in zf.infolist()} == {(1980, 1, 1, 0, 0, 0)}  # same model, same bytes
+
+
+class _SafeOpenBytes:
+    """safe_open over bytes (it only opens files): through a temporary file."""
+
+    def __init__(self, data):
+        import tempfile
+
+        self._dir = tempfile.TemporaryDirectory()
+        self.path = os.path.join(self._dir.name, "w.safetensors")
+        with open(self.path, "wb") as f:
+            f.write(data)
+
+    def __enter__(self):
+        from safetensors import safe_open
+
+        self._f = safe_open(self.path, "pt")
+        return self._f
+
+    def __exit__(self, *exc):
+        self._dir.cleanup()
+
+
+def test_export_of_bf16_fp32_activation_only_and_uniform_models(tiny_model_dir, tmp_path):
+    inputs = batch(127)
+    for name, spec, dtype in (("bf16", QuantSpec(wbits=1, abits=8), torch.bfloat16),
+                              ("a8", QuantSpec(wbits=32, abits=8), torch.float32),
+                              ("uniform2", QuantSpec(wbits=2, abits=8, method="uniform"), torch.float32),
+                              ("plain", None, torch.float32)):
+        model, tok = load_tiny(tiny_model_dir)
+        if spec is not None:
+            apply_quantization(model, spec)
+        model = model.to(dtype)
+        path = str(tmp_path / f"{name}.xtc")
+        export_packed(model, None, path)
+        manifest = json.loads(_members(path)["manifest.json"])
+        assert {e["dtype"] for e in manifest["tensors"]} == {"float32"} or name == "plain" and \
+            {e["dtype"] for e in manifest["tensors"]} == {"float32", "int64"}
+        back, _ = load_packed(path)
+        if name == "uniform2":
+            assert _entry(manifest, Q)["packing"] == "uint-2" and _entry(manifest, Q)["scheme"] == "uniform"
+            assert torch.equal(logits(back, inputs), logits(model, inputs))
+        if name == "a8":
+            assert all(e["scheme"] == "none" for e in manifest["tensors"])
+            assert torch.equal(logits(back, inputs), logits(model, inputs))
+        if name == "plain":
+            assert manifest["quant_spec"] == QuantSpec().to_dict()
+        if name == "bf16":
+            assert {e["scale_dtype"] for e in manifest["tensors"] if e["bits"] < 32} == {"float32"}
+
+
+def test_export_refusals_name_the_tensor_and_the_fix(packed_1bit, tiny_model_dir, tmp_path):
+    back, tok = load_packed(packed_1bit[2])
+    first = next(n for n, m in quantized_modules(back) if m.wbits < 32) + ".weight"
+    with pytest.raises(ValueError, match=f"^{first} is frozen \\(loaded from a packed file\\); copy that .xtc file "
+                                         f"instead of re-exporting it$"):
+        export_packed(back, tok, str(tmp_path / "x.xtc"))
+    model, _ = load_tiny(tiny_model_dir)
+    apply_quantization(model, QuantSpec(wbits=1))
+    del model.config.xtc_quant
+    with pytest.raises(ValueError, match="^model has quant wrappers but no config.xtc_quant; use apply_quantization$"):
+        export_packed(model, None, str(tmp_path / "y.xtc"))
+    assert not os.listdir(tmp_path)
+
+
+def test_size_report_fields_by_hand(packed_1bit, tmp_path, monkeypatch):
+    model, _, path, rep = packed_1bit
+    total = rep["total_params"]
+    assert set(rep) == {"path", "params_by_role", "total_params", "quantized_params", "quant_spec", "fp32_bytes",
+                        "theoretical_bytes", "file_bytes", "weights_bytes", "tokenizer_bytes", "config_bytes",
+                        "bits_per_weight", "compression_ratio", "compression_ratio_file", "weights_over_theoretical"}
+    ms = model_size(model)
+    assert rep["path"] == path and total == ms["total_params"] and rep["quantized_params"] == ms["quantized_params"]
+    assert rep["quant_spec"] == model.config.xtc_quant
+    assert rep["config_bytes"] == len(_members(path)["config.json"])
+    assert rep["bits_per_weight"] == pytest.approx(8 * rep["weights_bytes"] / total)
+    assert rep["compression_ratio_file"] == pytest.approx(4 * total / rep["file_bytes"])
+    monkeypatch.chdir(tmp_path)
+    of_model = size_report(model, teacher_fp32_bytes=1000)  # exported to a temporary folder, not the cwd
+    assert os.listdir(tmp_path) == []
+    assert of_model["ratio_to_teacher"] == pytest.approx(1000 / rep["weights_bytes"])
+    assert of_model["ratio_to_teacher_file"] == pytest.approx(1000 / of_model["file_bytes"])

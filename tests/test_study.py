@@ -645,3 +645,26 @@ def test_plan_costs_a_step_by_its_examples():
     a, b = estimate_cost(cfg), estimate_cost(small)
     assert (b["steps"].sum() > a["steps"].sum()) and b["compute_s"].sum() == pytest.approx(a["compute_s"].sum(),
                                                                                            rel=0.02)
+
+
+def test_read_results_keeps_empty_and_numeric_looking_text_columns_as_text(tmp_path):
+    """runs.csv written by pandas loses the type of text columns: an empty budget reads back as NaN and a
+    single teacher layer as a number; read_results restores both as text."""
+    from xtc.study.aggregate import RUNS_COLUMNS
+
+    cols = {c: ["a", "b"] for c in RUNS_COLUMNS}
+    cols.update(budget=["", "short"], teacher_layers=["", "5"], size_source=["", "packed"], value=[0.5, 0.25])
+    pd.DataFrame(cols).to_csv(tmp_path / "runs.csv", index=False)
+    runs, missing = study.read_results(str(tmp_path))
+    assert runs["budget"].tolist() == ["", "short"] and runs["teacher_layers"].tolist() == ["", "5"]
+    assert runs["size_source"].tolist() == ["", "packed"] and runs["value"].tolist() == [0.5, 0.25]
+    assert list(missing.columns) == study.aggregate.MISSING_COLUMNS and len(missing) == 0
+
+
+@pytest.mark.parametrize("value", [None, "0.9", float("nan")])
+def test_task_score_is_none_for_a_missing_text_or_nan_metric(value):
+    from xtc.study.aggregate import task_score
+
+    assert task_score("sst2", {"accuracy": value}) is None
+    assert task_score("sst2", {}) is None
+    assert task_score("mrpc", {"accuracy": 0.5, "f1": value}) is None

@@ -54,7 +54,6 @@ MANIFEST = "manifest.json"
 WEIGHTS = "weights.safetensors"
 CONFIG = "config.json"
 TOKENIZER_DIR = "tokenizer/"
-_ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed timestamps: same model -> same bytes
 
 
 class PackedFormatError(ValueError):
@@ -146,7 +145,7 @@ def _packing(bits: int, method: str) -> str:
     return {"binary": "binary-8", "ternary": "ternary-5", "uniform": f"uint-{bits}"}[scheme_of(bits, method)]
 
 
-def pack_codes(codes: torch.Tensor, bits: int, method: str = "xtc") -> torch.Tensor:
+def pack_codes(codes: torch.Tensor, bits: int, method: str) -> torch.Tensor:
     """Pack with the packing that (bits, method) uses in the artifact."""
     p = _packing(bits, method)
     if p == "binary-8":
@@ -156,7 +155,7 @@ def pack_codes(codes: torch.Tensor, bits: int, method: str = "xtc") -> torch.Ten
     return pack_uint(codes, bits)
 
 
-def unpack_codes(data, numel: int, bits: int, method: str = "xtc") -> torch.Tensor:
+def unpack_codes(data, numel: int, bits: int, method: str) -> torch.Tensor:
     p = _packing(bits, method)
     if p == "binary-8":
         return unpack_binary(data, numel)
@@ -178,7 +177,7 @@ def _quant_params(model) -> dict[str, object]:
     out = {}
     for name, m in quantized_modules(model):
         if m.wbits < 32:
-            out[f"{name}.weight" if name else "weight"] = m
+            out[f"{name}.weight"] = m  # never the root: export takes a whole model
     return out
 
 
@@ -205,8 +204,6 @@ def export_packed(model, tokenizer, out_path: str, overwrite: bool = False) -> d
     """
     out_path = os.fspath(out_path)
     check_out_file(out_path)
-    if os.path.exists(out_path) and not overwrite:
-        raise FileExistsError(f"{out_path} already exists; pass --overwrite (overwrite=True) to replace it")
     qparams = _quant_params(model)
     frozen = [k for k, m in qparams.items() if m.frozen]
     if frozen:
@@ -253,7 +250,7 @@ def export_packed(model, tokenizer, out_path: str, overwrite: bool = False) -> d
     with atomic_write(out_path, "wb", overwrite=overwrite) as f:
         with zipfile.ZipFile(f, "w") as zf:
             for name, data in [(MANIFEST, json.dumps(manifest, indent=1).encode("utf-8"))] + list(members.items()):
-                zi = zipfile.ZipInfo(name, date_time=_ZIP_TIME)
+                zi = zipfile.ZipInfo(name)  # its default timestamp is fixed (1980-01-01): same model, same bytes
                 # weights are already dense: deflate would only cost time
                 zi.compress_type = zipfile.ZIP_STORED if name == WEIGHTS else zipfile.ZIP_DEFLATED
                 zf.writestr(zi, data)
@@ -432,7 +429,7 @@ def load_packed(path: str):
     for k, t in own.items():
         if t.shape != sd[k].shape:
             raise bad(f"tensor {k}: shape {list(sd[k].shape)} in file, model expects {list(t.shape)}")
-    model.load_state_dict(sd, strict=True)
+    model.load_state_dict(sd)  # strict: the names were compared above
     for k, m in qparams.items():
         m.frozen = True  # the weight now holds dequantized codes: use as is
         if isinstance(m, QuantLinear):  # integer evaluation uses the file's codes (QuantLinear.integer_eval)
@@ -478,7 +475,7 @@ def size_report(path_or_model, teacher_fp32_bytes: int | None = None) -> dict:
     path = os.fspath(path_or_model)
     manifest, members = _open_verified(path)
     # BERT's state_dict holds parameters only, so this counts what model_size() counts
-    size = size_summary((math.prod(e["shape"]), e["role"], 32 if e["scheme"] == "none" else e["bits"], e["method"],
+    size = size_summary((math.prod(e["shape"]), e["role"], e["bits"], e["method"],
                          e["groups"]) for e in manifest["tensors"])
     total = size["total_params"]
     tok = sum(len(b) for n, b in members.items() if n.startswith(TOKENIZER_DIR))
@@ -517,6 +514,6 @@ def read_verified(path: str) -> tuple[dict, dict[str, bytes]]:
     return _open_verified(path)
 
 
-def packing_of(bits: int, method: str = "xtc") -> str:
+def packing_of(bits: int, method: str) -> str:
     """The packing ("binary-8", "ternary-5" or "uint-k") that (bits, method) uses in the artifact."""
     return _packing(bits, method)

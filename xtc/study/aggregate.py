@@ -190,10 +190,10 @@ def write_results(config: dict, runs_dir: str, out_dir: str, allow_incomplete: b
 def read_results(results_dir: str):
     import pandas as pd
 
-    runs = pd.read_csv(os.path.join(results_dir, "runs.csv"), keep_default_na=True)
-    runs["budget"] = runs["budget"].fillna("").astype(str)
-    runs["teacher_layers"] = runs["teacher_layers"].fillna("").astype(str)
-    runs["size_source"] = runs["size_source"].fillna("").astype(str)
+    # text columns stay text: an empty budget is "", not NaN, and a single teacher layer "5" is not 5.0
+    text = ("budget", "teacher_layers", "size_source")
+    runs = pd.read_csv(os.path.join(results_dir, "runs.csv"), dtype=dict.fromkeys(text, str))
+    runs = runs.fillna(dict.fromkeys(text, ""))
     mpath = os.path.join(results_dir, "missing.csv")
     missing = pd.read_csv(mpath) if os.path.isfile(mpath) else pd.DataFrame(columns=MISSING_COLUMNS)
     return runs, missing
