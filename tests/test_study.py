@@ -650,7 +650,7 @@ def test_plan_costs_a_step_by_its_examples():
 def test_read_results_keeps_empty_and_numeric_looking_text_columns_as_text(tmp_path):
     """runs.csv written by pandas loses the type of text columns: an empty budget reads back as NaN and a
     single teacher layer as a number; read_results restores both as text."""
-    from xtc.study.aggregate import RUNS_COLUMNS
+    from xtc.study.aggregate import MISSING_COLUMNS, RUNS_COLUMNS
 
     cols = {c: ["a", "b"] for c in RUNS_COLUMNS}
     cols.update(budget=["", "short"], teacher_layers=["", "5"], size_source=["", "packed"], value=[0.5, 0.25])
@@ -658,7 +658,9 @@ def test_read_results_keeps_empty_and_numeric_looking_text_columns_as_text(tmp_p
     runs, missing = study.read_results(str(tmp_path))
     assert runs["budget"].tolist() == ["", "short"] and runs["teacher_layers"].tolist() == ["", "5"]
     assert runs["size_source"].tolist() == ["", "packed"] and runs["value"].tolist() == [0.5, 0.25]
-    assert list(missing.columns) == study.aggregate.MISSING_COLUMNS and len(missing) == 0
+    assert list(missing.columns) == MISSING_COLUMNS and len(missing) == 0  # no missing.csv: none missing
+    pd.DataFrame({c: ["x"] for c in MISSING_COLUMNS}).to_csv(tmp_path / "missing.csv", index=False)
+    assert study.read_results(str(tmp_path))[1]["reason"].tolist() == ["x"]
 
 
 @pytest.mark.parametrize("value", [None, "0.9", float("nan")])

@@ -160,3 +160,42 @@ def test_train_file_replaces_training_inputs(tmp_path, teacher, glue_dir):
     with pytest.raises(ValueError, match=r"aug.jsonl:1: expected a JSON object"):
         compress("sst2", teacher, str(tmp_path / "da2"), CFG, QuantSpec(wbits=1), CompressConfig(train_file=str(f)),
                  run=RunOptions(glue_dir=glue_dir, quiet=True))
+
+
+# ---------------------------------------------------------------- pinned by mutation testing (issue 14)
+
+
+def test_versions_name_python_and_each_package_installed():
+    import importlib.metadata as md
+    import platform
+
+    from xtc.train import versions
+
+    v = versions()
+    assert v["python"] == platform.python_version()
+    for pkg in ("xtc-bench", "torch", "transformers", "datasets", "scikit-learn", "scipy", "numpy"):
+        assert v[pkg] == md.version(pkg)
+    assert len(v) == 8
+
+
+def test_rng_state_saves_and_restores_the_cuda_generators_where_there_are_some(monkeypatch):
+    """The CPU-only CI cannot run a GPU, so the CUDA calls are spied on: saved when CUDA is there, restored only
+    when the state has them and CUDA is there."""
+    import torch
+
+    from xtc.train import _rng_state, _set_rng_state
+
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: ["gpu0-state"])
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.append)
+    state = _rng_state()
+    assert state["cuda"] == ["gpu0-state"]
+    _set_rng_state(state)
+    assert restored == [["gpu0-state"]]
+    _set_rng_state({k: v for k, v in state.items() if k != "cuda"})  # saved on a CPU-only machine
+    assert restored == [["gpu0-state"]]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # resumed on a CPU-only machine
+    assert "cuda" not in _rng_state()
+    _set_rng_state(state)
+    assert restored == [["gpu0-state"]]
