@@ -292,3 +292,65 @@ def test_claims_csv_is_byte_identical_across_runs(tmp_path):
     assert c1.replace(str(tmp_path / "a"), "") == c2.replace(str(tmp_path / "b"), "")
     for r in run_claims(tmp_path / "c", good).to_dict("records"):
         json.loads(r["numbers"])  # valid JSON: NaN written as null
+
+
+# ---------------------------------------------------------------- golden outputs (issue 14: mutation testing)
+
+GOLDEN = os.path.join(os.path.dirname(__file__), "golden")
+
+
+def _small(r):  # as in test_two_seeds_of_a_small_effect_are_inconclusive_and_say_what_would_decide
+    s = good(r)
+    if r["kind"] == "student":
+        s += 0.03 if r["kd"] == "two-stage" else 0.0
+        s -= {"mrpc": 0.028, "stsb": 0.018, "sst2": 0.0}[r["task"]] if r["da"] == "on" else 0.0
+    return s
+
+
+def _golden_cases(tmp_path):
+    cfg = study_config(tmp_path / "m")
+    runs = study.study_runs(cfg)
+    gone = set(runs.loc[(runs["kd"] == "two-stage") | (runs["da"] == "on"), "run_id"])
+    return {"hold": lambda: run_claims(tmp_path / "h", good),
+            "fail": lambda: run_claims(tmp_path / "f", bad, packed_ratio=5.0),
+            "small": lambda: run_claims(tmp_path / "s", _small, seeds=(1, 2)),
+            "missing": lambda: run_claims(tmp_path / "m", good, skip=gone),
+            "one-seed": lambda: run_claims(tmp_path / "o", good, seeds=(1,))}
+
+
+@pytest.mark.parametrize("case", ["hold", "fail", "small", "missing", "one-seed"])
+def test_claims_table_equals_its_golden_copy(tmp_path, case):
+    """Every column of the claims table (statements, rules, evidence, what would decide, numbers) against a
+    reviewed copy: a changed word or number fails here. Regenerate with XTC_REGEN_GOLDEN=1 and review the diff."""
+    import pandas as pd
+
+    got = _golden_cases(tmp_path)[case]().reset_index()[C.CLAIMS_COLUMNS]
+    got = got.replace(str(tmp_path), "<tmp>", regex=True)
+    path = os.path.join(GOLDEN, f"claims-{case}.csv")
+    if os.environ.get("XTC_REGEN_GOLDEN"):
+        got.to_csv(path, index=False)
+    want = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    got = pd.read_csv(__import__("io").StringIO(got.to_csv(index=False)), keep_default_na=False, na_values=[""])
+    assert list(got.columns) == list(want.columns) and len(got) == len(want)
+    for col in want.columns:
+        if col == "numbers":  # JSON: compared value by value, floats to 1e-9
+            for g, w in zip(got[col], want[col]):
+                fg, fw = _flat(json.loads(g)), _flat(json.loads(w))
+                assert fg.keys() == fw.keys()
+                for k in fw:
+                    if isinstance(fw[k], float):
+                        assert fg[k] == pytest.approx(fw[k], rel=1e-9, abs=1e-12), k
+                    else:
+                        assert fg[k] == fw[k], k
+        elif pd.api.types.is_numeric_dtype(want[col]) and pd.api.types.is_numeric_dtype(got[col]):
+            assert got[col].tolist() == pytest.approx(want[col].tolist(), rel=1e-9, abs=1e-12, nan_ok=True), col
+        else:
+            assert got[col].fillna("").astype(str).tolist() == want[col].fillna("").astype(str).tolist(), col
+
+
+def _flat(x, prefix=""):
+    if isinstance(x, dict):
+        return {k2: v for k, v in x.items() for k2, v in _flat(v, f"{prefix}{k}.").items()}
+    if isinstance(x, list):
+        return {k2: v for i, v in enumerate(x) for k2, v in _flat(v, f"{prefix}{i}.").items()}
+    return {prefix: x}
