@@ -36,7 +36,7 @@ run_group() {  # name, modules to mutate, test files
     fi
     timeout "${TIMEOUT:-14400}" nice -n 19 $M run --max-children "${MUT_CHILDREN:-1}" "${names[@]}" \
         > "$out/mutation-$name.log" 2>&1
-    $M results > "$out/mutation-$name.results" 2>&1
+    $M results --all true > "$out/mutation-$name.results" 2>&1
     tail -c 600 "$out/mutation-$name.log" | tr '\r' '\n' | grep '🎉' | tail -1 > "$out/mutation-$name.total"
     cat "$out/mutation-$name.total"
 }
