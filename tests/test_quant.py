@@ -420,3 +420,40 @@ def test_min_weight_bytes_and_size_summary_by_hand():
     assert s["bits_per_weight"] == 8 * 487 / 1650
     one = size_summary([(1, None, 1, "xtc", 1)])  # a single 1-bit weight: 1 byte of codes + its fp32 scale
     assert one["bits_per_weight"] == 40.0
+
+
+def test_wrappers_built_directly_equal_wrapped_modules():
+    """QuantLinear(...) and QuantEmbedding(...) as constructors (public API, like nn.Linear's) give the same
+    module as wrapping a plain one with from_module."""
+    torch.manual_seed(0)
+    direct = QuantLinear(8, 6, bias=False, wbits=2, abits=8, groups=3, method="uniform", act_per_token=False,
+                         dtype=torch.float64)
+    plain = nn.Linear(8, 6, bias=False, dtype=torch.float64)
+    plain.weight.data.copy_(direct.weight.data)
+    wrapped = QuantLinear.from_module(plain, wbits=2, abits=8, groups=3, method="uniform", act_per_token=False)
+    attrs = ("in_features", "out_features", "wbits", "abits", "groups", "method", "act_per_token", "frozen",
+             "weight_codes_t", "row_scales")
+    assert {a: getattr(direct, a) for a in attrs} == {a: getattr(wrapped, a) for a in attrs}
+    assert direct.bias is None and direct.weight.dtype == torch.float64 and direct.wbits == 2
+    assert (direct.abits, direct.groups, direct.method, direct.act_per_token) == (8, 3, "uniform", False)
+    x = torch.randn(2, 8, dtype=torch.float64)
+    torch.testing.assert_close(direct.train()(x), wrapped.train()(x), rtol=0, atol=0)
+    defaults = QuantLinear(4, 2)
+    assert (defaults.wbits, defaults.abits, defaults.groups, defaults.method, defaults.act_per_token) == \
+        (32, 32, 1, "xtc", True) and defaults.bias is not None and defaults.weight.dtype == torch.float32
+    assert not defaults.frozen and defaults.weight_codes_t is None and defaults.row_scales is None
+
+    emb = QuantEmbedding(10, 4, padding_idx=0, wbits=1, method="xtc", dtype=torch.float64)
+    plain_e = nn.Embedding(10, 4, padding_idx=0, dtype=torch.float64)
+    plain_e.weight.data.copy_(emb.weight.data)
+    wrapped_e = QuantEmbedding.from_module(plain_e, wbits=1)
+    e_attrs = ("num_embeddings", "embedding_dim", "padding_idx", "wbits", "abits", "groups", "method",
+               "act_per_token", "frozen")
+    assert {a: getattr(emb, a) for a in e_attrs} == {a: getattr(wrapped_e, a) for a in e_attrs}
+    assert (emb.wbits, emb.abits, emb.groups, emb.padding_idx, emb.weight.dtype) == (1, 32, 10, 0, torch.float64)
+    ids = torch.tensor([[0, 3, 9]])
+    torch.testing.assert_close(emb(ids), wrapped_e(ids), rtol=0, atol=0)
+    d = QuantEmbedding(5, 3)
+    assert (d.wbits, d.method, d.padding_idx, d.weight.dtype) == (32, "xtc", None, torch.float32)
+    assert QuantLinear(4, 2, device="meta").weight.device.type == "meta"
+    assert QuantEmbedding(5, 3, device="meta").weight.device.type == "meta"
