@@ -315,10 +315,22 @@ def _golden_cases(tmp_path):
             "fail": lambda: run_claims(tmp_path / "f", bad, packed_ratio=5.0),
             "small": lambda: run_claims(tmp_path / "s", _small, seeds=(1, 2)),
             "missing": lambda: run_claims(tmp_path / "m", good, skip=gone),
-            "one-seed": lambda: run_claims(tmp_path / "o", good, seeds=(1,))}
+            "one-seed": lambda: run_claims(tmp_path / "o", good, seeds=(1,)),
+            "no-teacher": lambda: run_claims(tmp_path / "t", good, skip={
+                r for r in runs["run_id"] if r.startswith("teacher/") and "task~stsb" in r}),
+            "no-axes": lambda: _claims_without_axes(tmp_path / "n")}
 
 
-@pytest.mark.parametrize("case", ["hold", "fail", "small", "missing", "one-seed"])
+def _claims_without_axes(tmp_path):
+    """Only the anchor and the teacher: every claim lacks the axis it needs and says which."""
+    cfg = study_config(tmp_path)
+    cfg["axes"] = [{"name": "anchor", "vary": {"lr": [5e-5]}}]
+    write_tree(cfg, good)
+    res = study.write_results(cfg, cfg["paths"]["runs"], cfg["paths"]["results"], allow_incomplete=True)
+    return study.check_claims(cfg, res["runs"], res["missing"]).set_index("claim")
+
+
+@pytest.mark.parametrize("case", ["hold", "fail", "small", "missing", "one-seed", "no-teacher", "no-axes"])
 def test_claims_table_equals_its_golden_copy(tmp_path, case):
     """Every column of the claims table (statements, rules, evidence, what would decide, numbers) against a
     reviewed copy: a changed word or number fails here. Regenerate with XTC_REGEN_GOLDEN=1 and review the diff."""
@@ -354,3 +366,28 @@ def _flat(x, prefix=""):
     if isinstance(x, list):
         return {k2: v for i, v in enumerate(x) for k2, v in _flat(v, f"{prefix}{i}.").items()}
     return {prefix: x}
+
+
+def test_paired_and_summary_helpers_on_missing_and_constant_values():
+    a = {"mrpc": {1: 80.0, 2: 82.0}, "stsb": {1: 70.0, 2: 74.0}}
+    assert C._paired(a, {"mrpc": 79.0}, ["mrpc", "stsb"]) == {"mrpc": {1: 1.0, 2: 3.0}, "stsb": {}}
+    assert C._paired(a, {"mrpc": float("nan"), "stsb": None}, ["mrpc", "stsb"]) == {"mrpc": {}, "stsb": {}}
+    assert C._paired(a, {"mrpc": {2: 80.0, 3: 1.0}}, ["mrpc"]) == {"mrpc": {2: 2.0}}
+    mean, sd = C._summ(a, ["mrpc", "stsb"])
+    assert mean == 76.5 and sd == pytest.approx(math.sqrt(((75.0 - 76.5) ** 2 + (78.0 - 76.5) ** 2) / 1))
+    one = C._summ({"mrpc": {1: 80.0}}, ["mrpc"])
+    assert one[0] == 80.0 and math.isnan(one[1])  # one seed: no sd
+    assert C._summ({"mrpc": 80.0, "stsb": 70.0}, ["mrpc", "stsb"])[0] == 75.0  # constants (the teacher)
+    assert math.isnan(C._summ({"mrpc": 80.0, "stsb": 70.0}, ["mrpc", "stsb"])[1])
+    for scores in ({}, {"mrpc": {}}, {"mrpc": None}, {"mrpc": float("nan")}, {"mrpc": {1: 1.0}, "stsb": {}}):
+        assert all(math.isnan(x) for x in C._summ(scores, ["mrpc", "stsb"][:len(scores) or 1]))
+    assert all(math.isnan(x) for x in C._summ(a, []))
+
+
+def test_clean_makes_numpy_scalars_and_nan_json_safe():
+    import numpy as np
+
+    got = C._clean({1: np.int64(3), "x": [np.float64("nan"), (np.float32(0.5),)], "y": float("nan")})
+    assert got == {"1": 3, "x": [None, [0.5]], "y": None}
+    assert type(got["1"]) is int
+    json.dumps(got, allow_nan=False)
