@@ -246,9 +246,27 @@ def _params():
         yield pytest.param(argv, expected, pre, id=name, marks=marks)
 
 
+def _record(case: str, argv: list, code: int, err: str, fmt: dict) -> None:
+    """XTC_BAD_INPUT_TABLE=FILE appends each case's command, exit status and message to FILE (JSON lines) for the
+    table in bench/results/bad_inputs.md (bench/bad_inputs_table.py)."""
+    path = os.environ.get("XTC_BAD_INPUT_TABLE")
+    if not path:
+        return
+    import json
+
+    def short(text):  # the fixtures' temporary folders as the names the table uses
+        for key in ("out", "tmp", "bad", "teacher", "student", "unfinished", "tiny_reg", "tiny", "glue"):
+            text = text.replace(fmt[key], "{" + key + "}")
+        return text
+
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps({"case": case, "command": "xtc " + " ".join(short(a.format(**fmt)) for a in argv),
+                            "exit": code, "stderr": short(err.strip())}) + "\n")
+
+
 @pytest.mark.parametrize("argv, expected, pre", list(_params()))
 def test_bad_input_is_one_clear_line_exit_2_and_leaves_nothing(tmp_path, capsys, monkeypatch, ctx, argv, expected,
-                                                               pre):
+                                                               pre, request):
     monkeypatch.delenv("XTC_DEBUG", raising=False)
     capsys.readouterr()  # drop what building the shared fixtures printed
     fmt = {**ctx, "tmp": str(tmp_path), "out": str(tmp_path / "out")}
@@ -257,6 +275,7 @@ def test_bad_input_is_one_clear_line_exit_2_and_leaves_nothing(tmp_path, capsys,
     code = main([a.format(**fmt) for a in argv])
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
+    _record(request.node.callspec.id, argv, code, err, fmt)
     assert code == 2, err
     assert len(lines) == 1 and "Traceback" not in err, err
     assert expected.format(**fmt) in lines[0], lines[0]

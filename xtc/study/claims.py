@@ -291,7 +291,7 @@ def _row(claim: str, finding: int, compare: str, st: dict, margin: float, kind: 
     return {"claim": claim, "finding": finding, "statement": CLAIMS[finding], "compare": compare,
             "effect": st["effect"], "ci_low": st["ci_low"], "ci_high": st["ci_high"], "n": st["n"],
             "n_tasks": st["n_tasks"], "df": st["df"], "margin": margin, "rule": rule or rule_text(kind, margin),
-            "verdict": v, "finding_verdict": "",
+            "verdict": v,  # finding_verdict: check_claims adds it, from all of a finding's rows
             "decide": decide_override if decide_override is not None else decide_text(st, v, margin, kind, weights),
             "mean_a": ma, "sd_a": sa, "mean_b": mb, "sd_b": sb, "sd_paired": pooled, "threshold": threshold,
             "evidence": evidence,
