@@ -457,3 +457,88 @@ def test_wrappers_built_directly_equal_wrapped_modules():
     assert (d.wbits, d.method, d.padding_idx, d.weight.dtype) == (32, "xtc", None, torch.float32)
     assert QuantLinear(4, 2, device="meta").weight.device.type == "meta"
     assert QuantEmbedding(5, 3, device="meta").weight.device.type == "meta"
+
+
+# ---------------------------------------------------------------- pinned by mutation testing (issue 14), part 2
+
+
+def test_int8_routes_by_device_and_shape():
+    from xtc.quant import int8_route
+
+    assert int8_route("cpu", 1, 3, 5) == "int_mm"  # oneDNN takes any shape
+    assert int8_route("cuda", 17, 16, 24) == "int_mm"
+    assert int8_route("cuda", 16, 16, 24) == "int_mm_padded"  # CUDA's kernel needs more than 16 rows
+    assert int8_route("cuda", 1, 16, 24) == "int_mm_padded"
+    for k, n in ((12, 24), (16, 20), (9, 9)):  # K or N not a multiple of 8
+        assert int8_route("cuda", 64, k, n) == "float64"
+    assert int8_route("mps", 64, 16, 16) == "float64" and int8_route("meta", 64, 16, 16) == "float64"
+
+
+@pytest.mark.parametrize("route", ["int_mm", "int_mm_padded", "float64"])
+def test_every_int8_route_gives_the_exact_product(route, monkeypatch):
+    import xtc.quant as Q
+
+    g = torch.Generator().manual_seed(0)
+    q = torch.randint(-128, 128, (5, 16), generator=g, dtype=torch.int8)
+    w_t = torch.randint(-128, 128, (16, 24), generator=g, dtype=torch.int8)
+    want = (q.to(torch.int64) @ w_t.to(torch.int64)).to(torch.int32)
+    calls = []
+    real = torch._int_mm
+    monkeypatch.setattr(torch, "_int_mm", lambda a, b: calls.append(tuple(a.shape)) or real(a, b))
+    monkeypatch.setattr(Q, "int8_route", lambda *a: route)  # each route, run on the CPU
+    got = Q.int8_matmul(q, w_t)
+    assert got.dtype == torch.int32 and torch.equal(got, want)
+    assert calls == {"int_mm": [(5, 16)], "int_mm_padded": [(32, 16)], "float64": []}[route]
+
+
+def test_the_cpu_uses_the_int8_kernel(monkeypatch):
+    from xtc.quant import int8_matmul
+
+    calls = []
+    real = torch._int_mm
+    monkeypatch.setattr(torch, "_int_mm", lambda a, b: calls.append(1) or real(a, b))
+    int8_matmul(torch.ones(3, 4, dtype=torch.int8), torch.ones(4, 2, dtype=torch.int8))
+    assert calls == [1]
+
+
+def test_ternary_threshold_boundary_and_a_single_kept_weight():
+    w = torch.tensor([[7.0, -7.0, 13.0, -13.0]])  # mean |w| 10: threshold exactly 7, and |w| = 7 is not kept
+    codes, scales = quantize_weight_codes(w, 2)
+    assert codes.tolist() == [[0, 0, 1, -1]] and scales.tolist() == [13.0]
+    assert quantize_weight(w, 2).tolist() == [[0.0, 0.0, 13.0, -13.0]]
+    one = torch.tensor([[10.0, 0.0, 0.0, 0.0]])  # one weight kept: its scale is its own magnitude
+    assert quantize_weight(one, 2).tolist() == [[10.0, 0.0, 0.0, 0.0]]
+    assert quantize_weight_codes(one, 2)[1].tolist() == [10.0]
+
+
+def test_bf16_weights_are_quantized_in_fp32():
+    g = torch.Generator().manual_seed(1)
+    w = (torch.randn(8, 512, generator=g) * 0.05).to(torch.bfloat16)
+    for bits in (1, 2):
+        want = quantize_weight(w.float(), bits, groups=2).to(torch.bfloat16)
+        assert torch.equal(quantize_weight(w, bits, groups=2), want)
+
+
+def test_quantize_tokens_scales_are_fp32_per_token_and_one_for_zero_rows():
+    from xtc.quant import quantize_tokens
+
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 3, 8, generator=g)
+    x[1, 2] = 0.0
+    q, s = quantize_tokens(x, 8, True)
+    assert s.shape == (2, 3, 1) and s.dtype == torch.float32 and q.dtype == torch.int8
+    torch.testing.assert_close(s[0, 0, 0], x[0, 0].abs().max() / 128)
+    assert s[1, 2, 0] == 1.0 and (q[1, 2] == 0).all()  # an all-zero token: scale 1, not 0
+    qt, st = quantize_tokens(x.reshape(-1, 8), 8, False)
+    assert st.shape == (1, 1) and st.item() == pytest.approx(x.abs().max().item() / 128)
+    xb = x.to(torch.bfloat16)
+    qb, sb = quantize_tokens(xb, 8, True)
+    q32, s32 = quantize_tokens(xb.float(), 8, True)
+    assert sb.dtype == torch.float32 and torch.equal(qb, q32) and torch.equal(sb, s32)
+
+
+def test_set_codes_stores_int8_whatever_it_is_given():
+    m = QuantLinear(4, 2, wbits=1, abits=8)
+    m.set_codes(torch.tensor([[1, -1, 1, 1], [-1, -1, 1, -1]], dtype=torch.int64), torch.tensor([0.5]))
+    assert m.weight_codes_t.dtype == torch.int8 and m.weight_codes_t.shape == (4, 2)
+    assert m.row_scales.tolist() == [0.5, 0.5]

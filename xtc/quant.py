@@ -116,7 +116,7 @@ def _fake_quant_values(w: torch.Tensor, bits: int, groups: int, method: str, dty
         pos, neg = wf > d, wf < -d
         keep = pos | neg
         a = ((absw * keep).sum(dim=1, keepdim=True) / keep.sum(dim=1, keepdim=True).clamp(min=1)).to(dtype)
-        out = torch.where(pos, a, torch.where(neg, -a, torch.zeros((), dtype=dtype)))
+        out = torch.where(pos, a, torch.where(neg, -a, 0.0))  # a python 0.0 takes a's dtype
     return out.reshape(w.shape)
 
 
@@ -179,7 +179,7 @@ def quantize_activation(x: torch.Tensor, bits: int = 8, per_token: bool = True) 
 # the integer maths: the same numbers as the fake-quant maths above, as int8 x int8 -> int32 products
 
 
-def quantize_tokens(x: torch.Tensor, bits: int = 8, per_token: bool = True):
+def quantize_tokens(x: torch.Tensor, bits: int, per_token: bool):
     """-> (int8 q, fp32 scale [..., 1] per token or [1, 1] per tensor) with q * scale == the fake-quant of x.
 
     The same expressions as activation_scale and _ActSTE.forward, so q is bit-identical.
@@ -192,21 +192,24 @@ def quantize_tokens(x: torch.Tensor, bits: int = 8, per_token: bool = True):
     return q, s
 
 
-def int8_matmul(q: torch.Tensor, w_t: torch.Tensor) -> torch.Tensor:
-    """Exact int32 product of int8 [M, K] and int8 [K, N].
+def int8_route(device_type: str, m: int, k: int, n: int) -> str:
+    """How int8_matmul multiplies int8 [m, k] by [k, n] on a device: "int_mm" (torch._int_mm as is: any shape on
+    CPU, oneDNN VNNI/AMX; on CUDA when m > 16 and k, n are multiples of 8), "int_mm_padded" (CUDA with m <= 16:
+    rows padded to 32) or "float64" (elsewhere: exact, every partial sum is an integer below 2^53)."""
+    if device_type == "cpu":
+        return "int_mm"
+    if device_type == "cuda" and k % 8 == 0 and n % 8 == 0:
+        return "int_mm" if m > 16 else "int_mm_padded"
+    return "float64"
 
-    torch._int_mm on CPU (any M; oneDNN VNNI/AMX) and on CUDA where its shape rules hold (M > 16, K and N
-    multiples of 8; smaller M is padded). Elsewhere a float64 product, which is exact here: every partial
-    sum is an integer below 2^53.
-    """
-    m, k = q.shape
-    n = w_t.shape[1]
-    if q.device.type == "cpu":
+
+def int8_matmul(q: torch.Tensor, w_t: torch.Tensor) -> torch.Tensor:
+    """Exact int32 product of int8 [M, K] and int8 [K, N], by the route int8_route picks."""
+    route = int8_route(q.device.type, q.shape[0], q.shape[1], w_t.shape[1])
+    if route == "int_mm":
         return torch._int_mm(q, w_t)
-    if q.device.type == "cuda" and k % 8 == 0 and n % 8 == 0:
-        if m > 16:
-            return torch._int_mm(q, w_t)
-        return torch._int_mm(F.pad(q, (0, 0, 0, 32 - m)), w_t)[:m]
+    if route == "int_mm_padded":
+        return torch._int_mm(F.pad(q, (0, 0, 0, 32 - q.shape[0])), w_t)[: q.shape[0]]
     return torch.matmul(q.to(torch.float64), w_t.to(torch.float64)).to(torch.int32)
 
 
