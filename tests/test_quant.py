@@ -542,3 +542,68 @@ def test_set_codes_stores_int8_whatever_it_is_given():
     m.set_codes(torch.tensor([[1, -1, 1, 1], [-1, -1, 1, -1]], dtype=torch.int64), torch.tensor([0.5]))
     assert m.weight_codes_t.dtype == torch.int8 and m.weight_codes_t.shape == (4, 2)
     assert m.row_scales.tolist() == [0.5, 0.5]
+
+
+def test_code_and_group_errors_and_zero_weights():
+    with pytest.raises(ValueError, match=r"^groups must be >= 1, got 0$"):
+        quantize_weight_codes(torch.ones(4, 2), 2, groups=0)
+    with pytest.raises(ValueError, match=r"^32-bit weights have no codes$"):
+        quantize_weight_codes(torch.ones(4, 2), 32)
+    zero = torch.tensor([[0.0, 2.0, -2.0, 0.0]])
+    assert quantize_weight_codes(zero, 1)[0].tolist() == [[1, 1, -1, 1]]  # 0 is on the + side, in both paths
+    assert quantize_weight(zero, 1).tolist() == [[1.0, 1.0, -1.0, 1.0]]
+    codes, scales = quantize_weight_codes(torch.zeros(2, 3), 4, groups=2, method="uniform")
+    assert codes.abs().sum() == 0 and scales.tolist() == [1.0, 1.0]  # an all-zero group: scale 1, not 0
+
+
+def test_codes_of_bf16_weights_and_row_scales_are_fp32():
+    from xtc.quant import row_scales_of
+
+    g = torch.Generator().manual_seed(3)
+    w = (torch.randn(4, 256, generator=g) * 0.05).to(torch.bfloat16)
+    for bits, method in ((1, "xtc"), (2, "xtc"), (4, "uniform")):
+        c16, s16 = quantize_weight_codes(w, bits, 2, method)
+        c32, s32 = quantize_weight_codes(w.float(), bits, 2, method)
+        assert torch.equal(c16, c32) and s16.dtype == torch.float32 and torch.equal(s16, s32)
+    rows = row_scales_of(torch.tensor([0.5, 2.0], dtype=torch.float64), 2, 4)
+    assert rows.dtype == torch.float32 and rows.tolist() == [0.5, 0.5, 2.0, 2.0]
+
+
+def test_integer_eval_returns_the_input_dtype_and_autocast_quantizes_straight_to_bf16(monkeypatch):
+    import xtc.quant as Q
+
+    torch.manual_seed(0)
+    lin = QuantLinear.from_module(nn.Linear(16, 8), wbits=1, abits=8).eval()
+    with torch.no_grad():
+        assert lin.uses_integer_eval() and lin(torch.randn(3, 16).to(torch.bfloat16)).dtype == torch.bfloat16
+    seen = []
+    real = Q.quantize_weight
+    monkeypatch.setattr(Q, "quantize_weight", lambda w, b, g, m, dtype=None: seen.append(dtype) or real(w, b, g, m, dtype))
+    lin.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        lin(torch.randn(3, 16))
+    lin(torch.randn(3, 16))
+    assert seen == [torch.bfloat16, None]  # the weight is written in the matmul's dtype under autocast
+
+
+def test_embedding_wrapper_behaves_like_nn_embedding_and_has_fixed_attributes():
+    torch.manual_seed(0)
+    for kw in ({"padding_idx": 0, "scale_grad_by_freq": True}, {"max_norm": 0.5, "norm_type": 1.0},
+               {"sparse": True}):
+        plain = nn.Embedding(10, 4, **kw)
+        wrapped = QuantEmbedding.from_module(nn.Embedding(10, 4, **kw), wbits=32, method="xtc")
+        wrapped.weight.data.copy_(plain.weight.data)
+        ids = torch.tensor([[0, 3, 3, 9]])
+        out_p, out_w = plain(ids), wrapped(ids)
+        torch.testing.assert_close(out_w, out_p, rtol=0, atol=0)
+        out_p.sum().backward()
+        out_w.sum().backward()
+        gp, gw = plain.weight.grad, wrapped.weight.grad
+        assert gw.is_sparse == gp.is_sparse
+        torch.testing.assert_close(gw.to_dense(), gp.to_dense(), rtol=0, atol=0)
+    e = QuantEmbedding.from_module(nn.Embedding(5, 3), wbits=1, method="xtc")
+    assert (e.abits, e.act_per_token, e.groups) == (32, True, 5) and e.frozen is False
+    d = QuantEmbedding.from_module(nn.Embedding(5, 3))
+    assert (d.wbits, d.method) == (32, "xtc")
+    lin = QuantLinear.from_module(nn.Linear(4, 2))
+    assert (lin.wbits, lin.abits, lin.groups, lin.method, lin.act_per_token) == (32, 32, 1, "xtc", True)

@@ -47,7 +47,7 @@ def scheme_of(bits: int, method: str = "xtc") -> str:
 def _check_groups(w: torch.Tensor, groups: int) -> None:
     if groups < 1:
         raise ValueError(f"groups must be >= 1, got {groups}")
-    rows = w.shape[0] if w.dim() > 0 else 1
+    rows = w.shape[0]  # a weight is a matrix (or a table): never 0-d
     if rows % groups != 0:
         raise ValueError(
             f"groups={groups} does not divide the {rows} rows of a weight of shape {tuple(w.shape)}; "
@@ -316,8 +316,7 @@ class QuantLinear(nn.Linear):
             q, s = quantize_tokens(x.reshape(-1, self.in_features), self.abits, self.act_per_token)
             y = integer_linear(q, s, codes_t, rows, self.bias)
             return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
-        if self.abits < 32:
-            x = quantize_activation(x, self.abits, self.act_per_token)
+        x = quantize_activation(x, self.abits, self.act_per_token)  # 32 bits: x itself
         w = self.weight
         if not self.frozen:
             dev = w.device.type
