@@ -385,7 +385,8 @@ def test_label_losses_of_a_regression_model():
     loss, logs = label_objective(model, b)
     assert loss.item() == pytest.approx(want, rel=1e-5) and logs == {"label": pytest.approx(want, rel=1e-5)}
     # float64 labels (from user code) are cast, not refused
-    assert label_loss(logits, b["labels"].double(), True).item() == pytest.approx(want, rel=1e-5)
+    double = label_loss(logits, b["labels"].double(), True)
+    assert double.dtype == torch.float32 and double.item() == pytest.approx(want, rel=1e-5)
 
 
 def test_kd_objective_reads_the_cache_when_the_batch_has_indices_and_the_live_teacher_otherwise():

@@ -607,3 +607,59 @@ def test_embedding_wrapper_behaves_like_nn_embedding_and_has_fixed_attributes():
     assert (d.wbits, d.method) == (32, "xtc")
     lin = QuantLinear.from_module(nn.Linear(4, 2))
     assert (lin.wbits, lin.abits, lin.groups, lin.method, lin.act_per_token) == (32, 32, 1, "xtc", True)
+
+
+def test_scheme_of_defaults_and_messages():
+    from xtc.quant import scheme_of
+
+    assert (scheme_of(1), scheme_of(2), scheme_of(4), scheme_of(32)) == ("binary", "ternary", "uniform", "none")
+    with pytest.raises(ValueError, match=r"^unknown quantization method 'foo'; use one of \('xtc', 'uniform'\)$"):
+        scheme_of(1, "foo")
+    with pytest.raises(ValueError, match=r"^unsupported weight bit-width 9 for method 'xtc'; use 1\.\.8 or 32$"):
+        scheme_of(9, "xtc")
+    with pytest.raises(ValueError, match=r"^unsupported weight bit-width 1 for method 'uniform'; use 2\.\.8 or 32 "
+                                         r"\(1-bit needs method='xtc'\)$"):
+        scheme_of(1, "uniform")
+
+
+def _bert():
+    torch.manual_seed(0)
+    return BertForSequenceClassification(tiny_config())
+
+
+def test_apply_quantization_refusals_name_the_module_and_the_fix():
+    plain = nn.Sequential(nn.Linear(2, 2))
+    for model in (plain, _bert()):
+        with pytest.raises(ValueError, match=r"^no QuantSpec given and model.config has no xtc_quant$"):
+            apply_quantization(model)
+    done = _bert()
+    apply_quantization(done, QuantSpec(wbits=1))
+    first = next(n for n, _ in quantized_modules(done))
+    with pytest.raises(ValueError, match=rf"^model is already quantized \(\d+ wrappers, e.g. '{first}'\); "):
+        apply_quantization(done, QuantSpec(wbits=1))
+    odd = _bert()
+    odd.bert.embeddings.word_embeddings = nn.Linear(2, 2)
+    with pytest.raises(ValueError, match=r"^bert.embeddings.word_embeddings has role word_embeddings but is a Linear, "
+                                         r"not nn.Embedding$"):
+        apply_quantization(odd, QuantSpec(wbits=1))
+    odd = _bert()
+    odd.bert.encoder.layer[0].attention.self.query = nn.Embedding(2, 2)
+    with pytest.raises(ValueError, match=r"^bert.encoder.layer.0.attention.self.query has role query but is a "
+                                         r"Embedding, not nn.Linear$"):
+        apply_quantization(odd, QuantSpec(wbits=1))
+
+
+def test_apply_quantization_wraps_exactly_what_the_spec_quantizes():
+    model = _bert()
+    out = apply_quantization(model, QuantSpec())  # W32A32: nothing to quantize
+    assert list(quantized_modules(model)) == [] and all(v == [] for v in out.values())
+    model = _bert()
+    out = apply_quantization(model, QuantSpec(wbits=32, abits=8, groups=3))  # groups only matter for weights
+    assert out["query"] == [f"bert.encoder.layer.{i}.attention.self.query" for i in range(4)]
+    assert out["word_embeddings"] == []  # the embedding follows the weights' width: 32, not wrapped
+    model = _bert()
+    apply_quantization(model, QuantSpec(wbits=4, abits=8, method="uniform", act_per_token=False))
+    mods = dict(quantized_modules(model))
+    assert mods["bert.embeddings.word_embeddings"].method == "uniform"
+    lin = mods["bert.encoder.layer.0.attention.self.query"]
+    assert (lin.method, lin.act_per_token, lin.wbits, lin.abits) == ("uniform", False, 4, 8)

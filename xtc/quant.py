@@ -381,7 +381,7 @@ def quantized_modules(model: nn.Module):
 
 def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
     parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, new)
+    setattr(model.get_submodule(parent), child, new)  # get_submodule("") is the model itself
 
 
 def apply_quantization(model: nn.Module, spec: QuantSpec | None = None) -> dict[str, list[str]]:
