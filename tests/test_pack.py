@@ -110,7 +110,7 @@ def logits(model, inputs):
         return model(**inputs).logits
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture  # per test, not per module: mutation testing maps a test to the code its own setup runs
 def packed_1bit(tiny_model_dir, tmp_path_factory):
     model, tok = load_tiny(tiny_model_dir)
     apply_quantization(model, QuantSpec(wbits=1, abits=8))
@@ -588,8 +588,10 @@ def test_size_report_fields_by_hand(packed_1bit, tmp_path, monkeypatch):
     assert rep["config_bytes"] == len(_members(path)["config.json"])
     assert rep["bits_per_weight"] == pytest.approx(8 * rep["weights_bytes"] / total)
     assert rep["compression_ratio_file"] == pytest.approx(4 * total / rep["file_bytes"])
+    assert rep["weights_over_theoretical"] == pytest.approx(rep["weights_bytes"] / rep["theoretical_bytes"])
     monkeypatch.chdir(tmp_path)
     of_model = size_report(model, teacher_fp32_bytes=1000)  # exported to a temporary folder, not the cwd
     assert os.listdir(tmp_path) == []
     assert of_model["ratio_to_teacher"] == pytest.approx(1000 / rep["weights_bytes"])
+    assert of_model["teacher_fp32_bytes"] == 1000
     assert of_model["ratio_to_teacher_file"] == pytest.approx(1000 / of_model["file_bytes"])
