@@ -663,3 +663,12 @@ def test_apply_quantization_wraps_exactly_what_the_spec_quantizes():
     assert mods["bert.embeddings.word_embeddings"].method == "uniform"
     lin = mods["bert.encoder.layer.0.attention.self.query"]
     assert (lin.method, lin.act_per_token, lin.wbits, lin.abits) == ("uniform", False, 4, 8)
+
+
+def test_int8_matmul_asks_the_route_for_its_own_shapes(monkeypatch):
+    import xtc.quant as Q
+
+    asked = []
+    monkeypatch.setattr(Q, "int8_route", lambda *a: asked.append(a) or "float64")
+    Q.int8_matmul(torch.ones(5, 16, dtype=torch.int8), torch.ones(16, 24, dtype=torch.int8))
+    assert asked == [("cpu", 5, 16, 24)]
