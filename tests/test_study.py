@@ -670,3 +670,48 @@ def test_task_score_is_none_for_a_missing_text_or_nan_metric(value):
     assert task_score("sst2", {"accuracy": value}) is None
     assert task_score("sst2", {}) is None
     assert task_score("mrpc", {"accuracy": 0.5, "f1": value}) is None
+
+
+def test_each_kind_of_missing_run_gets_its_reason_and_folder(tmp_path):
+    cfg = tiny_config(tmp_path, seeds=(1,))
+    root = write_tree(cfg, base_score)
+    plan = study.study_runs(cfg).to_dict("records")
+    students = [r for r in plan if r["kind"] == "student" and r["wbits"] < 32]
+    unfinished, unreadable, other_task, no_export = students[:4]
+    for r in (unfinished, unreadable, other_task):
+        os.unlink(os.path.join(root, r["run_id"], "metrics.json"))
+    os.makedirs(os.path.join(root, unfinished["run_id"], study.STATE_DIR))
+    open(os.path.join(root, unreadable["run_id"], "metrics.json"), "w").write("{broken")
+    json.dump({"task": "cola", "metrics": {}}, open(os.path.join(root, other_task["run_id"], "metrics.json"), "w"))
+    os.unlink(study.size_file(root, study.run_key(no_export)))
+    runs, missing = study.collect(cfg, root)
+    got = {r["run_id"]: (r["reason"], r["run_dir"]) for r in missing.to_dict("records")}
+    d = lambda r: os.path.join(root, r["run_id"])  # noqa: E731
+    assert got[unfinished["run_id"]] == ("unfinished (resume state present)", d(unfinished))
+    assert got[unreadable["run_id"]][0].startswith("unreadable metrics.json: Expecting property name")
+    assert got[unreadable["run_id"]][1] == d(unreadable)
+    assert got[other_task["run_id"]] == (f"unreadable metrics.json: metrics.json is for task 'cola', not "
+                                         f"'{other_task['task']}'", d(other_task))
+    assert got[no_export["run_id"]] == ("no export (packed size unknown)",
+                                        os.path.dirname(study.size_file(root, study.run_key(no_export))))
+    assert len(got) == 4 and list(missing.columns) == study.aggregate.MISSING_COLUMNS
+    # the runs after an unreadable one are still read
+    assert set(runs["run_id"]) == {r["run_id"] for r in plan} - {unfinished["run_id"], unreadable["run_id"],
+                                                                  other_task["run_id"]}
+
+
+def test_benchmark_files_without_a_usable_time_give_nan(tmp_path):
+    from xtc.study.aggregate import read_benchmark
+
+    p = tmp_path / "b.tsv"
+    p.write_text("s\tmax_rss\nbad\t100\n")
+    got = read_benchmark(str(p))
+    assert math.isnan(got["wall_s"]) and got["max_rss_mb"] == 100.0
+    p.write_text("h:m:s\tmax_rss\n0:00:01\t5\n7\n")  # no "s" column; a short row is skipped
+    got = read_benchmark(str(p))
+    assert math.isnan(got["wall_s"]) and got["max_rss_mb"] == 5.0
+    p.write_text("s\n1.0\n3.0\n")
+    assert read_benchmark(str(p))["wall_s"] == 2.0 and math.isnan(read_benchmark(str(p))["max_rss_mb"])
+    assert read_benchmark(str(tmp_path / "absent.tsv")) == {}
+    p.write_text("s\n")  # a header without rows
+    assert read_benchmark(str(p)) == {}
