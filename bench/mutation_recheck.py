@@ -60,10 +60,13 @@ def main(argv=None) -> int:
         return 2
     killed = 0
     out = []
+    eq_path = os.path.join(ROOT, "bench", "results", "mutation-equivalents.tsv")
+    equivalent = {ln.split("\t")[0] for ln in open(eq_path, encoding="utf-8") if "\t" in ln} \
+        if os.path.isfile(eq_path) else set()
     survivors = [ln for ln in lines if ln.strip().endswith(": survived")]
     for i, line in enumerate(lines):
         m = re.match(r"(\s*)(\S+): survived$", line)
-        if m:
+        if m and m.group(2) not in equivalent:  # listed equivalents cannot be killed: not re-run
             rc = run(m.group(2)).returncode
             if rc == 1:
                 killed += 1
