@@ -233,3 +233,97 @@ def test_every_supported_weight_width_and_no_other(bits, ok):
     else:
         with pytest.raises(ValueError, match=rf"wbits must be one of .*, got {bits} \(QuantSpec.wbits\)"):
             QuantSpec(wbits=bits).validate()
+
+
+# ---------------------------------------------------------------- pinned by mutation testing of xtc/train.py
+
+
+def test_a_stage_lr_factor_multiplies_the_learning_rate(tiny_model, tmp_path, step_log):
+    cfg = TrainConfig(epochs=1, lr=1e-3, batch_size=4, eval_every=0, warmup_epochs=0)
+    train(tiny_model, [Stage("s", 1, 2.0, _objective())], _data(), {"dev": _data(8)}, get_task("sst2"), cfg,
+          str(tmp_path / "run"), {}, "cpu", quiet=True)
+    assert step_log[0]["lr"] == pytest.approx(2e-3, rel=1e-12)
+
+
+def test_schedule_with_one_warmup_step_and_one_decay_step():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    f = train_mod.linear_schedule(opt, 1, 2).lr_lambdas[0]
+    assert [f(0), f(1), f(2)] == [1.0, 1.0, 0.0]
+    g = train_mod.linear_schedule(opt, 0, 3).lr_lambdas[0]
+    assert [g(0), g(1), g(2)] == [1.0, 2 / 3, 1 / 3]
+
+
+def test_regression_is_scored_on_its_single_output():
+    from scipy.stats import pearsonr
+
+    from conftest import tiny_config
+    from transformers import BertForSequenceClassification
+
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(tiny_config(1)).eval()
+    data = _data(12)
+    data = Encoded(data.input_ids, data.token_type_ids, [float(i % 5) for i in range(12)], regression=True)
+    got = train_mod.evaluate(model, get_task("stsb"), {"dev": data}, 4, "cpu")
+    preds = train_mod.predict(model, data, 4, "cpu")[:, 0]
+    assert got["pearson"] == pytest.approx(pearsonr(preds, data.labels).statistic, rel=1e-6)
+
+
+def test_every_batch_carries_its_example_indices(tiny_model, tmp_path):
+    seen = []
+
+    def loss_fn(model, batch):
+        seen.append(batch["index"].tolist())
+        return _objective()(model, batch)
+
+    cfg = TrainConfig(epochs=1, lr=1e-4, batch_size=4, eval_every=0, warmup_epochs=0)
+    _train(tiny_model, tmp_path, cfg, loss_fn)
+    assert sorted(i for b in seen for i in b) == list(range(16))  # one epoch: every example once
+
+
+def test_progress_bar_and_where_the_log_goes(tiny_model, tmp_path, monkeypatch, capsys):
+    cfg = TrainConfig(epochs=1, lr=1e-4, batch_size=4, eval_every=2, warmup_epochs=0)
+    data, stage = _data(), Stage("s", 1, 1.0, _objective())
+    train(tiny_model, [stage], data, {"dev": _data(8)}, get_task("sst2"), cfg, str(tmp_path / "a"), {}, "cpu",
+          quiet=False)
+    out, err = capsys.readouterr()
+    assert out == "" and "[sst2 s] step 2" in err  # off a terminal: no bar, the log on stderr
+    bars = []
+    real = train_mod.tqdm
+
+    def recording_tqdm(**kw):
+        bars.append(kw)
+        return real(**kw)
+
+    monkeypatch.setattr(train_mod, "tqdm", recording_tqdm)
+    monkeypatch.setattr(train_mod.sys.stderr, "isatty", lambda: True, raising=False)
+    train(tiny_model, [stage], data, {"dev": _data(8)}, get_task("sst2"), cfg, str(tmp_path / "b"), {}, "cpu",
+          quiet=False)
+    assert bars == [{"total": 4, "initial": 0, "disable": False, "desc": "sst2", "unit": "step"}]
+    out, _ = capsys.readouterr()
+    assert "[sst2 s] step 2" in out  # with a bar, the log goes through tqdm.write, above the bar
+    train(tiny_model, [stage], data, {"dev": _data(8)}, get_task("sst2"), cfg, str(tmp_path / "c"), {}, "cpu",
+          quiet=True)
+    assert bars[-1]["disable"] is True
+
+
+def test_finish_run_without_a_resume_state(tiny_model, tmp_path):
+    from conftest import make_tiny_model_dir
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(make_tiny_model_dir(str(tmp_path / "tok")))
+    out = tmp_path / "done"
+    out.mkdir()
+    rec = train_mod.finish_run(str(out), tiny_model, tok, {"metrics": {"accuracy": 1.0}})
+    assert rec == {"metrics": {"accuracy": 1.0}} and (out / "metrics.json").is_file()
+
+
+def test_a_nan_loss_stops_the_run_and_keeps_nothing(tiny_model, tmp_path):
+    def nan_loss(model, batch):
+        loss, terms = _objective()(model, batch)
+        return loss * float("nan"), terms
+
+    cfg = TrainConfig(epochs=1, lr=1e-4, batch_size=4, eval_every=0, warmup_epochs=0)
+    with pytest.raises(train_mod.NonFiniteLossError, match=r"^the training loss became nan at step 1 \(s\); "
+                                                           r"nothing was kept"):
+        _train(tiny_model, tmp_path, cfg, nan_loss)
+    assert not (tmp_path / "run").exists()
