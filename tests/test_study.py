@@ -715,3 +715,16 @@ def test_benchmark_files_without_a_usable_time_give_nan(tmp_path):
     assert read_benchmark(str(tmp_path / "absent.tsv")) == {}
     p.write_text("s\n")  # a header without rows
     assert read_benchmark(str(p)) == {}
+
+
+def test_a_runs_row_carries_every_recorded_field(tmp_path):
+    cfg = tiny_config(tmp_path, seeds=(1,))
+    root = write_tree(cfg, base_score)
+    runs, _ = study.collect(cfg, root)
+    s = runs[(runs["depth"] == 2) & (runs["wbits"] == 1) & (runs["metric"] == "accuracy")].iloc[0]
+    assert s["teacher_layers"] == "1,3" and s["train_wall_s"] == 1.5 and s["train_tokens_per_s"] == 100.0
+    assert s["wall_s"] == 12.5 and s["max_rss_mb"] == 850.0 and s["run_dir"] == os.path.join(root, s["run_id"])
+    full = runs[(runs["kind"] == "student") & (runs["depth"] == 4)].iloc[0]
+    assert full["teacher_layers"] == ""  # no layer list: the student kept every teacher layer
+    assert (runs.loc[runs["kind"] == "teacher", "teacher_layers"] == "").all()
+    assert list(runs.columns) == study.aggregate.RUNS_COLUMNS
