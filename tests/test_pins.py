@@ -327,3 +327,15 @@ def test_a_nan_loss_stops_the_run_and_keeps_nothing(tiny_model, tmp_path):
                                                            r"nothing was kept"):
         _train(tiny_model, tmp_path, cfg, nan_loss)
     assert not (tmp_path / "run").exists()
+
+
+def test_the_run_record_counts_examples_time_and_steps(tiny_model, tmp_path):
+    cfg = TrainConfig(epochs=1.5, lr=1e-4, batch_size=4, eval_every=3, warmup_epochs=0)
+    rec = _train(tiny_model, tmp_path, cfg)
+    assert rec["steps"] == 6 and rec["steps_per_epoch"] == 4
+    assert 0 < rec["train_seconds"] < rec["wall_seconds"]
+    assert rec["train_samples_per_second"] == pytest.approx(24 / rec["train_seconds"])  # 6 steps x 4 examples
+    assert rec["train_tokens_per_second"] == pytest.approx(rec["train_tokens"] / rec["train_seconds"])
+    h = rec["history"]
+    assert [e["step"] for e in h] == [3, 4, 6] and [e["epoch"] for e in h] == [0.75, 1.0, 1.5]
+    assert [e["lr"] for e in h] == pytest.approx([1e-4 * 3 / 6, 1e-4 * 2 / 6, 0.0])
