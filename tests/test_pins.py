@@ -2,6 +2,7 @@
 Each test names the bug it catches. (RNG restore on resume: tests/test_robustness.py; the one-stage vs two-stage
 non-inferiority boundary lives in xtc/study/claims.py and is pinned with that module.)"""
 import math
+import re
 
 import pytest
 import torch
@@ -290,9 +291,12 @@ def test_progress_bar_and_where_the_log_goes(tiny_model, tmp_path, monkeypatch, 
     bars = []
     real = train_mod.tqdm
 
+    made = []
+
     def recording_tqdm(**kw):
         bars.append(kw)
-        return real(**kw)
+        made.append(real(**kw))
+        return made[-1]
 
     monkeypatch.setattr(train_mod, "tqdm", recording_tqdm)
     monkeypatch.setattr(train_mod.sys.stderr, "isatty", lambda: True, raising=False)
@@ -301,6 +305,7 @@ def test_progress_bar_and_where_the_log_goes(tiny_model, tmp_path, monkeypatch, 
     assert bars == [{"total": 4, "initial": 0, "disable": False, "desc": "sst2", "unit": "step"}]
     out, _ = capsys.readouterr()
     assert "[sst2 s] step 2" in out  # with a bar, the log goes through tqdm.write, above the bar
+    assert re.fullmatch(r"loss=\d\.\d{4}", made[0].postfix)  # the last step's loss beside the bar
     train(tiny_model, [stage], data, {"dev": _data(8)}, get_task("sst2"), cfg, str(tmp_path / "c"), {}, "cpu",
           quiet=True)
     assert bars[-1]["disable"] is True
