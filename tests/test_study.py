@@ -724,7 +724,27 @@ def test_a_runs_row_carries_every_recorded_field(tmp_path):
     s = runs[(runs["depth"] == 2) & (runs["wbits"] == 1) & (runs["metric"] == "accuracy")].iloc[0]
     assert s["teacher_layers"] == "1,3" and s["train_wall_s"] == 1.5 and s["train_tokens_per_s"] == 100.0
     assert s["wall_s"] == 12.5 and s["max_rss_mb"] == 850.0 and s["run_dir"] == os.path.join(root, s["run_id"])
+    assert (s["fp32_bytes"], s["quantized_bytes"], s["teacher_fp32_bytes"]) == (2_000_000, 2_000_000 // 30, 4_000_000)
+    assert (s["packed_bytes"], s["packed_file_bytes"]) == (100_000, 101_000) and bool(s["is_selection_metric"])
+    score = runs[(runs["run_id"] == s["run_id"]) & (runs["metric"] == "score")].iloc[0]
+    assert not bool(score["is_selection_metric"])
     full = runs[(runs["kind"] == "student") & (runs["depth"] == 4)].iloc[0]
     assert full["teacher_layers"] == ""  # no layer list: the student kept every teacher layer
     assert (runs.loc[runs["kind"] == "teacher", "teacher_layers"] == "").all()
     assert list(runs.columns) == study.aggregate.RUNS_COLUMNS
+
+
+def test_results_files_and_the_incomplete_study_message(tmp_path):
+    cfg = tiny_config(tmp_path, seeds=(1,))
+    plan = study.study_runs(cfg)
+    gone = set(plan["run_id"][:5])
+    root = write_tree(cfg, base_score, skip=gone)
+    with pytest.raises(study.IncompleteStudyError) as e:
+        study.write_results(cfg, root, cfg["paths"]["results"])
+    assert str(e.value).startswith("5 planned runs have no results") and str(e.value).count("(not run") == 3
+    study.write_results(cfg, root, cfg["paths"]["results"], allow_incomplete=True)
+    for name in ("runs.csv", "summary.csv", "missing.csv"):  # no index column
+        head = open(os.path.join(cfg["paths"]["results"], name)).readline()
+        assert head.startswith({"runs.csv": "run_id,", "summary.csv": "config_id,", "missing.csv": "run_id,"}[name])
+    empty = study.aggregate.summarize(cfg, pd.DataFrame(columns=study.aggregate.RUNS_COLUMNS))
+    assert len(empty) == 0 and list(empty.columns)[:3] == ["config_id", "kind", "axes"] and "n_planned" in empty
