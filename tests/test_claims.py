@@ -321,7 +321,24 @@ def _golden_cases(tmp_path):
             "no-axes": lambda: _claims_without_axes(tmp_path / "n"),
             "no-gap": lambda: run_claims(tmp_path / "g", _no_gap, packed_ratio=25.0),
             "odd-axes": lambda: _claims_with_odd_axes(tmp_path / "x"),
-            "no-sizes": lambda: _claims_without_sizes(tmp_path / "z")}
+            "no-sizes": lambda: _claims_without_sizes(tmp_path / "z"),
+            "other-axes": lambda: _claims_with_other_axes(tmp_path / "y")}
+
+
+def _claims_with_other_axes(tmp_path):
+    """A budget axis of three budgets at a fixed 2-bit width (set, not varied) and a kd axis with "no KD"."""
+    cfg = study_config(tmp_path)
+    cfg["axes"][0] = {"name": "budget", "vary": {"epochs": ["short", "reduce", "long"]}, "set": {"wbits": 2},
+                      "tasks": ["mrpc", "stsb"]}
+    cfg["axes"][1] = {"name": "kd", "vary": {"kd": ["none", "two-stage", "one-stage"]}, "tasks": ["mrpc", "stsb"]}
+
+    def score(r):
+        s = good({**r, "wbits": 1}) if r["kind"] == "student" and r["wbits"] == 2 else good(r)
+        return s - (0.02 if r["kind"] == "student" and r["kd"] == "none" else 0.0)
+
+    write_tree(cfg, score)
+    res = study.write_results(cfg, cfg["paths"]["runs"], cfg["paths"]["results"], allow_incomplete=True)
+    return study.check_claims(cfg, res["runs"], res["missing"]).set_index("claim")
 
 
 def _claims_without_sizes(tmp_path):
@@ -376,7 +393,7 @@ def _claims_without_axes(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["hold", "fail", "small", "missing", "one-seed", "no-teacher", "no-axes", "no-gap",
-                                  "odd-axes", "no-sizes"])
+                                  "odd-axes", "no-sizes", "other-axes"])
 def test_claims_table_equals_its_golden_copy(tmp_path, case):
     """Every column of the claims table (statements, rules, evidence, what would decide, numbers) against a
     reviewed copy: a changed word or number fails here. Regenerate with XTC_REGEN_GOLDEN=1 and review the diff."""
@@ -438,3 +455,28 @@ def test_clean_makes_numpy_scalars_and_nan_json_safe():
     assert got == {"1": 3, "x": [None, [0.5]], "y": None}
     assert type(got["1"]) is int
     json.dumps(got, allow_nan=False)
+
+
+def test_test_kinds_are_checked():
+    st = {"ci_low": -0.2, "ci_high": 0.4}
+    assert C.decide(st, 0.5, "non-inferiority") == "holds" and C.decide(st, 0.5, "superiority") == "inconclusive"
+    assert C.boundary_of("superiority", 0.5) == 0.0 and C.boundary_of("non-inferiority", 0.5) == -0.5
+    for bad in ("", "Superiority", None):
+        with pytest.raises(ValueError, match="unknown test kind"):
+            C.decide(st, 0.5, bad)
+        with pytest.raises(ValueError, match="unknown test kind"):
+            C.rule_text(bad, 0.5)
+
+
+def test_architecture_bytes_defaults_groups_and_a_config_without_token_types(tmp_path):
+    arch = {"vocab_size": 100, "hidden_size": 8, "num_layers": 2, "intermediate_size": 16,
+            "max_position_embeddings": 32, "type_vocab_size": 2}
+    base = C.architecture_bytes(arch, 2, 1)
+    assert base == C.architecture_bytes(arch, 2, 1, num_labels=2, groups=1, quantized_only=False)
+    assert C.architecture_bytes(arch, 2, 1, groups=4) - base == 4 * 2 * 6 * 3  # 3 more fp32 scales per matrix
+    folder = tmp_path / "teacher"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"vocab_size": 100, "hidden_size": 8, "num_hidden_layers": 2,
+                                                    "intermediate_size": 16, "max_position_embeddings": 32}))
+    got = C.teacher_architecture({"teacher": {"model": str(folder)}})
+    assert got["type_vocab_size"] == 2 and got["num_layers"] == 2

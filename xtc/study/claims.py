@@ -86,11 +86,11 @@ def stratified_t(diffs: dict, weights: dict | None = None) -> dict:
     tasks = [t for t in diffs if len(diffs[t])]
     w = weights or {t: 1 / len(tasks) for t in tasks}
     per = {t: {"mean": _mean(list(diffs[t].values())), "n": len(diffs[t]),
-               "sd": math.sqrt(_var(list(diffs[t].values()))) if len(diffs[t]) > 1 else float("nan")}
+               "sd": math.sqrt(_var(list(diffs[t].values()))) if len(diffs[t]) > 1 else math.nan}
            for t in tasks}
-    out = {"effect": sum(w[t] * per[t]["mean"] for t in tasks) if tasks else float("nan"),
+    out = {"effect": sum(w[t] * per[t]["mean"] for t in tasks) if tasks else math.nan,
            "n": min((per[t]["n"] for t in tasks), default=0), "n_tasks": len(tasks), "per_task": per,
-           "ci_low": float("nan"), "ci_high": float("nan"), "se": float("nan"), "df": float("nan")}
+           "ci_low": math.nan, "ci_high": math.nan, "se": math.nan, "df": math.nan}
     if not tasks or out["n"] < 2:
         return out
     terms = {t: w[t] ** 2 * per[t]["sd"] ** 2 / per[t]["n"] for t in tasks}
@@ -121,11 +121,20 @@ def seeds_to_decide(st: dict, boundary: float, weights: dict | None = None, max_
     return None
 
 
+def boundary_of(kind: str, margin: float) -> float:
+    """The CI boundary of a test: 0 for superiority, -margin for non-inferiority."""
+    if kind == "superiority":
+        return 0.0
+    if kind == "non-inferiority":
+        return -margin
+    raise ValueError(f"unknown test kind {kind!r}: superiority or non-inferiority")
+
+
 def decide(st: dict, margin: float, kind: str) -> str:
     """Verdict of a superiority (boundary 0) or non-inferiority (boundary -margin) test; ties are not wins."""
-    boundary = 0.0 if kind == "superiority" else -margin
     if math.isnan(st["ci_low"]):
         return "inconclusive"
+    boundary = boundary_of(kind, margin)
     if st["ci_low"] > boundary:
         return "holds"
     if st["ci_high"] < boundary:
@@ -139,6 +148,7 @@ def rule_text(kind: str, margin: float) -> str:
         return "deterministic (does not vary with seeds): holds if the measured value reaches the threshold"
     if kind == "superiority":
         return f"superiority: holds if {c} low > 0; does not hold if {c} high < 0; else inconclusive"
+    boundary_of(kind, margin)  # refuses an unknown kind
     return (f"non-inferiority, margin {margin:g}: holds if {c} low > -{margin:g}; does not hold if {c} high < "
             f"-{margin:g}; else inconclusive")
 
@@ -151,7 +161,7 @@ def decide_text(st: dict, verdict: str, margin: float, kind: str, weights=None) 
         return "no paired runs: run the axis"
     if st["n"] < 2:
         return "a CI needs at least 2 finished seeds per task: run more seeds"
-    boundary = 0.0 if kind == "superiority" else -margin
+    boundary = boundary_of(kind, margin)
     n = seeds_to_decide(st, boundary, weights)
     if n is not None and n <= MAX_PRACTICAL_SEEDS:
         return (f"~{n} seeds per task would put the CI clear of {boundary:g} if the effect ({st['effect']:+.2f}) "
@@ -265,26 +275,26 @@ def _summ(scores: dict, tasks) -> tuple[float, float]:
     (the seeds every task has). A per-task constant (the teacher, one run) has sd NaN."""
     vals = [scores.get(t) for t in tasks]
     if not vals or any(v is None or (v == {} if isinstance(v, dict) else _isnan(v)) for v in vals):
-        return float("nan"), float("nan")
+        return math.nan, math.nan
     if not isinstance(vals[0], dict):
-        return _mean(vals), float("nan")
+        return _mean(vals), math.nan
     mean = _mean([_mean(list(v.values())) for v in vals])
     seeds = sorted(set.intersection(*(set(v) for v in vals)))
     per_seed = [_mean([v[s] for v in vals]) for s in seeds]
-    return mean, math.sqrt(_var(per_seed)) if len(per_seed) > 1 else float("nan")
+    return mean, math.sqrt(_var(per_seed)) if len(per_seed) > 1 else math.nan
 
 
 def _row(claim: str, finding: int, compare: str, st: dict, margin: float, kind: str, a=None, b=None, tasks=(),
          threshold="", numbers=None, note="", weights=None, evidence="", verdict=None, rule=None,
          decide_override=None) -> dict:
     v = verdict or decide(st, margin, kind)
-    ma, sa = _summ(a or {}, list(tasks)) if tasks else (float("nan"), float("nan"))
-    mb, sb = _summ(b or {}, list(tasks)) if tasks else (float("nan"), float("nan"))
-    per = st.get("per_task", {})
+    ma, sa = _summ(a or {}, list(tasks)) if tasks else (math.nan, math.nan)
+    mb, sb = _summ(b or {}, list(tasks)) if tasks else (math.nan, math.nan)
+    per = st["per_task"]
     sds = [p["sd"] for p in per.values() if not _isnan(p["sd"])]
-    pooled = math.sqrt(_mean([s ** 2 for s in sds])) if sds else float("nan")
+    pooled = math.sqrt(_mean([s ** 2 for s in sds])) if sds else math.nan
     if not evidence and per:
-        evidence = (", ".join(f"{TASK_TITLES.get(t, t)} {p['mean']:+.2f}" for t, p in per.items())
+        evidence = (", ".join(f"{TASK_TITLES[t]} {p['mean']:+.2f}" for t, p in per.items())
                     + f"; effect {st['effect']:+.2f}")
         if not _isnan(st["ci_low"]):
             evidence += f" [{st['ci_low']:+.2f}, {st['ci_high']:+.2f}], n={st['n']}"
@@ -301,8 +311,8 @@ def _row(claim: str, finding: int, compare: str, st: dict, margin: float, kind: 
 
 
 def _empty(claim, finding, compare, margin, kind, why, note="", threshold="") -> dict:
-    st = {"effect": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "n": 0, "n_tasks": 0,
-          "df": float("nan"), "se": float("nan"), "per_task": {}}
+    st = {"effect": math.nan, "ci_low": math.nan, "ci_high": math.nan, "n": 0, "n_tasks": 0,
+          "df": math.nan, "se": math.nan, "per_task": {}}
     return _row(claim, finding, compare, st, margin, kind, evidence=why, note=note, threshold=threshold,
                 decide_override=why)
 
@@ -512,7 +522,7 @@ def claim_size(config, runs, missing=None) -> list[dict]:
             ratio = _mean(t_bytes) / _mean(s_bytes)
             eff = ratio - required
             st = {"effect": eff, "ci_low": eff, "ci_high": eff, "n": int(sel["n"].min()), "n_tasks": len(sel),
-                  "df": float("nan"), "se": 0.0, "per_task": {}}
+                  "df": math.nan, "se": 0.0, "per_task": {}}
             v = "holds" if eff >= 0 else "does not hold"
             rows.append(_row("5.size", 5, cmp_size, st, 0.0, "deterministic", threshold=thr, verdict=v,
                              evidence=f"{d}L W1: {ratio:.1f}x ({source}) vs required {required:.1f}x "
