@@ -136,3 +136,26 @@ def test_markdown_exactly():
         "| SST-2 | W1 | long (3 ep) | 64 -> 192 | 70.0 -> 70.5 | +0.5 (n=1) | inconclusive (more seeds) |\n")
     empty = plateau_markdown(pd.DataFrame(columns=CURVES_COLUMNS))
     assert "claims.plateau_gain = plateau_gain points" in empty and empty.endswith("|---|---|---|---|---|---|---|\n")
+
+
+def test_two_evaluations_are_enough_and_one_is_not(tmp_path):
+    from xtc.study.curves import _late_gain
+
+    two = pd.DataFrame({"step": [32, 64], "value": [0.5, 0.6]})
+    assert _late_gain(two) == (32, 64, 0.5, 0.6)
+    assert _late_gain(pd.DataFrame({"step": [64], "value": [0.6]})) is None
+    assert _late_gain(pd.DataFrame({"step": [40, 64], "value": [0.5, 0.6]})) is None  # nothing at half or before
+
+
+def test_a_gain_on_the_margin_asks_for_a_longer_budget_and_fp32_is_not_a_curve(tmp_path):
+    cfg = study_config(tmp_path)
+    cfg["axes"][0]["vary"]["wbits"] = [32, 1]
+
+    def curve(task, wbits, seed, step):  # a late gain of exactly 1 point +-2 between seeds: on the margin
+        return 0.5 + ((0.01 + 0.02 * (-1) ** seed) if step == 64 else 0.0)
+
+    t = plateau_table(cfg, history(cfg, curve))
+    assert sorted(zip(t["task"], t["wbits"])) == [("mrpc", 1), ("stsb", 1)]  # no fp32 row
+    r = row(t, "mrpc", 1)
+    assert r["verdict"] == "inconclusive" and r["gain"] == pytest.approx(1.0)
+    assert r["decide"] == "more seeds would not decide it at this gain; a longer budget would"
