@@ -677,8 +677,8 @@ def test_each_kind_of_missing_run_gets_its_reason_and_folder(tmp_path):
     root = write_tree(cfg, base_score)
     plan = study.study_runs(cfg).to_dict("records")
     students = [r for r in plan if r["kind"] == "student" and r["wbits"] < 32]
-    unfinished, unreadable, other_task, no_export = students[:4]
-    for r in (unfinished, unreadable, other_task):
+    unfinished, unreadable, other_task, no_export, emptied = students[:5]
+    for r in (unfinished, unreadable, other_task, emptied):
         os.unlink(os.path.join(root, r["run_id"], "metrics.json"))
     os.makedirs(os.path.join(root, unfinished["run_id"], study.STATE_DIR))
     open(os.path.join(root, unreadable["run_id"], "metrics.json"), "w").write("{broken")
@@ -694,10 +694,11 @@ def test_each_kind_of_missing_run_gets_its_reason_and_folder(tmp_path):
                                          f"'{other_task['task']}'", d(other_task))
     assert got[no_export["run_id"]] == ("no export (packed size unknown)",
                                         os.path.dirname(study.size_file(root, study.run_key(no_export))))
-    assert len(got) == 4 and list(missing.columns) == study.aggregate.MISSING_COLUMNS
+    assert got[emptied["run_id"]] == ("not run (no metrics.json)", d(emptied))  # a folder alone is not a start
+    assert len(got) == 5 and list(missing.columns) == study.aggregate.MISSING_COLUMNS
     # the runs after an unreadable one are still read
     assert set(runs["run_id"]) == {r["run_id"] for r in plan} - {unfinished["run_id"], unreadable["run_id"],
-                                                                  other_task["run_id"]}
+                                                                  other_task["run_id"], emptied["run_id"]}
 
 
 def test_benchmark_files_without_a_usable_time_give_nan(tmp_path):
