@@ -159,3 +159,30 @@ def test_a_gain_on_the_margin_asks_for_a_longer_budget_and_fp32_is_not_a_curve(t
     r = row(t, "mrpc", 1)
     assert r["verdict"] == "inconclusive" and r["gain"] == pytest.approx(1.0)
     assert r["decide"] == "more seeds would not decide it at this gain; a longer budget would"
+
+
+def test_rows_go_by_task_then_widest_first_and_an_undecided_gain_says_how_many_seeds(tmp_path):
+    import re
+
+    cfg = study_config(tmp_path)
+
+    def curve(task, wbits, seed, step):  # a late gain of 3 points +-4 between seeds: more seeds would tell
+        return 0.5 + ((0.03 + 0.04 * (-1) ** seed) if step == 64 else 0.0)
+
+    t = plateau_table(cfg, history(cfg, curve))
+    assert list(zip(t["task"], t["wbits"])) == [("mrpc", 2), ("mrpc", 1), ("stsb", 2), ("stsb", 1)]
+    r = row(t, "mrpc", 1)
+    assert r["verdict"] == "inconclusive"
+    assert re.fullmatch(r"~\d+ seeds would decide it if the gain and its sd stay as observed", r["decide"])
+    out = tmp_path / "out"
+    for _ in range(2):  # into a folder that exists: written again, not refused
+        write_plateaus(cfg, history(cfg, curve), str(out / "c.csv"), str(out / "c.md"))
+    assert (out / "c.csv").is_file() and (out / "c.md").is_file()
+
+
+def test_claims_decide_text_without_paired_runs():
+    from xtc.study import claims as C
+
+    st = {"n_tasks": 0, "n": 0, "effect": float("nan"), "ci_low": float("nan"), "ci_high": float("nan")}
+    assert C.decide_text(st, "inconclusive", 0.5, "superiority") == "no paired runs: run the axis"
+    assert C.decide_text(st, "holds", 0.5, "superiority") == ""
