@@ -480,3 +480,17 @@ def test_architecture_bytes_defaults_groups_and_a_config_without_token_types(tmp
                                                     "intermediate_size": 16, "max_position_embeddings": 32}))
     got = C.teacher_architecture({"teacher": {"model": str(folder)}})
     assert got["type_vocab_size"] == 2 and got["num_layers"] == 2
+
+
+def test_size_claim_without_the_half_depth_1_bit_student_says_what_to_add(tmp_path):
+    cfg = study_config(tmp_path)
+    cfg["axes"][4] = {"name": "xtc", "vary": {"depth": ["full"], "wbits": [32, 1]}, "tasks": ["mrpc", "stsb"]}
+    c = run_claims_cfg(cfg)
+    assert c.loc["5.size", "verdict"] == "inconclusive"
+    assert c.loc["5.size", "evidence"] == "add depth 2 with wbits 1 to the xtc axis"
+
+
+def run_claims_cfg(cfg, score_of=good):
+    write_tree(cfg, score_of)
+    res = study.write_results(cfg, cfg["paths"]["runs"], cfg["paths"]["results"], allow_incomplete=True)
+    return study.check_claims(cfg, res["runs"], res["missing"]).set_index("claim")
