@@ -376,6 +376,7 @@ def _write_variant(path, members, edit_manifest=None, tensors=None, config=None,
         config(cfg)
         members["config.json"] = json.dumps(cfg).encode()
     members.update(extra or {})
+    members = {n: b for n, b in members.items() if b is not None}  # extra {name: None} drops a member
     manifest = json.loads(members.pop("manifest.json"))
     manifest["members"] = {n: {"sha256": __import__("hashlib").sha256(b).hexdigest(), "bytes": len(b)}
                            for n, b in members.items()}
@@ -453,6 +454,18 @@ CORRUPTIONS = [  # (id, manifest edit, weights edit, config edit, extra members,
      "tensor classifier.bias: shape [3] in file, model expects [2]"),
     ("tokenizer-escape", None, None, None, {"tokenizer/../evil.txt": b"x"},
      "tokenizer member tokenizer/../evil.txt points outside its folder"),
+    ("version", lambda m: m.update(version=99), None, None, None,
+     "format version 99 is not supported (this reader: 1)"),
+    ("no-tensors-field", lambda m: m.pop("tensors"), None, None, None, "manifest.json lacks a required field: 'tensors'"),
+    ("no-config", None, None, None, {"config.json": None}, "manifest lists no config.json"),
+    ("malformed-entry", lambda m: m["members"].update({"config.json": {"bytes": "x", "sha256": "0"}}), None, None,
+     None, "manifest entry for config.json is malformed: invalid literal for int() with base 10: 'x'"),
+    ("sha256", lambda m: m["members"]["config.json"].update(sha256="0" * 64), None, None, None,
+     "member config.json fails its sha256 check (corrupted)"),
+    ("spec-32-bit", lambda m: m["quant_spec"].update(wbits=32, embedding_bits=32), None, None, None,
+     "quantized tensors in the file (25) do not match the quant spec (0): e.g. ['bert.embeddings.word_embeddings."
+     "weight', 'bert.encoder.layer.0.attention.output.dense.weight', 'bert.encoder.layer.0.attention.self.key."
+     "weight']"),
 ]
 
 
@@ -595,3 +608,16 @@ def test_size_report_fields_by_hand(packed_1bit, tmp_path, monkeypatch):
     assert of_model["ratio_to_teacher"] == pytest.approx(1000 / rep["weights_bytes"])
     assert of_model["teacher_fp32_bytes"] == 1000
     assert of_model["ratio_to_teacher_file"] == pytest.approx(1000 / of_model["file_bytes"])
+
+
+def test_duplicate_member_names_are_refused(packed_1bit, tmp_path):
+    import warnings
+
+    path = _write_variant(tmp_path / "dup.xtc", _members(packed_1bit[2]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns about the duplicate it is asked to write
+        with zipfile.ZipFile(path, "a") as zf:
+            zf.writestr("config.json", b"{}")
+    with pytest.raises(PackedFormatError) as e:
+        load_packed(path)
+    assert str(e.value) == f"{path}: duplicate member names in the archive"
