@@ -4,7 +4,8 @@
 #   pip install --target /tmp/m3pkgs mutmut==3.8.1
 #   rm -rf /tmp/m3pkgs/{_pytest,pytest,pytest-*,pluggy,pluggy-*,iniconfig,iniconfig-*,packaging,packaging-*,py.py}
 #   MUT_CHILDREN=2 [MUT_SAMPLE=150] bash bench/mutation.sh quant distill curves aggregate tc pack train metrics
-# Results: bench/results/mutation-<group>.{log,results,total} (survivors: `mutmut show <name>` in /tmp/xtc-mutation-<group>).
+# Results: bench/results/mutation-<group>.{log,results} (survivors: `mutmut show <name>` in /tmp/xtc-mutation-<group>);
+# then bench/mutation_recheck.py <group> after new tests, and bench/mutation_score.py for the scores.
 set -u
 repo=$(cd "$(dirname "$0")/.." && pwd)
 out="$repo/bench/results"
@@ -37,8 +38,7 @@ run_group() {  # name, modules to mutate, test files
     timeout "${TIMEOUT:-14400}" nice -n 19 $M run --max-children "${MUT_CHILDREN:-1}" "${names[@]}" \
         > "$out/mutation-$name.log" 2>&1
     $M results --all true > "$out/mutation-$name.results" 2>&1
-    tail -c 600 "$out/mutation-$name.log" | tr '\r' '\n' | grep '🎉' | tail -1 > "$out/mutation-$name.total"
-    cat "$out/mutation-$name.total"
+    grep -c ": killed" "$out/mutation-$name.results" | sed "s/^/$name: killed /"
 }
 for g in "$@"; do
     case $g in
