@@ -494,3 +494,60 @@ def run_claims_cfg(cfg, score_of=good):
     write_tree(cfg, score_of)
     res = study.write_results(cfg, cfg["paths"]["runs"], cfg["paths"]["results"], allow_incomplete=True)
     return study.check_claims(cfg, res["runs"], res["missing"]).set_index("claim")
+
+
+def test_seeds_to_decide_reaches_max_seeds_and_uses_the_weights():
+    st = C.stratified_t({"a": {1: 0.5, 2: 1.5, 3: 1.0}})  # effect 1, sd 0.5
+    need = C.seeds_to_decide(st, 0.7)
+    assert need is not None and need > 3
+    assert C.seeds_to_decide(st, 0.7, max_seeds=need) == need  # the last seed count is tried too
+    assert C.seeds_to_decide(st, 0.7, max_seeds=need - 1) is None
+    two = C.stratified_t({"a": {1: 0.0, 2: 2.0, 3: 1.0}, "b": {1: 1.0, 2: 1.01, 3: 1.02}})
+    w = {"a": 0.1, "b": 0.9}  # the noisy task barely counts
+    equal, weighted = C.seeds_to_decide(two, 0.8), C.seeds_to_decide(two, 0.8, weights=w)
+    assert weighted < equal
+    assert C.decide_text(two, "inconclusive", 0.0, "superiority", w) != C.decide_text(two, "inconclusive", 0.0,
+                                                                                        "superiority")
+    row = C._row("3.small", 3, "x", {**two, "effect": 0.9}, 0.0, "superiority", weights=w, evidence="e",
+                 verdict="inconclusive")
+    assert row["decide"] == C.decide_text({**two, "effect": 0.9}, "inconclusive", 0.0, "superiority", w)
+    assert row["decide"] != C.decide_text({**two, "effect": 0.9}, "inconclusive", 0.0, "superiority")
+
+
+def test_a_hub_teacher_is_read_from_the_local_cache_only(monkeypatch):
+    import transformers
+
+    calls = []
+
+    class Cfg:
+        def to_dict(self):
+            return {"vocab_size": 10, "hidden_size": 4, "num_hidden_layers": 2, "intermediate_size": 8,
+                    "max_position_embeddings": 16}
+
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained",
+                        lambda path, **kw: calls.append((path, kw)) or Cfg())
+    got = C.teacher_architecture({"teacher": {"model": "some-org/some-bert"}})
+    assert calls == [("some-org/some-bert", {"local_files_only": True})] and got["num_layers"] == 2
+
+
+def test_budgets_are_ordered_by_their_epochs_for_the_task_with_per_task_overrides(tmp_path):
+    from xtc.study.curves import plateau_table
+
+    cfg = study_config(tmp_path)
+    cfg["budget_overrides"] = [{"tasks": ["mrpc"], "budget": "short", "epochs": 16.0}]  # mrpc: short is longest
+    c = run_claims_cfg(cfg)
+    assert c.loc["1.W1", "compare"].endswith("budgets long -> short")  # ordered by the first task's epochs
+    t = plateau_table(cfg, pd_history(cfg))
+    assert set(t.loc[t["task"] == "mrpc", "budget"]) == {"short"} and set(t.loc[t["task"] == "stsb", "budget"]) == {
+        "long"}
+
+
+def pd_history(cfg):
+    import pandas as pd
+
+    from xtc.study.grid import members
+
+    m = members(cfg)
+    m = m[m["axis"] == "budget"].drop_duplicates("run_id")
+    return pd.DataFrame([{"run_id": r["run_id"], "step": s, "metric": "score", "value": 0.5}
+                         for r in m.to_dict("records") for s in (8, 16)])
