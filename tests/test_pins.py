@@ -344,3 +344,15 @@ def test_the_run_record_counts_examples_time_and_steps(tiny_model, tmp_path):
     h = rec["history"]
     assert [e["step"] for e in h] == [3, 4, 6] and [e["epoch"] for e in h] == [0.75, 1.0, 1.5]
     assert [e["lr"] for e in h] == pytest.approx([1e-4 * 3 / 6, 1e-4 * 2 / 6, 0.0])
+
+
+def test_the_model_and_its_evaluation_go_to_the_requested_device(tiny_model, tmp_path, monkeypatch):
+    """CPU-only CI cannot tell a model left where it was from one moved to the CPU: record what was asked."""
+    moved, evaluated = [], []
+    real_to, real_eval = tiny_model.to, train_mod.evaluate
+    monkeypatch.setattr(tiny_model, "to", lambda *a, **kw: moved.append(a) or real_to(*a, **kw))
+    monkeypatch.setattr(train_mod, "evaluate", lambda *a: evaluated.append(a[-1]) or real_eval(*a))
+    cfg = TrainConfig(epochs=1, lr=1e-4, batch_size=4, eval_every=0, warmup_epochs=0)
+    train(tiny_model, [Stage("s", 1, 1.0, _objective())], _data(), {"dev": _data(8)}, get_task("sst2"), cfg,
+          str(tmp_path / "run"), {}, torch.device("cpu"), quiet=True)
+    assert moved[0] == (torch.device("cpu"),) and evaluated and set(evaluated) == {torch.device("cpu")}
