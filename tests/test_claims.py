@@ -226,6 +226,11 @@ def write_tree(cfg, score_of, packed_ratio=40.0, skip=()):
 def run_claims(tmp_path, score_of, **kw):
     cfg = study_config(tmp_path, kw.pop("seeds", (1, 2, 3, 4)))
     write_tree(cfg, score_of, **kw)
+    return claims_of(cfg)
+
+
+def claims_of(cfg):
+    """The claims table of the runs written under cfg's runs folder (missing ones allowed)."""
     res = study.write_results(cfg, cfg["paths"]["runs"], cfg["paths"]["results"], allow_incomplete=True)
     return study.check_claims(cfg, res["runs"], res["missing"]).set_index("claim")
 
@@ -337,8 +342,7 @@ def _claims_with_other_axes(tmp_path):
         return s - (0.02 if r["kind"] == "student" and r["kd"] == "none" else 0.0)
 
     write_tree(cfg, score)
-    res = study.write_results(cfg, cfg["paths"]["runs"], cfg["paths"]["results"], allow_incomplete=True)
-    return study.check_claims(cfg, res["runs"], res["missing"]).set_index("claim")
+    return claims_of(cfg)
 
 
 def _claims_without_sizes(tmp_path):
@@ -353,8 +357,7 @@ def _claims_without_sizes(tmp_path):
                 rec = json.load(open(p))
                 rec.pop("size", None)
                 json.dump(rec, open(p, "w"))
-    res = study.write_results(cfg, cfg["paths"]["runs"], cfg["paths"]["results"], allow_incomplete=True)
-    return study.check_claims(cfg, res["runs"], res["missing"]).set_index("claim")
+    return claims_of(cfg)
 
 
 def _no_gap(r):
@@ -379,8 +382,7 @@ def _claims_with_odd_axes(tmp_path):
         for f in files:
             if f != "metrics.json":
                 os.unlink(os.path.join(folder, f))
-    res = study.write_results(cfg, cfg["paths"]["runs"], cfg["paths"]["results"], allow_incomplete=True)
-    return study.check_claims(cfg, res["runs"], res["missing"]).set_index("claim")
+    return claims_of(cfg)
 
 
 def _claims_without_axes(tmp_path):
@@ -388,8 +390,7 @@ def _claims_without_axes(tmp_path):
     cfg = study_config(tmp_path)
     cfg["axes"] = [{"name": "anchor", "vary": {"lr": [5e-5]}}]
     write_tree(cfg, good)
-    res = study.write_results(cfg, cfg["paths"]["runs"], cfg["paths"]["results"], allow_incomplete=True)
-    return study.check_claims(cfg, res["runs"], res["missing"]).set_index("claim")
+    return claims_of(cfg)
 
 
 @pytest.mark.parametrize("case", ["hold", "fail", "small", "missing", "one-seed", "no-teacher", "no-axes", "no-gap",
@@ -492,8 +493,7 @@ def test_size_claim_without_the_half_depth_1_bit_student_says_what_to_add(tmp_pa
 
 def run_claims_cfg(cfg, score_of=good):
     write_tree(cfg, score_of)
-    res = study.write_results(cfg, cfg["paths"]["runs"], cfg["paths"]["results"], allow_incomplete=True)
-    return study.check_claims(cfg, res["runs"], res["missing"]).set_index("claim")
+    return claims_of(cfg)
 
 
 def test_seeds_to_decide_reaches_max_seeds_and_uses_the_weights():
