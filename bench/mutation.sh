@@ -3,7 +3,7 @@
 # that mutmut's setup.cfg and mutants/ never touch this checkout. Slow (about 1 mutant/s on 2 cores); not CI.
 #   pip install --target /tmp/m3pkgs mutmut==3.8.1
 #   rm -rf /tmp/m3pkgs/{_pytest,pytest,pytest-*,pluggy,pluggy-*,iniconfig,iniconfig-*,packaging,packaging-*,py.py}
-#   MUT_CHILDREN=2 [MUT_SAMPLE=150] bash bench/mutation.sh quant distill curves aggregate tc pack train metrics
+#   MUT_CHILDREN=2 [MUT_SAMPLE=150 [MUT_SEED=14]] bash bench/mutation.sh quant distill curves aggregate tc pack train metrics
 # Results: bench/results/mutation-<group>.{log,results} (survivors: `mutmut show <name>` in /tmp/xtc-mutation-<group>);
 # then bench/mutation_recheck.py <group> after new tests, and bench/mutation_score.py for the scores.
 set -u
@@ -31,7 +31,7 @@ run_group() {  # name, modules to mutate, test files
         # generate every mutant (running none), list them, pick the sample
         $M run --max-children 1 "xtc.no_such_module.*" > /dev/null 2>&1
         mapfile -t names < <($M results --all true 2>/dev/null | awk -F: '/: /{gsub(/ /, "", $1); print $1}' |
-                             sort | shuf -n "$MUT_SAMPLE" --random-source=<(yes 14))
+                             sort | shuf -n "$MUT_SAMPLE" --random-source=<(yes "${MUT_SEED:-14}"))
         echo "sample of ${#names[@]} mutants" > "$out/mutation-$name.sample"
         printf '%s\n' "${names[@]}" >> "$out/mutation-$name.sample"
     fi
