@@ -16,6 +16,7 @@ M="$PY $PYTHONPATH/bin/mutmut"
 run_group() {  # name, modules to mutate, test files
     local name=$1 mut=$2 tests=$3
     # one worktree per group, kept afterwards, so that `mutmut show <name>` there still works
+    name=$name${MUT_TAG:-}  # MUT_TAG=2: a second run of the group beside the first (its own worktree and results)
     local wt=${MUT_WORKTREE:-/tmp/xtc-mutation}-$name
     [ -d "$wt" ] || git -C "$repo" worktree add -f --detach "$wt" HEAD
     git -C "$wt" checkout -q --detach "$(git -C "$repo" rev-parse HEAD)"

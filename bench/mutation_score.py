@@ -37,26 +37,23 @@ def main(argv=None) -> dict:
                 equivalent[name] = reason
     modules = collections.defaultdict(collections.Counter)
     survivors = collections.defaultdict(list)
-    sampled = set()
+    status_of, group_of = {}, {}  # a mutant checked by two runs (e.g. two samples, MUT_TAG) counts once
     for path in sorted(glob.glob(os.path.join(a.results, "mutation-*.results"))):
         group = re.sub(r"^mutation-|\.results$", "", os.path.basename(path))
-        if os.path.isfile(os.path.join(a.results, f"mutation-{group}.sample")):
-            sampled.add(group)
         for line in open(path, encoding="utf-8"):
             m = re.match(r"\s*(\S+?): (.+)$", line)
-            if not m:
-                continue
-            name, status = m.groups()
-            module = re.match(r"(xtc(?:\.study)?\.[a-z_]+)\.", name).group(1)
-            if status == "not checked":
-                continue
-            if status == "survived" and name in equivalent:
-                status = "equivalent"
-            modules[module][status] += 1
-            modules[module]["checked"] += 1
-            if status in ("survived", "no tests", "timeout", "suspicious"):
-                survivors[module].append(f"{name}: {status}")
-            modules[module]["sampled"] = int(group in sampled)
+            if m and m.group(2) != "not checked" and status_of.get(m.group(1)) != "killed":
+                status_of[m.group(1)], group_of[m.group(1)] = m.group(2), group
+    for name, status in sorted(status_of.items()):
+        module = re.match(r"(xtc(?:\.study)?\.[a-z_]+)\.", name).group(1)
+        if status == "survived" and name in equivalent:
+            status = "equivalent"
+        modules[module][status] += 1
+        modules[module]["checked"] += 1
+        if status in ("survived", "no tests", "timeout", "suspicious"):
+            survivors[module].append(f"{name}: {status}")
+        if os.path.isfile(os.path.join(a.results, f"mutation-{group_of[name]}.sample")):
+            modules[module]["sampled"] = 1
     out = {"tool": "mutmut 3.8.1", "modules": {}, "total": {}}
     tk = tn = 0
     for module, c in sorted(modules.items()):
