@@ -743,9 +743,12 @@ def test_results_files_and_the_incomplete_study_message(tmp_path):
     with pytest.raises(study.IncompleteStudyError) as e:
         study.write_results(cfg, root, cfg["paths"]["results"])
     assert str(e.value).startswith("5 planned runs have no results") and str(e.value).count("(not run") == 3
+    assert str(e.value).count("(no metrics.json)); ") == 2  # three examples, "; " between them
     study.write_results(cfg, root, cfg["paths"]["results"], allow_incomplete=True)
     for name in ("runs.csv", "summary.csv", "missing.csv"):  # no index column
         head = open(os.path.join(cfg["paths"]["results"], name)).readline()
         assert head.startswith({"runs.csv": "run_id,", "summary.csv": "config_id,", "missing.csv": "run_id,"}[name])
+    summary = pd.read_csv(os.path.join(cfg["paths"]["results"], "summary.csv"))
+    assert summary["n_planned"].dtype.kind == "i" and summary["n"].dtype.kind == "i"  # counts, not 2.0
     empty = study.aggregate.summarize(cfg, pd.DataFrame(columns=study.aggregate.RUNS_COLUMNS))
     assert len(empty) == 0 and list(empty.columns)[:3] == ["config_id", "kind", "axes"] and "n_planned" in empty
