@@ -410,8 +410,9 @@ def test_claims_table_equals_its_golden_copy(tmp_path, case):
     got = pd.read_csv(__import__("io").StringIO(got.to_csv(index=False)), keep_default_na=False, na_values=[""])
     assert list(got.columns) == list(want.columns) and len(got) == len(want)
     for col in want.columns:
-        if col == "numbers":  # JSON: compared value by value, floats to 1e-9
+        if col == "numbers":  # JSON with sorted keys: compared value by value, floats to 1e-9
             for g, w in zip(got[col], want[col]):
+                assert g == json.dumps(json.loads(g), sort_keys=True)
                 fg, fw = _flat(json.loads(g)), _flat(json.loads(w))
                 assert fg.keys() == fw.keys()
                 for k in fw:
@@ -481,6 +482,10 @@ def test_architecture_bytes_defaults_groups_and_a_config_without_token_types(tmp
                                                     "intermediate_size": 16, "max_position_embeddings": 32}))
     got = C.teacher_architecture({"teacher": {"model": str(folder)}})
     assert got["type_vocab_size"] == 2 and got["num_layers"] == 2
+    (folder / "config.json").write_text(json.dumps({"vocab_size": 100, "hidden_size": 8, "num_hidden_layers": 2,
+                                                    "intermediate_size": 16, "max_position_embeddings": 32,
+                                                    "type_vocab_size": 1}))
+    assert C.teacher_architecture({"teacher": {"model": str(folder)}})["type_vocab_size"] == 1
 
 
 def test_size_claim_without_the_half_depth_1_bit_student_says_what_to_add(tmp_path):
@@ -540,6 +545,7 @@ def test_budgets_are_ordered_by_their_epochs_for_the_task_with_per_task_override
     t = plateau_table(cfg, pd_history(cfg))
     assert set(t.loc[t["task"] == "mrpc", "budget"]) == {"short"} and set(t.loc[t["task"] == "stsb", "budget"]) == {
         "long"}
+    assert set(t.loc[t["task"] == "mrpc", "epochs"]) == {16.0}  # the task's own epochs of that budget
 
 
 def pd_history(cfg):
@@ -551,3 +557,25 @@ def pd_history(cfg):
     m = m[m["axis"] == "budget"].drop_duplicates("run_id")
     return pd.DataFrame([{"run_id": r["run_id"], "step": s, "metric": "score", "value": 0.5}
                          for r in m.to_dict("records") for s in (8, 16)])
+
+
+def test_budget_and_da_claims_with_partial_axes(tmp_path):
+    cfg = study_config(tmp_path / "a")
+    cfg["axes"][0] = {"name": "budget", "vary": {"epochs": ["short", "long"]}, "tasks": ["mrpc", "stsb"]}
+    cfg["axes"][2] = {"name": "da", "vary": {"da": ["off", "on"]}, "tasks": ["sst2"]}
+    runs = study.study_runs(cfg)
+    budget = runs[runs["axes"].str.contains("budget") & (runs["kind"] == "student")]
+    gone = set(budget.loc[(budget["task"] == "stsb") & (budget["epochs"] < 2), "run_id"])  # stsb: no short runs
+    write_tree(cfg, good, skip=gone)
+    c = claims_of(cfg)
+    assert "1.W1" in c.index and c.loc["1.W1", "n_tasks"] == 1  # the anchor's width; mrpc alone is paired
+    assert c.loc["3.small", "compare"] == "mean(on - off) over small tasks (none) - over others (sst2)"
+    assert c.loc["3.small", "evidence"] == ("the axis' tasks are all large: add a task of the other group to the "
+                                            "da axis")
+    cfg2 = study_config(tmp_path / "b")
+    cfg2["axes"][0] = cfg["axes"][0]
+    runs2 = study.study_runs(cfg2)
+    students = runs2[runs2["axes"].str.contains("budget") & (runs2["kind"] == "student") & (runs2["epochs"] < 2)]
+    write_tree(cfg2, good, skip=set(students["run_id"]))  # no short run at all: nothing to pair
+    c2 = claims_of(cfg2)
+    assert c2.loc["1.W1", "evidence"] == "no paired runs" and c2.loc["1.W1", "verdict"] == "inconclusive"
