@@ -30,8 +30,8 @@ def main() -> int:
     lines = ["# Bad inputs (issue 14)", "",
              f"`python bench/bad_inputs_table.py` ({len(rows)} cases of tests/test_bad_inputs.py; pytest: {summary}).",
              "Each case also checks that the folder it ran in is unchanged afterwards (no output, state or temp file).",
-             "", f"Totals: exit 2 {sum(r['exit'] == 2 for r in rows)}, other exit {other_exit}, silent accepts (exit 0) "
-             f"{accepted}, tracebacks {tracebacks}, messages not one line {not_one_line}.", "",
+             "", f"Totals: exit 2 {sum(r['exit'] == 2 for r in rows)}, other exit {other_exit}, "
+             f"silent accepts (exit 0) {accepted}, tracebacks {tracebacks}, messages not one line {not_one_line}.", "",
              "| case | command | exit | message |", "|---|---|---|---|"]
     lines += [f"| {cell(r['case'])} | `{cell(r['command'])}` | {r['exit']} | {cell(r['stderr'])} |" for r in rows]
     out = os.path.join(ROOT, "bench", "results", "bad_inputs.md")

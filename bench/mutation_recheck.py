@@ -18,6 +18,8 @@ import shutil
 import subprocess
 import sys
 
+from mutation_score import read_equivalents  # noqa: E402  (bench/ is on sys.path when run as a script)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -60,9 +62,7 @@ def main(argv=None) -> int:
         return 2
     killed = 0
     out = []
-    eq_path = os.path.join(ROOT, "bench", "results", "mutation-equivalents.tsv")
-    equivalent = {ln.split("\t")[0] for ln in open(eq_path, encoding="utf-8") if "\t" in ln} \
-        if os.path.isfile(eq_path) else set()
+    equivalent = read_equivalents()
     survivors = [ln for ln in lines if ln.strip().endswith(": survived")]
     for i, line in enumerate(lines):
         m = re.match(r"(\s*)(\S+): survived$", line)
@@ -75,7 +75,9 @@ def main(argv=None) -> int:
         out.append(line)
     with open(results, "w", encoding="utf-8") as f:
         f.write("\n".join(out) + "\n")
-    print(f"{a.group}: {killed} of {len(survivors)} survivors killed by the current tests")
+    listed = sum(re.match(r"\s*(\S+): survived$", ln).group(1) in equivalent for ln in survivors)
+    print(f"{a.group}: {killed} of {len(survivors) - listed} survivors killed by the current tests "
+          f"({listed} more listed as equivalent, not re-run)")
     return 0
 
 

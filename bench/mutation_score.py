@@ -24,17 +24,20 @@ def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
     return max(0.0, (centre - half) / (1 + z * z / n)), min(1.0, (centre + half) / (1 + z * z / n))
 
 
+def read_equivalents(results_dir: str = HERE) -> dict[str, str]:
+    """mutation-equivalents.tsv: {mutant name: why it cannot change behaviour}."""
+    path = os.path.join(results_dir, "mutation-equivalents.tsv")
+    if not os.path.isfile(path):
+        return {}
+    rows = (line.rstrip("\n").split("\t", 1) for line in open(path, encoding="utf-8"))
+    return {r[0]: r[1] for r in rows if len(r) == 2 and not r[0].startswith("#")}
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--results", default=HERE, help="folder of mutation-<group>.results files")
     a = ap.parse_args(argv)
-    equivalent = {}
-    eq_path = os.path.join(a.results, "mutation-equivalents.tsv")
-    if os.path.isfile(eq_path):
-        for line in open(eq_path, encoding="utf-8"):
-            if line.strip() and not line.startswith("#"):
-                name, reason = line.rstrip("\n").split("\t", 1)
-                equivalent[name] = reason
+    equivalent = read_equivalents(a.results)
     modules = collections.defaultdict(collections.Counter)
     survivors = collections.defaultdict(list)
     status_of, group_of = {}, {}  # a mutant checked by two runs (e.g. two samples, MUT_TAG) counts once

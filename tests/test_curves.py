@@ -186,3 +186,12 @@ def test_claims_decide_text_without_paired_runs():
     st = {"n_tasks": 0, "n": 0, "effect": float("nan"), "ci_low": float("nan"), "ci_high": float("nan")}
     assert C.decide_text(st, "inconclusive", 0.5, "superiority") == "no paired runs: run the axis"
     assert C.decide_text(st, "holds", 0.5, "superiority") == ""
+
+
+def test_the_longest_budget_is_the_tasks_own_under_per_task_overrides(tmp_path):
+    cfg = study_config(tmp_path)
+    cfg["budget_overrides"] = [{"tasks": ["mrpc"], "budget": "short", "epochs": 16.0}]  # mrpc: short is longest
+    t = plateau_table(cfg, history(cfg, lambda task, wbits, seed, step: 0.5))
+    mrpc = t[t["task"] == "mrpc"]
+    assert set(mrpc["budget"]) == {"short"} and set(mrpc["epochs"]) == {16.0}
+    assert set(t.loc[t["task"] == "stsb", "budget"]) == {"long"}

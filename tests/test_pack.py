@@ -456,7 +456,8 @@ CORRUPTIONS = [  # (id, manifest edit, weights edit, config edit, extra members,
      "tokenizer member tokenizer/../evil.txt points outside its folder"),
     ("version", lambda m: m.update(version=99), None, None, None,
      "format version 99 is not supported (this reader: 1)"),
-    ("no-tensors-field", lambda m: m.pop("tensors"), None, None, None, "manifest.json lacks a required field: 'tensors'"),
+    ("no-tensors-field", lambda m: m.pop("tensors"), None, None, None,
+     "manifest.json lacks a required field: 'tensors'"),
     ("no-config", None, None, None, {"config.json": None}, "manifest lists no config.json"),
     ("malformed-entry", lambda m: m["members"].update({"config.json": {"bytes": "x", "sha256": "0"}}), None, None,
      None, "manifest entry for config.json is malformed: invalid literal for int() with base 10: 'x'"),
@@ -505,7 +506,9 @@ def test_archive_level_errors_name_the_file_and_the_problem(packed_1bit, tmp_pat
             load_packed(str(p))
 
 
-def test_export_records_each_tensor_exactly(packed_1bit):
+def test_export_records_each_tensor_exactly(packed_1bit, tmp_path):
+    from safetensors import safe_open
+
     from xtc import __version__
 
     _, _, path, _ = packed_1bit
@@ -520,31 +523,11 @@ def test_export_records_each_tensor_exactly(packed_1bit):
     assert _entry(manifest, QB) == {"name": QB, "shape": [32], "dtype": "float32", "role": "query", "bits": 32,
                                     "method": None, "groups": None, "scheme": "none", "packing": "none",
                                     "key": QB, "scales_key": None, "scale_dtype": None}
-    with _SafeOpenBytes(members["weights.safetensors"]) as f:
+    (tmp_path / "w.safetensors").write_bytes(members["weights.safetensors"])  # safe_open reads files only
+    with safe_open(str(tmp_path / "w.safetensors"), "pt") as f:
         assert f.metadata() == {"format": "pt"}  # what transformers' safetensors readers expect
     with zipfile.ZipFile(path) as zf:
         assert {i.date_time for i in zf.infolist()} == {(1980, 1, 1, 0, 0, 0)}  # same model, same bytes
-
-
-class _SafeOpenBytes:
-    """safe_open over bytes (it only opens files): through a temporary file."""
-
-    def __init__(self, data):
-        import tempfile
-
-        self._dir = tempfile.TemporaryDirectory()
-        self.path = os.path.join(self._dir.name, "w.safetensors")
-        with open(self.path, "wb") as f:
-            f.write(data)
-
-    def __enter__(self):
-        from safetensors import safe_open
-
-        self._f = safe_open(self.path, "pt")
-        return self._f
-
-    def __exit__(self, *exc):
-        self._dir.cleanup()
 
 
 def test_export_of_bf16_fp32_activation_only_and_uniform_models(tiny_model_dir, tmp_path):

@@ -578,7 +578,8 @@ def test_integer_eval_returns_the_input_dtype_and_autocast_quantizes_straight_to
         assert lin.uses_integer_eval() and lin(torch.randn(3, 16).to(torch.bfloat16)).dtype == torch.bfloat16
     seen = []
     real = Q.quantize_weight
-    monkeypatch.setattr(Q, "quantize_weight", lambda w, b, g, m, dtype=None: seen.append(dtype) or real(w, b, g, m, dtype))
+    monkeypatch.setattr(Q, "quantize_weight",
+                        lambda w, b, g, m, dtype=None: seen.append(dtype) or real(w, b, g, m, dtype))
     lin.train()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         lin(torch.randn(3, 16))
