@@ -33,7 +33,8 @@ def tiny_arch_config(family: str, num_labels: int = 3):
         return DistilBertConfig(vocab_size=len(_vocab()), dim=32, n_layers=2, n_heads=4, hidden_dim=64,
                                 max_position_embeddings=130, num_labels=num_labels, pad_token_id=0, dropout=0.0,
                                 attention_dropout=0.0)
-    return {"bert": lambda: BertConfig(**common), "roberta": lambda: RobertaConfig(type_vocab_size=1, **common),  # as roberta-base
+    return {"bert": lambda: BertConfig(**common),
+            "roberta": lambda: RobertaConfig(type_vocab_size=1, **common),  # as roberta-base
             "electra": lambda: ElectraConfig(embedding_size=32, **common),
             "deberta-v2": lambda: DebertaV2Config(**common, relative_attention=True, position_buckets=16,
                                                   pos_att_type=["p2c", "c2p"])}[family]()

@@ -196,7 +196,8 @@ def read_custom_split(task: Task, split: str) -> Split:
         where = f"{source}:{i + first}" if unit == "line" else f"{source} row {i}"
         row = tuple(c[i] for c in cols)
         if any(t is None or (isinstance(t, float) and t != t) for t in row):
-            raise DataError(f"{where}: empty text in column(s) {list(task.text_columns)}; fill or delete that row")
+            raise DataError(f"{where}: empty text in column(s) {list(task.text_columns)}; fill or delete that "
+                            f"row")
         texts.append(tuple(str(t) for t in row))
         if raw_labels is not None:
             value = raw_labels[i]

@@ -503,9 +503,9 @@ def claim_size(config, runs, missing=None) -> list[dict]:
         rows.append(_empty("5.size", 5, cmp_size, 0.0, "deterministic",
                            f"add depth {d} with wbits 1 to the xtc axis"))
     else:
-        from xtc.tasks import TASKS
+        from xtc.study.config import task_of
 
-        ceilings = [one_bit_ceiling(arch, d, TASKS[t].num_labels) for t in tasks]
+        ceilings = [one_bit_ceiling(arch, d, task_of(config, t).num_labels) for t in tasks]
         ceiling = _mean(ceilings)
         required = share * ceiling
         t_bytes = [teacher_all[t]["bytes"] for t in tasks if not _isnan(teacher_all[t]["bytes"])]

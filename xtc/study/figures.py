@@ -258,12 +258,12 @@ def fig_size(config, runs, out_dir):
             ax.scatter([], [], color=color, marker=marker, label="fp32 student" if b == 32 else f"W{b}A8 (packed .xtc)")
     if t_bytes:  # the size claim's threshold (claims.claim_size): where a 1-bit student at half depth must be
         from xtc.study.claims import half_depth, one_bit_ceiling, paper_size_share, teacher_architecture
-        from xtc.tasks import TASKS
+        from xtc.study.config import task_of
 
         arch, d = teacher_architecture(config), half_depth(config["teacher"]["num_layers"])
         if arch is not None:
             tasks = axis_tasks(config, "xtc")
-            ceiling = sum(one_bit_ceiling(arch, d, TASKS[t].num_labels) for t in tasks) / len(tasks)
+            ceiling = sum(one_bit_ceiling(arch, d, task_of(config, t).num_labels) for t in tasks) / len(tasks)
             required = paper_size_share() * ceiling
             tb = sum(t_bytes) / len(t_bytes)
             ax.axvline(tb / required / 1e6, color="gray", ls=":", lw=1,
