@@ -10,7 +10,7 @@ import sys
 from xtc.config import (DEFAULT_MODEL, AugmentConfig, CompressConfig, KDConfig, QuantSpec, RunOptions, TaskSpec,
                         TrainConfig)
 from xtc.settings import add_settings, build_settings
-from xtc.tasks import TASKS, get_task, resolve_task
+from xtc.tasks import TASKS, add_task_args, get_task, resolve_task
 
 
 def _print_json(obj) -> None:
@@ -21,16 +21,6 @@ def _print_json(obj) -> None:
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, like every other xtc error (argparse prints usage first)
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-TASK_HELP = (f"a GLUE task ({', '.join(TASKS)}), a task spec file (.yaml/.json: your own data), or the name of "
-             f"a task the flags below define")
-
-
-def add_task_args(p: argparse.ArgumentParser) -> None:
-    """--task and the flags that define a task of your own (xtc.config.TaskSpec)."""
-    p.add_argument("--task", required=True, help=TASK_HELP)
-    add_settings(p, "task_spec", TaskSpec, "your own task (with --task NAME; or put these keys in a spec file)")
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:

@@ -8,7 +8,7 @@ import os
 import sys
 
 from xtc.files import atomic_write
-from xtc.tasks import get_task
+from xtc.tasks import add_task_args, get_task
 
 
 def is_packed(path: str) -> bool:
@@ -135,8 +135,6 @@ def register(sub) -> None:
                        "fake-quant model it was exported from. Writes CSV (index, prediction, label if known, "
                        "logits) to --out, or to stdout; prints a JSON summary (with metrics when labels exist).")
     s.add_argument("--model", required=True, help="packed .xtc file, or a model folder")
-    from xtc.cli import add_task_args
-
     add_task_args(s)
     s.add_argument("--split", default="dev", help="GLUE split to predict (default dev; MNLI dev_matched/"
                    "dev_mismatched; train)")

@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass, fields
 
 from xtc.config import TaskSpec
+from xtc.settings import add_settings
 
 
 @dataclass(frozen=True)
@@ -146,3 +147,13 @@ def get_task(name) -> Task:
     if isinstance(name, Task):
         return name
     return resolve_task(name)
+
+
+TASK_HELP = (f"a GLUE task ({', '.join(TASKS)}), a task spec file (.yaml/.json: your own data), or the name of "
+             f"a task the flags below define")
+
+
+def add_task_args(p) -> None:
+    """--task and the flags that define a task of your own (xtc.config.TaskSpec)."""
+    p.add_argument("--task", required=True, help=TASK_HELP)
+    add_settings(p, "task_spec", TaskSpec, "your own task (with --task NAME; or put these keys in a spec file)")
