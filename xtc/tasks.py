@@ -67,13 +67,13 @@ TASKS: dict[str, Task] = {
 
 
 SPEC_SUFFIXES = (".yaml", ".yml", ".json")
-TASK_NAME = re.compile(r"^[a-z][a-z0-9_]*$")  # a folder name in runs/ and the study's task lists
+TASK_NAME = re.compile(r"^[a-z][a-z0-9]*$")  # a folder name in runs/ and the study's task lists (task~NAME)
 
 
 def custom_task(name: str, spec: TaskSpec) -> Task:
     """The Task a spec defines (checked: one or two text columns, declared labels, fitting metrics)."""
     if not TASK_NAME.match(name) or name.replace("-", "") in TASKS:
-        raise ValueError(f"task name {name!r}: use lower-case letters, digits and _ (starting with a letter), "
+        raise ValueError(f"task name {name!r}: use lower-case letters and digits (starting with a letter), "
                          f"not a GLUE task's name")
     spec.validate(name)
     regression = spec.problem == "regression"
@@ -108,7 +108,7 @@ def load_task_spec(path: str) -> Task:
     unknown = sorted(set(data) - known - {"name"})
     if unknown:
         raise ValueError(f"task spec {path}: unknown key(s) {unknown}; known keys: name, {', '.join(sorted(known))}")
-    name = str(data.pop("name", None) or os.path.splitext(os.path.basename(path))[0])
+    name = str(data.pop("name", None) or re.sub(r"[^a-z0-9]", "", os.path.splitext(os.path.basename(path))[0].lower()))
     folder = os.path.dirname(os.path.abspath(path))
     if not data.get("hub_dataset"):
         for key in ("train_data", "dev_data", "test_data"):

@@ -166,10 +166,10 @@ def check_tasks(config: dict) -> None:
     lists += [(f"budget_overrides[{i}].tasks", o["tasks"]) for i, o in enumerate(config["budget_overrides"])]
     lists += [("claims.small_tasks", (config.get("claims") or {}).get("small_tasks") or [])]
     for where, names in lists:
-        unknown = [t for t in names if t not in TASKS and t not in specs]
-        if unknown:
-            raise ConfigError(f"config error at {where}: {', '.join(unknown)} is neither a GLUE task "
-                              f"({', '.join(TASKS)}) nor defined in task_specs (name -> spec file)")
+        for i, t in enumerate(names):
+            if t not in TASKS and t not in specs:
+                raise ConfigError(f"config error at {where}[{i}]: {t!r} is neither a GLUE task ({', '.join(TASKS)}) "
+                                  f"nor defined in task_specs (name -> spec file)")
 
 
 def task_of(config: dict, name: str):
