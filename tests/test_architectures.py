@@ -257,3 +257,61 @@ def test_task_flag_conflicts(tmp_path, capsys, custom_spec, tiny_model_dir):
     assert main(["finetune", "--task", "nosuch", "--model", tiny_model_dir, "--out", str(tmp_path / "o")]) == 2
     assert "unknown GLUE task" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_augment_with_a_byte_level_bpe_teacher_proposes_words_not_pieces(tmp_path, capsys, custom_spec):
+    """RoBERTa-style vocabularies ("Ġgood"): candidates are the words the pieces decode to."""
+    from conftest import WORDS
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import RobertaTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator([" ".join(WORDS)] * 20, trainers.BpeTrainer(
+        vocab_size=600, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    bpe.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
+    tok = RobertaTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", sep_token="</s>",
+                               cls_token="<s>", unk_token="<unk>", pad_token="<pad>", mask_token="<mask>")
+    assert tok.tokenize(" good")[0].startswith("Ġ")
+    cfg = tiny_arch_config("roberta")
+    cfg.vocab_size, cfg.pad_token_id = len(tok), tok.pad_token_id
+    torch.manual_seed(0)
+    teacher = str(tmp_path / "roberta")
+    AutoModelForSequenceClassification.from_config(cfg).save_pretrained(teacher)
+    tok.save_pretrained(teacher)
+    out = tmp_path / "aug.jsonl"
+    assert main(["augment", "--task", custom_spec, "--teacher", teacher, "--out", str(out), "--copies", "2",
+                 "--candidates", "3", "--quiet"]) == 0
+    rows = [json.loads(x) for x in open(out)]
+    originals = {r["source"]: (r["text_a"], r["text_b"]) for r in rows if r["copy"] == 0}
+    changed = [r for r in rows if r["copy"] > 0 and (r["text_a"], r["text_b"]) != originals[r["source"]]]
+    assert len(rows) == 48 * 3 and changed  # replacements happen ...
+    assert not any(c in r["text_a"] + r["text_b"] for r in rows for c in ("Ġ", "<s>", "<pad>"))  # ... as words
+    # and the same teacher fine-tunes (padding with its own pad id 1, no token types)
+    assert main(["finetune", "--task", custom_spec, "--model", teacher, "--out", str(tmp_path / "ft"),
+                 "--epochs", "1", "--quiet"]) == 0
+
+
+def test_test_split_without_labels_and_hub_data_offline(tmp_path, capsys, monkeypatch, tiny_model_dir):
+    root = os.path.dirname(write_custom_task(str(tmp_path / "d")))
+    with open(os.path.join(root, "test.csv"), "w") as f:
+        f.write("premise,claim\nthe movie was good,a film\nbad plot,it is fun\n")
+    spec = os.path.join(root, "verdicts.yaml")
+    with open(spec, "a") as f:
+        f.write("test_data: test.csv\n")
+    model = make_tiny_arch_dir(str(tmp_path / "m"), "bert", num_labels=3)
+    capsys.readouterr()
+    assert main(["predict", "--model", model, "--task", spec, "--split", "test", "--out", str(tmp_path / "p.csv")]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["examples"] == 2 and "metrics" not in summary
+    assert list(csv.DictReader(open(tmp_path / "p.csv")))[0].keys() >= {"index", "prediction"}
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    hub = ["--task", "reviews", "--hub-dataset", "nobody/no-such-dataset", "--train-data", "train",
+           "--dev-data", "validation", "--text-columns", "text", "--label-column", "label", "--labels", "a,b"]
+    assert main(["finetune", *hub, "--model", tiny_model_dir, "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "could not load nobody/no-such-dataset split 'train'" in err
+    assert not (tmp_path / "o").exists()

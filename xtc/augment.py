@@ -99,6 +99,11 @@ def load_teacher(name: str) -> Teacher:
         if i < V:
             tokens[i] = t
     specials = set(tok.all_special_tokens)
+    if not any(t.startswith("##") for t in tokens):  # byte-level BPE (RoBERTa) or SentencePiece (XLM-R, DeBERTa)
+        # a vocabulary entry is a whole-word candidate only where it starts a word ("Ġgood", "▁good"), and it is
+        # proposed as the text it decodes to ("good"), never as the raw piece
+        tokens = [(lambda text: text[1:] if text.startswith(" ") and t not in specials else "")(
+            tok.convert_tokens_to_string([t])) if t else "" for t in tokens]
     valid = np.array([bool(t) and not t.startswith("##") and t not in specials and not _BRACKETED.match(t)
                       and any(c.isalnum() for c in t) for t in tokens])
     lowercases = bool(getattr(tok, "do_lower_case", False))
