@@ -315,3 +315,14 @@ def test_test_split_without_labels_and_hub_data_offline(tmp_path, capsys, monkey
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "could not load nobody/no-such-dataset split 'train'" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_deberta_refuses_attention_only_kd_before_writing(tmp_path, capsys, custom_spec):
+    teacher = make_tiny_arch_dir(str(tmp_path / "deberta"), "deberta-v2")
+    capsys.readouterr()
+    out = tmp_path / "student"
+    assert main(["compress", "--task", custom_spec, "--teacher", teacher, "--kd-terms", "attention",
+                 "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no pre-softmax attention scores" in err[0] and "--kd-terms logit,hidden" in err[0]
+    assert not out.exists()

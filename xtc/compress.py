@@ -84,11 +84,9 @@ def build_stages(teacher, task: Task, cfg: TrainConfig, cc: CompressConfig, kd_c
         stage_terms = [("kd-intermediate", cfg.epochs * cc.stage1_share, cc.stage1_lr_factor, ("hidden", "attention")),
                        ("kd-logits", cfg.epochs * (1 - cc.stage1_share), 1.0, ("logit",))]
     arch = architecture_of(teacher)
-    if not arch.attention_scores:  # e.g. DeBERTa-v2: logit + hidden-state KD only
+    if not arch.attention_scores:  # e.g. DeBERTa-v2: logit + hidden-state KD only (compress refused attention alone)
         stage_terms = [(name, ep, f, None if ts is None else tuple(t for t in ts if t != "attention"))
                        for name, ep, f, ts in stage_terms]
-        if any(ts == () for *_, ts in stage_terms):
-            raise ValueError(f"{arch.note}; --kd-terms needs logit or hidden for a {arch.family} model")
         if not quiet:
             print(f"[{task.name}] {arch.note}", file=sys.stderr)
     terms = {t for *_, ts in stage_terms for t in ts or ()}

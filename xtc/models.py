@@ -10,7 +10,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 from transformers.utils import logging as hf_logging
 
-from xtc.arch import UnsupportedModelError, architecture_of
+from xtc.arch import SUPPORTED, UnsupportedModelError, architecture_of
 from xtc.config import DEFAULT_MODEL
 
 
@@ -125,8 +125,6 @@ def load_classifier(path: str, num_labels: int | None = None) -> PreTrainedModel
         raise FileNotFoundError(f"cannot load a BERT model from {path!r}: {exc}. Pass a local Hugging Face "
                                 f"model folder, a hub id (when online) or 'default'") from exc
     except (ValueError, KeyError) as exc:  # a model type with no sequence-classification class
-        from xtc.arch import SUPPORTED
-
         raise UnsupportedModelError(f"{path!r} has no sequence-classification model in transformers "
                                     f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); xtc maps "
                                     f"BERT-family encoders: {SUPPORTED}") from None
