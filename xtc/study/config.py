@@ -7,6 +7,7 @@ Inside the workflow, Snakemake reads the config files (`--configfile`, `--config
 """
 from __future__ import annotations
 
+import functools
 import os
 
 # the checkout's schema (the workflow and the study commands run from a checkout of xtc-bench)
@@ -174,9 +175,17 @@ def check_tasks(config: dict) -> None:
 
 def task_of(config: dict, name: str):
     """The xtc.tasks.Task of a study task: a GLUE task or one of the config's task_specs."""
-    from xtc.tasks import TASKS, load_task_spec
+    from xtc.tasks import TASKS
 
-    return TASKS[name] if name in TASKS else load_task_spec(config["task_specs"][name])
+    return TASKS[name] if name in TASKS else _load_spec(config["task_specs"][name])
+
+
+@functools.lru_cache(maxsize=64)
+def _load_spec(path: str):
+    """A task spec read once per process (the aggregation looks tasks up for every run)."""
+    from xtc.tasks import load_task_spec
+
+    return load_task_spec(path)
 
 
 def task_arg(config: dict, name: str) -> str:

@@ -13,11 +13,11 @@ import math
 import os
 import textwrap
 
-from xtc.study.aggregate import SCORE_METRICS
+from xtc.study.aggregate import score_metrics
 from xtc.study.config import resolve_epochs
 from xtc.study.grid import axis_tasks
-from xtc.study.views import (METRIC_ABBREV, TASK_TITLES, axis_config as _axis, axis_view, isnan as _nan, point_averages,
-                             teacher_avg, teacher_view)
+from xtc.study.views import (METRIC_ABBREV, axis_config as _axis, axis_view, isnan as _nan, point_averages,
+                             task_title, teacher_avg, teacher_view)
 
 FIGURES = ("budget", "lr", "kd", "depth", "size")
 FIGURE_AXIS = {"budget": "budget", "lr": "lr", "kd": "kd", "depth": "xtc", "size": "xtc"}  # the axis each one draws
@@ -66,7 +66,7 @@ def _panels(tasks, extra_avg=True):
 def _panel_title(config, name):
     if name == "avg":
         return "Avg over tasks"
-    return f"{TASK_TITLES[name]} ({'/'.join(METRIC_ABBREV[m] for m in SCORE_METRICS[name])})"
+    return f"{task_title(name)} ({'/'.join(METRIC_ABBREV[m] for m in score_metrics(name, config))})"
 
 
 def _suptitle(fig, text):
