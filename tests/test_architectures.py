@@ -198,7 +198,8 @@ def test_custom_task_from_flags_and_augment(tmp_path, capsys, custom_spec, tiny_
              "--text-columns", "premise,claim", "--label-column", "verdict", "--labels", "pos,neg,mixed"]
     t = str(tmp_path / "teacher")
     assert main(["finetune", *flags, "--model", tiny_model_dir, "--out", t, "--epochs", "1", "--quiet"]) == 0
-    assert json.load(open(os.path.join(t, "metrics.json")))["task"] == "verdicts"
+    rec = json.load(open(os.path.join(t, "metrics.json")))
+    assert rec["task"] == "verdicts" and rec["config"]["task_spec"]["labels"] == ["pos", "neg", "mixed"]
     aug = tmp_path / "aug.jsonl"
     assert main(["augment", *flags, "--teacher", t, "--out", str(aug), "--copies", "1", "--quiet"]) == 0
     lines = [json.loads(x) for x in open(aug)]

@@ -113,7 +113,7 @@ def compress(task_name: str, teacher_dir: str, out_dir: str, cfg: TrainConfig, s
     dev = pick_device(run.device)
     precision = resolve_precision(cfg.precision, dev)
     cfg = replace(cfg, precision=precision.precision)  # the run records (and resumes with) what it used
-    run_config = {"command": "compress", "task": task.name, "teacher": teacher_dir, "init": cc.init,
+    run_config = {"command": "compress", "task": task.name, **task.record(), "teacher": teacher_dir, "init": cc.init,
                   "train_file": cc.train_file, **asdict(cfg), "quant": spec.to_dict(), **asdict(cc),
                   "kd_weights": asdict(kd_cfg), "max_train_samples": run.max_train_samples,
                   "max_eval_samples": run.max_eval_samples}

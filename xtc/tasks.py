@@ -39,6 +39,15 @@ class Task:
     def is_pair(self) -> bool:
         return len(self.text_columns) == 2
 
+    def record(self) -> dict:
+        """What a run records of its task beyond the name: a task of your own, its whole spec (so resuming with
+        other data files or labels is refused like any changed setting); nothing for GLUE."""
+        if self.spec is None:
+            return {}
+        from dataclasses import asdict
+
+        return {"task_spec": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.spec).items()}}
+
 
 TASKS: dict[str, Task] = {
     t.name: t
