@@ -63,7 +63,7 @@ CASES = [
     ("augment candidates 0", AU + ["--candidates", "0"], "--candidates must be an integer > 0", None),
     ("augment max-train-samples 0", AU + ["--max-train-samples", "0"], "--max-train-samples must be an integer > 0", None),
     # ---- choices, unknown and missing flags
-    ("finetune unknown task", FT + ["--task", "glue9"], "argument --task: invalid choice: 'glue9'", None),
+    ("finetune unknown task", FT + ["--task", "glue9"], "unknown GLUE task 'glue9'; choose one of", None),
     ("finetune unknown flag", FT + ["--epohcs", "2"], "unrecognized arguments: --epohcs", None),
     ("finetune missing --out", ["finetune", "--task", "sst2", "--model", "{tiny}"], "required: --out", None),
     ("compress unknown kd mode", CO + ["--kd", "three-stage"], "argument --kd: invalid choice", None),

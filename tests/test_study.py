@@ -112,7 +112,7 @@ def test_profiles_validate_and_expand(profile):
     cfg = study.load_config(os.path.join(PROFILES, f"{profile}.yaml"))  # each profile is complete
     runs = study.study_runs(cfg)
     assert cfg["profile"] == profile and runs["run_id"].is_unique
-    n_students = {"quick": 80, "smoke": 20, "standard": 72, "paper": 474, "cpu-full": 300}[profile]
+    n_students = {"quick": 80, "smoke": 23, "standard": 72, "paper": 474, "cpu-full": 300}[profile]
     assert (runs["kind"] == "student").sum() == n_students
     if profile == "smoke":
         assert all(cfg["paths"][k].startswith("scratch/smoke/") for k in ("runs", "results", "figures"))
@@ -184,6 +184,35 @@ def test_config_errors_name_the_key(mutate, message):
     with pytest.raises(study.ConfigError) as exc:
         study.validate_config(cfg)
     assert message in str(exc.value)
+
+
+def test_a_task_of_your_own_beside_glue_tasks(tmp_path):
+    spec = tmp_path / "verdicts.yaml"
+    (tmp_path / "train.csv").write_text("a,y\nthe movie,pos\n")
+    spec.write_text("name: verdicts\ntrain_data: train.csv\ndev_data: train.csv\ntext_columns: [a]\n"
+                    "label_column: y\nlabels: [pos, neg, mixed]\n")
+    cfg = copy.deepcopy(tiny_config())
+    cfg["tasks"] = [*cfg["tasks"], "verdicts"]
+    cfg["task_specs"] = {"verdicts": str(spec)}
+    cfg = study.validate_config(cfg)
+    runs = study.study_runs(cfg).set_index("run_id")
+    teacher = runs.loc["teacher/task~verdicts"]
+    assert f"--task {spec}" in teacher["args"]  # xtc reads the spec; the runs live under task~verdicts
+    assert teacher["inputs"] == {"task_spec": str(spec), "train_data": str(tmp_path / "train.csv"),
+                                 "dev_data": str(tmp_path / "train.csv")}
+    students = runs[(runs["kind"] == "student") & (runs["task"] == "verdicts")]
+    assert len(students) and all(f"--task {spec}" in a for a in students["args"])
+    assert runs.loc["teacher/task~sst2"]["inputs"] == {}
+    bad = copy.deepcopy(cfg)
+    bad["task_specs"] = {"other": str(spec)}
+    with pytest.raises(study.ConfigError, match=r"task_specs.other: the spec .* names its task 'verdicts'"):
+        study.validate_config(bad)
+    bad["task_specs"] = {}
+    with pytest.raises(study.ConfigError, match=r"tasks\[\d\]: 'verdicts' is neither a GLUE task"):
+        study.validate_config(bad)
+    bad["task_specs"] = {"verdicts": str(tmp_path / "none.yaml")}
+    with pytest.raises(study.ConfigError, match="task_specs.verdicts: task spec .* does not exist"):
+        study.validate_config(bad)
 
 
 # ----------------------------------------------------------------------------------------------- synthetic tree

@@ -38,7 +38,7 @@ from xtc.checkpoint import check_out_file
 from xtc.config import AugmentConfig
 from xtc.data import load_split
 from xtc.files import atomic_write
-from xtc.models import check_local_model_path, load_tokenizer, quiet_hf_loading, resolve_model_path
+from xtc.models import check_local_model_path, load_classifier, load_tokenizer, quiet_hf_loading, resolve_model_path
 from xtc.tasks import get_task
 
 SHORTLIST_EXTRA = 16  # float32 shortlist margin before the exact float64 re-ranking of neighbours
@@ -79,10 +79,11 @@ def load_teacher(name: str) -> Teacher:
     try:
         with quiet_hf_loading():  # "newly initialised cls.*" is expected for heads we then discard
             model_type = AutoConfig.from_pretrained(path).model_type
-            if model_type != "bert":
-                raise ValueError(f"--teacher {path!r} is a {model_type!r} model; xtc supports BERT-family "
-                                 f"checkpoints")
-            model, info = BertForMaskedLM.from_pretrained(path, output_loading_info=True, dtype=torch.float32)
+            if model_type == "bert":
+                model, info = BertForMaskedLM.from_pretrained(path, output_loading_info=True, dtype=torch.float32)
+            else:  # other families: word-embedding neighbours only (the masked-LM path reads BERT's head)
+                model = load_classifier(path)  # refuses a model xtc cannot map, in one line
+                info = {"missing_keys": ["cls.predictions.transform.dense.weight"]}
             tok = load_tokenizer(path)
     except OSError as exc:
         raise FileNotFoundError(f"cannot load a BERT model from --teacher {path!r}: {exc}. Pass a local Hugging "
@@ -98,6 +99,11 @@ def load_teacher(name: str) -> Teacher:
         if i < V:
             tokens[i] = t
     specials = set(tok.all_special_tokens)
+    if not any(t.startswith("##") for t in tokens):  # byte-level BPE (RoBERTa) or SentencePiece (XLM-R, DeBERTa)
+        # a vocabulary entry is a whole-word candidate only where it starts a word ("Ġgood", "▁good"), and it is
+        # proposed as the text it decodes to ("good"), never as the raw piece
+        tokens = [(lambda text: text[1:] if text.startswith(" ") and t not in specials else "")(
+            tok.convert_tokens_to_string([t])) if t else "" for t in tokens]
     valid = np.array([bool(t) and not t.startswith("##") and t not in specials and not _BRACKETED.match(t)
                       and any(c.isalnum() for c in t) for t in tokens])
     lowercases = bool(getattr(tok, "do_lower_case", False))

@@ -7,9 +7,10 @@ import os
 import re
 import sys
 
-from xtc.config import DEFAULT_MODEL, AugmentConfig, CompressConfig, KDConfig, QuantSpec, RunOptions, TrainConfig
+from xtc.config import (DEFAULT_MODEL, AugmentConfig, CompressConfig, KDConfig, QuantSpec, RunOptions, TaskSpec,
+                        TrainConfig)
 from xtc.settings import add_settings, build_settings
-from xtc.tasks import TASKS, get_task
+from xtc.tasks import TASKS, add_task_args, get_task, resolve_task
 
 
 def _print_json(obj) -> None:
@@ -91,13 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="inspect GLUE data").add_subparsers(dest="data_command", required=True)
     s = data.add_parser("stats", help="split sizes and label counts as JSON")
-    s.add_argument("--task", required=True, choices=list(TASKS))
+    add_task_args(s)
     add_settings(s, "run", RunOptions, only=("glue_dir",))
     s.set_defaults(fn=cmd_data_stats)
 
     s = sub.add_parser("finetune", help="fine-tune a teacher on a GLUE task",
                        description="Fine-tune a BERT classifier on a GLUE task; keeps the best dev checkpoint.")
-    s.add_argument("--task", required=True, choices=list(TASKS))
+    add_task_args(s)
     s.add_argument("--model", default=DEFAULT_MODEL, help=f"'{DEFAULT_MODEL}' (packaged all-MiniLM-L6-v2), a local "
                    f"HF BERT folder or a hub id (default: {DEFAULT_MODEL})")
     s.add_argument("--out", required=True, help="run folder: model, tokenizer, metrics.json")
@@ -106,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("evaluate", help="evaluate a saved model (folder or packed .xtc) on a task's dev set")
     s.add_argument("--model", required=True)
-    s.add_argument("--task", required=True, choices=list(TASKS))
+    add_task_args(s)
     add_settings(s, "run", RunOptions, only=("glue_dir", "max_eval_samples", "device"))
     add_settings(s, "train", TrainConfig, only=("max_seq_length", "eval_batch_size"),
                  flags={"eval_batch_size": "--batch-size"})
@@ -134,7 +135,7 @@ def _register_compress(sub) -> None:
                        description="Train an XTC student: copy (a subset of) the teacher's layers, optionally "
                        "quantize weights/activations, and distil from the fine-tuned teacher. Step 1 of XTC is "
                        "`--layers k --wbits 32`; step 2 is `--init STEP1_DIR --wbits 1 --abits 8`.")
-    s.add_argument("--task", required=True, choices=list(TASKS))
+    add_task_args(s)
     s.add_argument("--teacher", required=True, help="fine-tuned teacher folder (from `xtc finetune`)")
     s.add_argument("--out", required=True, help="run folder: student, tokenizer, metrics.json")
     add_settings(s, "compress", CompressConfig, only=("init", "train_file"))
@@ -197,7 +198,7 @@ def _register_artifacts(sub) -> None:
     s = sub.add_parser("augment", help="TinyBERT-style data augmentation of a task's training set",
                        description="Write N augmented copies of every training example (plus the originals) "
                        "as JSON Lines for `xtc compress --train-file`; the teacher labels them through KD.")
-    s.add_argument("--task", required=True, choices=list(TASKS))
+    add_task_args(s)
     s.add_argument("--teacher", required=True, help="model whose vocabulary, word embeddings (and masked-LM "
                    "head, if any) propose replacements")
     s.add_argument("--out", required=True, help="output .jsonl file")
@@ -249,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     try:
         build_settings(args)  # every value checked against its allowed range before anything runs
+        if isinstance(getattr(args, "task", None), str):  # a GLUE name, a spec file or a task the flags define
+            args.task = resolve_task(args.task, getattr(args, "task_spec", None))
         args.fn(args)
     except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading: not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

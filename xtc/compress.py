@@ -8,6 +8,7 @@ import sys
 import time
 from dataclasses import asdict, replace
 
+from xtc.arch import architecture_of
 from xtc.config import CompressConfig, KDConfig, QuantSpec, RunOptions, TrainConfig
 from xtc.data import load_task_data, read_train_file
 from xtc.distill import (evenly_spaced_layers, label_objective, layer_maps, make_kd_loss, parse_layer_list,
@@ -82,6 +83,12 @@ def build_stages(teacher, task: Task, cfg: TrainConfig, cc: CompressConfig, kd_c
     else:
         stage_terms = [("kd-intermediate", cfg.epochs * cc.stage1_share, cc.stage1_lr_factor, ("hidden", "attention")),
                        ("kd-logits", cfg.epochs * (1 - cc.stage1_share), 1.0, ("logit",))]
+    arch = architecture_of(teacher)
+    if not arch.attention_scores:  # e.g. DeBERTa-v2: logit + hidden-state KD only (compress refused attention alone)
+        stage_terms = [(name, ep, f, None if ts is None else tuple(t for t in ts if t != "attention"))
+                       for name, ep, f, ts in stage_terms]
+        if not quiet:
+            print(f"[{task.name}] {arch.note}", file=sys.stderr)
     terms = {t for *_, ts in stage_terms for t in ts or ()}
     plan = plan_cache(train_data, teacher.config, lmap, terms, cfg.epochs if terms else 0.0, cc.teacher_cache_gb)
     cache = None
@@ -106,7 +113,7 @@ def compress(task_name: str, teacher_dir: str, out_dir: str, cfg: TrainConfig, s
     dev = pick_device(run.device)
     precision = resolve_precision(cfg.precision, dev)
     cfg = replace(cfg, precision=precision.precision)  # the run records (and resumes with) what it used
-    run_config = {"command": "compress", "task": task.name, "teacher": teacher_dir, "init": cc.init,
+    run_config = {"command": "compress", "task": task.name, **task.record(), "teacher": teacher_dir, "init": cc.init,
                   "train_file": cc.train_file, **asdict(cfg), "quant": spec.to_dict(), **asdict(cc),
                   "kd_weights": asdict(kd_cfg), "max_train_samples": run.max_train_samples,
                   "max_eval_samples": run.max_eval_samples}
@@ -114,6 +121,9 @@ def compress(task_name: str, teacher_dir: str, out_dir: str, cfg: TrainConfig, s
     set_seed(cfg.seed)
 
     teacher = load_teacher(teacher_dir, task)
+    arch = architecture_of(teacher)
+    if not arch.attention_scores and cc.kd == "one-stage" and set(cc.kd_terms) == {"attention"}:
+        raise ValueError(f"{arch.note}; pass --kd-terms logit,hidden for a {arch.family} teacher")
     check_sequence_length(teacher, cfg.max_seq_length, "--teacher")
     tokenizer = load_tokenizer(teacher_dir)
     student, teacher_layers, quantized = build_student(teacher, cc, spec, task.num_labels)
@@ -130,7 +140,8 @@ def compress(task_name: str, teacher_dir: str, out_dir: str, cfg: TrainConfig, s
         "quantization": {**spec.to_dict(), "modules": {r: len(v) for r, v in quantized.items()}},
         "layers": {"student": student.config.num_hidden_layers, "teacher": teacher.config.num_hidden_layers,
                    "teacher_layers": teacher_layers},
-        "layer_map": asdict(lmap), "kd": cc.kd, "loss_terms": result["final_loss_terms"],
+        "layer_map": asdict(lmap), "kd": cc.kd, "kd_note": arch.note or None,
+        "architecture": arch.family, "loss_terms": result["final_loss_terms"],
         "precision": precision.to_dict(), "teacher_cache": cache_record,
         "size": {**size, "teacher_fp32_bytes": teacher_size["fp32_bytes"],
                  "ratio_to_teacher": teacher_size["fp32_bytes"] / size["quantized_bytes"]}})

@@ -60,6 +60,80 @@ class RunOptions:
         check_settings(self)
 
 
+# ----------------------------------------------------------------------------- your own task (xtc.tasks, xtc.data)
+PROBLEMS = ("classification", "regression")
+DATA_FORMATS = ("csv", "tsv", "jsonl", "parquet")
+CLASSIFICATION_METRICS = ("accuracy", "f1", "mcc")  # f1: binary (second label positive) or macro over >2 labels
+REGRESSION_METRICS = ("pearson", "spearman")
+TASK_METRICS = CLASSIFICATION_METRICS + REGRESSION_METRICS
+
+
+@dataclass
+class TaskSpec:
+    """A task defined by its data instead of a GLUE name: `--task NAME` with these flags, or `--task FILE` naming
+    a YAML/JSON spec with the same keys (plus `name`; relative paths are relative to the spec file)."""
+    train_data: str | None = setting(None, "training data: a .csv, .tsv, .jsonl or .parquet file, or with "
+                                     "--hub-dataset the name of its split")
+    dev_data: str | None = setting(None, "dev data (evaluation, checkpoint selection), as --train-data")
+    test_data: str | None = setting(None, "optional test data for `xtc predict --split test` (labels optional)")
+    data_format: str | None = setting(None, "file format (default: from each file's extension)",
+                                      one_of(*DATA_FORMATS))
+    hub_dataset: str | None = setting(None, "a Hugging Face dataset id, ID or ID:CONFIG; the --*-data values then "
+                                      "name its splits (e.g. train, validation)")
+    text_columns: tuple[str, ...] | None = setting(None, "one or two text columns, comma-separated")
+    label_column: str | None = setting(None, "the label column")
+    problem: str = setting("classification", "classification (any labels) or regression (numeric labels)",
+                           one_of(*PROBLEMS))
+    labels: tuple[str, ...] | None = setting(None, "classification: every label, comma-separated, in class-id "
+                                             "order; a label outside them is an error")
+    metrics: tuple[str, ...] | None = setting(None, "metrics (default: accuracy,f1 for classification, "
+                                              "pearson,spearman for regression)", one_of(*TASK_METRICS))
+    selection_metric: str | None = setting(None, "the metric that picks the kept checkpoint (default: the first "
+                                           "of --metrics)", one_of(*TASK_METRICS))
+
+    def __post_init__(self):
+        for name in ("text_columns", "labels", "metrics"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, (list, tuple)):
+                raise ValueError(f"task spec: {name} must be a list, got {value!r}")
+            if value is not None:
+                setattr(self, name, tuple(str(v) for v in value))
+        check_settings(self)
+
+    @property
+    def given(self) -> bool:
+        """Whether any field differs from its default (a custom task is being defined)."""
+        return any(getattr(self, f.name) != f.default for f in fields(self))
+
+    def validate(self, name: str) -> "TaskSpec":
+        """The rules across fields; the error names the task and the key to fix."""
+        where = f"task {name!r}"
+        for key in ("train_data", "dev_data", "text_columns", "label_column"):
+            if getattr(self, key) in (None, ()):
+                raise ValueError(f"{where}: {key} is missing (flag --{key.replace('_', '-')}); a task needs "
+                                 f"train_data, dev_data, text_columns and label_column")
+        if not 1 <= len(self.text_columns) <= 2:
+            raise ValueError(f"{where}: text_columns {list(self.text_columns)} must name one or two columns")
+        if self.label_column in self.text_columns:
+            raise ValueError(f"{where}: label_column {self.label_column!r} is also a text column")
+        allowed = CLASSIFICATION_METRICS if self.problem == "classification" else REGRESSION_METRICS
+        if self.problem == "classification":
+            if not self.labels or len(self.labels) < 2:
+                raise ValueError(f"{where}: a classification task declares its labels (at least two, in class-id "
+                                 f"order), e.g. labels: [negative, neutral, positive]")
+            if len(set(self.labels)) != len(self.labels):
+                raise ValueError(f"{where}: labels {list(self.labels)} repeat a label")
+        elif self.labels:
+            raise ValueError(f"{where}: a regression task has numeric labels; drop labels {list(self.labels)}")
+        bad = [m for m in self.metrics or () if m not in allowed]
+        if bad:
+            raise ValueError(f"{where}: metric(s) {bad} do not fit {self.problem}; choose from {', '.join(allowed)}")
+        if self.selection_metric and self.selection_metric not in (self.metrics or allowed[:2]):
+            raise ValueError(f"{where}: selection_metric {self.selection_metric!r} is not one of the task's metrics "
+                             f"{list(self.metrics or allowed[:2])}")
+        return self
+
+
 # ----------------------------------------------------------------------------- quantization (xtc.quant)
 ROLES = ("query", "key", "value", "attn_out", "ffn_in", "ffn_out", "word_embeddings")
 WEIGHT_BITS = (1, 2, 3, 4, 5, 6, 7, 8, 32)

@@ -31,6 +31,7 @@ class Split:
     texts: list[tuple[str, ...]]  # one tuple per example: (sentence,) or (sentence_a, sentence_b)
     labels: list  # int ids, or floats for regression
     source: str = ""
+    has_labels: bool = True  # False: a test split without its label column (placeholder labels)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -50,9 +51,12 @@ def label_id(task: Task, raw: str, where: str):
     raw = raw.strip()
     if task.is_regression:
         try:
-            return float(raw)
+            value = float(raw)
         except ValueError:
-            raise DataError(f"{where}: label {raw!r} is not a number (task {task.name} is a regression task)")
+            raise DataError(f"{where}: label {raw!r} is not a number (task {task.name} is a regression task)") from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise DataError(f"{where}: label {raw!r} is not a finite number (task {task.name} is a regression task)")
+        return value
     if raw not in task.labels:
         raise DataError(f"{where}: label {raw!r} is not one of {list(task.labels)} for task {task.name}")
     return task.labels.index(raw)
@@ -129,14 +133,97 @@ def read_hub_split(task: Task, split: str) -> Split:
     return Split(task.name, split, texts, labels, source=f"hub:{HUB_DATASET}/{task.name}/{_HUB_SPLITS[split]}")
 
 
+# ---------------------------------------------------------------- tasks defined by their data (xtc.tasks.TaskSpec)
+def _read_table(path: str, fmt: str | None):
+    """A data file as a pandas DataFrame of text cells (CSV, TSV, JSON Lines or Parquet) and how its rows are
+    numbered in messages (line of a text file, or row of a Parquet file)."""
+    import pandas as pd
+
+    if not os.path.isfile(path):
+        raise DataError(f"data file {path} does not exist; fix the path in the task spec (--train-data/--dev-data)")
+    ext = os.path.splitext(path)[1].lower().lstrip(".")
+    fmt = fmt or {"csv": "csv", "tsv": "tsv", "jsonl": "jsonl", "json": "jsonl", "parquet": "parquet"}.get(ext)
+    if fmt is None:
+        raise DataError(f"{path}: cannot tell the format from the extension {ext!r}; name it .csv, .tsv, .jsonl or "
+                        f".parquet, or pass --data-format")
+    try:
+        if fmt in ("csv", "tsv"):
+            frame = pd.read_csv(path, sep="," if fmt == "csv" else "\t", dtype=str, keep_default_na=False,
+                                encoding="utf-8-sig", quoting=csv.QUOTE_MINIMAL if fmt == "csv" else csv.QUOTE_NONE)
+            return frame, "line", 2  # row i is on line i + 2 (after the header)
+        if fmt == "jsonl":
+            return pd.read_json(path, lines=True, dtype=False), "line", 1
+        return pd.read_parquet(path), "row", 0
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: the file is empty; it needs a header and one example per row") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{_bad_utf8_line(path)}: not UTF-8 text ({exc.reason}); re-save the file as UTF-8") from None
+    except (ValueError, pd.errors.ParserError, OSError, ImportError) as exc:
+        raise DataError(f"{path}: cannot read it as {fmt} ({' '.join(str(exc).split())[:200]})") from None
+
+
+def read_custom_split(task: Task, split: str) -> Split:
+    """A split of a task defined by its data, with the same checks as GLUE files: the columns exist, every
+    label is declared (or numeric for regression), text is present, the split is not empty."""
+    spec = task.spec
+    where_spec = {"train": spec.train_data, "dev": spec.dev_data, "test": spec.test_data}[split]
+    if spec.hub_dataset:
+        import datasets
+
+        hub_id, _, config = spec.hub_dataset.partition(":")
+        try:
+            frame = datasets.load_dataset(hub_id, config or None, split=where_spec).to_pandas()
+        except Exception as exc:  # offline, unknown id or split: one actionable message
+            raise DataError(f"could not load {spec.hub_dataset} split {where_spec!r} from the Hugging Face hub "
+                            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); without "
+                            f"network, save the splits as files and name them with --train-data/--dev-data") from None
+        source, unit, first = f"hub:{spec.hub_dataset}/{where_spec}", "row", 0
+    else:
+        source = where_spec
+        frame, unit, first = _read_table(where_spec, spec.data_format)
+    columns = [str(c) for c in frame.columns]
+    missing = [c for c in task.text_columns if c not in columns]
+    label_missing = task.label_column not in columns
+    if missing or (label_missing and split != "test"):
+        raise DataError(f"{source}: missing column(s) {missing + ([task.label_column] if label_missing else [])} "
+                        f"(task {task.name}); found {columns}. Fix text_columns/label_column in the task spec")
+    if len(frame) == 0:
+        raise DataError(f"{source}: the {split} split of task {task.name} holds no examples")
+    texts, labels = [], []
+    cols = [frame[c].tolist() for c in task.text_columns]
+    raw_labels = None if label_missing else frame[task.label_column].tolist()
+    for i in range(len(frame)):
+        where = f"{source}:{i + first}" if unit == "line" else f"{source} row {i}"
+        row = tuple(c[i] for c in cols)
+        if any(t is None or (isinstance(t, float) and t != t) for t in row):
+            raise DataError(f"{where}: empty text in column(s) {list(task.text_columns)}; fill or delete that "
+                            f"row")
+        texts.append(tuple(str(t) for t in row))
+        if raw_labels is not None:
+            value = raw_labels[i]
+            if isinstance(value, float) and value.is_integer() and not task.is_regression:
+                value = int(value)  # a numeric label column read as floats (Parquet, JSON): 2.0 is label "2"
+            labels.append(label_id(task, "" if value is None else str(value), where))
+    if raw_labels is None:
+        labels = [0.0 if task.is_regression else 0] * len(texts)
+    return Split(task.name, split, texts, labels, source=source, has_labels=raw_labels is not None)
+
+
 def load_split(task: Task, split: str, glue_dir: str | None = None, max_samples: int | None = None) -> Split:
-    """Load one split ("train", "dev", "dev_matched", "dev_mismatched"), optionally its first `max_samples`."""
-    if split not in ("train", *task.eval_splits):
-        raise DataError(f"task {task.name} has no split {split!r}; it has train, {', '.join(task.eval_splits)}")
-    path = resolve_glue_dir(glue_dir)
-    data = read_tsv_split(task, split, path) if path else read_hub_split(task, split)
+    """Load one split ("train", "dev", "dev_matched", "dev_mismatched"; "test" of a task defined by its data,
+    when it names one), optionally its first `max_samples`."""
+    custom_test = task.spec is not None and task.spec.test_data is not None
+    if split not in ("train", *task.eval_splits, *(("test",) if custom_test else ())):
+        raise DataError(f"task {task.name} has no split {split!r}; it has train, {', '.join(task.eval_splits)}"
+                        f"{', test' if custom_test else ''}")
+    if task.spec is not None:
+        data = read_custom_split(task, split)
+    else:
+        path = resolve_glue_dir(glue_dir)
+        data = read_tsv_split(task, split, path) if path else read_hub_split(task, split)
     if max_samples is not None and max_samples < len(data):
-        data = Split(data.task, data.name, data.texts[:max_samples], data.labels[:max_samples], data.source)
+        data = Split(data.task, data.name, data.texts[:max_samples], data.labels[:max_samples], data.source,
+                     data.has_labels)
     return data
 
 
@@ -171,9 +258,11 @@ class Encoded:
     labels: list
     regression: bool = False
     lengths: list[int] = field(default_factory=list)
+    pad_id: int = 0  # the tokenizer's padding id (BERT 0, RoBERTa 1)
 
     def __post_init__(self):
         self.lengths = [len(x) for x in self.input_ids]
+        self.pad_id = int(self.pad_id or 0)
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -183,13 +272,15 @@ def encode(split: Split, tokenizer, max_length: int = 128, regression: bool = Fa
     columns = list(zip(*split.texts)) if split.texts else [[]]
     enc = tokenizer(*[list(c) for c in columns], truncation=True, max_length=max_length,
                     padding=False, return_token_type_ids=True)
-    return Encoded(enc["input_ids"], enc["token_type_ids"], split.labels, regression)
+    return Encoded(enc["input_ids"], enc["token_type_ids"], split.labels, regression,
+                   pad_id=tokenizer.pad_token_id or 0)
 
 
-def collate(data: Encoded, indices: list[int], pad_id: int = 0, pad_to: int | None = None) -> dict:
-    """Pad the examples `indices` to the longest of them (or to `pad_to`)."""
+def collate(data: Encoded, indices: list[int], pad_id: int | None = None, pad_to: int | None = None) -> dict:
+    """Pad the examples `indices` to the longest of them (or to `pad_to`) with `pad_id` (default: the
+    tokenizer's, recorded in `data`)."""
     width = pad_to or max(data.lengths[i] for i in indices)
-    ids = torch.full((len(indices), width), pad_id, dtype=torch.long)
+    ids = torch.full((len(indices), width), data.pad_id if pad_id is None else pad_id, dtype=torch.long)
     types = torch.zeros((len(indices), width), dtype=torch.long)
     mask = torch.zeros((len(indices), width), dtype=torch.long)
     for row, i in enumerate(indices):
@@ -200,14 +291,6 @@ def collate(data: Encoded, indices: list[int], pad_id: int = 0, pad_to: int | No
     labels = torch.tensor([data.labels[i] for i in indices],
                           dtype=torch.float if data.regression else torch.long)
     return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask, "labels": labels}
-
-
-MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
-
-
-def model_inputs(batch: dict) -> dict:
-    """The keys of a training batch the model takes (not labels, nor the examples' indices)."""
-    return {k: v for k, v in batch.items() if k in MODEL_INPUTS}
 
 
 def train_batches(data: Encoded, batch_size: int, seed: int, epoch: int, group_by_length: bool = True) -> list[list[int]]:

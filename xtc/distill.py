@@ -17,8 +17,8 @@ from torch import nn
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
+from xtc.arch import inputs_for, layer_list, set_layer_list
 from xtc.config import TERMS, KDConfig
-from xtc.data import model_inputs
 from xtc.precision import full_precision
 
 # -----------------------------------------------------------------------------
@@ -67,11 +67,12 @@ def parse_layer_list(text_or_list, n_teacher: int) -> list[int]:
 
 
 def reduce_layers(teacher_model: nn.Module, layers) -> nn.Module:
-    """Copy of a BertForSequenceClassification keeping only encoder layers `layers` (embeddings/pooler/head kept)."""
+    """Copy of a sequence classifier keeping only encoder layers `layers` (embeddings/pooler/head kept); the
+    layer list is the architecture's (xtc.arch)."""
     layers = parse_layer_list(layers, teacher_model.config.num_hidden_layers)
     student = copy.deepcopy(teacher_model)
-    kept = [student.bert.encoder.layer[t] for t in layers]
-    student.bert.encoder.layer = nn.ModuleList(kept)
+    kept = [layer_list(student)[t] for t in layers]
+    set_layer_list(student, nn.ModuleList(kept))
     # one config object is shared by all submodules (deepcopy keeps the sharing), so this updates them all;
     # num_hidden_layers matters at runtime: output capture sizes the hidden-state tuple with it
     student.config.num_hidden_layers = len(layers)
@@ -110,8 +111,6 @@ AttentionInterface.register(SCORES_IMPL, _scores_attention_forward)
 # eager_mask gives the additive float mask (0 / dtype min) our function expects
 AttentionMaskInterface.register(SCORES_IMPL, eager_mask)
 
-_MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids", "inputs_embeds")
-
 
 @dataclass
 class ModelInternals:
@@ -121,9 +120,16 @@ class ModelInternals:
 
 
 def forward_with_internals(model, batch: dict, attentions: bool, hidden: bool) -> ModelInternals:
-    """Run `model` on `batch` (extra keys such as labels are ignored), capturing what KD needs."""
-    inputs = {k: v for k, v in batch.items() if k in _MODEL_INPUTS}
+    """Run `model` on `batch` (extra keys such as labels are ignored, token types where the model reads none),
+    capturing what KD needs."""
+    inputs = inputs_for(model, batch)
     prev = model.config._attn_implementation
+    if not getattr(model, "_supports_attention_backend", False):  # e.g. DeBERTa-v2: its own attention module
+        if attentions:
+            raise ValueError(f"{type(model).__name__} computes attention in its own module: its pre-softmax "
+                             f"scores cannot be captured; distil it with the logit and hidden terms only")
+        out = model(**inputs, output_hidden_states=hidden, return_dict=True)
+        return ModelInternals(out.logits, tuple(out.hidden_states) if hidden else None, None)
     # scores need our eager function; otherwise the fused sdpa kernel is faster
     impl = SCORES_IMPL if attentions else "sdpa"
     if impl != prev:
@@ -275,7 +281,7 @@ def label_loss(logits, labels, regression: bool) -> torch.Tensor:
 
 def label_objective(model, batch):
     """Supervised loss on the labels: cross entropy, or MSE for a regression head (STS-B)."""
-    out = model(**model_inputs(batch))
+    out = model(**inputs_for(model, batch))
     loss = label_loss(out.logits, batch["labels"], regression=model.config.num_labels == 1)
     return loss, {"label": float(loss.detach())}
 
@@ -290,14 +296,13 @@ def make_kd_loss(teacher, regression: bool, kd_cfg: KDConfig, layer_map: LayerMa
         need_att, need_hidden = "attention" in terms, "hidden" in terms
 
         def loss_fn(model, batch):
-            inputs = model_inputs(batch)
             if cache is not None and "index" in batch:
-                t = cache.lookup(batch["index"], inputs["input_ids"].shape[1], inputs["input_ids"].device,
+                t = cache.lookup(batch["index"], batch["input_ids"].shape[1], batch["input_ids"].device,
                                  need_hidden=need_hidden, need_attention=need_att)
             else:
                 with torch.no_grad():  # not inference_mode: its tensors could not be saved for backward
-                    t = forward_with_internals(teacher, inputs, attentions=need_att, hidden=need_hidden)
-            s = forward_with_internals(model, inputs, attentions=need_att, hidden=need_hidden)
+                    t = forward_with_internals(teacher, batch, attentions=need_att, hidden=need_hidden)
+            s = forward_with_internals(model, batch, attentions=need_att, hidden=need_hidden)
             return kd_loss(s, t, layer_map, kd_cfg, regression, terms, batch["attention_mask"])
 
         return loss_fn

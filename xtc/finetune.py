@@ -20,7 +20,7 @@ def finetune(task_name: str, model_name: str, out_dir: str, cfg: TrainConfig, ru
     dev = pick_device(run.device)
     precision = resolve_precision(cfg.precision, dev)
     cfg = replace(cfg, precision=precision.precision)  # the run records (and resumes with) what it used
-    run_config = {"command": "finetune", "task": task.name, "model": model_name, "model_path": path,
+    run_config = {"command": "finetune", "task": task.name, **task.record(), "model": model_name, "model_path": path,
                   **asdict(cfg), "max_train_samples": run.max_train_samples, "max_eval_samples": run.max_eval_samples}
     set_seed(cfg.seed)
     tokenizer = load_tokenizer(path)

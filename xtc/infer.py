@@ -29,7 +29,7 @@ from safetensors.torch import load as st_load
 from .pack import (WEIGHTS, PackedFormatError, build_model, packing_of, read_verified, unpack_codes,
                    unpack_tokenizer)
 from .quant import (QuantEmbedding, QuantLinear, int8_matmul, integer_linear, min_weight_bytes,  # noqa: F401
-                    quantize_tokens, quantized_modules, row_scales_of, scheme_of)
+                    quantize_tokens, quantized_modules, role_of, row_scales_of, scheme_of)
 
 # -----------------------------------------------------------------------------
 # integer modules (their maths: xtc.quant.integer_linear, beside the fake-quant maths)
@@ -303,9 +303,12 @@ def load_int_model(path: str, device: str | torch.device | None = None, with_tok
     for name, m in wrappers.items():
         if not isinstance(model.get_submodule(name), INT_MODULES) and m.wbits < 32:
             m.frozen = True  # weight holds dequantized codes: use as is
-    for parent in model.modules():  # query/key/value of one attention block read the same input
-        qkv = [getattr(parent, n, None) for n in ("query", "key", "value")]
-        if all(isinstance(m, IntLinear) for m in qkv):
+    qkv_of: dict[str, list[IntLinear]] = {}  # query/key/value of one attention block read the same input
+    for name, m in model.named_modules():
+        if isinstance(m, IntLinear) and role_of(name) in ("query", "key", "value"):
+            qkv_of.setdefault(name.rpartition(".")[0], []).append(m)
+    for qkv in qkv_of.values():
+        if len(qkv) == 3:
             memo = _InputMemo()
             for m in qkv:
                 m.input_memo = memo

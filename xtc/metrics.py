@@ -25,7 +25,9 @@ def split_metrics(task: Task, predictions, labels) -> dict[str, float]:
         return {"pearson": _correlation(pearsonr, p, y), "spearman": _correlation(spearmanr, p, y)}
     out = {"accuracy": float(accuracy_score(y, p))}
     if "f1" in task.metrics:
-        out["f1"] = float(f1_score(y, p, zero_division=0.0))
+        # GLUE's F1 (two labels: the second is positive); macro F1 over the labels of a task with more
+        out["f1"] = float(f1_score(y, p, zero_division=0.0, average="binary" if task.num_labels == 2 else "macro",
+                                   labels=None if task.num_labels == 2 else list(range(task.num_labels))))
     if "mcc" in task.metrics:
         out["mcc"] = float(matthews_corrcoef(y, p))
     return out

@@ -1,4 +1,5 @@
-"""Loading teachers and students: the packaged default, any local Hugging Face BERT folder or hub id,
+"""Loading teachers and students: the packaged default, any local Hugging Face BERT-family folder or hub id
+(BERT, RoBERTa/XLM-R/CamemBERT, ELECTRA, DistilBERT, DeBERTa-v2; xtc.arch maps their parts),
 a saved (possibly fake-quantized) xtc student folder, or a packed `.xtc` artifact."""
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ import os
 from contextlib import contextmanager
 
 import torch
-from transformers import AutoTokenizer, BertForSequenceClassification
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 from transformers.utils import logging as hf_logging
 
+from xtc.arch import SUPPORTED, UnsupportedModelError, architecture_of
 from xtc.config import DEFAULT_MODEL
 
 
@@ -50,6 +52,9 @@ def pick_device(name: str | None = None) -> torch.device:
 def check_sequence_length(model, max_seq_length: int, what: str = "--model") -> None:
     """--max-seq-length must fit the model's position embeddings (BERT: 512)."""
     limit = getattr(model.config, "max_position_embeddings", None)
+    offset = getattr(getattr(getattr(model, "base_model", None), "embeddings", None), "padding_idx", None)
+    if limit is not None and offset is not None:  # RoBERTa numbers positions from padding_idx + 1 (514 -> 512)
+        limit -= offset + 1
     if limit is not None and max_seq_length > limit:
         raise ValueError(f"--max-seq-length {max_seq_length} exceeds the {limit} positions of {what}; "
                          f"use --max-seq-length {limit} or less")
@@ -93,8 +98,9 @@ def load_tokenizer(path: str):
                                 f"model folder, a hub id (when online) or 'default'") from exc
 
 
-def load_classifier(path: str, num_labels: int | None = None) -> BertForSequenceClassification:
-    """A BERT sequence classifier. From a bare encoder (e.g. the default all-MiniLM-L6-v2, a BertModel)
+def load_classifier(path: str, num_labels: int | None = None) -> PreTrainedModel:
+    """A sequence classifier of a BERT-family encoder (xtc.arch maps its parts; any other model is a one-line
+    UnsupportedModelError). From a bare encoder (e.g. the default all-MiniLM-L6-v2, a BertModel)
     the classifier head is freshly initialised; from an xtc output folder the saved quantization spec is
     re-applied so the model computes exactly what was trained."""
     if os.path.isfile(path):  # a packed file, whatever its name: load_packed checks its content
@@ -109,15 +115,20 @@ def load_classifier(path: str, num_labels: int | None = None) -> BertForSequence
     check_local_model_path(path)
     # fp32 whatever the checkpoint's dtype (transformers 5 keeps an fp16/bf16 file's dtype): latent weights,
     # optimizer state and the KD losses stay fp32; bf16 is an autocast region of the training step
-    kwargs = {"dtype": torch.float32} if num_labels is None else {"num_labels": num_labels, "dtype": torch.float32}
+    # a head for another number of labels (a checkpoint fine-tuned on another task) is freshly initialised
+    kwargs = {"dtype": torch.float32} if num_labels is None else {"num_labels": num_labels, "dtype": torch.float32,
+                                                                  "ignore_mismatched_sizes": True}
     try:
         with quiet_hf_loading():
-            model = BertForSequenceClassification.from_pretrained(path, **kwargs)
+            model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
     except OSError as exc:
         raise FileNotFoundError(f"cannot load a BERT model from {path!r}: {exc}. Pass a local Hugging Face "
                                 f"model folder, a hub id (when online) or 'default'") from exc
-    if model.config.model_type != "bert":
-        raise ValueError(f"{path!r} is a {model.config.model_type!r} model; xtc supports BERT-family checkpoints")
+    except (ValueError, KeyError) as exc:  # a model type with no sequence-classification class
+        raise UnsupportedModelError(f"{path!r} has no sequence-classification model in transformers "
+                                    f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); xtc maps "
+                                    f"BERT-family encoders: {SUPPORTED}") from None
+    architecture_of(model)  # a model whose parts xtc cannot find is refused here, before anything is written
     spec = getattr(model.config, "xtc_quant", None)
     if spec:
         from xtc.quant import QuantSpec, apply_quantization

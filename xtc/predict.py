@@ -8,7 +8,7 @@ import os
 import sys
 
 from xtc.files import atomic_write
-from xtc.tasks import TASKS, get_task
+from xtc.tasks import add_task_args, get_task
 
 
 def is_packed(path: str) -> bool:
@@ -87,7 +87,8 @@ def cmd_predict(a) -> None:
     if a.input:
         split, has_labels = read_input_tsv(a.input, task)
     else:
-        split, has_labels = load_split(task, a.split, a.glue_dir, a.max_samples), True
+        split = load_split(task, a.split, a.glue_dir, a.max_samples)
+        has_labels = split.has_labels
     model, tok, path_kind = load_for_inference(a.model, a.fake_quant)
     if tok is None:
         raise ValueError(f"{a.model} carries no tokenizer; export it with one (`xtc export` saves it)")
@@ -134,7 +135,7 @@ def register(sub) -> None:
                        "fake-quant model it was exported from. Writes CSV (index, prediction, label if known, "
                        "logits) to --out, or to stdout; prints a JSON summary (with metrics when labels exist).")
     s.add_argument("--model", required=True, help="packed .xtc file, or a model folder")
-    s.add_argument("--task", required=True, choices=list(TASKS))
+    add_task_args(s)
     s.add_argument("--split", default="dev", help="GLUE split to predict (default dev; MNLI dev_matched/"
                    "dev_mismatched; train)")
     s.add_argument("--input", help="TSV with a header naming the task's text columns (or text_a[, text_b]); "

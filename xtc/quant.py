@@ -13,12 +13,12 @@ state_dict keys stay exactly Hugging Face's and save_pretrained/from_pretrained 
 from __future__ import annotations
 
 import math
-import re
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from xtc.arch import role_of  # noqa: F401  (the roles of each architecture's modules; re-exported)
 from xtc.config import METHODS, ROLES, QuantSpec  # noqa: F401  (ROLES: re-exported beside the wrappers)
 
 ACT_CODE_BITS = range(2, 9)  # what quantize_activation's int8 arithmetic can compute (tests probe 4 bits)
@@ -233,27 +233,6 @@ def integer_linear(q: torch.Tensor, s: torch.Tensor, codes_t: torch.Tensor, row_
 
 
 # -----------------------------------------------------------------------------
-# roles of Hugging Face BERT modules
-
-_ROLE_PATTERNS = (
-    (re.compile(r"(^|\.)attention\.self\.query$"), "query"),
-    (re.compile(r"(^|\.)attention\.self\.key$"), "key"),
-    (re.compile(r"(^|\.)attention\.self\.value$"), "value"),
-    (re.compile(r"(^|\.)attention\.output\.dense$"), "attn_out"),
-    (re.compile(r"(^|\.)intermediate\.dense$"), "ffn_in"),
-    (re.compile(r"(^|\.)layer\.\d+\.output\.dense$"), "ffn_out"),
-    (re.compile(r"(^|\.)embeddings\.word_embeddings$"), "word_embeddings"),
-)
-
-
-def role_of(module_name: str) -> str | None:
-    """XTC role of a BERT module name, or None for modules that stay full precision."""
-    for pat, role in _ROLE_PATTERNS:
-        if pat.search(module_name):
-            return role
-    return None
-
-
 # -----------------------------------------------------------------------------
 # spec
 

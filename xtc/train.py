@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from xtc.arch import inputs_for
 from xtc.config import RunOptions, TrainConfig
 from xtc.checkpoint import (check_out_folder, clean_stale_temps, discard_unfinished_run, has_state,
                             load_state, save_state)
@@ -157,8 +158,7 @@ def predict(model, data: Encoded, batch_size: int, device) -> np.ndarray:
     out = [None] * len(data)
     for idx in eval_batches(data, batch_size):
         batch = to_device(collate(data, idx), device)
-        batch.pop("labels")
-        logits = model(**batch).logits.float().cpu().numpy()
+        logits = model(**inputs_for(model, batch)).logits.float().cpu().numpy()
         for row, i in enumerate(idx):
             out[i] = logits[row]
     return np.stack(out) if out else np.zeros((0, 1))

@@ -4,6 +4,8 @@
 
 rule teacher:
     """Fine-tune the teacher (labels only) on a task; keeps the best dev checkpoint."""
+    input:
+        unpack(run_inputs),  # a task of your own: its spec and data files
     output:
         paths.metrics_file(RUNS, "{run}"),
     log:

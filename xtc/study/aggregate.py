@@ -25,9 +25,20 @@ SCORE_METRICS = {"cola": ("mcc",), "sst2": ("accuracy",), "mrpc": ("f1", "accura
                  "qnli": ("accuracy",), "rte": ("accuracy",), "wnli": ("accuracy",)}
 
 
-def task_score(task: str, metrics: dict) -> float | None:
-    """GLUE task score: the mean of the task's GLUE metrics (see SCORE_METRICS); None if one is absent."""
-    vals = [metrics.get(m) for m in SCORE_METRICS[task]]
+def score_metrics(task: str, config: dict | None = None) -> tuple[str, ...]:
+    """The metrics a task's score averages: SCORE_METRICS for a GLUE task; a task of your own (the config's
+    task_specs) averages the metrics its spec lists."""
+    if task in SCORE_METRICS:
+        return SCORE_METRICS[task]
+    from xtc.study.config import task_of
+
+    return tuple(task_of(config, task).metrics)
+
+
+def task_score(task: str, metrics: dict, config: dict | None = None) -> float | None:
+    """Task score: the mean of the task's metrics (GLUE: see SCORE_METRICS; others: score_metrics); None if one
+    is absent."""
+    vals = [metrics.get(m) for m in score_metrics(task, config)]
     if any(v is None or not isinstance(v, (int, float)) or math.isnan(v) for v in vals):
         return None
     return float(sum(vals) / len(vals))
@@ -118,7 +129,7 @@ def collect(config: dict, runs_dir: str):
                   "packed_bytes": packed, "packed_file_bytes": packed_file,
                   "teacher_fp32_bytes": size.get("teacher_fp32_bytes"), "run_dir": d}
         metrics = {k: float(v) for k, v in rec["metrics"].items() if isinstance(v, (int, float))}
-        score = task_score(r["task"], metrics)
+        score = task_score(r["task"], metrics, config)
         if score is not None:
             metrics["score"] = score
         for metric, value in metrics.items():

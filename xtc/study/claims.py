@@ -34,7 +34,7 @@ import os
 
 from xtc.study.config import resolve_epochs
 from xtc.study.grid import axis_tasks
-from xtc.study.views import TASK_TITLES, axis_config as _axis, axis_view, teacher_view
+from xtc.study.views import axis_config as _axis, axis_view, task_title, teacher_view
 
 VERDICTS = ("holds", "does not hold", "inconclusive")
 CONFIDENCE = 0.95
@@ -294,7 +294,7 @@ def _row(claim: str, finding: int, compare: str, st: dict, margin: float, kind: 
     sds = [p["sd"] for p in per.values() if not _isnan(p["sd"])]
     pooled = math.sqrt(_mean([s ** 2 for s in sds])) if sds else math.nan
     if not evidence and per:
-        evidence = (", ".join(f"{TASK_TITLES[t]} {p['mean']:+.2f}" for t, p in per.items())
+        evidence = (", ".join(f"{task_title(t)} {p['mean']:+.2f}" for t, p in per.items())
                     + f"; effect {st['effect']:+.2f}")
         if not _isnan(st["ci_low"]):
             evidence += f" [{st['ci_low']:+.2f}, {st['ci_high']:+.2f}], n={st['n']}"
@@ -503,9 +503,9 @@ def claim_size(config, runs, missing=None) -> list[dict]:
         rows.append(_empty("5.size", 5, cmp_size, 0.0, "deterministic",
                            f"add depth {d} with wbits 1 to the xtc axis"))
     else:
-        from xtc.tasks import TASKS
+        from xtc.study.config import task_of
 
-        ceilings = [one_bit_ceiling(arch, d, TASKS[t].num_labels) for t in tasks]
+        ceilings = [one_bit_ceiling(arch, d, task_of(config, t).num_labels) for t in tasks]
         ceiling = _mean(ceilings)
         required = share * ceiling
         t_bytes = [teacher_all[t]["bytes"] for t in tasks if not _isnan(teacher_all[t]["bytes"])]

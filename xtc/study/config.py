@@ -7,6 +7,7 @@ Inside the workflow, Snakemake reads the config files (`--configfile`, `--config
 """
 from __future__ import annotations
 
+import functools
 import os
 
 # the checkout's schema (the workflow and the study commands run from a checkout of xtc-bench)
@@ -101,6 +102,7 @@ def check_config(config: dict) -> dict:
     teacher, axis tasks are the config's tasks, axis names are unique, augmentation comes with KD. YAML's
     on/off booleans become 'on'/'off'. Returns the config (normalised in place)."""
     config["allow_incomplete"] = config["allow_incomplete"] in (True, "true")  # --config passes text
+    check_tasks(config)
     L = config["teacher"]["num_layers"]
     budgets = config["budgets"]
     for i, o in enumerate(config["budget_overrides"]):
@@ -143,6 +145,52 @@ def check_config(config: dict) -> dict:
                     raise ConfigError(f"config error at {where}: data augmentation (da: on) needs KD (the teacher "
                                       f"labels the augmented inputs); kd 'none' cannot use it")
     return config
+
+
+def check_tasks(config: dict) -> None:
+    """Every task is a GLUE task or one of task_specs, whose spec files load and carry their own name."""
+    from xtc.tasks import TASKS, load_task_spec
+
+    specs = config.get("task_specs") or {}
+    for name, path in specs.items():
+        if name in TASKS:
+            raise ConfigError(f"config error at task_specs.{name}: {name} is a GLUE task; name your task otherwise")
+        try:
+            task = load_task_spec(path)
+        except (ValueError, OSError) as exc:
+            raise ConfigError(f"config error at task_specs.{name}: {exc}") from None
+        if task.name != name:
+            raise ConfigError(f"config error at task_specs.{name}: the spec {path} names its task {task.name!r}; "
+                              f"use the same name in both")
+    lists = [("tasks", config["tasks"])] + [(f"axes[{i}].tasks", a.get("tasks") or []) for i, a in
+                                             enumerate(config["axes"])]
+    lists += [(f"budget_overrides[{i}].tasks", o["tasks"]) for i, o in enumerate(config["budget_overrides"])]
+    lists += [("claims.small_tasks", (config.get("claims") or {}).get("small_tasks") or [])]
+    for where, names in lists:
+        for i, t in enumerate(names):
+            if t not in TASKS and t not in specs:
+                raise ConfigError(f"config error at {where}[{i}]: {t!r} is neither a GLUE task ({', '.join(TASKS)}) "
+                                  f"nor defined in task_specs (name -> spec file)")
+
+
+def task_of(config: dict, name: str):
+    """The xtc.tasks.Task of a study task: a GLUE task or one of the config's task_specs."""
+    from xtc.tasks import TASKS
+
+    return TASKS[name] if name in TASKS else _load_spec(config["task_specs"][name])
+
+
+@functools.lru_cache(maxsize=64)
+def _load_spec(path: str):
+    """A task spec read once per process (the aggregation looks tasks up for every run)."""
+    from xtc.tasks import load_task_spec
+
+    return load_task_spec(path)
+
+
+def task_arg(config: dict, name: str) -> str:
+    """What `xtc --task` takes for a study task: the GLUE name, or the task's spec file."""
+    return (config.get("task_specs") or {}).get(name, name)
 
 
 def dump_config(config: dict) -> str:

@@ -13,11 +13,11 @@ import math
 import os
 import textwrap
 
-from xtc.study.aggregate import SCORE_METRICS
+from xtc.study.aggregate import score_metrics
 from xtc.study.config import resolve_epochs
 from xtc.study.grid import axis_tasks
-from xtc.study.views import (METRIC_ABBREV, TASK_TITLES, axis_config as _axis, axis_view, isnan as _nan, point_averages,
-                             teacher_avg, teacher_view)
+from xtc.study.views import (METRIC_ABBREV, axis_config as _axis, axis_view, isnan as _nan, point_averages,
+                             task_title, teacher_avg, teacher_view)
 
 FIGURES = ("budget", "lr", "kd", "depth", "size")
 FIGURE_AXIS = {"budget": "budget", "lr": "lr", "kd": "kd", "depth": "xtc", "size": "xtc"}  # the axis each one draws
@@ -66,7 +66,7 @@ def _panels(tasks, extra_avg=True):
 def _panel_title(config, name):
     if name == "avg":
         return "Avg over tasks"
-    return f"{TASK_TITLES[name]} ({'/'.join(METRIC_ABBREV[m] for m in SCORE_METRICS[name])})"
+    return f"{task_title(name)} ({'/'.join(METRIC_ABBREV[m] for m in score_metrics(name, config))})"
 
 
 def _suptitle(fig, text):
@@ -258,12 +258,12 @@ def fig_size(config, runs, out_dir):
             ax.scatter([], [], color=color, marker=marker, label="fp32 student" if b == 32 else f"W{b}A8 (packed .xtc)")
     if t_bytes:  # the size claim's threshold (claims.claim_size): where a 1-bit student at half depth must be
         from xtc.study.claims import half_depth, one_bit_ceiling, paper_size_share, teacher_architecture
-        from xtc.tasks import TASKS
+        from xtc.study.config import task_of
 
         arch, d = teacher_architecture(config), half_depth(config["teacher"]["num_layers"])
         if arch is not None:
             tasks = axis_tasks(config, "xtc")
-            ceiling = sum(one_bit_ceiling(arch, d, TASKS[t].num_labels) for t in tasks) / len(tasks)
+            ceiling = sum(one_bit_ceiling(arch, d, task_of(config, t).num_labels) for t in tasks) / len(tasks)
             required = paper_size_share() * ceiling
             tb = sum(t_bytes) / len(t_bytes)
             ax.axvline(tb / required / 1e6, color="gray", ls=":", lw=1,

@@ -8,7 +8,7 @@ from dataclasses import fields
 
 from xtc.config import TrainConfig
 from xtc.settings import flag_of
-from xtc.study.config import resolve_glue_dir
+from xtc.study.config import resolve_glue_dir, task_arg
 from xtc.study.paths import augment_file, fmt_value, run_dir, teacher_dir
 
 
@@ -57,7 +57,7 @@ def data_flags(config: dict, what: str = "student") -> str:
 def teacher_flags(config: dict, row: dict) -> str:
     """`xtc finetune` flags of a teacher run (a row of the grid)."""
     t = config["teacher"]
-    return join_flags([("--task", row["task"]), ("--model", t["model"]),
+    return join_flags([("--task", task_arg(config, row["task"])), ("--model", t["model"]),
                        ("--out", run_dir(config["paths"]["runs"], row["run_id"])),
                        ("--epochs", float(t["epochs"])), ("--lr", float(t["lr"])), ("--seed", int(t["seed"])),
                        *_data_pairs(config, "teacher")])
@@ -70,7 +70,7 @@ def student_flags(config: dict, row: dict) -> str:
     runs = config["paths"]["runs"]
     v = {c: fmt_value(c, row[c]) for c in ("depth", "wbits", "abits", "kd", "epochs", "lr", "seed")}
     step1 = row["init"] == "step1"
-    return join_flags([("--task", row["task"]), ("--teacher", teacher_dir(runs, row["task"])),
+    return join_flags([("--task", task_arg(config, row["task"])), ("--teacher", teacher_dir(runs, row["task"])),
                        ("--out", run_dir(runs, row["run_id"])),
                        ("--layers", None if step1 else v["depth"]),
                        ("--init", run_dir(runs, row["init_run"]) if step1 else None),
@@ -86,7 +86,7 @@ def augment_flags(config: dict, task: str) -> str:
     so DA=on runs see the same originals as DA=off runs plus copies)."""
     a, runs = config["augment"], config["paths"]["runs"]
     n = a["max_train_samples"] or config["data"]["max_train_samples"]
-    return join_flags([("--task", task), ("--teacher", a["model"] or teacher_dir(runs, task)),
+    return join_flags([("--task", task_arg(config, task)), ("--teacher", a["model"] or teacher_dir(runs, task)),
                        ("--out", augment_file(runs, task)), ("--copies", a["copies"]),
                        ("--replace-prob", a["replace_prob"]), ("--candidates", a["candidates"]),
                        ("--seed", a["seed"]), ("--pair-mode", a["pair_mode"]),

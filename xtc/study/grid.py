@@ -92,12 +92,28 @@ def members(config: dict):
     return pd.DataFrame(rows)
 
 
+def task_files(config: dict, task: str) -> dict:
+    """The spec and data files of a task of your own (name -> path), so editing them re-runs its teacher and,
+    through it, its students; none for a GLUE task (or data from the hub)."""
+    from xtc.study.config import task_of
+
+    spec_file = (config.get("task_specs") or {}).get(task)
+    if spec_file is None:
+        return {}
+    spec = task_of(config, task).spec
+    files = {"task_spec": spec_file}
+    if not spec.hub_dataset:
+        files.update({k: getattr(spec, k) for k in ("train_data", "dev_data") if getattr(spec, k)})
+    return files
+
+
 def run_inputs(config: dict, row: dict) -> dict:
     """The files a run needs before it starts: its teacher, the step-1 run it starts from, its augmented
-    training data (name -> path; none for a teacher)."""
+    training data (name -> path); a teacher of a task of your own needs its spec and data files (a GLUE
+    teacher: none)."""
     runs = config["paths"]["runs"]
     if row["kind"] == TEACHER:
-        return {}
+        return task_files(config, row["task"])
     inputs = {"teacher": metrics_file(runs, teacher_run_id(row["task"]))}
     if row["init"] == "step1":
         inputs["init"] = metrics_file(runs, row["init_run"])

@@ -4,12 +4,12 @@ from __future__ import annotations
 import math
 import os
 
-from xtc.study.aggregate import SCORE_METRICS
+from xtc.study.aggregate import score_metrics
 from xtc.study.config import resolve_epochs
 from xtc.study.grid import FACTORS, axis_tasks
 from xtc.study.paths import teacher_run_id
-from xtc.study.views import (METRIC_ABBREV, TASK_TITLES, axis_config as _axis, axis_view, point_averages,
-                             teacher_avg, teacher_view)
+from xtc.study.views import (METRIC_ABBREV, axis_config as _axis, axis_view, point_averages,
+                             task_title, teacher_avg, teacher_view)
 
 FACTOR_TITLES = {"depth": "layers", "wbits": "W bits", "abits": "A bits", "kd": "KD", "epochs": "budget",
                  "lr": "learning rate", "da": "DA"}
@@ -41,16 +41,16 @@ def teacher_text(config: dict, teacher: dict, tasks) -> str:
     parts = []
     for task in tasks:
         r = teacher[task]
-        metrics = SCORE_METRICS[task]
+        metrics = score_metrics(task, config)
         detail = "" if len(metrics) == 1 else " (" + "/".join(f"{METRIC_ABBREV[m]} {_fmt(r[f'm_{m}'])}"
                                                                for m in metrics) + ")"
-        parts.append(f"{TASK_TITLES[task]} {_fmt(r['score'])}{detail}")
+        parts.append(f"{task_title(task)} {_fmt(r['score'])}{detail}")
     text = (f"Teacher: fp32, {t['num_layers']} layers, one fine-tuning run per task (seed {t.get('seed', '?')}, "
             f"{t['epochs']:g} epochs" + (f", {t['max_train_samples']} training examples" if t.get("max_train_samples")
                                          else "") + "): " + ", ".join(parts) + f"; Avg {_fmt(teacher_avg(config, teacher, tasks))}.")
     ref = t.get("reference") or {}
     if ref:
-        dist = [f"{TASK_TITLES[task]} {teacher[task]['score'] - 100 * ref[task]:+.1f}" for task in tasks
+        dist = [f"{task_title(task)} {teacher[task]['score'] - 100 * ref[task]:+.1f}" for task in tasks
                 if task in ref and not math.isnan(teacher[task]["score"])]
         if dist:
             text += " Distance to the same model fine-tuned on the full training set (teacher.reference): " + \
@@ -91,8 +91,8 @@ def _anchor_text(config: dict, axis: dict) -> str:
             "quantized students below it start from their step-1 run.")
 
 
-def _metric_header(task: str) -> str:
-    return f"{TASK_TITLES[task]} ({'/'.join(METRIC_ABBREV[m] for m in SCORE_METRICS[task])})"
+def _metric_header(config: dict, task: str) -> str:
+    return f"{task_title(task)} ({'/'.join(METRIC_ABBREV[m] for m in score_metrics(task, config))})"
 
 
 def axis_table(config: dict, axis_name: str, runs, missing) -> str:
@@ -106,15 +106,15 @@ def axis_table(config: dict, axis_name: str, runs, missing) -> str:
     factors = list(axis["vary"])
     title = axis.get("title") or axis_name
     lines = [f"## {title}", "",
-             "Dev-set scores x100, mean over seeds (" + ", ".join(_metric_header(t) for t in tasks) + "). "
+             "Dev-set scores x100, mean over seeds (" + ", ".join(_metric_header(config, t) for t in tasks) + "). "
              "Avg: mean over tasks of the task score (mean of its metrics). ±: half-width of the 95% t-interval "
              "over seeds (t with n-1 df, sd ddof=1) of the task score, or of the Avg over the seeds every task "
              "has; none with one seed.", "", teacher_text(config, teacher, tasks), ""]
-    head = [FACTOR_TITLES[f] for f in factors] + [_metric_header(t) for t in tasks] + ["Avg"]
+    head = [FACTOR_TITLES[f] for f in factors] + [_metric_header(config, t) for t in tasks] + ["Avg"]
     lines += ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
     L = config["teacher"]["num_layers"]
     t_cells = [f"teacher (fp32, {L} layers)" if i == 0 else "" for i in range(len(factors))]
-    t_cells += ["/".join(_fmt(teacher[t][f"m_{m}"]) for m in SCORE_METRICS[t]) for t in tasks]
+    t_cells += ["/".join(_fmt(teacher[t][f"m_{m}"]) for m in score_metrics(t, config)) for t in tasks]
     t_cells += [_fmt(teacher_avg(config, teacher, tasks))]
     lines.append("| " + " | ".join(t_cells) + " |")
     notes_missing: list[str] = []
@@ -132,7 +132,7 @@ def axis_table(config: dict, axis_name: str, runs, missing) -> str:
                 else:
                     mark = "†" if r["n"] < r["n_planned"] else ""
                     partial |= bool(mark)
-                    cells.append("/".join(_fmt(r[f"m_{m}"]) for m in SCORE_METRICS[t]) + mark
+                    cells.append("/".join(_fmt(r[f"m_{m}"]) for m in score_metrics(t, config)) + mark
                                  + _pm(ci_half_width(r["score_std"], r["n"])))
                 if r is not None:
                     notes_missing += r["missing"]

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import math
 
-from xtc.study.aggregate import SCORE_METRICS, STD_DDOF
+from xtc.study.aggregate import STD_DDOF, score_metrics
 from xtc.study.grid import axis_tasks, members
 from xtc.study.paths import config_key, teacher_run_id
 
 TASK_TITLES = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "qqp": "QQP", "mnli": "MNLI",
                "qnli": "QNLI", "rte": "RTE", "wnli": "WNLI"}
+
+
+def task_title(task: str) -> str:
+    """A task's name in tables and figures: GLUE's spelling, a task of your own as named."""
+    return TASK_TITLES.get(task, task)
+
+
 METRIC_ABBREV = {"accuracy": "acc", "f1": "F1", "mcc": "MCC", "pearson": "P", "spearman": "S",
                  "accuracy_mm": "mm"}
 
@@ -46,7 +53,7 @@ def axis_view(config: dict, axis: str, runs, missing=None):
                "seed_scores": {int(s): 100 * present[r] for r, s in zip(grp["run_id"], grp["seed"])
                                if r in present.index},
                "missing": [r for r in rids if r not in present.index]}
-        for metric in SCORE_METRICS[task]:
+        for metric in score_metrics(task, config):
             vals = [100 * metric_vals[(r, metric)] for r in rids if (r, metric) in metric_vals]
             row[f"m_{metric}"] = float(sum(vals) / len(vals)) if vals else float("nan")
         if sizes is not None:
@@ -66,7 +73,7 @@ def teacher_view(config: dict, runs):
         sel = runs[(runs["run_id"] == rid)] if len(runs) else runs
         vals = dict(zip(sel["metric"], sel["value"])) if len(sel) else {}
         out[task] = {"score": 100 * vals["score"] if "score" in vals else float("nan"),
-                     **{f"m_{m}": 100 * vals[m] if m in vals else float("nan") for m in SCORE_METRICS[task]},
+                     **{f"m_{m}": 100 * vals[m] if m in vals else float("nan") for m in score_metrics(task, config)},
                      "bytes": float(sel["teacher_fp32_bytes"].iloc[0]) if len(sel) else float("nan")}
     return out
 
@@ -140,7 +147,7 @@ def collect_history(config: dict, runs_dir: str):
         base = {k: r[k] for k in HISTORY_COLUMNS[:14]}
         for h in history:
             metrics = {k: float(v) for k, v in (h.get("metrics") or {}).items() if isinstance(v, (int, float))}
-            score = task_score(r["task"], metrics)
+            score = task_score(r["task"], metrics, config)
             if score is not None:
                 metrics["score"] = score
             for metric, value in metrics.items():
