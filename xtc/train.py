@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from xtc.compile_step import CompiledLoss, resolve_compile
 from xtc.config import RunOptions, TrainConfig
 from xtc.checkpoint import (check_out_folder, clean_stale_temps, discard_unfinished_run, has_state,
                             load_state, save_state)
@@ -254,6 +255,8 @@ def train(model, stages: list[Stage], train_data: Encoded, eval_sets: dict[str, 
     precision = resolve_precision(cfg.precision, device).precision  # callers pass it resolved; "auto" also works
     steps_per_epoch = math.ceil(len(train_data) / cfg.batch_size)
     stage_steps = [max(1, math.ceil(s.epochs * steps_per_epoch)) for s in stages]
+    use_compile, compile_reason = resolve_compile(cfg.compile, device, sum(stage_steps))
+    loss_fns = [CompiledLoss(s.loss_fn, model, device) if use_compile else s.loss_fn for s in stages]
     state_file = os.path.join(out_dir, STATE_DIR)  # a folder: see xtc/checkpoint.py
     st = LoopState()
     if resume_state is not None:
@@ -285,7 +288,7 @@ def train(model, stages: list[Stage], train_data: Encoded, eval_sets: dict[str, 
             t0 = time.perf_counter()
             batch = to_device(collate(train_data, epoch_batches[pos]), device)
             batch["index"] = torch.tensor(epoch_batches[pos])  # which examples: for a teacher-output cache
-            loss, terms = train_step(model, batch, stage.loss_fn, opt, cfg.max_grad_norm, sched, precision)
+            loss, terms = train_step(model, batch, loss_fns[st.stage], opt, cfg.max_grad_norm, sched, precision)
             if not math.isfinite(float(loss.detach())):  # a diverged run cannot recover: stop, keep nothing
                 discard_unfinished_run(out_dir, STATE_DIR)
                 raise NonFiniteLossError(f"the training loss became {float(loss.detach())} at step "
@@ -325,6 +328,9 @@ def train(model, stages: list[Stage], train_data: Encoded, eval_sets: dict[str, 
         "train_samples_per_second": st.train_examples / max(st.train_seconds, 1e-9),
         "train_tokens_per_second": st.train_tokens / max(st.train_seconds, 1e-9),
         "steps": st.global_step, "steps_per_epoch": steps_per_epoch,
+        "compile": {"used": use_compile and not any(getattr(f, "failed", None) for f in loss_fns),
+                    "reason": compile_reason, "mode": getattr(loss_fns[0], "mode", None),
+                    "failed": next((f.failed for f in loss_fns if getattr(f, "failed", None)), None)},
     }
 
 
