@@ -324,3 +324,11 @@ def test_resumed_auto_run_keeps_its_precision(tmp_path, teacher_dir, glue_dir, c
     r = _auto_run(tmp_path, teacher_dir, glue_dir, "resumed")
     assert r["precision"]["train"] == first and r["precision"]["auto"]["source"] == "resumed"
     assert r["history"] == whole["history"] and r["metrics"] == whole["metrics"]
+
+
+def test_help_of_training_commands_shows_the_new_settings(capsys):
+    for command in ("finetune", "compress"):
+        assert main([command, "--help"]) == 0
+        out = capsys.readouterr().out
+        assert "--precision {auto,fp32,bf16}" in out and "--compile {auto,off,on}" in out
+    assert main(["precision", "--help"]) == 0 and "--clear" in capsys.readouterr().out

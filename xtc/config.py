@@ -40,7 +40,7 @@ class TrainConfig:
                                     "(less padding)", flag="--no-group-by-length", negate=True)
     precision: str = setting("auto", "training matmuls in bf16 (autocast; weights, optimizer state and losses stay "
                              "fp32) or fp32; auto: the first run on a machine times its own step in both and "
-                             "keeps bf16 only where it is >= 5% faster, cached per machine (`xtc precision "
+                             "keeps bf16 only where it is >= 5 percent faster, cached per machine (`xtc precision "
                              "--show/--clear`). Evaluation is always fp32. The choice, the measured ratio and "
                              "whether it came from the cache go to metrics.json", one_of(*PRECISIONS))
     compile: str = setting("auto", "torch.compile the training step (student forward, quantizers, KD loss; CUDA "
