@@ -63,7 +63,7 @@ def test_compiled_step_matches_eager(tiny_model):
         le, _ = train_step(student, batch, loss_fn, opt_e, 1.0)
         lc, _ = train_step(twin, batch, compiled, opt_c, 1.0)
         assert compiled.failed is None
-        assert float(lc) == pytest.approx(float(le), rel=1e-4, abs=1e-5)
+        assert float(lc.detach()) == pytest.approx(float(le.detach()), rel=1e-4, abs=1e-5)
     for (n, a), b in zip(student.state_dict().items(), twin.state_dict().values()):
         assert torch.allclose(a, b, rtol=1e-3, atol=1e-5), n
 
