@@ -98,3 +98,15 @@ def interrupt_after_checkpoints(monkeypatch, n: int, run):
             run()
     finally:
         monkeypatch.setattr(train_mod, "_checkpoint", real)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _precision_cache(tmp_path_factory):
+    """`--precision auto` caches its per-machine measurement: in a file of the test session, never the user's."""
+    old = os.environ.get("XTC_PRECISION_CACHE")
+    os.environ["XTC_PRECISION_CACHE"] = str(tmp_path_factory.mktemp("xtc_cache") / "precision.json")
+    yield
+    if old is None:
+        os.environ.pop("XTC_PRECISION_CACHE", None)
+    else:
+        os.environ["XTC_PRECISION_CACHE"] = old

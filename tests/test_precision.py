@@ -24,17 +24,123 @@ SPEC, CC = QuantSpec(wbits=1, abits=8), CompressConfig(layers=2)
 
 # ---------------------------------------------------------------------------- resolver
 
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """A fresh, empty precision cache file for the test."""
+    path = tmp_path / "cache" / "precision.json"
+    monkeypatch.setenv(prec.CACHE_ENV, str(path))
+    return path
+
+
+def _timing(ratio):
+    return lambda step, device, rounds=prec.MEASURE_ROUNDS: {
+        "fp32_step_seconds": 1.0, "bf16_step_seconds": ratio, "ratio_bf16_over_fp32": ratio, "rounds": rounds,
+        "clock": "mocked"}
+
+
+def _no_step():
+    raise AssertionError("measured although the cache holds this machine")
+
+
+@pytest.mark.parametrize("ratio, want", [(0.6, "bf16"), (0.97, "fp32"), (1.3, "fp32")])
+def test_auto_follows_the_measured_timing(cache, monkeypatch, ratio, want):
+    monkeypatch.setattr(prec, "measure_step_seconds", _timing(ratio))
+    monkeypatch.setattr(prec, "_cpu_bf16_units", lambda: (want == "fp32", True))  # flags say the opposite
+    choice = prec.resolve_precision("auto", "cpu", measure=lambda: None, measured_with="a test step")
+    assert choice.precision == want and choice.auto["source"] == "measured" and not choice.auto["from_cache"]
+    assert choice.auto["ratio_bf16_over_fp32"] == ratio and f"{ratio:.2f}" in choice.reason
+    # an explicit flag overrides the measurement either way
+    assert prec.resolve_precision("fp32", "cpu") == prec.PrecisionChoice("fp32", "requested --precision fp32")
+    assert prec.resolve_precision("bf16", "cpu").precision == "bf16"
+
+
+def test_cache_is_written_reused_keyed_and_cleared(cache, monkeypatch, capsys):
+    monkeypatch.setattr(prec, "measure_step_seconds", _timing(0.5))
+    first = prec.resolve_precision("auto", "cpu", measure=lambda: None, measured_with="step A")
+    data = json.loads(cache.read_text())
+    key = prec.machine_key("cpu")
+    assert key == f"cpu | {prec.cpu_model_name()} | torch {torch.__version__}"
+    assert data["version"] == prec.CACHE_VERSION and list(data["entries"]) == [key]
+    assert data["entries"][key]["choice"] == "bf16" and data["entries"][key]["measured_with"] == "step A"
+    again = prec.resolve_precision("auto", "cpu", measure=_no_step)  # reused: no second measurement
+    assert again.precision == first.precision == "bf16"
+    assert again.auto["source"] == "cache" and again.auto["from_cache"] and again.auto["ratio_bf16_over_fp32"] == 0.5
+    assert "from the cache" in again.reason and again.to_dict()["auto"]["from_cache"] is True
+    # another torch version is another machine: measured again, both entries kept
+    monkeypatch.setattr(torch, "__version__", "9.9.9")
+    monkeypatch.setattr(prec, "measure_step_seconds", _timing(1.4))
+    other = prec.resolve_precision("auto", "cpu", measure=lambda: None)
+    assert other.precision == "fp32" and other.auto["source"] == "measured"
+    assert len(json.loads(cache.read_text())["entries"]) == 2
+    # the CLI shows and clears it
+    assert main(["precision", "--show"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["cache_file"] == str(cache) and len(shown["entries"]) == 2
+    assert main(["precision", "--clear"]) == 0 and json.loads(capsys.readouterr().out)["cleared"] is True
+    assert not cache.exists()
+    assert main(["precision", "--clear"]) == 0 and json.loads(capsys.readouterr().out)["cleared"] is False
+
+
+def test_cache_location_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.delenv(prec.CACHE_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert prec.cache_file() == str(tmp_path / "xdg" / "xtc" / "precision.json")
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert prec.cache_file() == str(tmp_path / "home" / ".cache" / "xtc" / "precision.json")
+
+
+class _Boom:
+    def __reduce__(self):  # unpickling this would create a marker file
+        return (open, (os.environ["BOOM_MARKER"], "w"))
+
+
+@pytest.mark.parametrize("content", [b"{not json", b"\x80\x04pickle", b'{"version": 1, "entries": {"k": 3}}',
+                                     b'{"version": 99, "entries": {}}', b"[]", b"pickle"])
+def test_corrupted_cache_is_ignored_with_one_line(cache, monkeypatch, capsys, tmp_path, content):
+    import pickle
+
+    cache.parent.mkdir(parents=True)
+    if content == b"pickle":
+        monkeypatch.setenv("BOOM_MARKER", str(tmp_path / "unpickled"))
+        content = pickle.dumps(_Boom())
+    cache.write_bytes(content)
+    assert prec.read_cache() == {}
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "ignoring the precision cache" in err and str(cache) in err
+    assert not (tmp_path / "unpickled").exists()  # never unpickled
+    monkeypatch.setattr(prec, "measure_step_seconds", _timing(0.5))
+    choice = prec.resolve_precision("auto", "cpu", measure=lambda: None)  # measures and rewrites it
+    assert choice.auto["source"] == "measured"
+    assert json.loads(cache.read_text())["entries"][prec.machine_key("cpu")]["choice"] == "bf16"
+
+
+def test_bf16_beyond_the_fidelity_tolerance_is_never_chosen(cache, monkeypatch):
+    monkeypatch.setattr(prec, "measure_step_seconds", _timing(0.3))
+    monkeypatch.setitem(prec.BF16_FIDELITY, "cpu", {"source": "a test", "arms": {"arm acc": (-0.02, 0.01)}})
+    choice = prec.resolve_precision("auto", "cpu", measure=_no_step)
+    assert choice.precision == "fp32" and "beyond the tolerance" in choice.reason
+    assert choice.auto["source"] == "fidelity" and not cache.exists()
+    # and the documented measurements keep bf16 eligible on CPU and CUDA
+    assert prec.bf16_fidelity("cuda")[0] and not prec.bf16_fidelity("mps")[0]
+
+
 @pytest.mark.parametrize("units, want, reason", [
     ((True, True), "bf16", "CPU has AMX-BF16"),
-    ((False, True), "fp32", "AVX512-BF16 but no usable AMX"),  # measured slower in bf16: fp32 by default
+    ((False, True), "fp32", "AVX512-BF16 but no usable AMX"),
     ((False, False), "fp32", "lacks AMX-BF16 and AVX512-BF16"),
 ])
-def test_auto_picks_bf16_only_where_it_is_faster(monkeypatch, units, want, reason):
+def test_flags_decide_only_where_nothing_can_be_measured(cache, monkeypatch, capsys, units, want, reason):
     monkeypatch.setattr(prec, "_cpu_bf16_units", lambda: units)
-    choice = prec.resolve_precision("auto", "cpu")
-    assert choice.precision == want and choice.reason.startswith("auto: ") and reason in choice.reason
-    # an explicit flag overrides the device's default either way
-    assert prec.resolve_precision("fp32", "cpu") == prec.PrecisionChoice("fp32", "requested --precision fp32")
+    choice = prec.resolve_precision("auto", "cpu")  # no step to measure
+    assert choice.precision == want and reason in choice.reason and choice.auto["source"] == "flags"
+
+    def broken():
+        raise RuntimeError("no bf16 kernel here")
+
+    failed = prec.resolve_precision("auto", "cpu", measure=broken)
+    assert failed.precision == want and "measuring failed: RuntimeError" in failed.reason
+    assert capsys.readouterr().err.count("\n") == 1 and not cache.exists()
     forced = prec.resolve_precision("bf16", "cpu")
     assert forced.precision == "bf16" and ("slower" in forced.reason) == (want == "fp32")
 
@@ -48,7 +154,7 @@ def test_cpu_units_follow_the_cpu_flags():
 
 
 @pytest.mark.parametrize("supported", [True, False])
-def test_auto_on_cuda_follows_bf16_support(monkeypatch, supported):
+def test_auto_on_cuda_without_a_step_follows_bf16_support(cache, monkeypatch, supported):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: supported)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Fake GPU")
@@ -185,3 +291,44 @@ def test_a_half_precision_checkpoint_loads_as_fp32(tmp_path, tiny_model_dir):
     BertForSequenceClassification.from_pretrained(tiny_model_dir).to(torch.float16).save_pretrained(half)
     assert {p.dtype for p in BertForSequenceClassification.from_pretrained(half).parameters()} == {torch.float16}
     assert {p.dtype for p in load_classifier(half).parameters()} == {torch.float32}
+
+
+def _auto_run(tmp_path, teacher_dir, glue_dir, name):
+    return _run(tmp_path, teacher_dir, glue_dir, name, "auto")
+
+
+def test_auto_measures_the_real_step_and_leaves_the_run_untouched(tmp_path, teacher_dir, glue_dir, cache,
+                                                                   monkeypatch):
+    measured = _auto_run(tmp_path, teacher_dir, glue_dir, "measured")  # empty cache: times the run's own step
+    rec = measured["precision"]
+    assert rec["auto"]["source"] == "measured" and rec["auto"]["from_cache"] is False
+    assert rec["auto"]["fp32_step_seconds"] > 0 and rec["auto"]["bf16_step_seconds"] > 0
+    assert "compress sst2: 2-layer student, W1A8" in rec["auto"]["measured_with"]
+    assert measured["config"]["precision"] == rec["train"]
+    cached = _auto_run(tmp_path, teacher_dir, glue_dir, "cached")
+    assert cached["precision"]["auto"]["source"] == "cache" and cached["precision"]["train"] == rec["train"]
+    # timing the step on a copy changed neither the weights nor any random generator of the run
+    assert cached["history"] == measured["history"]
+    sm, sc = _state(tmp_path / "measured"), _state(tmp_path / "cached")
+    assert all(torch.equal(sm[k], sc[k]) for k in sm)
+
+
+@pytest.mark.parametrize("first, later", [("bf16", "fp32"), ("fp32", "bf16")])
+def test_resumed_auto_run_keeps_its_precision(tmp_path, teacher_dir, glue_dir, cache, monkeypatch, first, later):
+    key = prec.machine_key("cpu")
+    prec.write_cache_entry(key, {"choice": first, "ratio_bf16_over_fp32": 1.0})
+    whole = _auto_run(tmp_path, teacher_dir, glue_dir, "whole")
+    assert whole["precision"]["train"] == first
+    interrupt_after_checkpoints(monkeypatch, 2, lambda: _auto_run(tmp_path, teacher_dir, glue_dir, "resumed"))
+    prec.write_cache_entry(key, {"choice": later, "ratio_bf16_over_fp32": 1.0})  # the machine's choice changed
+    r = _auto_run(tmp_path, teacher_dir, glue_dir, "resumed")
+    assert r["precision"]["train"] == first and r["precision"]["auto"]["source"] == "resumed"
+    assert r["history"] == whole["history"] and r["metrics"] == whole["metrics"]
+
+
+def test_help_of_training_commands_shows_the_new_settings(capsys):
+    for command in ("finetune", "compress"):
+        assert main([command, "--help"]) == 0
+        out = capsys.readouterr().out
+        assert "--precision {auto,fp32,bf16}" in out and "--compile {auto,off,on}" in out
+    assert main(["precision", "--help"]) == 0 and "--clear" in capsys.readouterr().out

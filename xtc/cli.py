@@ -116,9 +116,28 @@ def build_parser() -> argparse.ArgumentParser:
                    "this runs the fake-quant model it was exported from, in fp32 fake-quant maths, instead")
     s.set_defaults(fn=cmd_evaluate)
 
+    s = sub.add_parser("precision", help="show or clear the per-machine measurements behind --precision auto",
+                       description="`--precision auto` times its own training step in fp32 and bf16 on the first run "
+                       "on a machine and caches the choice (file: $XTC_PRECISION_CACHE, else "
+                       "$XDG_CACHE_HOME/xtc/precision.json, else ~/.cache/xtc/precision.json).")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--show", action="store_true", help="print the cache file's path and entries as JSON (default)")
+    g.add_argument("--clear", action="store_true", help="delete the cache file: the next auto run measures again")
+    s.set_defaults(fn=cmd_precision)
+
     for register in _EXTRA_COMMANDS:
         register(sub)
     return p
+
+
+def cmd_precision(a) -> None:
+    from xtc import precision as prec
+
+    path = prec.cache_file()
+    if a.clear:
+        _print_json({"cache_file": path, "cleared": prec.clear_cache(path)})
+    else:
+        _print_json({"cache_file": path, "exists": os.path.exists(path), "entries": prec.read_cache(path)})
 
 
 def cmd_compress(a) -> None:

@@ -15,11 +15,11 @@ from xtc.distill import (evenly_spaced_layers, label_objective, layer_maps, make
                          reduce_layers)
 from xtc.files import METRICS_FILE
 from xtc.models import check_sequence_length, load_classifier, load_tokenizer, pick_device
-from xtc.precision import resolve_precision
 from xtc.quant import apply_quantization, model_size
 from xtc.tasks import Task, get_task
 from xtc.teacher_cache import TeacherCache, plan_cache
-from xtc.train import Stage, finish_run, prepare_run_folder, run_record, set_seed, train
+from xtc.train import (Stage, finish_run, prepare_run_folder, resolve_training_precision, run_record, set_seed,
+                       train)
 
 
 def load_teacher(teacher_dir: str, task: Task):
@@ -111,8 +111,6 @@ def compress(task_name: str, teacher_dir: str, out_dir: str, cfg: TrainConfig, s
     task = get_task(task_name)
     spec.validate()
     dev = pick_device(run.device)
-    precision = resolve_precision(cfg.precision, dev)
-    cfg = replace(cfg, precision=precision.precision)  # the run records (and resumes with) what it used
     run_config = {"command": "compress", "task": task.name, **task.record(), "teacher": teacher_dir, "init": cc.init,
                   "train_file": cc.train_file, **asdict(cfg), "quant": spec.to_dict(), **asdict(cc),
                   "kd_weights": asdict(kd_cfg), "max_train_samples": run.max_train_samples,
@@ -134,6 +132,11 @@ def compress(task_name: str, teacher_dir: str, out_dir: str, cfg: TrainConfig, s
     resume = prepare_run_folder(out_dir, run_config, run.overwrite)  # after every check: a bad input writes nothing
     teacher.to(dev)
     stages, cache_record = build_stages(teacher, task, cfg, cc, kd_cfg, lmap, train_data, dev, run.quiet)
+    what = (f"compress {task.name}: {student.config.num_hidden_layers}-layer student, W{spec.wbits}A{spec.abits}, "
+            f"kd {cc.kd}, teacher cache {'on' if cache_record['used'] else 'off'}, batch {cfg.batch_size}")
+    precision = resolve_training_precision(cfg, dev, student.to(dev), stages[0].loss_fn, train_data, resume, what)
+    cfg = replace(cfg, precision=precision.precision)  # the run records (and resumes with) what it used
+    run_config["precision"] = precision.precision
     result = train(student, stages, train_data, eval_sets, task, cfg, out_dir, run_config, dev, resume, run.quiet)
     size, teacher_size = model_size(student), model_size(teacher)
     record = run_record(task, result, run_config, run, dev, train_data, eval_sets, {

