@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, replace
 
 from xtc.data import load_task_data
+from xtc.diagnostics import RunDiagnostics
 from xtc.distill import label_objective
 from xtc.models import check_sequence_length, load_classifier, load_tokenizer, pick_device, resolve_model_path
 from xtc.precision import resolve_precision
@@ -30,6 +31,7 @@ def finetune(task_name: str, model_name: str, out_dir: str, cfg: TrainConfig, ru
                                            run.max_train_samples, run.max_eval_samples)
     resume = prepare_run_folder(out_dir, run_config, run.overwrite)  # after every check: a bad input writes nothing
     result = train(model, [Stage("finetune", cfg.epochs, 1.0, label_objective)], train_data, eval_sets, task, cfg,
-                   out_dir, run_config, dev, resume, run.quiet)
+                   out_dir, run_config, dev, resume, run.quiet,
+                   RunDiagnostics(model, train_data, cfg.train_eval_examples))
     record = run_record(task, result, run_config, run, dev, train_data, eval_sets, {"precision": precision.to_dict()})
     return finish_run(out_dir, model, tokenizer, record)
