@@ -20,6 +20,7 @@ rule augment:
         mem_mb=res("augment", "mem_mb", 4000),
         runtime=res("augment", "runtime", 30),
         gpu=res("augment", "gpu", 0),
+        gpu_slots=res("augment", "gpu_slots", 0),
         cpus_per_task=res("augment", "threads", 1),
     conda:
         "../envs/xtc.yaml"

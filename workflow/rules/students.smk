@@ -26,6 +26,7 @@ rule student:
         mem_mb=res("student", "mem_mb", 4000),
         runtime=res("student", "runtime", 60),
         gpu=res("student", "gpu", 0),
+        gpu_slots=res("student", "gpu_slots", 0),
         cpus_per_task=res("student", "threads", 1),
     conda:
         "../envs/xtc.yaml"

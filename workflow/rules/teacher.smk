@@ -23,6 +23,7 @@ rule teacher:
         mem_mb=res("teacher", "mem_mb", 4000),
         runtime=res("teacher", "runtime", 60),
         gpu=res("teacher", "gpu", 0),
+        gpu_slots=res("teacher", "gpu_slots", 0),
         cpus_per_task=res("teacher", "threads", 1),
     conda:
         "../envs/xtc.yaml"
