@@ -299,8 +299,9 @@ def train(model, stages: list[Stage], train_data: Encoded, eval_sets: dict[str, 
 def _evaluation(model, task: Task, eval_sets, cfg: TrainConfig, device, st: LoopState, stage: Stage,
                 steps_per_epoch: int, sched, diagnostics=None) -> dict:
     """Evaluate, append the history entry and keep the weights when they are the best so far."""
-    predictions: dict = {}
-    metrics = evaluate(model, task, eval_sets, cfg.eval_batch_size, device, predictions)
+    predictions: dict = {}  # filled for the diagnostics only (the dev predictions' class counts)
+    metrics = (evaluate(model, task, eval_sets, cfg.eval_batch_size, device) if diagnostics is None else
+               evaluate(model, task, eval_sets, cfg.eval_batch_size, device, predictions=predictions))
     entry = {"stage": stage.name, "step": st.global_step, "epoch": round(st.stage_step / steps_per_epoch, 4),
              "lr": sched.get_last_lr()[0], "train": st.last_terms, "metrics": metrics}
     if diagnostics is not None:
