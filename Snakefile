@@ -57,4 +57,5 @@ rule all:
         rules.claims.output,
         rules.curves.output,
         rules.figures.output,
+        rules.diagnostics.output,
         REPRODUCTION,

@@ -10,7 +10,8 @@ from dataclasses import asdict, replace
 
 from xtc.arch import architecture_of
 from xtc.config import CompressConfig, KDConfig, QuantSpec, RunOptions, TrainConfig
-from xtc.data import load_task_data, read_train_file
+from xtc.data import encode, load_split, load_task_data, read_train_file
+from xtc.diagnostics import RunDiagnostics
 from xtc.distill import (evenly_spaced_layers, label_objective, layer_maps, make_kd_loss, parse_layer_list,
                          reduce_layers)
 from xtc.files import METRICS_FILE
@@ -101,7 +102,8 @@ def build_stages(teacher, task: Task, cfg: TrainConfig, cc: CompressConfig, kd_c
     kd = make_kd_loss(teacher, task.is_regression, kd_cfg, lmap, cache)
     stages = [Stage(name, ep, lr_factor, label_objective if ts is None else kd(ts))
               for name, ep, lr_factor, ts in stage_terms]
-    return stages, {"used": cache is not None, "reason": plan.reason, "bytes": plan.bytes}
+    first_terms = {t: kd((t,)) for t in stage_terms[0][3] or ()}  # the first stage's terms one by one
+    return stages, {"used": cache is not None, "reason": plan.reason, "bytes": plan.bytes}, first_terms
 
 
 def compress(task_name: str, teacher_dir: str, out_dir: str, cfg: TrainConfig, spec: QuantSpec,
@@ -129,15 +131,23 @@ def compress(task_name: str, teacher_dir: str, out_dir: str, cfg: TrainConfig, s
     extra = read_train_file(cc.train_file, task) if cc.train_file else None
     train_data, eval_sets = load_task_data(task, tokenizer, run.glue_dir, cfg.max_seq_length, run.max_train_samples,
                                            run.max_eval_samples, train_split=extra)
+    # the train-vs-dev gap is scored on labelled examples: a --train-file's inputs carry the teacher's labels
+    # only through KD, so its sample comes from the task's own training set (which such files include)
+    sample_source = train_data if extra is None else encode(
+        load_split(task, "train", run.glue_dir, run.max_train_samples), tokenizer, cfg.max_seq_length,
+        task.is_regression)
     resume = prepare_run_folder(out_dir, run_config, run.overwrite)  # after every check: a bad input writes nothing
     teacher.to(dev)
-    stages, cache_record = build_stages(teacher, task, cfg, cc, kd_cfg, lmap, train_data, dev, run.quiet)
+    stages, cache_record, term_losses = build_stages(teacher, task, cfg, cc, kd_cfg, lmap, train_data, dev,
+                                                     run.quiet)
     what = (f"compress {task.name}: {student.config.num_hidden_layers}-layer student, W{spec.wbits}A{spec.abits}, "
             f"kd {cc.kd}, teacher cache {'on' if cache_record['used'] else 'off'}, batch {cfg.batch_size}")
     precision = resolve_training_precision(cfg, dev, student.to(dev), stages[0].loss_fn, train_data, resume, what)
     cfg = replace(cfg, precision=precision.precision)  # the run records (and resumes with) what it used
     run_config["precision"] = precision.precision
-    result = train(student, stages, train_data, eval_sets, task, cfg, out_dir, run_config, dev, resume, run.quiet)
+    diagnostics = RunDiagnostics(student, sample_source, cfg.train_eval_examples, term_losses)
+    result = train(student, stages, train_data, eval_sets, task, cfg, out_dir, run_config, dev, resume, run.quiet,
+                   diagnostics)
     size, teacher_size = model_size(student), model_size(teacher)
     record = run_record(task, result, run_config, run, dev, train_data, eval_sets, {
         "quantization": {**spec.to_dict(), "modules": {r: len(v) for r, v in quantized.items()}},
@@ -146,6 +156,8 @@ def compress(task_name: str, teacher_dir: str, out_dir: str, cfg: TrainConfig, s
         "layer_map": asdict(lmap), "kd": cc.kd, "kd_note": arch.note or None,
         "architecture": arch.family, "loss_terms": result["final_loss_terms"],
         "precision": precision.to_dict(), "teacher_cache": cache_record,
+        "kd_gradient": next((h["diagnostics"]["kd_gradient"] for h in result["history"]
+                             if "kd_gradient" in h.get("diagnostics", {})), None),
         "size": {**size, "teacher_fp32_bytes": teacher_size["fp32_bytes"],
                  "ratio_to_teacher": teacher_size["fp32_bytes"] / size["quantized_bytes"]}})
     return finish_run(out_dir, student, tokenizer, record)

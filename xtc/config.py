@@ -35,6 +35,8 @@ class TrainConfig:
                                   POSITIVE)
     eval_every: int = setting(1000, "evaluate every N steps (and at each epoch end); 0: at epoch ends only",
                               NON_NEGATIVE)
+    train_eval_examples: int = setting(512, "training examples (a fixed sample) also scored at each evaluation, "
+                                       "for the train-vs-dev gap in metrics.json; 0: none", NON_NEGATIVE)
     seed: int = setting(42, "seed of initialisation, dropout and batch order", NON_NEGATIVE)
     group_by_length: bool = setting(True, "plain random batches instead of batches of similar length "
                                     "(less padding)", flag="--no-group-by-length", negate=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, replace
 
 from xtc.data import load_task_data
+from xtc.diagnostics import RunDiagnostics
 from xtc.distill import label_objective
 from xtc.models import check_sequence_length, load_classifier, load_tokenizer, pick_device, resolve_model_path
 from xtc.tasks import get_task
@@ -33,6 +34,7 @@ def finetune(task_name: str, model_name: str, out_dir: str, cfg: TrainConfig, ru
     cfg = replace(cfg, precision=precision.precision)  # the run records (and resumes with) what it used
     run_config["precision"] = precision.precision
     result = train(model, [Stage("finetune", cfg.epochs, 1.0, label_objective)], train_data, eval_sets, task, cfg,
-                   out_dir, run_config, dev, resume, run.quiet)
+                   out_dir, run_config, dev, resume, run.quiet,
+                   RunDiagnostics(model, train_data, cfg.train_eval_examples))
     record = run_record(task, result, run_config, run, dev, train_data, eval_sets, {"precision": precision.to_dict()})
     return finish_run(out_dir, model, tokenizer, record)

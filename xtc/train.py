@@ -167,12 +167,17 @@ def predict(model, data: Encoded, batch_size: int, device) -> np.ndarray:
     return np.stack(out) if out else np.zeros((0, 1))
 
 
-def evaluate(model, task: Task, eval_sets: dict[str, Encoded], batch_size: int, device) -> dict[str, float]:
+def evaluate(model, task: Task, eval_sets: dict[str, Encoded], batch_size: int, device,
+             predictions: dict | None = None) -> dict[str, float]:
+    """The task's metrics on every split; `predictions`, when given, receives each split's predictions (class
+    ids, or scores for regression)."""
     per_split = {}
     for split, data in eval_sets.items():
         logits = predict(model, data, batch_size, device)
         preds = logits[:, 0] if task.is_regression else logits.argmax(-1)
         per_split[split] = (preds, data.labels)
+        if predictions is not None:
+            predictions[split] = preds
     return task_metrics(task, per_split)
 
 
@@ -248,9 +253,10 @@ def resolve_training_precision(cfg: TrainConfig, device, model, loss_fn: LossFn,
 
 def train(model, stages: list[Stage], train_data: Encoded, eval_sets: dict[str, Encoded], task: Task,
           cfg: TrainConfig, out_dir: str, run_config: dict, device, resume_state: dict | None = None,
-          quiet: bool = False) -> dict:
+          quiet: bool = False, diagnostics=None) -> dict:
     """Run every stage; return a summary (best metrics, history, throughput). The best weights are left
-    loaded in `model`. A checkpoint is written at every evaluation so an interrupted run resumes exactly."""
+    loaded in `model`. A checkpoint is written at every evaluation so an interrupted run resumes exactly.
+    `diagnostics` (an xtc.diagnostics.RunDiagnostics) adds its records to every evaluation."""
     model.to(device)
     precision = resolve_precision(cfg.precision, device).precision  # callers pass it resolved; "auto" also works
     steps_per_epoch = math.ceil(len(train_data) / cfg.batch_size)
@@ -288,6 +294,8 @@ def train(model, stages: list[Stage], train_data: Encoded, eval_sets: dict[str, 
             t0 = time.perf_counter()
             batch = to_device(collate(train_data, epoch_batches[pos]), device)
             batch["index"] = torch.tensor(epoch_batches[pos])  # which examples: for a teacher-output cache
+            if diagnostics is not None and st.global_step == 0:  # the KD terms' gradients, before any update
+                diagnostics.first_batch(model, batch, precision)
             loss, terms = train_step(model, batch, loss_fns[st.stage], opt, cfg.max_grad_norm, sched, precision)
             if not math.isfinite(float(loss.detach())):  # a diverged run cannot recover: stop, keep nothing
                 discard_unfinished_run(out_dir, STATE_DIR)
@@ -307,7 +315,8 @@ def train(model, stages: list[Stage], train_data: Encoded, eval_sets: dict[str, 
             if end_of_epoch or (cfg.eval_every and st.stage_step % cfg.eval_every == 0):
                 st.last_terms = {k: float(np.mean(v)) for k, v in window.items()}
                 window = {}
-                entry = _evaluation(model, task, eval_sets, cfg, device, st, stage, steps_per_epoch, sched)
+                entry = _evaluation(model, task, eval_sets, cfg, device, st, stage, steps_per_epoch, sched,
+                                    diagnostics)
                 if not quiet:  # one line per evaluation: readable in a terminal and in workflow logs
                     log(f"[{task.name} {stage.name}] step {st.global_step} epoch {entry['epoch']:.2f} "
                         f"loss {st.last_terms['loss']:.4f} " +
@@ -335,11 +344,17 @@ def train(model, stages: list[Stage], train_data: Encoded, eval_sets: dict[str, 
 
 
 def _evaluation(model, task: Task, eval_sets, cfg: TrainConfig, device, st: LoopState, stage: Stage,
-                steps_per_epoch: int, sched) -> dict:
+                steps_per_epoch: int, sched, diagnostics=None) -> dict:
     """Evaluate, append the history entry and keep the weights when they are the best so far."""
-    metrics = evaluate(model, task, eval_sets, cfg.eval_batch_size, device)
+    predictions: dict = {}  # filled for the diagnostics only (the dev predictions' class counts)
+    metrics = (evaluate(model, task, eval_sets, cfg.eval_batch_size, device) if diagnostics is None else
+               evaluate(model, task, eval_sets, cfg.eval_batch_size, device, predictions=predictions))
     entry = {"stage": stage.name, "step": st.global_step, "epoch": round(st.stage_step / steps_per_epoch, 4),
              "lr": sched.get_last_lr()[0], "train": st.last_terms, "metrics": metrics}
+    if diagnostics is not None:
+        entry["diagnostics"] = diagnostics.at_evaluation(
+            model, task, metrics, predictions,
+            lambda m, sets: evaluate(m, task, sets, cfg.eval_batch_size, device))
     st.history.append(entry)
     score = metrics[task.selection_metric]
     if score > st.best_metric:

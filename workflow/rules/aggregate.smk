@@ -194,3 +194,35 @@ if REFERENCE is not None:
 
 # what rule `all` asks for beyond the study itself: the reproduction table where a reference is configured
 REPRODUCTION = [] if REFERENCE is None else rules.reproduction.output
+
+
+rule diagnostics:
+    """Why a student stalls: every run's diagnostics at each evaluation (changed weight codes per quantized role,
+    train-vs-dev gap, top-class share of dev predictions, KD gradient shares at the first step) as a tidy CSV, a
+    Markdown table and the flip-share figure."""
+    input:
+        config=rules.study_config.output[0],
+        runs=study_outputs,
+    output:
+        csv=f"{RESULTS}/diagnostics.csv",
+        md=report(f"{RESULTS}/tables/diagnostics.md", caption="../report/diagnostics.rst", category="Tables",
+                  labels={"axis": "diagnostics"}),
+        png=report(f"{FIGURES}/flip_share.png", caption="../report/diagnostics.rst", category="Figures",
+                   labels={"figure": "flip_share"}),
+        pdf=f"{FIGURES}/flip_share.pdf",
+    log:
+        f"{RUNS}/logs/diagnostics.log",
+    benchmark:
+        f"{RUNS}/benchmarks/diagnostics.tsv"
+    params:
+        runs_dir=lambda wildcards: RUNS,
+        figures=lambda wildcards, output: os.path.dirname(output.png),
+    threads: res("aggregate", "threads", 1)
+    resources:
+        mem_mb=res("aggregate", "mem_mb", 2000),
+        runtime=res("aggregate", "runtime", 10),
+    conda:
+        "../envs/xtc.yaml"
+    shell:
+        "MPLBACKEND=Agg xtc study diagnostics --config {input.config:q} --runs-dir {params.runs_dir:q} "
+        "--out-csv {output.csv:q} --out-md {output.md:q} --figures-dir {params.figures:q} > {log:q} 2>&1"

@@ -20,6 +20,7 @@ rule export:
         mem_mb=res("export", "mem_mb", 3000),
         runtime=res("export", "runtime", 10),
         gpu=res("export", "gpu", 0),
+        gpu_slots=res("export", "gpu_slots", 0),
         cpus_per_task=res("export", "threads", 1),
     conda:
         "../envs/xtc.yaml"

@@ -12,10 +12,13 @@ aggregate  finished runs into runs.csv / summary.csv / missing.csv (collect, sum
 Each module imports only the ones listed above it (tests/test_study.py checks there is no cycle).
 views      per-axis and teacher views of the results, shared by tables, claims and figures; each run's
            evaluation history as history.csv (collect_history, write_history, read_history)
+diagnostics  each run's diagnostics at each evaluation as diagnostics.csv and a Markdown table
+           (collect_diagnostics, write_diagnostics)
 tables     paper-style Markdown tables, one per axis (mean ± 95% t half-width), and the reproduction table of a
            fresh study against a committed reference (reproduction_table, write_reproduction)
 claims     the recipe's five findings as statistical tests: effect, 95% CI, decision rule, verdict (check_claims)
-figures    byte-identical PNG/PDF figures (figure_names, make_figures), learning curves from history.csv
+figures    byte-identical PNG/PDF figures (figure_names, make_figures), learning curves from history.csv, the
+           flip-share figure from diagnostics.csv (fig_flip_share)
 plan       rough cost estimate of a config (`xtc study plan`)
 versions   package versions and git commit behind the results
 cli        the `xtc study ...` subcommands (register)
@@ -34,13 +37,16 @@ from xtc.study.aggregate import (MISSING_COLUMNS, RUNS_COLUMNS, SCORE_METRICS, S
                                  task_score, write_results)
 from xtc.study.views import (HISTORY_COLUMNS, METRIC_ABBREV, TASK_TITLES, axis_config, axis_view, collect_history,
                              isnan, point_averages, read_history, teacher_avg, teacher_view, write_history)
+from xtc.study.diagnostics import (DIAGNOSTICS_COLUMNS, LINEAR_ROLES, collect_diagnostics, diagnostics_table,
+                                   write_diagnostics)
 from xtc.study.tables import (FACTOR_TITLES, REPRODUCTION_COLUMNS, axis_table, ci_half_width, point_label,
                               reproduction_markdown, reproduction_table, write_reproduction, write_tables)
 from xtc.study.claims import (CLAIMS, CLAIMS_COLUMNS, VERDICTS, check_claims, claim_budget, claim_da, claim_depth,
                               claim_kd, claim_size, finding_verdict, one_bit_ceiling, paper_size_share, stratified_t)
-from xtc.study.figures import (FIGURES, WBITS_STYLE, fig_budget, fig_depth, fig_kd, fig_learning_curves, fig_lr,
-                               fig_size, figure_names, learning_curve_names, make_figures)
+from xtc.study.figures import (FIGURES, FLIP_SHARE_FIGURE, WBITS_STYLE, fig_budget, fig_depth, fig_flip_share, fig_kd,
+                               fig_learning_curves, fig_lr, fig_size, figure_names, learning_curve_names,
+                               make_figures)
 from xtc.study.plan import GLUE_DEV_SIZE, GLUE_TOKENS, GLUE_TRAIN_SIZE, estimate_cost
 from xtc.study.versions import write_versions
-from xtc.study.cli import (cmd_aggregate, cmd_all, cmd_check, cmd_claims, cmd_figures, cmd_plan, cmd_reproduce,
-                           cmd_runs, cmd_tables, register)
+from xtc.study.cli import (cmd_aggregate, cmd_all, cmd_check, cmd_claims, cmd_diagnostics, cmd_figures, cmd_plan,
+                           cmd_reproduce, cmd_runs, cmd_tables, register)

@@ -9,7 +9,8 @@ from xtc.study.aggregate import read_results, write_results
 from xtc.study.claims import check_claims
 from xtc.study.config import ConfigError, load_config
 from xtc.study.curves import write_plateaus
-from xtc.study.figures import make_figures
+from xtc.study.diagnostics import write_diagnostics
+from xtc.study.figures import fig_flip_share, make_figures
 from xtc.study.grid import study_runs
 from xtc.study.plan import estimate_cost
 from xtc.study.tables import write_reproduction, write_tables
@@ -18,6 +19,7 @@ from xtc.study.views import read_history, write_history
 
 CURVES_FILE = "learning_curves.csv"  # the plateau tests of the budget axis (xtc.study.curves)
 HISTORY_FILE = "history.csv"  # each run's evaluation history, beside runs.csv (views.collect_history)
+DIAGNOSTICS_FILE = "diagnostics.csv"  # the runs' diagnostics at each evaluation (xtc.study.diagnostics)
 
 
 def _cfg(a) -> dict:
@@ -136,6 +138,12 @@ def cmd_curves(a) -> None:
               f"{r['ci_high']:+.2f}], n={r['n']})")
 
 
+def cmd_diagnostics(a) -> None:
+    config = _cfg(a)
+    diag = write_diagnostics(config, a.runs_dir, a.out_csv, a.out_md)
+    print("\n".join([a.out_csv, a.out_md, *fig_flip_share(config, diag, a.figures_dir)]))
+
+
 def cmd_reproduce(a) -> None:
     for flag, path, example in (("--out-csv", a.out_csv, "reproduction.csv"), ("--out-md", a.out_md, "reproduction.md")):
         if os.path.isdir(path):
@@ -162,6 +170,9 @@ def cmd_all(a) -> None:
     make_figures(config, runs, a.figures_dir, history=history)
     write_plateaus(config, history, os.path.join(a.results_dir, CURVES_FILE),
                    os.path.join(a.results_dir, "tables", "learning_curves.md"))
+    diag = write_diagnostics(config, a.runs_dir, os.path.join(a.results_dir, DIAGNOSTICS_FILE),
+                             os.path.join(a.results_dir, "tables", "diagnostics.md"))
+    fig_flip_share(config, diag, a.figures_dir)
     print(json.dumps({"finished_runs": int(res["runs"]["run_id"].nunique()) if len(res["runs"]) else 0,
                       "missing": int(len(res["missing"])), "results": a.results_dir, "figures": a.figures_dir}))
 
@@ -225,6 +236,16 @@ def register(sub) -> None:
     p.add_argument("--out-csv", required=True)
     p.add_argument("--out-md", required=True)
     p.set_defaults(fn=cmd_curves)
+
+    p = ss.add_parser("diagnostics", help="why a student stalls: each run's changed weight codes per role, train-"
+                      "vs-dev gap, top-class share and KD gradient shares at each evaluation (diagnostics.csv), a "
+                      "Markdown table and the flip-share figure")
+    _add_config(p)
+    p.add_argument("--runs-dir", required=True, help="the runs root (config paths.runs)")
+    p.add_argument("--out-csv", required=True)
+    p.add_argument("--out-md", required=True)
+    p.add_argument("--figures-dir", required=True, help="where flip_share.png and .pdf go")
+    p.set_defaults(fn=cmd_diagnostics)
 
     p = ss.add_parser("reproduce", help="a fresh study's summary.csv against a committed reference, cell by cell "
                       "(CSV and Markdown; JSON counts per status on stdout)",

@@ -15,11 +15,13 @@ import textwrap
 
 from xtc.study.aggregate import score_metrics
 from xtc.study.config import resolve_epochs
+from xtc.study.diagnostics import LINEAR_ROLES
 from xtc.study.grid import axis_tasks
 from xtc.study.views import (METRIC_ABBREV, axis_config as _axis, axis_view, isnan as _nan, point_averages,
                              task_title, teacher_avg, teacher_view)
 
 FIGURES = ("budget", "lr", "kd", "depth", "size")
+FLIP_SHARE_FIGURE = "flip_share"  # drawn from diagnostics.csv (rule diagnostics), not from runs.csv
 FIGURE_AXIS = {"budget": "budget", "lr": "lr", "kd": "kd", "depth": "xtc", "size": "xtc"}  # the axis each one draws
 SOFTWARE = "xtc-bench (matplotlib)"
 STYLE = {"svg.hashsalt": "xtc-bench", "font.family": "DejaVu Sans", "pdf.fonttype": 42, "ps.fonttype": 42,
@@ -373,3 +375,32 @@ def make_figures(config: dict, runs, out_dir: str, history=None) -> list[str]:
     if history is not None:
         paths += fig_learning_curves(config, history, runs, out_dir)
     return paths
+
+
+@_styled
+def fig_flip_share(config: dict, diag, out_dir: str) -> list[str]:
+    """Changed-code share (sign flips at 1 bit) of the encoder's Linear weights against optimizer steps, one
+    panel per task, one line per quantized student setting (mean over seeds), coloured by weight bits."""
+    tasks = list(config["tasks"])
+    fig, panels = _panels(tasks, extra_avg=False)
+    d = diag[diag["role"].isin(LINEAR_ROLES)] if diag is not None and len(diag) else None
+    for task, ax in panels.items():
+        dt = d[d["task"] == task] if d is not None else None
+        if dt is None or not len(dt):
+            _no_data(ax, "no quantized run")
+        else:
+            seen = set()
+            for (cfg_id, wbits, depth), g in dt.groupby(["config_id", "wbits", "depth"], sort=True):
+                curve = g.groupby(["run_id", "step"])["changed_share"].mean().groupby("step").mean()
+                color, marker = WBITS_STYLE.get(int(wbits), ("tab:gray", "o"))
+                label = f"W{int(wbits)}, {int(depth)}L"
+                ax.plot(curve.index, 100 * curve.values, color=color, marker=marker, ms=3, lw=1,
+                        label=None if label in seen else label)
+                seen.add(label)
+            ax.legend(fontsize=7, loc="best")
+        ax.set_title(TASK_TITLES.get(task, task), fontsize=10)
+        ax.set_xlabel("optimizer steps")
+        ax.set_ylabel("encoder weight codes changed (%)")
+        ax.grid(alpha=0.3)
+    _suptitle(fig, "Sign flips (1 bit) and code changes (2+ bits) since the start of each run")
+    return _save(fig, out_dir, FLIP_SHARE_FIGURE)
