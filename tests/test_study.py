@@ -143,7 +143,7 @@ def test_profiles_validate_and_expand(profile):
     cfg = study.load_config(os.path.join(PROFILES, f"{profile}.yaml"))  # each profile is complete
     runs = study.study_runs(cfg)
     assert cfg["profile"] == profile and runs["run_id"].is_unique
-    n_students = {"quick": 80, "smoke": 20, "standard": 72, "paper": 474, "cpu-full": 300, "onebit-map": 11}[profile]
+    n_students = {"quick": 80, "smoke": 20, "standard": 48, "paper": 474, "cpu-full": 300, "onebit-map": 11}[profile]
     assert (runs["kind"] == "student").sum() == n_students
     if profile == "smoke":
         assert all(cfg["paths"][k].startswith("scratch/smoke/") for k in ("runs", "results", "figures"))
