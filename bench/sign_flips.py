@@ -94,7 +94,6 @@ def map_table(results: str, flips_df, runs_dir: str):
 
     with open(os.path.join(results, "study-config.yaml"), encoding="utf-8") as f:
         cfg = yaml.safe_load(f)
-    default_n = cfg["data"]["max_train_samples"]
     rows = []
     for rid, g in hist.groupby("run_id"):
         if not rid.startswith("student/"):
@@ -107,10 +106,10 @@ def map_table(results: str, flips_df, runs_dir: str):
         curve = " ".join(f"{int(st)}:{100 * v:.1f}" for st, v in zip(g["step"], g["value"]))
         fl = flips_df[(flips_df["run_id"] == rid) & (flips_df["role"] == "linear")]
         emb = flips_df[(flips_df["run_id"] == rid) & (flips_df["role"] == "word_emb")]
-        examples = s["examples"] or default_n
-        rows.append({"task": s["task"], "wbits": s["wbits"], "lr": s["lr"], "da": s["da"],
-                     "examples": examples if s["da"] == "off" else f"{cfg['augment']['max_train_samples']}+"
-                     f"{cfg['augment']['copies']}x", "train_size": n_train, "steps": rec["steps"],
+        aug = cfg["augment"]
+        rows.append({"task": s["task"], "wbits": s["wbits"], "lr": s["lr"], "da": s["da"],  # examples as trained on
+                     "examples": n_train if s["da"] == "off" else f"{aug['max_train_samples']} x (1+{aug['copies']})",
+                     "train_size": n_train, "steps": rec["steps"],
                      "wall_s": round(rec["wall_seconds"], 1), "best_step": rec["best_step"],
                      "dev_best": round(100 * max(g["value"]), 1), "dev_last": round(100 * g["value"].iloc[-1], 1),
                      "baseline": 100 * BASELINE[s["task"]][1], "baseline_kind": BASELINE[s["task"]][0],
