@@ -4,6 +4,7 @@ import copy
 import json
 import math
 import os
+import re
 
 import pandas as pd
 import pytest
@@ -97,6 +98,36 @@ def test_run_ids_round_trip_and_match_the_rules_patterns():
         study.parse_run_relpath("student/task~sst2/depth~4")
 
 
+def test_an_axis_varies_the_training_examples_and_only_a_changed_size_names_them():
+    """Grid factor `examples`: a student's own training-set size (the first N examples, or all). It is named in
+    the run's folder only where it differs from data.max_train_samples (32 here), so equal settings stay one run
+    and profiles that never vary it keep their folder names."""
+    import re
+
+    from xtc.study.plan import estimate_cost
+
+    cfg = copy.deepcopy(tiny_config())
+    cfg["axes"].append({"name": "data-8", "tasks": ["sst2"], "vary": {"examples": [8, 32, "all"]}})
+    cfg["train"]["batch_size"] = 8  # 8 examples: 1 step an epoch, 32: 4
+    cfg = study.validate_config(cfg)
+    runs = study.study_runs(cfg).set_index("run_id")
+    small, same, whole = (f"student/{ANCHOR}".replace("/init~", f"/examples~{n}/init~") for n in (8, 32, "all"))
+    assert small in runs.index and whole in runs.index and same not in runs.index
+    assert "data-8" in runs.loc["student/" + ANCHOR, "axes"]  # 32 examples is the anchor run itself
+    assert "--max-train-samples 8 " in runs.loc[small, "args"] + " "
+    assert "--max-train-samples" not in runs.loc[whole, "args"]  # all of the task's training set
+    assert "--max-train-samples 32 " in runs.loc["student/" + ANCHOR, "args"] + " "
+    for rid, n in ((small, 8), (whole, "all"), ("student/" + ANCHOR, None)):
+        parsed = study.parse_run_relpath(rid)
+        assert parsed["examples"] == n and runs.loc[rid, "examples"] == n and study.run_relpath(parsed) == rid
+        assert re.fullmatch(study.STUDENT_RUN_RE, rid)
+    with pytest.raises(ValueError, match="not a run folder name"):  # a setting out of its place
+        study.parse_run_relpath("student/" + ANCHOR.replace("/init~teacher/", "/init~teacher/examples~8/"))
+    cost = estimate_cost(cfg)
+    steps = cost[cost["job"] == "student"].set_index("run_id")["steps"]
+    assert steps[small] * 4 == steps["student/" + ANCHOR] and steps[whole] > steps["student/" + ANCHOR]
+
+
 def test_students_get_the_cache_budget_and_teachers_do_not():
     cfg = tiny_config()
     assert "--teacher-cache-gb 6 " in study.data_flags(cfg) + " "  # the schema default
@@ -107,12 +138,12 @@ def test_students_get_the_cache_budget_and_teachers_do_not():
     assert "--teacher-cache-gb 0" in study.data_flags(cfg)
 
 
-@pytest.mark.parametrize("profile", ["quick", "smoke", "standard", "paper", "cpu-full"])
+@pytest.mark.parametrize("profile", ["quick", "smoke", "standard", "paper", "cpu-full", "onebit-map", "gpu-small"])
 def test_profiles_validate_and_expand(profile):
     cfg = study.load_config(os.path.join(PROFILES, f"{profile}.yaml"))  # each profile is complete
     runs = study.study_runs(cfg)
     assert cfg["profile"] == profile and runs["run_id"].is_unique
-    n_students = {"quick": 80, "smoke": 23, "standard": 72, "paper": 474, "cpu-full": 300}[profile]
+    n_students = {"quick": 80, "smoke": 23, "standard": 48, "paper": 474, "cpu-full": 300, "onebit-map": 11, "gpu-small": 48}[profile]
     assert (runs["kind"] == "student").sum() == n_students
     if profile == "smoke":
         assert all(cfg["paths"][k].startswith("scratch/smoke/") for k in ("runs", "results", "figures"))
@@ -174,6 +205,9 @@ def test_snakemake_validate_accepts_the_quick_profile():
     (lambda c: c.pop("seeds"), "'seeds' is a required property"),
     (lambda c: c["axes"].append({"name": "lr", "vary": {"lr": [1e-3]}}), "axis names must be unique"),
     (lambda c: c["axes"][3].update(tasks=["cola"]), "not in the config's tasks"),
+    (lambda c: c["axes"][3].update(set={"examples": 8}), "examples cannot be set with it"),  # da on: augment file
+    (lambda c: c["axes"][0].update(name="Budget"), "axes[0].name"),
+    (lambda c: c["axes"][0]["vary"].update(examples=[0]), "axes[0].vary.examples[0]"),
     (lambda c: c["teacher"].update(reference={"sst2": 92.1}), "teacher.reference.sst2"),  # a fraction, not points
     (lambda c: c["teacher"].update(reference={"sst-2": 0.92}), "teacher.reference"),
     (lambda c: c["claims"].update(size_min_ratio=40.0), "size_min_ratio"),  # the threshold is the architecture's
@@ -540,8 +574,10 @@ def test_schema_enums_and_defaults_are_the_packages():
     ac = AugmentConfig()  # augment's settings are a dataclass now (they were keyword defaults of augment())
     assert aug == {"copies": ac.copies, "replace_prob": ac.replace_prob, "candidates": ac.candidates, "seed": ac.seed,
                    "pair_mode": ac.pair_mode, "replace_stop_words": ac.replace_stop_words}
-    assert set(props["axes"]["items"]["properties"]["name"]["enum"]) == {"budget", "lr", "kd", "da", "bits", "depth",
-                                                                          "xtc"}
+    # any slug names an axis; the claims and figures read these names (an axis of another name gets its table)
+    name = re.compile(props["axes"]["items"]["properties"]["name"]["pattern"])
+    assert all(name.fullmatch(n) for n in ("budget", "lr", "kd", "da", "bits", "depth", "xtc", "data-1k"))
+    assert not name.fullmatch("Data 1k")
 
 
 def _xtc_modules() -> dict:

@@ -144,6 +144,13 @@ def check_config(config: dict) -> dict:
                 if da == "on" and kd == "none" and quantized:
                     raise ConfigError(f"config error at {where}: data augmentation (da: on) needs KD (the teacher "
                                       f"labels the augmented inputs); kd 'none' cannot use it")
+        # a DA run trains on the augmented file (augment.max_train_samples originals plus copies), whatever its
+        # examples; a setting it would silently ignore is an error
+        if "on" in axis["vary"].get("da", [point["da"]]) and (axis["vary"].get("examples") or
+                                                                point.get("examples") is not None):
+            raise ConfigError(f"config error at {where}: da 'on' trains on the augmented file (augment."
+                              f"max_train_samples originals x (1 + copies)), so examples cannot be set with it; "
+                              f"set augment.max_train_samples instead, or vary examples on another axis")
     return config
 
 

@@ -16,7 +16,7 @@ import os
 
 from xtc.study.grid import study_runs
 from xtc.study.paths import METRICS_FILE, run_dir
-from xtc.study.views import TASK_TITLES
+from xtc.study.views import task_title
 
 RUN_COLUMNS = ["run_id", "config_id", "kind", "task", "depth", "wbits", "abits", "kd", "epochs", "budget", "lr",
                "da", "init", "seed"]
@@ -101,7 +101,7 @@ def diagnostics_table(diag) -> str:
         first = per_run.first()
         task, depth, wbits, kd, epochs, lr, da = key
         kdtxt = " / ".join(_fmt(first[f"kd_{t}_share"].mean(), 2) for t in KD_TERMS)
-        lines.append(f"| {TASK_TITLES.get(task, task)} | {depth} | {wbits} | {kd} | {epochs:g} | {lr:g} | {da} | "
+        lines.append(f"| {task_title(task)} | {depth} | {wbits} | {kd} | {epochs:g} | {lr:g} | {da} | "
                      f"{per_run.ngroups} | {int(first['step'].mean())} | {_fmt(enc.mean())} | {_fmt(emb.mean())} | "
                      f"{_fmt(first['train_score'].mean())} | {_fmt(first['dev_score'].mean())} | "
                      f"{_fmt(first['gap'].mean())} | {_fmt(first['top_class_share'].mean())} | {kdtxt} |")

@@ -398,7 +398,7 @@ def fig_flip_share(config: dict, diag, out_dir: str) -> list[str]:
                         label=None if label in seen else label)
                 seen.add(label)
             ax.legend(fontsize=7, loc="best")
-        ax.set_title(TASK_TITLES.get(task, task), fontsize=10)
+        ax.set_title(task_title(task), fontsize=10)
         ax.set_xlabel("optimizer steps")
         ax.set_ylabel("encoder weight codes changed (%)")
         ax.grid(alpha=0.3)

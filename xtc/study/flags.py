@@ -22,10 +22,12 @@ def join_flags(pairs) -> str:
     return " ".join(out)
 
 
-def _data_pairs(config: dict, what: str) -> list:
+def _data_pairs(config: dict, what: str, examples=None) -> list:
     d, t = config["data"], config["train"]
     glue = resolve_glue_dir(config)
     mts = config["teacher"]["max_train_samples"] if what == "teacher" else d["max_train_samples"]
+    if examples is not None:  # a student's own training-set size (grid factor `examples`; 'all': the whole set)
+        mts = None if examples == "all" else examples
     teacher_warmup = config["teacher"].get("warmup_epochs") if what == "teacher" else None
     warmup = t["warmup_epochs"] if teacher_warmup is None else teacher_warmup
     return [("--glue-dir", glue), ("--max-train-samples", int(mts) if mts else None),
@@ -77,7 +79,7 @@ def student_flags(config: dict, row: dict) -> str:
                        ("--train-file", augment_file(runs, row["task"]) if row["da"] == "on" else None),
                        ("--wbits", v["wbits"]), ("--abits", v["abits"]), ("--kd", v["kd"]),
                        ("--epochs", v["epochs"]), ("--lr", v["lr"]), ("--seed", v["seed"]),
-                       *_data_pairs(config, "student")])
+                       *_data_pairs(config, "student", row.get("examples"))])
 
 
 def augment_flags(config: dict, task: str) -> str:

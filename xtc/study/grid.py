@@ -26,16 +26,17 @@ import itertools
 
 from xtc.study.config import norm_da, resolve_epochs
 from xtc.study.flags import student_flags, teacher_flags
-from xtc.study.paths import (SETTING_COLS, TEACHER, augment_file, config_key, metrics_file, run_relpath,
-                             teacher_run_id)
+from xtc.study.paths import (SETTING_COLS, TEACHER, augment_file, config_key, metrics_file, parse_run_relpath,
+                             run_relpath, teacher_run_id)
 
-FACTORS = ("depth", "wbits", "abits", "kd", "epochs", "lr", "da")  # what an axis varies
+FACTORS = ("depth", "wbits", "abits", "kd", "epochs", "lr", "da", "examples")  # what an axis varies
 
 
 def teacher_row(config: dict, task: str) -> dict:
     t = config["teacher"]
     row = {"kind": "teacher", "task": task, "depth": config["teacher"]["num_layers"], "wbits": 32, "abits": 32,
-           "kd": "none", "epochs": float(t["epochs"]), "lr": float(t["lr"]), "da": "off", "init": "pretrained",
+           "kd": "none", "epochs": float(t["epochs"]), "lr": float(t["lr"]), "da": "off", "examples": None,
+           "init": "pretrained",
            "seed": int(t["seed"]), "budget": "teacher"}
     row["run_id"] = run_relpath(row)
     return row
@@ -45,10 +46,17 @@ def step1_row(config: dict, task: str, depth: int, seed: int) -> dict:
     s = config["step1"]
     row = {"kind": "student", "task": task, "depth": int(depth), "wbits": 32, "abits": 32, "kd": s["kd"],
            "epochs": resolve_epochs(config, task, s["epochs"]), "lr": float(s["lr"]), "da": "off",
-           "init": "teacher", "seed": int(seed),
+           "examples": None, "init": "teacher", "seed": int(seed),
            "budget": s["epochs"] if isinstance(s["epochs"], str) else ""}
     row["run_id"] = run_relpath(row)
     return row
+
+
+def run_examples(config: dict, value):
+    """A student's training examples as its run records them: None for the profile's data.max_train_samples
+    (also when an axis names that same number, so equal settings stay one run), else a count or 'all'."""
+    default = config["data"].get("max_train_samples") or "all"
+    return None if value is None or value == default else value
 
 
 def setting_row(config: dict, task: str, seed: int, raw: dict) -> dict:
@@ -60,7 +68,8 @@ def setting_row(config: dict, task: str, seed: int, raw: dict) -> dict:
         return teacher_row(config, task) if depth == L else step1_row(config, task, depth, seed)
     row = {"kind": "student", "task": task, "depth": depth, "wbits": wbits, "abits": int(raw["abits"]),
            "kd": raw["kd"], "epochs": resolve_epochs(config, task, raw["epochs"]), "lr": float(raw["lr"]),
-           "da": norm_da(raw["da"]), "init": "teacher" if depth == L else "step1", "seed": int(seed),
+           "da": norm_da(raw["da"]), "examples": run_examples(config, raw.get("examples")),
+           "init": "teacher" if depth == L else "step1", "seed": int(seed),
            "budget": raw["epochs"] if isinstance(raw["epochs"], str) else ""}
     row["run_id"] = run_relpath(row)
     return row
@@ -135,6 +144,7 @@ def study_runs(config: dict):
         t = teacher_row(config, task)
         rows[t["run_id"]] = {**t, "axes": ["teacher"]}
     for r in m.to_dict("records"):
+        r["examples"] = parse_run_relpath(r["run_id"]).get("examples")  # pandas made None/int columns float
         cur = rows.setdefault(r["run_id"], {**{k: r[k] for k in ("kind", *SETTING_COLS, "budget", "run_id")},
                                             "axes": []})
         if r["axis"] not in cur["axes"]:
@@ -163,6 +173,7 @@ def study_runs(config: dict):
         r["inputs"] = run_inputs(config, r)
         out.append(r)
     df = pd.DataFrame(out)
+    df["examples"] = pd.Series([r["examples"] for r in out], dtype=object)  # None (the profile's), a count, 'all'
     task_order = {t: i for i, t in enumerate(config["tasks"])}
     df["_k"] = df["kind"].map({"teacher": 0, "student": 1})
     df["_t"] = df["task"].map(task_order)

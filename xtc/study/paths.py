@@ -2,7 +2,10 @@
 
 A run's id is its folder relative to the runs root: `teacher/task~T` for a teacher, `student/<student_key>`
 for a student, where the key names every setting in SETTING_COLS order
-(`task~mrpc/depth~6/wbits~1/abits~8/kd~one-stage/epochs~3/lr~5e-05/da~off/init~teacher/seed~1`).
+(`task~mrpc/depth~6/wbits~1/abits~8/kd~one-stage/epochs~3/lr~5e-05/da~off/init~teacher/seed~1`). `examples`
+(the student's training examples) is named only where a run sets it apart from the profile's
+data.max_train_samples (`.../da~off/examples~4096/init~teacher/...`), so a profile that never varies it keeps
+the folder names above.
 `run_relpath` and `parse_run_relpath` convert both ways; the run id also names the run's log and benchmark
 files, and a student's key names its export. The Snakemake rules build their patterns from the same
 functions (with wildcard names in place of values) and match them with the regexes below.
@@ -13,13 +16,16 @@ from __future__ import annotations
 import os
 
 # the settings that identify a run, in folder-name order (the grid's rows carry them as columns)
-SETTING_COLS = ("task", "depth", "wbits", "abits", "kd", "epochs", "lr", "da", "init", "seed")
+SETTING_COLS = ("task", "depth", "wbits", "abits", "kd", "epochs", "lr", "da", "examples", "init", "seed")
+# settings left out of the folder name when None (the profile's default)
+OPTIONAL_COLS = ("examples",)
 from xtc.files import METRICS_FILE, STATE_DIR  # noqa: E402,F401  (torch-free; re-exported for the rules)
 
 TEACHER, STUDENT = "teacher", "student"
 # regexes of a run id, for Snakemake's wildcard_constraints
 TEACHER_RUN_RE = rf"{TEACHER}/task~[a-z0-9]+"
-STUDENT_KEY_RE = "/".join(rf"{c}~[^/]+" for c in SETTING_COLS)
+STUDENT_KEY_RE = "".join((rf"(?:/{c}~[^/]+)?" if c in OPTIONAL_COLS else rf"/{c}~[^/]+")
+                         for c in SETTING_COLS).lstrip("/")
 STUDENT_RUN_RE = rf"{STUDENT}/{STUDENT_KEY_RE}"
 
 _INT_COLS = ("depth", "wbits", "abits", "seed")
@@ -28,7 +34,9 @@ _FLOAT_COLS = ("lr", "epochs")
 
 def fmt_value(col: str, v) -> str:
     """How a setting is written in a folder name and on the command line: integers plainly, floats with %g
-    (5e-05, 0.5, 3)."""
+    (5e-05, 0.5, 3); training examples as a count or 'all' (the whole training set)."""
+    if col == "examples":
+        return "all" if v == "all" else str(int(v))
     if col in _FLOAT_COLS:
         return f"{float(v):g}"
     if col in _INT_COLS:
@@ -37,6 +45,8 @@ def fmt_value(col: str, v) -> str:
 
 
 def parse_value(col: str, s: str):
+    if col == "examples":
+        return s if s == "all" else int(s)
     if col in _FLOAT_COLS:
         return float(s)
     if col in _INT_COLS:
@@ -50,7 +60,8 @@ def teacher_key(task: str) -> str:
 
 def student_key(row) -> str:
     """'task~mrpc/depth~6/.../seed~1': a student's settings as a folder path."""
-    return "/".join(f"{c}~{fmt_value(c, row[c])}" for c in SETTING_COLS)
+    return "/".join(f"{c}~{fmt_value(c, row[c])}" for c in SETTING_COLS
+                    if not (c in OPTIONAL_COLS and row.get(c) is None))
 
 
 def teacher_run_id(task: str) -> str:
@@ -78,9 +89,12 @@ def parse_run_relpath(path: str) -> dict:
             raise ValueError(f"{path!r} is not a run folder name: {f!r} has no '~'")
         k, v = f.split("~", 1)
         out[k] = parse_value(k, v)
-    expected = ("task",) if kind == TEACHER else SETTING_COLS
+    expected = ("task",) if kind == TEACHER else tuple(c for c in SETTING_COLS
+                                                       if c not in OPTIONAL_COLS or c in out)
     if kind not in (TEACHER, STUDENT) or tuple(k for k in out if k != "kind") != expected:
         raise ValueError(f"{path!r} is not a run folder name: expected {kind}/" + "/".join(f"{c}~..." for c in expected))
+    if kind == STUDENT:
+        out = {"kind": kind, **{c: out.get(c) for c in SETTING_COLS}}  # an optional setting left out is None
     return out
 
 

@@ -64,8 +64,9 @@ def estimate_cost(config: dict):
             rows.append({"job": "teacher", "run_id": r["run_id"], "steps": steps, "compute_s": s,
                          "startup_s": c["startup_s"]})
             continue
-        n = n_train(task, aug_cap) * (1 + config["augment"]["copies"]) if r["da"] == "on" else \
-            n_train(task, d.get("max_train_samples"))
+        examples = r.get("examples")
+        cap = d.get("max_train_samples") if examples is None else (None if examples == "all" else examples)
+        n = n_train(task, aug_cap) * (1 + config["augment"]["copies"]) if r["da"] == "on" else n_train(task, cap)
         steps = math.ceil(math.ceil(n / bs) * r["epochs"])
         quant = r["wbits"] < 32
         student = r["depth"] * layer_s * (c["quant_factor"] if quant else 1)

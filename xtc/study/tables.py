@@ -12,7 +12,7 @@ from xtc.study.views import (METRIC_ABBREV, axis_config as _axis, axis_view, poi
                              task_title, teacher_avg, teacher_view)
 
 FACTOR_TITLES = {"depth": "layers", "wbits": "W bits", "abits": "A bits", "kd": "KD", "epochs": "budget",
-                 "lr": "learning rate", "da": "DA"}
+                 "lr": "learning rate", "da": "DA", "examples": "training examples"}
 
 
 CONFIDENCE = 0.95
@@ -82,7 +82,7 @@ def _anchor_text(config: dict, axis: dict) -> str:
     fixed = {**config["anchor"], **(axis.get("set") or {})}
     parts = []
     for f in FACTORS:
-        if f in axis["vary"]:
+        if f in axis["vary"] or f not in fixed:  # examples: absent = the profile's data.max_train_samples
             continue
         parts.append(f"{FACTOR_TITLES[f]} {point_label(config, f, fixed[f])}")
     s1 = config["step1"]
