@@ -18,7 +18,7 @@ from xtc.precision import resolve_precision
 from xtc.quant import apply_quantization, model_size
 from xtc.tasks import Task, get_task
 from xtc.teacher_cache import TeacherCache, plan_cache
-from xtc.train import Stage, finish_run, prepare_run_folder, run_record, set_seed, train
+from xtc.train import Stage, finish_run, prepare_run_folder, run_folder_writer, run_record, set_seed, train
 
 
 def load_teacher(teacher_dir: str, task: Task):
@@ -100,38 +100,39 @@ def build_stages(teacher, task: Task, cfg: TrainConfig, cc: CompressConfig, kd_c
 def compress(task_name: str, teacher_dir: str, out_dir: str, cfg: TrainConfig, spec: QuantSpec,
              cc: CompressConfig, kd_cfg: KDConfig | None = None, run: RunOptions | None = None) -> dict:
     """Train an XTC student of `teacher_dir` into `out_dir`; returns the run record (also its metrics.json)."""
-    kd_cfg, run = kd_cfg or KDConfig(), run or RunOptions()
-    task = get_task(task_name)
-    spec.validate()
-    dev = pick_device(run.device)
-    precision = resolve_precision(cfg.precision, dev)
-    cfg = replace(cfg, precision=precision.precision)  # the run records (and resumes with) what it used
-    run_config = {"command": "compress", "task": task.name, "teacher": teacher_dir, "init": cc.init,
-                  "train_file": cc.train_file, **asdict(cfg), "quant": spec.to_dict(), **asdict(cc),
-                  "kd_weights": asdict(kd_cfg), "max_train_samples": run.max_train_samples,
-                  "max_eval_samples": run.max_eval_samples}
-    run_config["kd_terms"] = list(cc.kd_terms)
-    set_seed(cfg.seed)
+    with run_folder_writer(out_dir):  # one writer per run folder, from the start
+        kd_cfg, run = kd_cfg or KDConfig(), run or RunOptions()
+        task = get_task(task_name)
+        spec.validate()
+        dev = pick_device(run.device)
+        precision = resolve_precision(cfg.precision, dev)
+        cfg = replace(cfg, precision=precision.precision)  # the run records (and resumes with) what it used
+        run_config = {"command": "compress", "task": task.name, "teacher": teacher_dir, "init": cc.init,
+                      "train_file": cc.train_file, **asdict(cfg), "quant": spec.to_dict(), **asdict(cc),
+                      "kd_weights": asdict(kd_cfg), "max_train_samples": run.max_train_samples,
+                      "max_eval_samples": run.max_eval_samples}
+        run_config["kd_terms"] = list(cc.kd_terms)
+        set_seed(cfg.seed)
 
-    teacher = load_teacher(teacher_dir, task)
-    check_sequence_length(teacher, cfg.max_seq_length, "--teacher")
-    tokenizer = load_tokenizer(teacher_dir)
-    student, teacher_layers, quantized = build_student(teacher, cc, spec, task.num_labels)
-    lmap = layer_maps(student.config.num_hidden_layers, teacher.config.num_hidden_layers, teacher_layers)
-    extra = read_train_file(cc.train_file, task) if cc.train_file else None
-    train_data, eval_sets = load_task_data(task, tokenizer, run.glue_dir, cfg.max_seq_length, run.max_train_samples,
-                                           run.max_eval_samples, train_split=extra)
-    resume = prepare_run_folder(out_dir, run_config, run.overwrite)  # after every check: a bad input writes nothing
-    teacher.to(dev)
-    stages, cache_record = build_stages(teacher, task, cfg, cc, kd_cfg, lmap, train_data, dev, run.quiet)
-    result = train(student, stages, train_data, eval_sets, task, cfg, out_dir, run_config, dev, resume, run.quiet)
-    size, teacher_size = model_size(student), model_size(teacher)
-    record = run_record(task, result, run_config, run, dev, train_data, eval_sets, {
-        "quantization": {**spec.to_dict(), "modules": {r: len(v) for r, v in quantized.items()}},
-        "layers": {"student": student.config.num_hidden_layers, "teacher": teacher.config.num_hidden_layers,
-                   "teacher_layers": teacher_layers},
-        "layer_map": asdict(lmap), "kd": cc.kd, "loss_terms": result["final_loss_terms"],
-        "precision": precision.to_dict(), "teacher_cache": cache_record,
-        "size": {**size, "teacher_fp32_bytes": teacher_size["fp32_bytes"],
-                 "ratio_to_teacher": teacher_size["fp32_bytes"] / size["quantized_bytes"]}})
-    return finish_run(out_dir, student, tokenizer, record)
+        teacher = load_teacher(teacher_dir, task)
+        check_sequence_length(teacher, cfg.max_seq_length, "--teacher")
+        tokenizer = load_tokenizer(teacher_dir)
+        student, teacher_layers, quantized = build_student(teacher, cc, spec, task.num_labels)
+        lmap = layer_maps(student.config.num_hidden_layers, teacher.config.num_hidden_layers, teacher_layers)
+        extra = read_train_file(cc.train_file, task) if cc.train_file else None
+        train_data, eval_sets = load_task_data(task, tokenizer, run.glue_dir, cfg.max_seq_length, run.max_train_samples,
+                                               run.max_eval_samples, train_split=extra)
+        resume = prepare_run_folder(out_dir, run_config, run.overwrite)  # after every check: a bad input writes nothing
+        teacher.to(dev)
+        stages, cache_record = build_stages(teacher, task, cfg, cc, kd_cfg, lmap, train_data, dev, run.quiet)
+        result = train(student, stages, train_data, eval_sets, task, cfg, out_dir, run_config, dev, resume, run.quiet)
+        size, teacher_size = model_size(student), model_size(teacher)
+        record = run_record(task, result, run_config, run, dev, train_data, eval_sets, {
+            "quantization": {**spec.to_dict(), "modules": {r: len(v) for r, v in quantized.items()}},
+            "layers": {"student": student.config.num_hidden_layers, "teacher": teacher.config.num_hidden_layers,
+                       "teacher_layers": teacher_layers},
+            "layer_map": asdict(lmap), "kd": cc.kd, "loss_terms": result["final_loss_terms"],
+            "precision": precision.to_dict(), "teacher_cache": cache_record,
+            "size": {**size, "teacher_fp32_bytes": teacher_size["fp32_bytes"],
+                     "ratio_to_teacher": teacher_size["fp32_bytes"] / size["quantized_bytes"]}})
+        return finish_run(out_dir, student, tokenizer, record)

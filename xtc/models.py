@@ -6,6 +6,7 @@ import os
 from contextlib import contextmanager
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoTokenizer, BertForSequenceClassification
 from transformers.utils import logging as hf_logging
 
@@ -116,6 +117,10 @@ def load_classifier(path: str, num_labels: int | None = None) -> BertForSequence
     except OSError as exc:
         raise FileNotFoundError(f"cannot load a BERT model from {path!r}: {exc}. Pass a local Hugging Face "
                                 f"model folder, a hub id (when online) or 'default'") from exc
+    except SafetensorError as exc:  # a truncated or damaged weights file
+        raise ValueError(f"cannot load the weights in {path}: its model.safetensors is truncated or corrupted "
+                         f"({exc}); restore the file, or run the command that made the folder again with "
+                         f"--overwrite") from None
     if model.config.model_type != "bert":
         raise ValueError(f"{path!r} is a {model.config.model_type!r} model; xtc supports BERT-family checkpoints")
     spec = getattr(model.config, "xtc_quant", None)
