@@ -48,10 +48,11 @@ def error_line(stderr: str) -> str:
     return lines[-1] if lines else ""
 
 
-def snapshot(folder: str) -> dict[str, str]:
-    """relative path -> sha256 of every file under `folder` (the tmpfs filler left out)."""
+def snapshot(folder: str, skip: tuple[str, ...] = ()) -> dict[str, str]:
+    """relative path -> sha256 of every file under `folder` (the tmpfs filler and the subfolders `skip` left out)."""
     out = {}
-    for d, _, files in os.walk(folder):
+    for d, subs, files in os.walk(folder):
+        subs[:] = [s for s in subs if os.path.relpath(os.path.join(d, s), folder) not in skip]
         for f in files:
             p = os.path.join(d, f)
             if f != FILLER:
@@ -194,7 +195,8 @@ def xtc_rows(work: str) -> None:
         return f"resumed at step {steps_at_kill} of 160; dev metrics and history " + \
             ("identical to an uninterrupted run" if same else "DIFFER from an uninterrupted run")
     row("`kill -9` of a training job", show(cmd, work), -9, "(killed)",
-        f"yes: the checkpoint of step {steps_at_kill} ({state_bytes / 2**20:.1f} MB)", retry_ok(cmd, same_as_uninterrupted))
+        f"yes: the checkpoint of step {steps_at_kill} ({state_bytes / 2**20:.1f} MB)",
+        retry_ok(cmd, same_as_uninterrupted))
 
     # ---- a full disk at each write site of the xtc commands
     with tmpfs("4m") as fs:
@@ -348,6 +350,9 @@ def pgrep(pattern: str) -> bool:
     return subprocess.run(["pgrep", "-f", pattern], capture_output=True).returncode == 0
 
 
+JOB_RECORDS = ("logs", "benchmarks")  # Snakemake's per-job log and benchmark files: rewritten by every rerun job
+
+
 def study_rows(work: str) -> None:
     config = study_config(work)
     sm = snakemake_cmd(config)
@@ -355,7 +360,7 @@ def study_rows(work: str) -> None:
     rc, line = run(sm, cwd=work)
     assert rc == 0, line
     runs, results, figures = (os.path.join(work, "study", d) for d in ("runs", "results", "figures"))
-    done = snapshot(runs)
+    done = snapshot(runs, JOB_RECORDS)
 
     def complete():
         plan = subprocess.run(sm + ["-n"], cwd=work, env=ENV, capture_output=True, text=True).stdout
@@ -369,8 +374,9 @@ def study_rows(work: str) -> None:
     rc, line = run(sm, cwd=work)
     first_rc = first.wait()
     row("two `snakemake` instances on one study (Snakemake's own lock)", shown, rc, line,
-        f"{'yes' if first_rc == 0 and snapshot(runs) == done else 'NO'}: the first instance finished "
-        f"(exit {first_rc}), runs/ byte-identical", retry_ok(sm, complete, cwd=work) + " once the first finished",
+        f"{'yes' if first_rc == 0 and snapshot(runs, JOB_RECORDS) == done else 'NO'}: the first instance finished "
+        f"(exit {first_rc}), runs/ byte-identical (job logs aside)",
+        retry_ok(sm, complete, cwd=work) + " once the first finished",
         "Snakemake's message is its own (several lines; the first is shown)")
 
     # ---- kill -9 of snakemake during aggregation and during figures, then `make run` again
@@ -387,8 +393,8 @@ def study_rows(work: str) -> None:
         retry = ("completed" + f" ({complete()})") if rc == 0 else f"FAILED (exit {rc}: {line})"
         row(f"`kill -9` of `snakemake` (and its job) during {stage}, then `make run` again", shown, -9,
             f"(killed; Snakemake's lock files {', '.join(stale)} left behind)",
-            f"{'yes' if snapshot(runs) == done else 'NO'}: runs/ byte-identical; the {stage} outputs were "
-            f"removed by Snakemake when the job started (it always does) and are rewritten",
+            f"{'yes' if snapshot(runs, JOB_RECORDS) == done else 'NO'}: runs/ byte-identical (job logs aside); "
+            f"the {stage} outputs were removed by Snakemake when the job started (it always does) and are rewritten",
             retry + "; the stale lock is removed by the workflow (no `--unlock` needed)")
 
     # ---- a full disk at aggregation and at figures: the previous outputs stay
