@@ -381,7 +381,9 @@ def study_rows(work: str) -> None:
 
     # ---- kill -9 of snakemake during aggregation and during figures, then `make run` again
     for stage, victim, pattern in (("aggregation", os.path.join(results, "runs.csv"), "xtc study aggregate"),
-                                   ("figures", os.path.join(figures, "bits.png"), "xtc study figures")):
+                                   ("figures", os.path.join(figures, sorted(f for f in os.listdir(figures)
+                                                                            if f.endswith(".png"))[0]),
+                                    "xtc study figures")):
         os.unlink(victim)
         p = subprocess.Popen(sm, cwd=work, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              start_new_session=True)
