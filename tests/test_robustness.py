@@ -1,9 +1,12 @@
 """Failure modes: a crafted resume state runs no code, a diverged run keeps nothing, a failed or killed run never
 blocks its retry, temp files of killed commands are cleaned, packed files are recognised by content."""
+import errno
 import json
 import os
 import pickle
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -291,3 +294,148 @@ def test_killed_augment_temp_is_cleaned_by_the_next_run(tmp_path, tiny_model_dir
     live.write_text("partial")
     augment("sst2", tiny_model_dir, str(out), AugmentConfig(copies=1, max_train_samples=4), glue_dir=glue_dir, quiet=True)
     assert not stale.exists() and live.exists() and len(out.read_text().splitlines()) == 8
+
+
+# ---------------------------------------------------------------- faults of the machine (issue 28)
+HOLD = """import sys, time
+from xtc.files import exclusive_writer
+with exclusive_writer(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_second_command_on_a_run_folder_exits_2_naming_the_pid(tmp_path, tiny_model_dir, glue_dir, capsys):
+    out = str(tmp_path / "run")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, out], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"  # another `xtc finetune --out run` is writing it
+        for cmd in (["finetune", "--task", "sst2", "--model", tiny_model_dir],
+                    ["compress", "--task", "sst2", "--teacher", tiny_model_dir, "--wbits", "1"]):
+            assert main(cmd + ["--out", out, "--glue-dir", glue_dir, "--quiet"]) == 2
+            err = capsys.readouterr().err
+            assert f"run folder {out} is being written by another process (PID {holder.pid}" in err
+            assert err.count("\n") == 1 and not os.path.exists(out)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert main(["finetune", "--task", "sst2", "--model", tiny_model_dir, "--out", out, "--glue-dir", glue_dir,
+                 "--epochs", "1", "--batch-size", "16", "--quiet"]) == 0  # the holder died: the retry runs
+
+
+def _enospc(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_full_disk_at_the_final_save_keeps_the_checkpoint_and_the_retry_only_saves(tmp_path, tiny_model_dir,
+                                                                                   glue_dir, monkeypatch, capsys):
+    from safetensors import SafetensorError
+
+    def disk_full(self, path, *args, **kwargs):  # what safetensors raises (not an OSError), after config.json
+        open(os.path.join(path, "config.json"), "w").write("{}")
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    out = str(tmp_path / "run")
+    cmd = ["finetune", "--task", "sst2", "--model", tiny_model_dir, "--out", out, "--glue-dir", glue_dir,
+           "--epochs", "1", "--batch-size", "16", "--quiet"]
+    monkeypatch.setattr(BertForSequenceClassification, "save_pretrained", disk_full)
+    assert main(cmd) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"xtc finetune: error: cannot write the final model to {out}: no space left on device "
+                          "(needs about ") and err.count("\n") == 1
+    assert os.listdir(out) == [train_mod.STATE_DIR]  # no partial model files; the trained run kept as a checkpoint
+    monkeypatch.undo()
+    steps = []
+    monkeypatch.setattr(train_mod, "train_step", lambda *a, **k: steps.append(1))  # the retry must not train
+    assert main(cmd) == 0
+    assert not steps and json.load(open(os.path.join(out, "metrics.json")))["steps"] == 4
+
+
+def test_full_disk_at_the_first_checkpoint_of_an_overwrite_keeps_the_finished_run(tmp_path, tiny_model_dir,
+                                                                                 glue_dir, monkeypatch, capsys):
+    out = str(tmp_path / "run")
+    finetune("sst2", tiny_model_dir, out, TrainConfig(epochs=1, batch_size=16), RunOptions(glue_dir=glue_dir, quiet=True))
+    before = {n: open(os.path.join(out, n), "rb").read() for n in os.listdir(out)}
+    monkeypatch.setattr(os, "fsync", _enospc)  # every atomic write fails as on a full disk
+    cmd = ["finetune", "--task", "sst2", "--model", tiny_model_dir, "--out", out, "--glue-dir", glue_dir,
+           "--epochs", "2", "--batch-size", "16", "--quiet", "--overwrite"]
+    assert main(cmd) == 2
+    assert "cannot write the checkpoint to" in capsys.readouterr().err
+    assert {n: open(os.path.join(out, n), "rb").read() for n in os.listdir(out)} == before  # untouched
+    monkeypatch.undo()
+    assert main(cmd) == 0 and json.load(open(os.path.join(out, "metrics.json")))["steps"] == 8
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 4 MiB tmpfs (needs root; CI runs as root) and a function that fills it to the last byte."""
+    if os.geteuid() != 0:
+        pytest.skip("a full disk is a small tmpfs, which needs root (CI runs as root)")
+    fs = tmp_path / "fs"
+    fs.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(fs)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (no mount permission in this container)")
+
+    def fill():
+        with open(fs / "filler", "wb", buffering=0) as f:
+            try:
+                while True:
+                    f.write(b"\0" * 4096)
+            except OSError:
+                pass
+
+    try:
+        yield str(fs), fill
+    finally:
+        subprocess.run(["umount", "-l", str(fs)])
+
+
+def test_full_disk_at_the_first_checkpoint_and_at_export_leaves_nothing(small_fs, tiny_model_dir, glue_dir,
+                                                                        quantized_student, capsys):
+    fs, fill = small_fs
+    fill()
+    out = os.path.join(fs, "run")
+    train = ["finetune", "--task", "sst2", "--model", tiny_model_dir, "--out", out, "--glue-dir", glue_dir,
+             "--epochs", "1", "--batch-size", "16", "--quiet"]
+    export = ["export", "--model", quantized_student, "--out", os.path.join(fs, "s.xtc")]
+    for cmd, what in ((train, f"the checkpoint to {out}/.xtc_state/"), (export, "the packed model to")):
+        assert main(cmd) == 2
+        err = capsys.readouterr().err
+        assert f"cannot write {what}" in err and "no space left on device (" in err and err.count("\n") == 1
+        assert os.listdir(fs) == ["filler"]  # no empty .xtc_state/, run folder, temp or lock file
+    os.unlink(os.path.join(fs, "filler"))
+    assert main(train) == 0 and main(export) == 0  # space freed: the same commands complete
+
+
+def test_read_only_output_folder_is_one_line_and_writes_nothing(tmp_path, tiny_model_dir, glue_dir, capsys):
+    if os.geteuid() != 0:
+        pytest.skip("a read-only bind mount needs root (root ignores permission bits otherwise)")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if subprocess.run(["mount", "--bind", str(ro), str(ro)], capture_output=True).returncode:
+        pytest.skip("cannot bind-mount here")
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(ro), str(ro)], check=True)
+        assert main(["finetune", "--task", "sst2", "--model", tiny_model_dir, "--out", str(ro / "run"),
+                     "--glue-dir", glue_dir, "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert "Read-only file system" in err and err.count("\n") == 1 and os.listdir(ro) == []
+    finally:
+        subprocess.run(["umount", str(ro)])
+
+
+def test_truncated_model_weights_are_one_line_naming_the_folder(tmp_path, quantized_student, glue_dir, capsys):
+    dam = tmp_path / "damaged"
+    shutil.copytree(quantized_student, dam)
+    weights = dam / "model.safetensors"
+    with open(weights, "r+b") as f:
+        f.truncate(weights.stat().st_size // 2)
+    for cmd in (["evaluate", "--model", str(dam), "--task", "sst2", "--glue-dir", glue_dir],
+                ["export", "--model", str(dam), "--out", str(tmp_path / "d.xtc")],
+                ["compress", "--task", "sst2", "--teacher", str(dam), "--out", str(tmp_path / "s"),
+                 "--glue-dir", glue_dir]):
+        assert main(cmd) == 2
+        err = capsys.readouterr().err
+        assert f"cannot load the weights in {dam}: its model.safetensors is truncated or corrupted" in err
+        assert err.count("\n") == 1 and "--overwrite" in err
+    assert sorted(os.listdir(tmp_path)) == ["damaged"]

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from xtc.checkpoint import check_out_file
 from xtc.config import AugmentConfig
 from xtc.data import load_split
-from xtc.files import atomic_write
+from xtc.files import atomic_write, exclusive_writer
 from xtc.models import check_local_model_path, load_classifier, load_tokenizer, quiet_hf_loading, resolve_model_path
 from xtc.tasks import get_task
 
@@ -285,54 +285,55 @@ def augment(task_name: str, teacher_dir: str, out_file: str, cfg: AugmentConfig 
     copies, replace_prob, candidates, seed = cfg.copies, cfg.replace_prob, cfg.candidates, cfg.seed
     task = get_task(task_name)
     check_out_file(out_file)
-    if os.path.exists(out_file) and not overwrite:
-        raise FileExistsError(f"{out_file} already exists; pass --overwrite to replace it or choose another --out")
-    split = load_split(task, "train", glue_dir, cfg.max_train_samples)
-    teacher = load_teacher(teacher_dir)
+    with exclusive_writer(out_file, "augmentation file"):  # one writer, from the start
+        if os.path.exists(out_file) and not overwrite:
+            raise FileExistsError(f"{out_file} already exists; pass --overwrite to replace it or choose another --out")
+        split = load_split(task, "train", glue_dir, cfg.max_train_samples)
+        teacher = load_teacher(teacher_dir)
 
-    # Every distinct token once: its analysis, and neighbour candidates for whichever words need them.
-    sentences = [s for ex in split.texts for s in ex]
-    words = analyse_words(teacher, sorted({w for s in sentences for w in _SPACE.split(s)[::2] if w}),
-                          keep=frozenset() if cfg.replace_stop_words else ENGLISH_STOP_WORDS)
-    need = {w.key: w.ids for w in words.values() if w.key is not None
-            and (teacher.mlm is None or len(w.ids) > 1)}
-    neighbours = neighbour_candidates(teacher, need, candidates, quiet=quiet)
+        # Every distinct token once: its analysis, and neighbour candidates for whichever words need them.
+        sentences = [s for ex in split.texts for s in ex]
+        words = analyse_words(teacher, sorted({w for s in sentences for w in _SPACE.split(s)[::2] if w}),
+                              keep=frozenset() if cfg.replace_stop_words else ENGLISH_STOP_WORDS)
+        need = {w.key: w.ids for w in words.values() if w.key is not None
+                and (teacher.mlm is None or len(w.ids) > 1)}
+        neighbours = neighbour_candidates(teacher, need, candidates, quiet=quiet)
 
-    os.makedirs(os.path.dirname(os.path.abspath(out_file)), exist_ok=True)
-    stats = {"eligible": 0, "replaced": 0, "mlm": 0, "neighbours": 0}
-    examples = []
-    bar = tqdm(total=len(split), desc=f"augment {task.name}", unit="ex", disable=quiet or not sys.stderr.isatty())
-    try:  # atomic: a crash never leaves a truncated file under the final name
-        with atomic_write(out_file, "w", encoding="utf-8", newline="\n") as f:
-            for b0 in range(0, len(split), MLM_BLOCK):
-                block = split.texts[b0:b0 + MLM_BLOCK]
-                mlm, fallback = _block_mlm(teacher, words, block, candidates) if teacher.mlm is not None \
-                    else ({}, {})
-                neighbours.update(neighbour_candidates(
-                    teacher, {k: v for k, v in fallback.items() if k not in neighbours}, candidates))
-                for i, texts in enumerate(block, b0):
-                    rows = _augment_example(texts, words, neighbours, mlm, copies, replace_prob,
-                                            np.random.default_rng([seed, i]), stats, cfg.pair_mode == "one")
-                    for c, row in enumerate(rows):
-                        obj = {"text_a": row[0], **({"text_b": row[1]} if task.is_pair else {}),
-                               "source": i, "copy": c}
-                        f.write(json.dumps(obj, ensure_ascii=False) + "\n")
-                    if len(examples) < 5 and copies:
-                        examples.append({"original": list(rows[0]), "augmented": list(rows[1])})
-                    bar.update(1)
-    finally:
-        bar.close()
-    used = [name for name, n in (("mlm", stats["mlm"]), ("neighbours", stats["neighbours"])) if n]
-    return {
-        "task": task.name, "teacher": resolve_model_path(teacher_dir), "out": out_file,
-        "examples_in": len(split), "examples_out": len(split) * (copies + 1),
-        "copies": copies, "replace_prob": replace_prob, "candidates": candidates, "seed": seed,
-        "pair_mode": cfg.pair_mode if task.is_pair else None, "replace_stop_words": cfg.replace_stop_words,
-        "path": "both" if len(used) == 2 else used[0] if used else "none", "mlm_head": teacher.mlm is not None,
-        "replaced_fraction": stats["replaced"] / stats["eligible"] if stats["eligible"] else 0.0,
-        "eligible_word_slots": stats["eligible"], "distinct_words": len({w.key for w in words.values() if w.key}),
-        "seconds": round(time.time() - t0, 2), "bytes": os.path.getsize(out_file), "examples": examples,
-    }
+        os.makedirs(os.path.dirname(os.path.abspath(out_file)), exist_ok=True)
+        stats = {"eligible": 0, "replaced": 0, "mlm": 0, "neighbours": 0}
+        examples = []
+        bar = tqdm(total=len(split), desc=f"augment {task.name}", unit="ex", disable=quiet or not sys.stderr.isatty())
+        try:  # atomic: a crash never leaves a truncated file under the final name
+            with atomic_write(out_file, "w", encoding="utf-8", newline="\n", what="the augmented data") as f:
+                for b0 in range(0, len(split), MLM_BLOCK):
+                    block = split.texts[b0:b0 + MLM_BLOCK]
+                    mlm, fallback = _block_mlm(teacher, words, block, candidates) if teacher.mlm is not None \
+                        else ({}, {})
+                    neighbours.update(neighbour_candidates(
+                        teacher, {k: v for k, v in fallback.items() if k not in neighbours}, candidates))
+                    for i, texts in enumerate(block, b0):
+                        rows = _augment_example(texts, words, neighbours, mlm, copies, replace_prob,
+                                                np.random.default_rng([seed, i]), stats, cfg.pair_mode == "one")
+                        for c, row in enumerate(rows):
+                            obj = {"text_a": row[0], **({"text_b": row[1]} if task.is_pair else {}),
+                                   "source": i, "copy": c}
+                            f.write(json.dumps(obj, ensure_ascii=False) + "\n")
+                        if len(examples) < 5 and copies:
+                            examples.append({"original": list(rows[0]), "augmented": list(rows[1])})
+                        bar.update(1)
+        finally:
+            bar.close()
+        used = [name for name, n in (("mlm", stats["mlm"]), ("neighbours", stats["neighbours"])) if n]
+        return {
+            "task": task.name, "teacher": resolve_model_path(teacher_dir), "out": out_file,
+            "examples_in": len(split), "examples_out": len(split) * (copies + 1),
+            "copies": copies, "replace_prob": replace_prob, "candidates": candidates, "seed": seed,
+            "pair_mode": cfg.pair_mode if task.is_pair else None, "replace_stop_words": cfg.replace_stop_words,
+            "path": "both" if len(used) == 2 else used[0] if used else "none", "mlm_head": teacher.mlm is not None,
+            "replaced_fraction": stats["replaced"] / stats["eligible"] if stats["eligible"] else 0.0,
+            "eligible_word_slots": stats["eligible"], "distinct_words": len({w.key for w in words.values() if w.key}),
+            "seconds": round(time.time() - t0, 2), "bytes": os.path.getsize(out_file), "examples": examples,
+        }
 
 
 def _block_mlm(teacher: Teacher, words: dict[str, Word], block: list[tuple[str, ...]], k: int):

@@ -33,7 +33,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from xtc.files import STATE_DIR, atomic_write
+from xtc.files import STATE_DIR, atomic_write, is_write_error, write_error
 
 FORMAT = "xtc-state"
 VERSION = 1
@@ -114,17 +114,30 @@ def has_state(state_dir: str) -> bool:
 
 
 def save_state(state_dir: str, state: dict, step: int) -> None:
-    """Write `state` (nested dicts/lists/tuples of JSON values, tensors and numeric arrays) atomically."""
-    os.makedirs(state_dir, exist_ok=True)
+    """Write `state` (nested dicts/lists/tuples of JSON values, tensors and numeric arrays) atomically. A failed
+    write (full disk, no permission) is a WriteError naming the folder and leaves the previous state as it was."""
+    try:
+        os.makedirs(state_dir, exist_ok=True)
+    except OSError as exc:
+        if is_write_error(exc):
+            raise write_error(exc, state_dir, "the checkpoint") from None
+        raise
     tensors: dict[str, torch.Tensor] = {}
     tree = encode(state, tensors)
     blob = st_save(tensors, metadata={"format": FORMAT})
     name = f"tensors-{int(step)}.safetensors"
-    with atomic_write(os.path.join(state_dir, name), "wb") as f:  # tensors first, then the JSON that names them
-        f.write(blob)
+    tensors_path = os.path.join(state_dir, name)
+    new_file = not os.path.exists(tensors_path)
     doc = {"format": FORMAT, "version": VERSION, "tensors": name, "sha256": _sha256(blob), "state": tree}
-    with atomic_write(os.path.join(state_dir, STATE_JSON)) as f:
-        json.dump(doc, f)  # -inf (no best score yet) is written as -Infinity, which json reads back
+    try:
+        with atomic_write(tensors_path, "wb", what="the checkpoint", size=len(blob)) as f:  # tensors first,
+            f.write(blob)  # then the JSON that names them
+        with atomic_write(os.path.join(state_dir, STATE_JSON), what="the checkpoint", size=len(blob)) as f:
+            json.dump(doc, f)  # -inf (no best score yet) is written as -Infinity, which json reads back
+    except BaseException:
+        if new_file and os.path.exists(tensors_path):  # state.json still names the previous tensors file
+            os.unlink(tensors_path)
+        raise
     for other in os.listdir(state_dir):  # older checkpoints and temp files of killed writes
         if other != name and other != STATE_JSON:
             os.unlink(os.path.join(state_dir, other))

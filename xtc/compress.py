@@ -19,8 +19,8 @@ from xtc.models import check_sequence_length, load_classifier, load_tokenizer, p
 from xtc.quant import apply_quantization, model_size
 from xtc.tasks import Task, get_task
 from xtc.teacher_cache import TeacherCache, plan_cache
-from xtc.train import (Stage, finish_run, prepare_run_folder, resolve_training_precision, run_record, set_seed,
-                       train)
+from xtc.train import (Stage, finish_run, prepare_run_folder, resolve_training_precision, run_folder_writer,
+                       run_record, set_seed, train)
 
 
 def load_teacher(teacher_dir: str, task: Task):
@@ -109,55 +109,57 @@ def build_stages(teacher, task: Task, cfg: TrainConfig, cc: CompressConfig, kd_c
 def compress(task_name: str, teacher_dir: str, out_dir: str, cfg: TrainConfig, spec: QuantSpec,
              cc: CompressConfig, kd_cfg: KDConfig | None = None, run: RunOptions | None = None) -> dict:
     """Train an XTC student of `teacher_dir` into `out_dir`; returns the run record (also its metrics.json)."""
-    kd_cfg, run = kd_cfg or KDConfig(), run or RunOptions()
-    task = get_task(task_name)
-    spec.validate()
-    dev = pick_device(run.device)
-    run_config = {"command": "compress", "task": task.name, **task.record(), "teacher": teacher_dir, "init": cc.init,
-                  "train_file": cc.train_file, **asdict(cfg), "quant": spec.to_dict(), **asdict(cc),
-                  "kd_weights": asdict(kd_cfg), "max_train_samples": run.max_train_samples,
-                  "max_eval_samples": run.max_eval_samples}
-    run_config["kd_terms"] = list(cc.kd_terms)
-    set_seed(cfg.seed)
+    with run_folder_writer(out_dir):  # one writer per run folder, from the start
+        kd_cfg, run = kd_cfg or KDConfig(), run or RunOptions()
+        task = get_task(task_name)
+        spec.validate()
+        dev = pick_device(run.device)
+        run_config = {"command": "compress", "task": task.name, **task.record(), "teacher": teacher_dir,
+                      "init": cc.init, "train_file": cc.train_file, **asdict(cfg), "quant": spec.to_dict(),
+                      **asdict(cc),
+                      "kd_weights": asdict(kd_cfg), "max_train_samples": run.max_train_samples,
+                      "max_eval_samples": run.max_eval_samples}
+        run_config["kd_terms"] = list(cc.kd_terms)
+        set_seed(cfg.seed)
 
-    teacher = load_teacher(teacher_dir, task)
-    arch = architecture_of(teacher)
-    if not arch.attention_scores and cc.kd == "one-stage" and set(cc.kd_terms) == {"attention"}:
-        raise ValueError(f"{arch.note}; pass --kd-terms logit,hidden for a {arch.family} teacher")
-    check_sequence_length(teacher, cfg.max_seq_length, "--teacher")
-    tokenizer = load_tokenizer(teacher_dir)
-    student, teacher_layers, quantized = build_student(teacher, cc, spec, task.num_labels)
-    lmap = layer_maps(student.config.num_hidden_layers, teacher.config.num_hidden_layers, teacher_layers)
-    extra = read_train_file(cc.train_file, task) if cc.train_file else None
-    train_data, eval_sets = load_task_data(task, tokenizer, run.glue_dir, cfg.max_seq_length, run.max_train_samples,
-                                           run.max_eval_samples, train_split=extra)
-    # the train-vs-dev gap is scored on labelled examples: a --train-file's inputs carry the teacher's labels
-    # only through KD, so its sample comes from the task's own training set (which such files include)
-    sample_source = train_data if extra is None else encode(
-        load_split(task, "train", run.glue_dir, run.max_train_samples), tokenizer, cfg.max_seq_length,
-        task.is_regression)
-    resume = prepare_run_folder(out_dir, run_config, run.overwrite)  # after every check: a bad input writes nothing
-    teacher.to(dev)
-    stages, cache_record, term_losses = build_stages(teacher, task, cfg, cc, kd_cfg, lmap, train_data, dev,
-                                                     run.quiet)
-    what = (f"compress {task.name}: {student.config.num_hidden_layers}-layer student, W{spec.wbits}A{spec.abits}, "
-            f"kd {cc.kd}, teacher cache {'on' if cache_record['used'] else 'off'}, batch {cfg.batch_size}")
-    precision = resolve_training_precision(cfg, dev, student.to(dev), stages[0].loss_fn, train_data, resume, what)
-    cfg = replace(cfg, precision=precision.precision)  # the run records (and resumes with) what it used
-    run_config["precision"] = precision.precision
-    diagnostics = RunDiagnostics(student, sample_source, cfg.train_eval_examples, term_losses)
-    result = train(student, stages, train_data, eval_sets, task, cfg, out_dir, run_config, dev, resume, run.quiet,
-                   diagnostics)
-    size, teacher_size = model_size(student), model_size(teacher)
-    record = run_record(task, result, run_config, run, dev, train_data, eval_sets, {
-        "quantization": {**spec.to_dict(), "modules": {r: len(v) for r, v in quantized.items()}},
-        "layers": {"student": student.config.num_hidden_layers, "teacher": teacher.config.num_hidden_layers,
-                   "teacher_layers": teacher_layers},
-        "layer_map": asdict(lmap), "kd": cc.kd, "kd_note": arch.note or None,
-        "architecture": arch.family, "loss_terms": result["final_loss_terms"],
-        "precision": precision.to_dict(), "teacher_cache": cache_record,
-        "kd_gradient": next((h["diagnostics"]["kd_gradient"] for h in result["history"]
-                             if "kd_gradient" in h.get("diagnostics", {})), None),
-        "size": {**size, "teacher_fp32_bytes": teacher_size["fp32_bytes"],
-                 "ratio_to_teacher": teacher_size["fp32_bytes"] / size["quantized_bytes"]}})
-    return finish_run(out_dir, student, tokenizer, record)
+        teacher = load_teacher(teacher_dir, task)
+        arch = architecture_of(teacher)
+        if not arch.attention_scores and cc.kd == "one-stage" and set(cc.kd_terms) == {"attention"}:
+            raise ValueError(f"{arch.note}; pass --kd-terms logit,hidden for a {arch.family} teacher")
+        check_sequence_length(teacher, cfg.max_seq_length, "--teacher")
+        tokenizer = load_tokenizer(teacher_dir)
+        student, teacher_layers, quantized = build_student(teacher, cc, spec, task.num_labels)
+        lmap = layer_maps(student.config.num_hidden_layers, teacher.config.num_hidden_layers, teacher_layers)
+        extra = read_train_file(cc.train_file, task) if cc.train_file else None
+        train_data, eval_sets = load_task_data(task, tokenizer, run.glue_dir, cfg.max_seq_length, run.max_train_samples,
+                                               run.max_eval_samples, train_split=extra)
+        # the train-vs-dev gap is scored on labelled examples: a --train-file's inputs carry the teacher's labels
+        # only through KD, so its sample comes from the task's own training set (which such files include)
+        sample_source = train_data if extra is None else encode(
+            load_split(task, "train", run.glue_dir, run.max_train_samples), tokenizer, cfg.max_seq_length,
+            task.is_regression)
+        resume = prepare_run_folder(out_dir, run_config, run.overwrite)  # after every check: a bad input writes nothing
+        teacher.to(dev)
+        stages, cache_record, term_losses = build_stages(teacher, task, cfg, cc, kd_cfg, lmap, train_data, dev,
+                                                         run.quiet)
+        what = (f"compress {task.name}: {student.config.num_hidden_layers}-layer student, W{spec.wbits}A{spec.abits}, "
+                f"kd {cc.kd}, teacher cache {'on' if cache_record['used'] else 'off'}, batch {cfg.batch_size}")
+        precision = resolve_training_precision(cfg, dev, student.to(dev), stages[0].loss_fn, train_data, resume, what)
+        cfg = replace(cfg, precision=precision.precision)  # the run records (and resumes with) what it used
+        run_config["precision"] = precision.precision
+        diagnostics = RunDiagnostics(student, sample_source, cfg.train_eval_examples, term_losses)
+        result = train(student, stages, train_data, eval_sets, task, cfg, out_dir, run_config, dev, resume, run.quiet,
+                       diagnostics)
+        size, teacher_size = model_size(student), model_size(teacher)
+        record = run_record(task, result, run_config, run, dev, train_data, eval_sets, {
+            "quantization": {**spec.to_dict(), "modules": {r: len(v) for r, v in quantized.items()}},
+            "layers": {"student": student.config.num_hidden_layers, "teacher": teacher.config.num_hidden_layers,
+                       "teacher_layers": teacher_layers},
+            "layer_map": asdict(lmap), "kd": cc.kd, "kd_note": arch.note or None,
+            "architecture": arch.family, "loss_terms": result["final_loss_terms"],
+            "precision": precision.to_dict(), "teacher_cache": cache_record,
+            "kd_gradient": next((h["diagnostics"]["kd_gradient"] for h in result["history"]
+                                 if "kd_gradient" in h.get("diagnostics", {})), None),
+            "size": {**size, "teacher_fp32_bytes": teacher_size["fp32_bytes"],
+                     "ratio_to_teacher": teacher_size["fp32_bytes"] / size["quantized_bytes"]}})
+        return finish_run(out_dir, student, tokenizer, record)

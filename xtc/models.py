@@ -7,6 +7,7 @@ import os
 from contextlib import contextmanager
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 from transformers.utils import logging as hf_logging
 
@@ -124,6 +125,10 @@ def load_classifier(path: str, num_labels: int | None = None) -> PreTrainedModel
     except OSError as exc:
         raise FileNotFoundError(f"cannot load a BERT model from {path!r}: {exc}. Pass a local Hugging Face "
                                 f"model folder, a hub id (when online) or 'default'") from exc
+    except SafetensorError as exc:  # a truncated or damaged weights file
+        raise ValueError(f"cannot load the weights in {path}: its model.safetensors is truncated or corrupted "
+                         f"({exc}); restore the file, or run the command that made the folder again with "
+                         f"--overwrite") from None
     except (ValueError, KeyError) as exc:  # a model type with no sequence-classification class
         raise UnsupportedModelError(f"{path!r} has no sequence-classification model in transformers "
                                     f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); xtc maps "

@@ -44,7 +44,7 @@ from safetensors.torch import save as st_save
 
 from . import __version__
 from .checkpoint import check_out_file
-from .files import atomic_write
+from .files import atomic_write, exclusive_writer
 from .quant import (QuantLinear, QuantSpec, apply_quantization, dequantize_codes, min_weight_bytes,
                     quantize_weight_codes, quantized_modules, role_of, scheme_of, size_summary)
 
@@ -247,7 +247,9 @@ def export_packed(model, tokenizer, out_path: str, overwrite: bool = False) -> d
         "tensors": entries,
     }
 
-    with atomic_write(out_path, "wb", overwrite=overwrite) as f:
+    size = sum(len(b) for b in members.values())
+    with exclusive_writer(out_path, "export"), \
+            atomic_write(out_path, "wb", overwrite=overwrite, what="the packed model", size=size) as f:
         with zipfile.ZipFile(f, "w") as zf:
             for name, data in [(MANIFEST, json.dumps(manifest, indent=1).encode("utf-8"))] + list(members.items()):
                 zi = zipfile.ZipInfo(name)  # its default timestamp is fixed (1980-01-01): same model, same bytes

@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-from xtc.files import atomic_write
+from xtc.files import atomic_write, exclusive_writer
 from xtc.tasks import add_task_args, get_task
 
 
@@ -114,7 +114,8 @@ def cmd_predict(a) -> None:
     if has_labels:
         summary["metrics"] = split_metrics(task, preds, split.labels)
     if a.out:
-        with atomic_write(a.out, "w", newline="", encoding="utf-8") as f:
+        with exclusive_writer(a.out, "predictions file"), \
+                atomic_write(a.out, "w", newline="", encoding="utf-8", what="the predictions") as f:
             w = csv.writer(f)
             w.writerow(header)
             w.writerows(rows)

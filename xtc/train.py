@@ -22,7 +22,8 @@ from xtc.config import RunOptions, TrainConfig
 from xtc.checkpoint import (check_out_folder, clean_stale_temps, discard_unfinished_run, has_state,
                             load_state, save_state)
 from xtc.data import Encoded, collate, eval_batches, train_batches
-from xtc.files import METRICS_FILE, STATE_DIR, atomic_write, write_json_atomic
+from xtc.files import (METRICS_FILE, STATE_DIR, WriteError, atomic_write, exclusive_writer, write_errno,
+                       write_error, write_json_atomic)
 from xtc.metrics import task_metrics
 from xtc.precision import autocast, resolve_precision
 from xtc.tasks import Task
@@ -92,6 +93,13 @@ def versions() -> dict[str, str]:
         except md.PackageNotFoundError:
             pass
     return out
+
+
+def run_folder_writer(out_dir: str):
+    """The one writer of the run folder `out_dir` (a context manager; checked first, see check_out_folder): a
+    second command on the same folder stops at once with a one-line error naming the PID that holds it."""
+    check_out_folder(out_dir)
+    return exclusive_writer(out_dir, "run folder")
 
 
 def prepare_run_folder(out_dir: str, run_config: dict, overwrite: bool) -> dict | None:
@@ -272,6 +280,7 @@ def train(model, stages: list[Stage], train_data: Encoded, eval_sets: dict[str, 
                desc=task.name, unit="step")
     log = bar.write if not bar.disable else lambda msg: print(msg, file=sys.stderr, flush=True)
     t_start = time.perf_counter() - st.wall_seconds
+    first_checkpoint = resume_state is None
 
     while st.stage < len(stages):
         stage, total = stages[st.stage], stage_steps[st.stage]
@@ -322,9 +331,16 @@ def train(model, stages: list[Stage], train_data: Encoded, eval_sets: dict[str, 
                         f"loss {st.last_terms['loss']:.4f} " +
                         " ".join(f"{k} {v:.4f}" for k, v in entry["metrics"].items()))
                 st.wall_seconds = time.perf_counter() - t_start
-                if os.path.isfile(os.path.join(out_dir, METRICS_FILE)):  # the finished run --overwrite replaces
-                    shutil.rmtree(out_dir)
-                _checkpoint(state_file, st, model, opt, sched, run_config)
+                replacing = os.path.isfile(os.path.join(out_dir, METRICS_FILE))  # a finished run --overwrite replaces
+                try:
+                    _checkpoint(state_file, st, model, opt, sched, run_config)
+                except OSError:  # a full disk: the first checkpoint leaves no state folder (and no empty run
+                    if first_checkpoint:  # folder); a later one leaves the previous checkpoint; a replaced
+                        discard_unfinished_run(out_dir, STATE_DIR)  # finished run is untouched either way
+                    raise
+                first_checkpoint = False
+                if replacing:  # only now that the new run has a checkpoint
+                    remove_finished_run(out_dir)
         st.stage += 1
         st.stage_step = 0
     bar.close()
@@ -380,13 +396,39 @@ def run_record(task: Task, result: dict, run_config: dict, run: RunOptions, devi
             "versions": versions()}
 
 
+def remove_finished_run(out_dir: str) -> None:
+    """Delete a finished run's files (metrics.json first: the folder stops being finished) but keep the resume
+    state of the run that replaces it."""
+    names = sorted(os.listdir(out_dir), key=lambda n: n != METRICS_FILE)
+    for name in names:
+        path = os.path.join(out_dir, name)
+        if name == STATE_DIR:
+            continue
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
+
+
 def finish_run(out_dir: str, model, tokenizer, record: dict) -> dict:
-    """Save the kept model and tokenizer, then metrics.json (last, atomically), then drop the resume state."""
+    """Save the kept model and tokenizer, then metrics.json (last, atomically), then drop the resume state.
+    A failed save (full disk, no permission) removes what it wrote and keeps the resume state: the same command
+    run again only saves."""
     from xtc.models import quiet_hf_loading
 
-    with quiet_hf_loading():  # no "Writing model shards" bar in the logs
-        model.save_pretrained(out_dir)
-        tokenizer.save_pretrained(out_dir)
-    write_json_atomic(os.path.join(out_dir, METRICS_FILE), record)
+    try:
+        with quiet_hf_loading():  # no "Writing model shards" bar in the logs
+            model.save_pretrained(out_dir)
+            tokenizer.save_pretrained(out_dir)
+        write_json_atomic(os.path.join(out_dir, METRICS_FILE), record, "the run record")
+    except Exception as exc:
+        err = write_errno(exc)
+        if err is None:
+            raise
+        remove_finished_run(out_dir)  # the partial final save; the checkpoint it came from stays
+        if isinstance(exc, WriteError):
+            raise
+        size = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+        raise write_error(OSError(err, os.strerror(err)), out_dir, "the final model", size) from None
     shutil.rmtree(os.path.join(out_dir, STATE_DIR), ignore_errors=True)
     return record

@@ -7,6 +7,7 @@ import sys
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
 import xtc.study as study
+from xtc.files import remove_stale_snakemake_lock
 from xtc.study import paths
 
 
@@ -16,6 +17,10 @@ try:
     study.validate_config(config)
 except study.ConfigError as exc:
     raise ValueError(f"invalid study config: {exc}") from None
+
+if workflow.is_main_process and remove_stale_snakemake_lock():  # left by a snakemake killed with -9
+    print("xtc-bench: removed Snakemake's stale lock (.snakemake/locks) of a killed run; no other snakemake "
+          "runs in this folder", file=sys.stderr)
 
 RUNS = config["paths"]["runs"]
 RESULTS = config["paths"]["results"]

@@ -15,6 +15,7 @@ import json
 import math
 import os
 
+from xtc.files import make_dirs, write_csv_atomic
 from xtc.study.grid import study_runs
 from xtc.study.paths import METRICS_FILE, SETTING_COLS, STATE_DIR, benchmark_file, run_dir, run_key, size_file
 
@@ -191,10 +192,9 @@ def write_results(config: dict, runs_dir: str, out_dir: str, allow_incomplete: b
                                    f"train them (rerun the workflow) or accept an incomplete study with "
                                    f"--allow-incomplete (workflow: --config allow_incomplete=true)")
     summary = summarize(config, runs)
-    os.makedirs(out_dir, exist_ok=True)
-    runs.to_csv(os.path.join(out_dir, "runs.csv"), index=False)
-    summary.to_csv(os.path.join(out_dir, "summary.csv"), index=False)
-    missing.to_csv(os.path.join(out_dir, "missing.csv"), index=False)
+    make_dirs(out_dir, "the results folder")
+    for name, frame in (("runs.csv", runs), ("summary.csv", summary), ("missing.csv", missing)):
+        write_csv_atomic(os.path.join(out_dir, name), frame, f"the aggregated {name}")
     return {"runs": runs, "summary": summary, "missing": missing}
 
 

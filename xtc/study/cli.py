@@ -5,6 +5,9 @@ import json
 import os
 import sys
 
+from contextlib import ExitStack
+
+from xtc.files import exclusive_writer, make_dirs, write_csv_atomic
 from xtc.study.aggregate import read_results, write_results
 from xtc.study.claims import check_claims
 from xtc.study.config import ConfigError, load_config
@@ -52,6 +55,30 @@ def _add_allow_incomplete(p):
                    "mark them); without it a missing run is an error")
 
 
+def _writers(*targets: str) -> ExitStack:
+    """One writer per output: the OS locks of the folders and files a study command writes (xtc.files)."""
+    stack = ExitStack()
+    for t in targets:
+        new, d = [], os.path.abspath(t)
+        while not os.path.exists(d):  # the folders this command creates, deepest first
+            new.append(d)
+            d = os.path.dirname(d)
+        stack.callback(_remove_if_empty, new)  # a command that fails leaves no empty output folder behind
+        make_dirs(os.path.dirname(os.path.abspath(t)), "the output folder")  # where its lock file goes
+        stack.enter_context(exclusive_writer(t, "study output"))
+    return stack
+
+
+def _remove_if_empty(folders: list[str]) -> None:
+    for folder in folders:
+        try:
+            os.rmdir(folder)
+        except FileNotFoundError:  # never made
+            continue
+        except OSError:  # not empty: the outputs
+            return
+
+
 def cmd_check(a) -> None:
     config = _cfg(a)
     runs = study_runs(config)
@@ -89,9 +116,10 @@ def cmd_plan(a) -> None:
 
 def cmd_aggregate(a) -> None:
     config = _cfg(a)
-    res = write_results(config, a.runs_dir, a.out_dir, allow_incomplete=a.allow_incomplete)
-    write_history(config, a.runs_dir, os.path.join(a.out_dir, HISTORY_FILE))
-    write_versions(a.runs_dir, os.path.join(a.out_dir, "versions.json"))
+    with _writers(a.out_dir):
+        res = write_results(config, a.runs_dir, a.out_dir, allow_incomplete=a.allow_incomplete)
+        write_history(config, a.runs_dir, os.path.join(a.out_dir, HISTORY_FILE))
+        write_versions(a.runs_dir, os.path.join(a.out_dir, "versions.json"))
     n_done = res["runs"]["run_id"].nunique() if len(res["runs"]) else 0
     miss = res["missing"]
     not_run = miss[~miss["reason"].str.startswith("no export")] if len(miss) else miss
@@ -107,15 +135,17 @@ def cmd_aggregate(a) -> None:
 def cmd_tables(a) -> None:
     config = _cfg(a)
     runs, missing = read_results(a.results_dir)
-    print("\n".join(write_tables(config, runs, missing, a.out_dir)))
+    with _writers(a.out_dir):
+        print("\n".join(write_tables(config, runs, missing, a.out_dir)))
 
 
 def cmd_claims(a) -> None:
     config = _cfg(a)
     runs, missing = read_results(a.results_dir)
     claims = check_claims(config, runs, missing)
-    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-    claims.to_csv(a.out, index=False)
+    make_dirs(os.path.dirname(os.path.abspath(a.out)), "the results folder")
+    with _writers(a.out):
+        write_csv_atomic(a.out, claims, "the claims table")
     for r in claims.to_dict("records"):
         print(f"claim {r['claim']}: {r['verdict']} -- {r['evidence']}")
 
@@ -123,7 +153,8 @@ def cmd_claims(a) -> None:
 def cmd_figures(a) -> None:
     config = _cfg(a)
     runs, _ = read_results(a.results_dir)
-    print("\n".join(make_figures(config, runs, a.out_dir, history=read_history(a.results_dir))))
+    with _writers(a.out_dir):
+        print("\n".join(make_figures(config, runs, a.out_dir, history=read_history(a.results_dir))))
 
 
 def cmd_curves(a) -> None:
@@ -132,7 +163,8 @@ def cmd_curves(a) -> None:
     if history is None:
         raise ValueError(f"--results-dir {a.results_dir}: no {HISTORY_FILE} there; give the folder `xtc study "
                          "aggregate` wrote (it writes history.csv beside runs.csv)")
-    table = write_plateaus(config, history, a.out_csv, a.out_md)
+    with _writers(a.out_csv, a.out_md):
+        table = write_plateaus(config, history, a.out_csv, a.out_md)
     for r in table.to_dict("records"):
         print(f"{r['task']} W{r['wbits']}: {r['verdict']} (late gain {r['gain']:+.2f} [{r['ci_low']:+.2f}, "
               f"{r['ci_high']:+.2f}], n={r['n']})")
@@ -140,8 +172,10 @@ def cmd_curves(a) -> None:
 
 def cmd_diagnostics(a) -> None:
     config = _cfg(a)
-    diag = write_diagnostics(config, a.runs_dir, a.out_csv, a.out_md)
-    print("\n".join([a.out_csv, a.out_md, *fig_flip_share(config, diag, a.figures_dir)]))
+    with _writers(a.out_csv, a.out_md, a.figures_dir):
+        diag = write_diagnostics(config, a.runs_dir, a.out_csv, a.out_md)
+        figures = fig_flip_share(config, diag, a.figures_dir)
+    print("\n".join([a.out_csv, a.out_md, *figures]))
 
 
 def cmd_reproduce(a) -> None:
@@ -150,7 +184,8 @@ def cmd_reproduce(a) -> None:
             raise ValueError(f"{flag} {path}: is a folder; give a file name, e.g. {os.path.join(path, example)}")
     if os.path.abspath(a.out_csv) == os.path.abspath(a.out_md):
         raise ValueError(f"--out-csv and --out-md are the same file ({a.out_csv}); give two names")
-    table = write_reproduction(a.reference_dir, a.results_dir, a.out_csv, a.out_md)
+    with _writers(a.out_csv, a.out_md):
+        table = write_reproduction(a.reference_dir, a.results_dir, a.out_csv, a.out_md)
     counts = table["status"].value_counts()
     print(json.dumps({"cells": int(len(table)),
                       "status": {status: int(n) for status, n in sorted(counts.items())},
@@ -160,19 +195,21 @@ def cmd_reproduce(a) -> None:
 
 def cmd_all(a) -> None:
     config = _cfg(a)
-    res = write_results(config, a.runs_dir, a.results_dir, allow_incomplete=a.allow_incomplete)
-    runs, missing = read_results(a.results_dir)
-    write_history(config, a.runs_dir, os.path.join(a.results_dir, HISTORY_FILE))
-    write_versions(a.runs_dir, os.path.join(a.results_dir, "versions.json"))
-    write_tables(config, runs, missing, os.path.join(a.results_dir, "tables"))
-    check_claims(config, runs, missing).to_csv(os.path.join(a.results_dir, "claims.csv"), index=False)
-    history = read_history(a.results_dir)
-    make_figures(config, runs, a.figures_dir, history=history)
-    write_plateaus(config, history, os.path.join(a.results_dir, CURVES_FILE),
-                   os.path.join(a.results_dir, "tables", "learning_curves.md"))
-    diag = write_diagnostics(config, a.runs_dir, os.path.join(a.results_dir, DIAGNOSTICS_FILE),
-                             os.path.join(a.results_dir, "tables", "diagnostics.md"))
-    fig_flip_share(config, diag, a.figures_dir)
+    with _writers(a.results_dir, a.figures_dir):
+        res = write_results(config, a.runs_dir, a.results_dir, allow_incomplete=a.allow_incomplete)
+        runs, missing = read_results(a.results_dir)
+        write_history(config, a.runs_dir, os.path.join(a.results_dir, HISTORY_FILE))
+        write_versions(a.runs_dir, os.path.join(a.results_dir, "versions.json"))
+        write_tables(config, runs, missing, os.path.join(a.results_dir, "tables"))
+        write_csv_atomic(os.path.join(a.results_dir, "claims.csv"), check_claims(config, runs, missing),
+                         "the claims table")
+        history = read_history(a.results_dir)
+        make_figures(config, runs, a.figures_dir, history=history)
+        write_plateaus(config, history, os.path.join(a.results_dir, CURVES_FILE),
+                       os.path.join(a.results_dir, "tables", "learning_curves.md"))
+        diag = write_diagnostics(config, a.runs_dir, os.path.join(a.results_dir, DIAGNOSTICS_FILE),
+                                 os.path.join(a.results_dir, "tables", "diagnostics.md"))
+        fig_flip_share(config, diag, a.figures_dir)
     print(json.dumps({"finished_runs": int(res["runs"]["run_id"].nunique()) if len(res["runs"]) else 0,
                       "missing": int(len(res["missing"])), "results": a.results_dir, "figures": a.figures_dir}))
 

@@ -120,9 +120,10 @@ def write_plateaus(config: dict, history, out_csv: str, out_md: str):
     import os
 
     table = plateau_table(config, history)
+    from xtc.files import make_dirs, write_csv_atomic, write_text_atomic
+
     for p in (out_csv, out_md):
-        os.makedirs(os.path.dirname(os.path.abspath(p)), exist_ok=True)
-    table.to_csv(out_csv, index=False)
-    with open(out_md, "w") as f:
-        f.write(plateau_markdown(table))
+        make_dirs(os.path.dirname(os.path.abspath(p)), "the results folder")
+    write_csv_atomic(out_csv, table, "the learning-curve table")
+    write_text_atomic(out_md, plateau_markdown(table), "the learning-curve table")
     return table

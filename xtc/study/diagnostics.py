@@ -14,6 +14,7 @@ import json
 import math
 import os
 
+from xtc.files import make_dirs, write_csv_atomic, write_text_atomic
 from xtc.study.grid import study_runs
 from xtc.study.paths import METRICS_FILE, run_dir
 from xtc.study.views import task_title
@@ -112,8 +113,7 @@ def write_diagnostics(config: dict, runs_dir: str, out_csv: str, out_md: str):
     """diagnostics.csv and its Markdown table; returns the frame (figures.fig_flip_share draws it)."""
     diag = collect_diagnostics(config, runs_dir)
     for path in (out_csv, out_md):
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    diag.to_csv(out_csv, index=False)
-    with open(out_md, "w") as f:
-        f.write(diagnostics_table(diag))
+        make_dirs(os.path.dirname(os.path.abspath(path)), "the output folder")
+    write_csv_atomic(out_csv, diag, "the diagnostics table")
+    write_text_atomic(out_md, diagnostics_table(diag), "the diagnostics table")
     return diag

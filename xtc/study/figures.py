@@ -86,12 +86,15 @@ def _teacher_line(ax, y, label=True):
 
 
 def _save(fig, out_dir, name):
-    os.makedirs(out_dir, exist_ok=True)
+    from xtc.files import atomic_write, make_dirs
+
+    make_dirs(out_dir, "the figures folder")
     fig.tight_layout()
     paths = []
     for ext, meta in (("png", PNG_METADATA), ("pdf", PDF_METADATA)):
         p = os.path.join(out_dir, f"{name}.{ext}")
-        fig.savefig(p, dpi=150 if ext == "png" else None, metadata=meta)
+        with atomic_write(p, "wb", what="the figure") as f:  # a kill never leaves half a figure
+            fig.savefig(f, format=ext, dpi=150 if ext == "png" else None, metadata=meta)
         paths.append(p)
     import matplotlib.pyplot as plt
 

@@ -154,12 +154,13 @@ def axis_table(config: dict, axis_name: str, runs, missing) -> str:
 
 
 def write_tables(config: dict, runs, missing, out_dir: str) -> list[str]:
-    os.makedirs(out_dir, exist_ok=True)
+    from xtc.files import make_dirs, write_text_atomic
+
+    make_dirs(out_dir, "the tables folder")
     paths = []
     for axis in config["axes"]:
         p = os.path.join(out_dir, f"{axis['name']}.md")
-        with open(p, "w") as f:
-            f.write(axis_table(config, axis["name"], runs, missing))
+        write_text_atomic(p, axis_table(config, axis["name"], runs, missing), "the table")
         paths.append(p)
     return paths
 
@@ -261,9 +262,11 @@ def write_reproduction(reference_dir: str, fresh_dir: str, out_csv: str, out_md:
                              "summary.csv written by `xtc study aggregate`")
         frames.append(df)
     table = reproduction_table(*frames)
+    from xtc.files import make_dirs, write_csv_atomic, write_text_atomic
+
     for p in (out_csv, out_md):
-        os.makedirs(os.path.dirname(os.path.abspath(p)), exist_ok=True)
-    table.to_csv(out_csv, index=False)
-    with open(out_md, "w") as f:
-        f.write(reproduction_markdown(table, f"Reproduction: {fresh_dir} against {reference_dir}"))
+        make_dirs(os.path.dirname(os.path.abspath(p)), "the results folder")
+    write_csv_atomic(out_csv, table, "the reproduction table")
+    write_text_atomic(out_md, reproduction_markdown(table, f"Reproduction: {fresh_dir} against {reference_dir}"),
+                      "the reproduction table")
     return table

@@ -33,5 +33,5 @@ def write_versions(runs_dir: str, out_path: str) -> dict:
         snakemake_version = None
     out = {"runs_recorded": seen, "aggregated_with": {**versions(), "snakemake": snakemake_version},
            "git_commit": commit}
-    write_json_atomic(out_path, out)
+    write_json_atomic(out_path, out, "the versions record")
     return out

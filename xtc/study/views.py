@@ -161,8 +161,10 @@ def write_history(config: dict, runs_dir: str, out_path: str):
     import os
 
     hist = collect_history(config, runs_dir)
-    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-    hist.to_csv(out_path, index=False)
+    from xtc.files import make_dirs, write_csv_atomic
+
+    make_dirs(os.path.dirname(os.path.abspath(out_path)), "the results folder")
+    write_csv_atomic(out_path, hist, "the evaluation history")
     return hist
 
 
