@@ -21,6 +21,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from xtc.arch import layer_list
 from xtc.data import Encoded, collate
 from xtc.precision import autocast
 from xtc.quant import quantize_weight_codes, quantized_modules, role_of
@@ -65,7 +66,8 @@ def predicted_counts(predictions: dict[str, np.ndarray], labels: tuple[str, ...]
 
 
 def _encoder_params(model: torch.nn.Module) -> list[torch.nn.Parameter]:
-    return [p for p in model.base_model.encoder.parameters() if p.requires_grad]
+    """The trainable parameters of the encoder's layers (whatever the architecture calls its layer list)."""
+    return [p for p in layer_list(model).parameters() if p.requires_grad]
 
 
 def kd_gradient_norms(model: torch.nn.Module, batch: dict, term_losses: dict[str, Callable],
