@@ -1,5 +1,5 @@
-"""The run diagnostics of several MRPC students side by side, as a Markdown table (issue 22: a stalled and a
-learning student). Each argument is NAME=RUN_FOLDER (finished, or unfinished: read from its resume state).
+"""The run diagnostics of several students side by side (any task), as a Markdown table: e.g. a stalled and a
+learning 1-bit student. Each argument is NAME=RUN_FOLDER (finished, or unfinished: read from its resume state).
 
     python bench/diagnostics_side_by_side.py \\
         "W1A8 1k/192 steps=/work/runs-shared/mrpc/side/W1A8-1k-192" \\
@@ -8,7 +8,7 @@ learning student). Each argument is NAME=RUN_FOLDER (finished, or unfinished: re
 """
 from __future__ import annotations
 
-import sys
+import argparse
 
 from onebit_recipe import read_history
 
@@ -27,18 +27,22 @@ def rows(name: str, path: str) -> list[str]:
         flips = d["changed_codes"]
         enc = sum(flips[r] for r in ENCODER) / len(ENCODER)
         label = (name + ("" if finished else " (unfinished)")) if i == 0 else ""
-        out.append(f"| {label} | {h['step']} | {h['metrics']['accuracy']:.3f} | {h['metrics']['f1']:.3f} | {counts} | "
-                   f"{d['train_metrics']['accuracy']:.3f} | {d['gap']:+.3f} | {100 * enc:.2f}% | "
+        dev = ", ".join(f"{k} {v:.3f}" for k, v in h["metrics"].items())
+        train = ", ".join(f"{k} {v:.3f}" for k, v in d["train_metrics"].items())
+        out.append(f"| {label} | {h['step']} | {dev} | {counts} | {train} | {d['gap']:+.3f} | {100 * enc:.2f}% | "
                    f"{100 * flips['word_embeddings']:.2f}% | {h['train'].get('logit', float('nan')):.3f} | "
                    f"{kd_text if i == 0 else ''} |")
     return out
 
 
 def main() -> None:
-    print("| run | step | dev acc | dev F1 | predicted per class | train-sample acc | gap | flips encoder (mean of 6 "
-          "roles) | flips word emb. | train logit term | KD grad share logit/hidden/attention (step 0) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for arg in sys.argv[1:]:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("runs", nargs="+", metavar="NAME=RUN_FOLDER")
+    print("| run | step | dev metrics | predicted per class | train-sample metrics | gap (selection metric) | flips "
+          "encoder (mean of 6 roles) | flips word emb. | train logit term | KD grad share logit/hidden/attention "
+          "(step 0) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for arg in p.parse_args().runs:
         name, _, path = arg.rpartition("=")
         print("\n".join(rows(name, path)))
 
