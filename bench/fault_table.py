@@ -329,12 +329,12 @@ def xtc_rows(work: str) -> None:
 
 # ------------------------------------------------------------------------------------------------ study rows
 def study_config(work: str) -> str:
-    """The smoke profile cut to one task and one axis (two students): every rule runs, in about a minute."""
+    """The smoke profile cut to one task and one axis (two students, one figure): every rule runs, in about a minute."""
     text = open(os.path.join(ROOT, "workflow", "config", "smoke.yaml")).read()
     text = re.sub(r"(?m)^tasks: \[.*$", "tasks: [rte]", text).replace("profile: smoke", "profile: faults")
     text = re.sub(r"(?m)^task_specs:\n(  .*\n)+", "task_specs: {}\n", text)  # GLUE's RTE only
     head, rest = text.split("axes:", 1)
-    text = head + ("axes:\n  - name: bits\n    title: \"Weight bits (fault table)\"\n    vary: {wbits: [2, 1]}\n\n"
+    text = head + ("axes:\n  - name: kd\n    title: \"KD (fault table)\"\n    vary: {kd: [two-stage, one-stage]}\n\n"
                    "augment:" + rest.split("augment:", 1)[1])
     text = text.replace("scratch/smoke/", "study/")
     path = os.path.join(work, "study.yaml")
@@ -384,15 +384,17 @@ def study_rows(work: str) -> None:
     # ---- kill -9 of snakemake during aggregation and during figures, then `make run` again
     for stage, victim, pattern in (("aggregation", os.path.join(results, "runs.csv"), "xtc study aggregate"),
                                    ("figures", os.path.join(figures, sorted(f for f in os.listdir(figures)
-                                                                            if f.endswith(".png"))[0]),
+                                                                            if f.endswith(".png")
+                                                                            and not f.startswith("flip_share"))[0]),
                                     "xtc study figures")):
         os.unlink(victim)
         p = subprocess.Popen(sm, cwd=work, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              start_new_session=True)
-        wait_for(lambda: pgrep(pattern))
+        assert wait_for(lambda: pgrep(pattern)), f"`{pattern}` never ran: nothing to kill during {stage}"
         os.killpg(p.pid, signal.SIGKILL)  # snakemake and its job, as a crash or an OOM kill of the session would
         p.wait()
-        stale = sorted(os.listdir(os.path.join(work, ".snakemake", "locks")))
+        locks = os.path.join(work, ".snakemake", "locks")
+        stale = sorted(os.listdir(locks)) if os.path.isdir(locks) else []
         rc, line = run(sm, cwd=work)
         retry = ("completed" + f" ({complete()})") if rc == 0 else f"FAILED (exit {rc}: {line})"
         row(f"`kill -9` of `snakemake` (and its job) during {stage}, then `make run` again", shown, -9,
@@ -418,7 +420,7 @@ def study_rows(work: str) -> None:
             free_space(fs)
             row(f"full disk at {stage} (`xtc study {stage}`, previous outputs in the folder)",
                 show(cmd, work).replace(fs + "/", ""), rc, line, kept, retry_ok(cmd))
-    ro = os.path.join(work, "ro")
+    ro = os.path.join(work, "ro-study")
     os.makedirs(ro)
     cmd = [XTC, "study", "aggregate", "--config", config, "--runs-dir", runs, "--out-dir",
            os.path.join(ro, "results")]
