@@ -24,18 +24,21 @@ import re
 import numpy as np
 from safetensors import safe_open
 
-# the quantized roles (xtc/quant.py): Q, K, V, attention output, FFN in/out, word embeddings
-ROLES = {"query": r"attention\.self\.query\.weight$", "key": r"attention\.self\.key\.weight$",
-         "value": r"attention\.self\.value\.weight$", "attn_out": r"attention\.output\.dense\.weight$",
-         "ffn_in": r"intermediate\.dense\.weight$", "ffn_out": r"layer\.\d+\.output\.dense\.weight$",
-         "word_emb": r"word_embeddings\.weight$"}
+from xtc import arch
+
+# the quantized roles, named by the package's architecture map (xtc.arch); the word embeddings as "word_emb"
+ROLES = ("query", "key", "value", "attn_out", "ffn_in", "ffn_out", "word_emb")
 LINEAR_ROLES = [r for r in ROLES if r != "word_emb"]
 # majority-class dev accuracy (SST-2 444/872, MRPC 279/408); a constant prediction has no Pearson (0 here)
 BASELINE = {"sst2": ("majority acc", 0.5092), "mrpc": ("majority acc", 0.6838), "stsb": ("constant Pearson", 0.0)}
 
 
 def role_of(name: str) -> str | None:
-    return next((r for r, pat in ROLES.items() if re.search(pat, name)), None)
+    """The quantized role of a weight tensor's name (BERT, RoBERTa, ELECTRA, DistilBERT, ... alike)."""
+    if not name.endswith(".weight"):
+        return None
+    role = arch.role_of(name[: -len(".weight")])
+    return "word_emb" if role == "word_embeddings" else role
 
 
 def teacher_name(name: str, layer_map: list[int]) -> str:
