@@ -13,7 +13,7 @@ from xtc.study.claims import check_claims
 from xtc.study.config import ConfigError, load_config
 from xtc.study.curves import write_plateaus
 from xtc.study.diagnostics import write_diagnostics
-from xtc.study.figures import fig_flip_share, make_figures
+from xtc.study.figures import FLIP_SHARE_FIGURE, fig_flip_share, make_figures
 from xtc.study.grid import study_runs
 from xtc.study.plan import estimate_cost
 from xtc.study.tables import write_reproduction, write_tables
@@ -172,7 +172,8 @@ def cmd_curves(a) -> None:
 
 def cmd_diagnostics(a) -> None:
     config = _cfg(a)
-    with _writers(a.out_csv, a.out_md, a.figures_dir):
+    flip = os.path.join(a.figures_dir, FLIP_SHARE_FIGURE)  # its own figure files, not the folder: rule figures
+    with _writers(a.out_csv, a.out_md, flip + ".png", flip + ".pdf"):  # writes beside it at the same time
         diag = write_diagnostics(config, a.runs_dir, a.out_csv, a.out_md)
         figures = fig_flip_share(config, diag, a.figures_dir)
     print("\n".join([a.out_csv, a.out_md, *figures]))
