@@ -18,18 +18,17 @@ to torch.compile, which fuses each quantize step and each rescale step into one 
 """
 from __future__ import annotations
 
-import math
 import os
 import weakref
 
 import torch
 import torch.nn as nn
-from safetensors.torch import load as st_load
 
-from .pack import (WEIGHTS, PackedFormatError, build_model, packing_of, read_verified, unpack_codes,
-                   unpack_tokenizer)
-from .quant import (QuantEmbedding, QuantLinear, int8_matmul, integer_linear, min_weight_bytes,  # noqa: F401
-                    quantize_tokens, quantized_modules, role_of, row_scales_of, scheme_of)
+from .codec import codec_for
+from .pack import PackedFormatError, StoredTensor, build_model, check_fits, read_tensors, read_verified, \
+    unpack_tokenizer
+from .quant import (QuantEmbedding, QuantLinear, int8_matmul, integer_linear, quantize_tokens,  # noqa: F401
+                    quantized_modules, replace_submodule, role_of, row_scales_of)
 
 # -----------------------------------------------------------------------------
 # integer modules (their maths: xtc.quant.integer_linear, beside the fake-quant maths)
@@ -100,9 +99,9 @@ class IntLinear(nn.Module):
 class PackedEmbedding(nn.Module):
     """Embedding table kept bit-packed as in the file; forward decodes only the looked-up rows.
 
-    Buffers: `packed` uint8 (the file's flat packed codes, plus one zero byte so k-bit reads may look one
-    byte ahead) and `scales` fp32 [groups]. A row's values are codes * its group's scale, exactly
-    xtc.quant.dequantize_codes.
+    Buffers: `packed` uint8 (the file's flat packed codes, as the codec's row_buffer: plus one zero byte so
+    k-bit reads may look one byte ahead) and `scales` fp32 [groups]. A row's values are codes * its group's
+    scale, exactly xtc.quant.dequantize_codes.
     """
 
     def __init__(self, packed: torch.Tensor, scales: torch.Tensor, num_embeddings: int, embedding_dim: int,
@@ -110,46 +109,14 @@ class PackedEmbedding(nn.Module):
         super().__init__()
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
         self.wbits, self.groups, self.method = bits, groups, method
-        self.packing = packing_of(bits, method)
+        self.codec = codec_for(bits, method)
         self.rows_per_group = num_embeddings // groups
-        self.register_buffer("packed", torch.cat([packed.reshape(-1).to(torch.uint8),
-                                                  torch.zeros(1, dtype=torch.uint8)]))
+        self.register_buffer("packed", self.codec.row_buffer(packed))
         self.register_buffer("scales", scales.to(torch.float32).reshape(groups).contiguous())
 
     def decode_codes(self, ids: torch.Tensor) -> torch.Tensor:
         """int32 codes [*ids.shape, dim] of the rows `ids`."""
-        flat = ids.reshape(-1).to(torch.int64)
-        dim, k = self.embedding_dim, self.wbits
-        per_byte = 5 if self.packing == "ternary-5" else 8 // math.gcd(8, k)  # codes per whole byte run
-        if dim % per_byte == 0:  # every row starts on a byte boundary: gather whole rows of bytes
-            row_bytes = dim // 5 if self.packing == "ternary-5" else dim * k // 8
-            rows = self.packed[: self.num_embeddings * row_bytes].view(self.num_embeddings, row_bytes)[flat]
-            rows = rows.to(torch.int32).unsqueeze(-1)
-            if self.packing == "binary-8":
-                codes = ((rows >> torch.arange(8, device=ids.device, dtype=torch.int32)) & 1) * 2 - 1
-            elif self.packing == "ternary-5":
-                pow3 = torch.tensor([1, 3, 9, 27, 81], dtype=torch.int32, device=ids.device)
-                codes = (rows // pow3) % 3 - 1
-            else:
-                bits = (rows >> torch.arange(8, device=ids.device, dtype=torch.int32)) & 1
-                bits = bits.reshape(len(flat), dim, k) << torch.arange(k, device=ids.device, dtype=torch.int32)
-                codes = bits.sum(-1, dtype=torch.int32) - 2 ** (k - 1)
-            return codes.reshape(*ids.shape, dim)
-        # rows start mid-byte: address each code by its element index
-        elem = flat.unsqueeze(1) * dim + torch.arange(dim, device=ids.device)
-        if self.packing == "binary-8":
-            byte = self.packed[elem >> 3].to(torch.int32)
-            codes = ((byte >> (elem & 7).to(torch.int32)) & 1) * 2 - 1
-        elif self.packing == "ternary-5":
-            byte = self.packed[elem // 5].to(torch.int32)
-            pow3 = torch.tensor([1, 3, 9, 27, 81], dtype=torch.int32, device=ids.device)
-            codes = (byte // pow3[elem % 5]) % 3 - 1
-        else:  # uint-k: a code's k bits start at bit elem*k and span at most two bytes
-            start = elem * k
-            lo = self.packed[start >> 3].to(torch.int32)
-            hi = self.packed[(start >> 3) + 1].to(torch.int32)
-            codes = (((lo | (hi << 8)) >> (start & 7).to(torch.int32)) & (2**k - 1)) - 2 ** (k - 1)
-        return codes.reshape(*ids.shape, dim)
+        return self.codec.decode_rows(self.packed, ids, (self.num_embeddings, self.embedding_dim), self.groups)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         scale = self.scales[torch.div(ids, self.rows_per_group, rounding_mode="floor")]
@@ -157,7 +124,7 @@ class PackedEmbedding(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"{self.num_embeddings}, {self.embedding_dim}, wbits={self.wbits}, method={self.method}, "
-                f"packing={self.packing}")
+                f"packing={self.codec.packing}")
 
 
 INT_MODULES = (IntLinear, PackedEmbedding)
@@ -165,11 +132,6 @@ INT_MODULES = (IntLinear, PackedEmbedding)
 
 # -----------------------------------------------------------------------------
 # loading a .xtc file into the integer model
-
-
-def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, new)
 
 
 def _non_persistent_buffer(name: str, meta: torch.Tensor) -> torch.Tensor:
@@ -192,118 +154,58 @@ def load_int_model(path: str, device: str | torch.device | None = None, with_tok
     """
     path = os.fspath(path)
     manifest, members = read_verified(path)
-    bad = lambda why: PackedFormatError(f"{path}: {why}")  # noqa: E731
-    try:
-        raw = st_load(members[WEIGHTS])
-    except Exception as e:  # safetensors raises its own error type for a bad header
-        raise bad(f"{WEIGHTS} is not a valid safetensors file: {e}") from e
-
+    stored = read_tensors(path, manifest, members)
     model = build_model(path, manifest, members, meta=True)  # shapes only: no fp32 weight is allocated
-    wrappers = dict(quantized_modules(model))
+    check_fits(path, manifest, stored, model)
+    _swap_in_integer_modules(model, stored)
+    _fill_from_file(path, model, stored)
+    _share_qkv_input_memos(model)
+    model.requires_grad_(False)
+    model.eval()
+    if device is not None:
+        model.to(device)
+    return model, (unpack_tokenizer(path, members) if with_tokenizer else None)
 
-    entries = {}
-    for e in manifest["tensors"]:
-        if not isinstance(e, dict) or "name" not in e:
-            raise bad(f"malformed tensor entry {e!r}")
-        entries[e["name"]] = e
-    own = {**dict(model.named_parameters()), **{n: b for n, b in model.named_buffers()}}
-    persistent = set(model.state_dict())
-    if set(entries) != persistent:
-        diff = sorted(set(entries) ^ persistent)
-        raise bad(f"tensor names do not match {manifest['model_class']} built from config.json: {diff[:5]}")
 
-    used: set[str] = set()
-
-    def fp_tensor(name: str) -> torch.Tensor:
-        e = entries[name]
-        if e.get("scheme") != "none":
-            raise bad(f"tensor {name} is stored quantized but the quant spec keeps it full precision")
-        t = raw.get(e["key"])
-        if t is None or tuple(t.shape) != tuple(own[name].shape):
-            raise bad(f"tensor {name}: expected shape {list(own[name].shape)} in {WEIGHTS}, got "
-                      f"{None if t is None else list(t.shape)}")
-        used.add(e["key"])
-        return t
-
-    def packed_tensor(name: str, m) -> tuple[torch.Tensor, torch.Tensor]:
-        e = entries[name]
-        try:
-            bits, groups, method = int(e["bits"]), int(e["groups"]), e["method"]
-            if (bits, groups, method) != (m.wbits, m.groups, m.method):
-                raise bad(f"tensor {name}: stored as bits={bits} groups={groups} method={method}, the quant "
-                          f"spec says bits={m.wbits} groups={m.groups} method={m.method}")
-            if e["packing"] != packing_of(bits, method) or e["scheme"] != scheme_of(bits, method):
-                raise bad(f"tensor {name}: packing {e['packing']!r} does not fit bits={bits} method={method}")
-            shape = tuple(int(s) for s in e["shape"])
-            if shape != tuple(own[name].shape):
-                raise bad(f"tensor {name}: shape {list(shape)} in file, model expects {list(own[name].shape)}")
-            if groups < 1 or shape[0] % groups:
-                raise bad(f"tensor {name}: {groups} groups do not divide shape {list(shape)}")
-            packed, scales = raw.get(e["key"]), raw.get(e["scales_key"])
-            nbytes = min_weight_bytes(math.prod(shape), bits, method)
-            if packed is None or packed.dtype != torch.uint8 or tuple(packed.shape) != (nbytes,):
-                raise bad(f"tensor {name}: packed data should be uint8 [{nbytes}], got "
-                          f"{None if packed is None else (packed.dtype, list(packed.shape))}")
-            if scales is None or scales.dtype != torch.float32 or tuple(scales.shape) != (groups,):
-                raise bad(f"tensor {name}: scales should be float32 [{groups}], got "
-                          f"{None if scales is None else (scales.dtype, list(scales.shape))}")
-            if packed.numel() and method == "xtc" and bits == 2 and int(packed.max()) > 242:
-                raise bad(f"tensor {name}: a ternary byte above 242 cannot hold 5 trits (corrupted data)")
-        except PackedFormatError:
-            raise
-        except (KeyError, TypeError, ValueError) as err:
-            raise bad(f"tensor entry {name} is invalid: {err}") from err
-        used.update((e["key"], e["scales_key"]))
-        return packed, scales
-
-    replaced = set()
-    for name, m in wrappers.items():
-        wkey = f"{name}.weight"
+def _swap_in_integer_modules(model: nn.Module, stored: dict[str, StoredTensor]) -> None:
+    """Each quantized word embedding -> PackedEmbedding, each quantized Linear with <= 8-bit activations ->
+    IntLinear, straight from the file's codes; other wrappers stay (filled by _fill_from_file)."""
+    for name, m in list(quantized_modules(model)):
         if m.wbits == 32:
-            continue  # fp32 weight (e.g. only activations quantized): stays a QuantLinear, filled below
-        packed, scales = packed_tensor(wkey, m)
+            continue  # fp32 weight (e.g. only activations quantized): stays a QuantLinear
+        w = stored[f"{name}.weight"]
         if isinstance(m, QuantEmbedding):
-            new = PackedEmbedding(packed, scales, m.num_embeddings, m.embedding_dim, m.wbits, m.groups, m.method)
-            replaced.add(wkey)
+            new = PackedEmbedding(w.data, w.scales, m.num_embeddings, m.embedding_dim, m.wbits, m.groups, m.method)
         elif isinstance(m, QuantLinear) and m.abits <= 8:
-            codes = unpack_codes(packed, m.out_features * m.in_features, m.wbits, m.method)
-            bias = fp_tensor(f"{name}.bias") if m.bias is not None else None
-            new = IntLinear(codes.reshape(m.out_features, m.in_features), scales, bias, m.wbits, m.abits,
-                            m.groups, m.method, m.act_per_token)
-            replaced.update((wkey, f"{name}.bias"))
+            bias = stored[f"{name}.bias"].values() if m.bias is not None else None
+            new = IntLinear(w.codes, w.scales, bias, m.wbits, m.abits, m.groups, m.method, m.act_per_token)
         else:  # weights quantized, activations fp32: a float product of the dequantized codes
+            m.frozen = True  # its weight will hold dequantized codes: use as is
             continue
-        _set_submodule(model, name, new)
+        replace_submodule(model, name, new)
 
-    # everything still on the meta device comes from the file (fp32) or is a known non-persistent buffer
-    fill = {}
+
+def _fill_from_file(path: str, model: nn.Module, stored: dict[str, StoredTensor]) -> None:
+    """Every tensor still on the meta device: its values from the file (dequantized for a kept wrapper), or a
+    known non-persistent buffer."""
     for name, t in list(model.named_parameters()) + list(model.named_buffers()):
         if not t.is_meta:
             continue
-        if name in persistent:
-            e = entries[name]
-            if e.get("scheme") != "none":  # a kept QuantLinear/QuantEmbedding with quantized weight
-                from .quant import dequantize_codes
-
-                m = wrappers[name.rpartition(".")[0]]
-                packed, scales = packed_tensor(name, m)
-                codes = unpack_codes(packed, t.numel(), m.wbits, m.method).reshape(t.shape)
-                fill[name] = dequantize_codes(codes, scales, m.wbits, m.groups, m.method)
-            else:
-                fill[name] = fp_tensor(name)
-        else:
-            fill[name] = _non_persistent_buffer(name, t)
-    for name, value in fill.items():
+        value = stored[name].values() if name in stored else _non_persistent_buffer(name, t)
         mod_name, _, leaf = name.rpartition(".")
-        mod = model.get_submodule(mod_name) if mod_name else model
+        mod = model.get_submodule(mod_name)
         if leaf in mod._parameters:
             mod._parameters[leaf] = nn.Parameter(value, requires_grad=False)
         else:
             mod._buffers[leaf] = value
-    for name, m in wrappers.items():
-        if not isinstance(model.get_submodule(name), INT_MODULES) and m.wbits < 32:
-            m.frozen = True  # weight holds dequantized codes: use as is
-    qkv_of: dict[str, list[IntLinear]] = {}  # query/key/value of one attention block read the same input
+    left = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
+    if left:
+        raise PackedFormatError(f"{path}: tensors {left[:5]} were not filled from the file")
+
+
+def _share_qkv_input_memos(model: nn.Module) -> None:
+    """Query, key and value of one attention block read the same input: one _InputMemo for the three."""
+    qkv_of: dict[str, list[IntLinear]] = {}
     for name, m in model.named_modules():
         if isinstance(m, IntLinear) and role_of(name) in ("query", "key", "value"):
             qkv_of.setdefault(name.rpartition(".")[0], []).append(m)
@@ -312,17 +214,6 @@ def load_int_model(path: str, device: str | torch.device | None = None, with_tok
             memo = _InputMemo()
             for m in qkv:
                 m.input_memo = memo
-    extra = set(raw) - used
-    if extra:
-        raise bad(f"{WEIGHTS} holds tensors the manifest does not describe: {sorted(extra)[:5]}")
-    left = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
-    if left:
-        raise bad(f"tensors {left[:5]} were not filled from the file")
-    model.requires_grad_(False)
-    model.eval()
-    if device is not None:
-        model.to(device)
-    return model, (unpack_tokenizer(path, members) if with_tokenizer else None)
 
 
 def int_modules(model: nn.Module):

@@ -15,28 +15,24 @@ Format `xtc-packed`, version 1: one ZIP file with these members
   config.json          (deflated) the model config (includes xtc_quant)
   tokenizer/<file>     (deflated) whatever tokenizer.save_pretrained wrote; optional
 
-Packings (all little-endian within a byte, element i of the flattened tensor first):
-  "binary-8"   codes {-1,+1}: bit = (code > 0), 8 per byte, LSB first    -> ceil(n/8) bytes
-  "ternary-5"  codes {-1,0,1}: t = code+1, byte = sum t_j 3^j over 5 trits -> ceil(n/5) bytes (max 242)
-  "uint-k"     k-bit codes: u = code + 2^(k-1) in [0, 2^k), dense bitstream,
-               bit j of u at stream position i*k + j, LSB first            -> ceil(n*k/8) bytes
-Tail padding is zero. A tensor's values are dequantize_codes(unpack(...), scales), which equals the
-fake-quant forward of the model it was exported from bit for bit.
+The packings ("binary-8", "ternary-5", "uint-k") are the codecs' (xtc.codec, which documents each). A
+tensor's values are dequantize_codes(unpack(...), scales), which equals the fake-quant forward of the model it
+was exported from bit for bit.
 """
 from __future__ import annotations
 
-import hashlib
 import contextlib
+import functools
+import hashlib
 import json
 import math
 import os
-import re
 import struct
 import tempfile
 import zipfile
 import zlib
+from dataclasses import dataclass
 
-import numpy as np
 import torch
 import transformers
 from safetensors.torch import load as st_load
@@ -44,9 +40,10 @@ from safetensors.torch import save as st_save
 
 from . import __version__
 from .checkpoint import check_out_file
+from .codec import Binary, Codec, Ternary, UintK, codec_for
 from .files import atomic_write, exclusive_writer
-from .quant import (QuantLinear, QuantSpec, apply_quantization, dequantize_codes, min_weight_bytes,
-                    quantize_weight_codes, quantized_modules, role_of, scheme_of, size_summary)
+from .quant import (QuantLinear, QuantSpec, apply_quantization, quantize_weight_codes, quantized_modules,
+                    role_of, size_summary)
 
 FORMAT = "xtc-packed"
 VERSION = 1
@@ -61,107 +58,56 @@ class PackedFormatError(ValueError):
 
 
 # -----------------------------------------------------------------------------
-# packing of int8 code tensors (any shape; flattened row-major)
+# packing of int8 code tensors (any shape; flattened row-major): the codecs', by (bits, method) or by name
 
 
-def _np_codes(codes) -> np.ndarray:
-    if isinstance(codes, torch.Tensor):
-        codes = codes.detach().cpu().numpy()
-    return np.ascontiguousarray(codes).reshape(-1).astype(np.int16)  # int16: room for offsets
+def _codec(bits: int, method: str) -> Codec:
+    codec = codec_for(bits, method)
+    if codec is None:
+        raise ValueError("32-bit weights have no codes")
+    return codec
 
 
-def _check_len(data: np.ndarray, expected: int, what: str) -> None:
-    if data.size != expected:
-        raise ValueError(f"{what}: expected {expected} packed bytes, got {data.size}")
+def pack_codes(codes: torch.Tensor, bits: int, method: str, groups: int = 1) -> torch.Tensor:
+    """Pack with the packing that (bits, method) uses in the artifact."""
+    return _codec(bits, method).pack(codes, groups)
 
 
-def _np_bytes(data) -> np.ndarray:
-    if isinstance(data, torch.Tensor):
-        data = data.detach().cpu().numpy()
-    return np.ascontiguousarray(data).reshape(-1).astype(np.uint8, copy=False)
+def unpack_codes(data, numel: int, bits: int, method: str, groups: int = 1) -> torch.Tensor:
+    return _codec(bits, method).unpack(data, numel, groups)
 
 
 def pack_binary(codes) -> torch.Tensor:
     """{-1,+1} codes -> uint8, 8 per byte, LSB first."""
-    c = _np_codes(codes)
-    if c.size and not np.all((c == 1) | (c == -1)):
-        raise ValueError("pack_binary expects codes in {-1, +1}")
-    return torch.from_numpy(np.packbits(c > 0, bitorder="little"))
+    return Binary().pack(codes, 1)
 
 
 def unpack_binary(data, numel: int) -> torch.Tensor:
-    d = _np_bytes(data)
-    _check_len(d, math.ceil(numel / 8), "unpack_binary")
-    bits = np.unpackbits(d, count=numel, bitorder="little").astype(np.int8)
-    return torch.from_numpy(bits * 2 - 1)
-
-
-_POW3 = 3 ** np.arange(5, dtype=np.int16)
+    return Binary().unpack(data, numel, 1)
 
 
 def pack_ternary(codes) -> torch.Tensor:
     """{-1,0,1} codes -> uint8, 5 base-3 digits per byte (3^5 = 243 <= 256), first digit lowest."""
-    c = _np_codes(codes)
-    if c.size and (c.min() < -1 or c.max() > 1):
-        raise ValueError("pack_ternary expects codes in {-1, 0, 1}")
-    t = np.zeros(math.ceil(c.size / 5) * 5, dtype=np.int16)
-    t[: c.size] = c + 1
-    return torch.from_numpy((t.reshape(-1, 5) @ _POW3).astype(np.uint8))
+    return Ternary().pack(codes, 1)
 
 
 def unpack_ternary(data, numel: int) -> torch.Tensor:
-    d = _np_bytes(data)
-    _check_len(d, math.ceil(numel / 5), "unpack_ternary")
-    if d.size and d.max() > 242:
-        raise ValueError("unpack_ternary: byte value > 242 cannot hold 5 trits (corrupted data)")
-    trits = (d.astype(np.int16)[:, None] // _POW3) % 3
-    return torch.from_numpy((trits.reshape(-1)[:numel] - 1).astype(np.int8))
+    return Ternary().unpack(data, numel, 1)
+
+
+def _uint(bits: int, who: str) -> UintK:
+    if not 1 <= bits <= 8:
+        raise ValueError(f"{who}: bits must be 1..8, got {bits}")
+    return UintK(bits)
 
 
 def pack_uint(codes, bits: int) -> torch.Tensor:
     """Signed k-bit codes in [-2^(k-1), 2^(k-1)) -> dense little-endian bitstream of ceil(n*k/8) bytes."""
-    if not 1 <= bits <= 8:
-        raise ValueError(f"pack_uint: bits must be 1..8, got {bits}")
-    c = _np_codes(codes)
-    lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
-    if c.size and (c.min() < lo or c.max() > hi):
-        raise ValueError(f"pack_uint expects {bits}-bit codes in [{lo}, {hi}]")
-    u = (c + 2 ** (bits - 1)).astype(np.uint8)
-    stream = (u[:, None] >> np.arange(bits, dtype=np.uint8)) & 1  # [n, k], bit j of element i
-    return torch.from_numpy(np.packbits(stream.reshape(-1), bitorder="little"))
+    return _uint(bits, "pack_uint").pack(codes, 1)
 
 
 def unpack_uint(data, numel: int, bits: int) -> torch.Tensor:
-    if not 1 <= bits <= 8:
-        raise ValueError(f"unpack_uint: bits must be 1..8, got {bits}")
-    d = _np_bytes(data)
-    _check_len(d, math.ceil(numel * bits / 8), "unpack_uint")
-    stream = np.unpackbits(d, count=numel * bits, bitorder="little").reshape(numel, bits)
-    u = (stream.astype(np.int16) << np.arange(bits, dtype=np.int16)).sum(axis=1)
-    return torch.from_numpy((u - 2 ** (bits - 1)).astype(np.int8))
-
-
-def _packing(bits: int, method: str) -> str:
-    return {"binary": "binary-8", "ternary": "ternary-5", "uniform": f"uint-{bits}"}[scheme_of(bits, method)]
-
-
-def pack_codes(codes: torch.Tensor, bits: int, method: str) -> torch.Tensor:
-    """Pack with the packing that (bits, method) uses in the artifact."""
-    p = _packing(bits, method)
-    if p == "binary-8":
-        return pack_binary(codes)
-    if p == "ternary-5":
-        return pack_ternary(codes)
-    return pack_uint(codes, bits)
-
-
-def unpack_codes(data, numel: int, bits: int, method: str) -> torch.Tensor:
-    p = _packing(bits, method)
-    if p == "binary-8":
-        return unpack_binary(data, numel)
-    if p == "ternary-5":
-        return unpack_ternary(data, numel)
-    return unpack_uint(data, numel, bits)
+    return _uint(bits, "unpack_uint").unpack(data, numel, 1)
 
 
 # -----------------------------------------------------------------------------
@@ -204,37 +150,8 @@ def export_packed(model, tokenizer, out_path: str, overwrite: bool = False) -> d
     """
     out_path = os.fspath(out_path)
     check_out_file(out_path)
-    qparams = _quant_params(model)
-    frozen = [k for k, m in qparams.items() if m.frozen]
-    if frozen:
-        # re-quantizing already-quantized values is not guaranteed to give the same codes
-        raise ValueError(f"{frozen[0]} is frozen (loaded from a packed file); copy that .xtc file "
-                         f"instead of re-exporting it")
-    qd = getattr(model.config, "xtc_quant", None)
-    spec = QuantSpec.from_dict(qd) if qd is not None else QuantSpec()
-    if qparams and qd is None:
-        raise ValueError("model has quant wrappers but no config.xtc_quant; use apply_quantization")
-
-    tensors, entries = {}, []
-    for key, t in model.state_dict().items():
-        role = role_of(key.rpartition(".")[0])
-        if key in qparams:
-            m = qparams[key]
-            codes, scales = quantize_weight_codes(t, m.wbits, m.groups, m.method)
-            tensors[f"{key}.packed"] = pack_codes(codes, m.wbits, m.method)
-            tensors[f"{key}.scales"] = scales.to(torch.float32).contiguous()
-            entries.append({"name": key, "shape": list(t.shape), "dtype": "float32", "role": role,
-                            "bits": m.wbits, "method": m.method, "groups": m.groups,
-                            "scheme": scheme_of(m.wbits, m.method), "packing": _packing(m.wbits, m.method),
-                            "key": f"{key}.packed", "scales_key": f"{key}.scales", "scale_dtype": "float32"})
-        else:
-            t = t.detach().cpu()
-            if t.is_floating_point():
-                t = t.to(torch.float32)
-            tensors[key] = t.contiguous().clone()  # clone: safetensors refuses shared storage
-            entries.append({"name": key, "shape": list(t.shape), "dtype": str(t.dtype).replace("torch.", ""),
-                            "role": role, "bits": 32, "method": None, "groups": None, "scheme": "none",
-                            "packing": "none", "key": key, "scales_key": None, "scale_dtype": None})
+    spec = _exportable_spec(model)
+    tensors, entries = _packed_state(model)
     members = {
         WEIGHTS: st_save(tensors, metadata={"format": "pt"}),  # one key: safetensors orders metadata randomly
         CONFIG: model.config.to_json_string().encode("utf-8"),
@@ -246,7 +163,55 @@ def export_packed(model, tokenizer, out_path: str, overwrite: bool = False) -> d
         "members": {n: {"sha256": _sha256(b), "bytes": len(b)} for n, b in members.items()},
         "tensors": entries,
     }
+    _write_archive(out_path, manifest, members, overwrite)
+    return size_report(out_path)
 
+
+def _exportable_spec(model) -> QuantSpec:
+    """The model's quant spec, after checking that its quantized weights are latent fp32 ones."""
+    qparams = _quant_params(model)
+    frozen = [k for k, m in qparams.items() if m.frozen]
+    if frozen:
+        # re-quantizing already-quantized values is not guaranteed to give the same codes
+        raise ValueError(f"{frozen[0]} is frozen (loaded from a packed file); copy that .xtc file "
+                         f"instead of re-exporting it")
+    qd = getattr(model.config, "xtc_quant", None)
+    if qparams and qd is None:
+        raise ValueError("model has quant wrappers but no config.xtc_quant; use apply_quantization")
+    return QuantSpec.from_dict(qd) if qd is not None else QuantSpec()
+
+
+def _packed_state(model) -> tuple[dict[str, torch.Tensor], list[dict]]:
+    """(the weights member's tensors, the manifest's tensor entries), one per state_dict tensor, in order."""
+    qparams = _quant_params(model)
+    tensors, entries = {}, []
+    for key, t in model.state_dict().items():
+        entry = {"name": key, "shape": list(t.shape), "role": role_of(key.rpartition(".")[0])}
+        if key in qparams:
+            m = qparams[key]
+            codec = codec_for(m.wbits, m.method)
+            codes, scales = quantize_weight_codes(t, m.wbits, m.groups, m.method)
+            tensors[f"{key}.packed"] = codec.pack(codes, m.groups)
+            tensors[f"{key}.scales"] = scales.to(torch.float32).contiguous()
+            entry.update(dtype="float32", bits=m.wbits, method=m.method, groups=m.groups, scheme=codec.scheme,
+                         packing=codec.packing, key=f"{key}.packed", scales_key=f"{key}.scales",
+                         scale_dtype="float32")
+        else:
+            t = t.detach().cpu()
+            if t.is_floating_point():
+                t = t.to(torch.float32)
+            tensors[key] = t.contiguous().clone()  # clone: safetensors refuses shared storage
+            entry.update(dtype=str(t.dtype).replace("torch.", ""), bits=32, method=None, groups=None,
+                         scheme="none", packing="none", key=key, scales_key=None, scale_dtype=None)
+        entries.append({k: entry[k] for k in _ENTRY_FIELDS})
+    return tensors, entries
+
+
+_ENTRY_FIELDS = ("name", "shape", "dtype", "role", "bits", "method", "groups", "scheme", "packing", "key",
+                 "scales_key", "scale_dtype")  # the manifest's order
+
+
+def _write_archive(out_path: str, manifest: dict, members: dict[str, bytes], overwrite: bool) -> None:
     size = sum(len(b) for b in members.values())
     with exclusive_writer(out_path, "export"), \
             atomic_write(out_path, "wb", overwrite=overwrite, what="the packed model", size=size) as f:
@@ -256,7 +221,6 @@ def export_packed(model, tokenizer, out_path: str, overwrite: bool = False) -> d
                 # weights are already dense: deflate would only cost time
                 zi.compress_type = zipfile.ZIP_STORED if name == WEIGHTS else zipfile.ZIP_DEFLATED
                 zf.writestr(zi, data)
-    return size_report(out_path)
 
 
 # -----------------------------------------------------------------------------
@@ -276,8 +240,9 @@ def is_packed(path) -> bool:
         return False
 
 
-def _open_verified(path: str) -> tuple[dict, dict[str, bytes]]:
-    """Read a .xtc file, check manifest, member list, lengths and sha256. -> (manifest, members)."""
+def read_verified(path: str) -> tuple[dict, dict[str, bytes]]:
+    """Read a .xtc file, check manifest, member list, lengths and sha256 -> (manifest, {member name: bytes}).
+    Raises PackedFormatError for a truncated, corrupted or foreign file."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(path)
@@ -337,54 +302,102 @@ def _open_verified(path: str) -> tuple[dict, dict[str, bytes]]:
     return manifest, members
 
 
-def _load_tensors(path: str, manifest: dict, members: dict[str, bytes],
-                  codes_out: dict | None = None) -> dict[str, torch.Tensor]:
-    """Check the safetensors member against the manifest; -> state_dict of dequantized tensors (and, into
-    `codes_out`, each quantized tensor's (int8 codes, fp32 scales))."""
+@dataclass
+class StoredTensor:
+    """One tensor of a .xtc file, its manifest entry checked against the weights member: a full-precision
+    tensor (codec None: `data` is the tensor) or packed codes (`data` uint8) and fp32 scales [groups]."""
+    name: str
+    shape: tuple[int, ...]
+    data: torch.Tensor
+    codec: Codec | None = None
+    groups: int | None = None
+    scales: torch.Tensor | None = None
+
+    @functools.cached_property
+    def codes(self) -> torch.Tensor:
+        """int8 codes shaped like the tensor (unpacked once, when first asked for)."""
+        return self.codec.unpack(self.data, math.prod(self.shape), self.groups).reshape(self.shape)
+
+    def values(self) -> torch.Tensor:
+        """The tensor's values: the full-precision tensor, or codes * scales (dequantize_codes)."""
+        if self.codec is None:
+            return self.data
+        return self.codec.dequantize(self.codes.reshape(self.groups, -1), self.scales).reshape(self.shape)
+
+
+def read_tensors(path: str, manifest: dict, members: dict[str, bytes]) -> dict[str, StoredTensor]:
+    """The one validator of a file's tensor entries: each checked against the weights member (packing, bytes,
+    scales, groups), every stored tensor described -> {name: StoredTensor}, in manifest order."""
     bad = lambda why: PackedFormatError(f"{path}: {why}")  # noqa: E731
     try:
         raw = st_load(members[WEIGHTS])
     except Exception as e:  # safetensors raises its own error type for a bad header
         raise bad(f"{WEIGHTS} is not a valid safetensors file: {e}") from e
-    sd, used = {}, set()
+    stored, used = {}, set()
     for e in manifest["tensors"]:
         try:
-            name, shape, bits = e["name"], tuple(int(s) for s in e["shape"]), int(e["bits"])
-            numel = math.prod(shape)
-            if e["scheme"] == "none":
-                t = raw.get(e["key"])
-                if t is None or tuple(t.shape) != shape:
-                    raise bad(f"tensor {name}: expected shape {list(shape)} in {WEIGHTS}, got "
-                              f"{None if t is None else list(t.shape)}")
-                used.add(e["key"])
-                sd[name] = t
-                continue
-            groups, method = int(e["groups"]), e["method"]
-            if e["packing"] != _packing(bits, method) or e["scheme"] != scheme_of(bits, method):
-                raise bad(f"tensor {name}: packing {e['packing']!r} does not fit bits={bits} method={method}")
-            packed, scales = raw.get(e["key"]), raw.get(e["scales_key"])
-            nbytes = min_weight_bytes(numel, bits, method)  # the packings are exactly the minimum
-            if packed is None or packed.dtype != torch.uint8 or tuple(packed.shape) != (nbytes,):
-                raise bad(f"tensor {name}: packed data should be uint8 [{nbytes}], got "
-                          f"{None if packed is None else (packed.dtype, list(packed.shape))}")
-            if scales is None or scales.dtype != torch.float32 or tuple(scales.shape) != (groups,):
-                raise bad(f"tensor {name}: scales should be float32 [{groups}], got "
-                          f"{None if scales is None else (scales.dtype, list(scales.shape))}")
-            if groups < 1 or (shape[0] if shape else 1) % groups:
-                raise bad(f"tensor {name}: {groups} groups do not divide shape {list(shape)}")
-            codes = unpack_codes(packed, numel, bits, method).reshape(shape)
-            sd[name] = dequantize_codes(codes, scales, bits, groups, method)
-            if codes_out is not None:
-                codes_out[name] = (codes, scales)
-            used.update((e["key"], e["scales_key"]))
+            t = _stored_tensor(bad, e, raw)
+            used.update(k for k in (e["key"], e["scales_key"]) if k is not None)
         except PackedFormatError:
             raise
         except (KeyError, TypeError, ValueError) as err:
             raise bad(f"tensor entry {e.get('name') if isinstance(e, dict) else e!r} is invalid: {err}") from err
+        stored[t.name] = t
     extra = set(raw) - used
     if extra:
         raise bad(f"{WEIGHTS} holds tensors the manifest does not describe: {sorted(extra)[:5]}")
-    return sd
+    return stored
+
+
+def _stored_tensor(bad, e: dict, raw: dict[str, torch.Tensor]) -> StoredTensor:
+    name, shape, bits = e["name"], tuple(int(s) for s in e["shape"]), int(e["bits"])
+    if e["scheme"] == "none":
+        t = raw.get(e["key"])
+        if t is None or tuple(t.shape) != shape:
+            raise bad(f"tensor {name}: expected shape {list(shape)} in {WEIGHTS}, got "
+                      f"{None if t is None else list(t.shape)}")
+        return StoredTensor(name, shape, t)
+    groups, method = int(e["groups"]), e["method"]
+    codec = codec_for(bits, method)
+    if codec is None or (e["packing"], e["scheme"]) != (codec.packing, codec.scheme):
+        raise bad(f"tensor {name}: packing {e['packing']!r} does not fit bits={bits} method={method}")
+    packed, scales = raw.get(e["key"]), raw.get(e["scales_key"])
+    nbytes = codec.nbytes(math.prod(shape), groups)  # the packings are exactly the minimum
+    if packed is None or packed.dtype != torch.uint8 or tuple(packed.shape) != (nbytes,):
+        raise bad(f"tensor {name}: packed data should be uint8 [{nbytes}], got "
+                  f"{None if packed is None else (packed.dtype, list(packed.shape))}")
+    if scales is None or scales.dtype != torch.float32 or tuple(scales.shape) != (groups,):
+        raise bad(f"tensor {name}: scales should be float32 [{groups}], got "
+                  f"{None if scales is None else (scales.dtype, list(scales.shape))}")
+    if groups < 1 or (shape[0] if shape else 1) % groups:
+        raise bad(f"tensor {name}: {groups} groups do not divide shape {list(shape)}")
+    why = codec.corruption(packed)
+    if why:
+        raise bad(f"tensor {name}: {why}")
+    return StoredTensor(name, shape, packed, codec, groups, scales)
+
+
+def check_fits(path: str, manifest: dict, stored: dict[str, StoredTensor], model) -> None:
+    """The file's tensors against the model its config and quant spec build: the same quantized tensors at the
+    same (bits, groups, method), the same names, the same shapes."""
+    bad = lambda why: PackedFormatError(f"{path}: {why}")  # noqa: E731
+    qparams = _quant_params(model)
+    qentries = {e["name"]: e for e in manifest["tensors"] if e["scheme"] != "none"}
+    if set(qentries) != set(qparams):
+        raise bad(f"quantized tensors in the file ({len(qentries)}) do not match the quant spec "
+                  f"({len(qparams)}): e.g. {sorted(set(qentries) ^ set(qparams))[:3]}")
+    for k, m in qparams.items():
+        e = qentries[k]
+        if (e["bits"], e["groups"], e["method"]) != (m.wbits, m.groups, m.method):
+            raise bad(f"tensor {k}: stored as bits={e['bits']} groups={e['groups']} method={e['method']}, "
+                      f"the quant spec says bits={m.wbits} groups={m.groups} method={m.method}")
+    own = model.state_dict()
+    if set(own) != set(stored):
+        diff = sorted(set(own) ^ set(stored))
+        raise bad(f"tensor names do not match {manifest['model_class']} built from config.json: {diff[:5]}")
+    for k, t in own.items():
+        if tuple(t.shape) != stored[k].shape:
+            raise bad(f"tensor {k}: shape {list(stored[k].shape)} in file, model expects {list(t.shape)}")
 
 
 def build_model(path: str, manifest: dict, members: dict[str, bytes], meta: bool = False):
@@ -408,36 +421,16 @@ def build_model(path: str, manifest: dict, members: dict[str, bytes], meta: bool
 def load_packed(path: str):
     """Verify and load a .xtc file -> (model in eval mode with frozen quantized weights, tokenizer or None)."""
     path = os.fspath(path)
-    manifest, members = _open_verified(path)
-    codes = {}
-    sd = _load_tensors(path, manifest, members, codes)
+    manifest, members = read_verified(path)
+    stored = read_tensors(path, manifest, members)
     model = build_model(path, manifest, members)
-    bad = lambda why: PackedFormatError(f"{path}: {why}")  # noqa: E731
-
-    qparams = _quant_params(model)
-    qentries = {e["name"]: e for e in manifest["tensors"] if e["scheme"] != "none"}
-    if set(qentries) != set(qparams):
-        raise bad(f"quantized tensors in the file ({len(qentries)}) do not match the quant spec "
-                  f"({len(qparams)}): e.g. {sorted(set(qentries) ^ set(qparams))[:3]}")
-    for k, m in qparams.items():
-        e = qentries[k]
-        if (e["bits"], e["groups"], e["method"]) != (m.wbits, m.groups, m.method):
-            raise bad(f"tensor {k}: stored as bits={e['bits']} groups={e['groups']} method={e['method']}, "
-                      f"the quant spec says bits={m.wbits} groups={m.groups} method={m.method}")
-    own = model.state_dict()
-    if set(own) != set(sd):
-        diff = sorted(set(own) ^ set(sd))
-        raise bad(f"tensor names do not match {manifest['model_class']} built from config.json: {diff[:5]}")
-    for k, t in own.items():
-        if t.shape != sd[k].shape:
-            raise bad(f"tensor {k}: shape {list(sd[k].shape)} in file, model expects {list(t.shape)}")
-    model.load_state_dict(sd)  # strict: the names were compared above
-    for k, m in qparams.items():
+    check_fits(path, manifest, stored, model)
+    model.load_state_dict({k: t.values() for k, t in stored.items()})  # strict: the names were compared
+    for k, m in _quant_params(model).items():
         m.frozen = True  # the weight now holds dequantized codes: use as is
         if isinstance(m, QuantLinear):  # integer evaluation uses the file's codes (QuantLinear.integer_eval)
-            m.set_codes(*codes[k])
+            m.set_codes(stored[k].codes, stored[k].scales)
     model.eval()
-
     return model, unpack_tokenizer(path, members)
 
 
@@ -475,7 +468,7 @@ def size_report(path_or_model, teacher_fp32_bytes: int | None = None) -> dict:
             export_packed(path_or_model, None, p)
             return size_report(p, teacher_fp32_bytes)
     path = os.fspath(path_or_model)
-    manifest, members = _open_verified(path)
+    manifest, members = read_verified(path)
     # BERT's state_dict holds parameters only, so this counts what model_size() counts
     size = size_summary((math.prod(e["shape"]), e["role"], e["bits"], e["method"],
                          e["groups"]) for e in manifest["tensors"])
@@ -504,18 +497,3 @@ def size_report(path_or_model, teacher_fp32_bytes: int | None = None) -> dict:
         rep["ratio_to_teacher"] = teacher_fp32_bytes / weights_bytes
         rep["ratio_to_teacher_file"] = teacher_fp32_bytes / file_bytes
     return rep
-
-
-# -----------------------------------------------------------------------------
-# public read access for other loaders (xtc.infer reads codes without dequantizing them)
-
-
-def read_verified(path: str) -> tuple[dict, dict[str, bytes]]:
-    """Verify a .xtc file (manifest, member list, lengths, sha256) -> (manifest, {member name: bytes}).
-    Raises PackedFormatError for a truncated, corrupted or foreign file."""
-    return _open_verified(path)
-
-
-def packing_of(bits: int, method: str) -> str:
-    """The packing ("binary-8", "ternary-5" or "uint-k") that (bits, method) uses in the artifact."""
-    return _packing(bits, method)

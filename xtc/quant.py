@@ -12,39 +12,32 @@ state_dict keys stay exactly Hugging Face's and save_pretrained/from_pretrained 
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from xtc.arch import role_of  # noqa: F401  (the roles of each architecture's modules; re-exported)
-from xtc.config import METHODS, ROLES, QuantSpec  # noqa: F401  (ROLES: re-exported beside the wrappers)
+from xtc.codec import Codec, codec_for
+from xtc.config import ROLES, QuantSpec  # noqa: F401  (ROLES: re-exported beside the wrappers)
 
 ACT_CODE_BITS = range(2, 9)  # what quantize_activation's int8 arithmetic can compute (tests probe 4 bits)
 
 # -----------------------------------------------------------------------------
-# weight quantization: one code path (codes + scales) feeds both the fake-quant
-# forward and the packed export, so dequantize(codes) == quantize_weight bit-exactly.
+# weight quantization: the maths of each scheme is its codec's (xtc.codec); the fake-quant forward and the
+# packed export both ask it, so dequantize(codes) == quantize_weight bit-exactly.
 
 
 def scheme_of(bits: int, method: str = "xtc") -> str:
-    """Which quantizer a (bits, method) pair means: 'binary', 'ternary', 'uniform' or 'none'."""
-    if method not in METHODS:
-        raise ValueError(f"unknown quantization method {method!r}; use one of {METHODS}")
-    if bits == 32:
-        return "none"
-    if method == "xtc" and bits == 1:
-        return "binary"
-    if method == "xtc" and bits == 2:
-        return "ternary"
-    if 2 <= bits <= 8:
-        return "uniform"
-    ok = "1..8 or 32" if method == "xtc" else "2..8 or 32 (1-bit needs method='xtc')"
-    raise ValueError(f"unsupported weight bit-width {bits} for method {method!r}; use {ok}")
+    """Which quantizer a (bits, method) pair means: 'binary', 'ternary', 'uniform' or 'none' (its codec's name)."""
+    codec = codec_for(bits, method)
+    return "none" if codec is None else codec.scheme
 
 
-def _check_groups(w: torch.Tensor, groups: int) -> None:
+def _codec_and_groups(w: torch.Tensor, bits: int, groups: int, method: str):
+    """(the codec of (bits, method), w as fp32 [groups, -1]), after checking that the groups divide w's rows."""
+    codec = codec_for(bits, method)
+    if codec is None:
+        raise ValueError("32-bit weights have no codes")
     if groups < 1:
         raise ValueError(f"groups must be >= 1, got {groups}")
     rows = w.shape[0]  # a weight is a matrix (or a table): never 0-d
@@ -52,79 +45,39 @@ def _check_groups(w: torch.Tensor, groups: int) -> None:
         raise ValueError(
             f"groups={groups} does not divide the {rows} rows of a weight of shape {tuple(w.shape)}; "
             f"pick a number of groups that divides the output dimension")
+    return codec, w.detach().to(torch.float32).reshape(groups, -1)
 
 
-def _codes_and_scales(w: torch.Tensor, bits: int, groups: int, method: str):
-    """(int8 codes shaped like w, float32 scales [groups]). The one place that does the maths."""
-    scheme = scheme_of(bits, method)
-    if scheme == "none":
-        raise ValueError("32-bit weights have no codes")
-    _check_groups(w, groups)
-    wf = w.detach().to(torch.float32).reshape(groups, -1)
-    if scheme == "binary":
-        scale = wf.abs().mean(dim=1)
-        # not torch.sign: a zero weight must become +a so every value is exactly +-a
-        codes = torch.where(wf >= 0, 1, -1).to(torch.int8)
-    elif scheme == "ternary":
-        absw = wf.abs()
-        d = 0.7 * absw.mean(dim=1, keepdim=True)
-        pos, neg = wf > d, wf < -d
-        keep = pos | neg
-        # clamp(min=1): a group with nothing above d has sum 0, hence a = 0
-        scale = (absw * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1)
-        codes = pos.to(torch.int8) - neg.to(torch.int8)
-    else:
-        scale = 2 * wf.abs().amax(dim=1) / 2**bits
-        scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # all-zero group: q = 0 anyway
-        q = torch.round(wf / scale[:, None]).clamp(-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
-        codes = q.to(torch.int8)
-    return codes.reshape(w.shape), scale.contiguous()
+def quantize_weight_codes(w: torch.Tensor, bits: int, groups: int = 1, method: str = "xtc"):
+    """-> (int8 codes, same shape as w; float32 scales [groups]). Binary {-1,1}, ternary {-1,0,1}, uniform q."""
+    codec, wf = _codec_and_groups(w, bits, groups, method)
+    codes, scales = codec.quantize(wf)
+    return codes.reshape(w.shape), scales.contiguous()
 
 
 def dequantize_codes(codes: torch.Tensor, scales: torch.Tensor, bits: int, groups: int,
                      method: str = "xtc", dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """codes * per-group scale, shaped like codes. bits/method are checked, not needed for the maths."""
-    scheme_of(bits, method)
+    codec_for(bits, method)
     scales = scales.to(torch.float32).reshape(-1)
     if scales.numel() != groups:
         raise ValueError(f"expected {groups} scales, got {scales.numel()}")
-    out = codes.to(torch.float32).reshape(groups, -1) * scales[:, None]
-    return out.reshape(codes.shape).to(dtype)
+    return Codec.dequantize(codes.reshape(groups, -1), scales, dtype).reshape(codes.shape)
 
 
-def quantize_weight_codes(w: torch.Tensor, bits: int, groups: int = 1, method: str = "xtc"):
-    """-> (int8 codes, same shape as w; float32 scales [groups]). Binary {-1,1}, ternary {-1,0,1}, uniform q."""
-    return _codes_and_scales(w, bits, groups, method)
-
-
-def _fake_quant_values(w: torch.Tensor, bits: int, groups: int, method: str, dtype: torch.dtype) -> torch.Tensor:
-    """dequantize_codes(*_codes_and_scales(w, ...)) in `dtype`, the same numbers (tested bit for bit), computed
-    for the training forward without materialising integer codes: binary and ternary weights are one select
-    between +-a (and 0) per weight, written straight in the matmul's dtype (bf16 under autocast)."""
-    scheme = scheme_of(bits, method)
-    if scheme == "uniform":
-        codes, scales = _codes_and_scales(w, bits, groups, method)
-        return dequantize_codes(codes, scales, bits, groups, method, dtype=dtype)
-    _check_groups(w, groups)
-    wf = w.detach().to(torch.float32).reshape(groups, -1)
-    absw = wf.abs()
-    if scheme == "binary":
-        a = absw.mean(dim=1, keepdim=True).to(dtype)
-        out = torch.where(wf >= 0, a, -a)
-    else:  # ternary, as in _codes_and_scales
-        d = 0.7 * absw.mean(dim=1, keepdim=True)
-        pos, neg = wf > d, wf < -d
-        keep = pos | neg
-        a = ((absw * keep).sum(dim=1, keepdim=True) / keep.sum(dim=1, keepdim=True).clamp(min=1)).to(dtype)
-        out = torch.where(pos, a, torch.where(neg, -a, 0.0))  # a python 0.0 takes a's dtype
-    return out.reshape(w.shape)
+def fake_quant_values(w: torch.Tensor, bits: int, groups: int, method: str, dtype: torch.dtype) -> torch.Tensor:
+    """dequantize_codes(*quantize_weight_codes(w, ...)) in `dtype`, the same numbers (tested bit for bit), by
+    the codec's fake_quant (binary and ternary: without materialising integer codes). No gradient: see
+    quantize_weight."""
+    codec, wf = _codec_and_groups(w, bits, groups, method)
+    return codec.fake_quant(wf, dtype).reshape(w.shape)
 
 
 class _WeightSTE(torch.autograd.Function):
     # an autograd.Function rather than w + (wq - w).detach(): that trick is not bit-exact in fp32
     @staticmethod
     def forward(ctx, w, bits, groups, method, dtype):
-        return _fake_quant_values(w, bits, groups, method, dtype)
+        return fake_quant_values(w, bits, groups, method, dtype)
 
     @staticmethod
     def backward(ctx, grad):
@@ -153,12 +106,18 @@ def activation_scale(x: torch.Tensor, bits: int = 8, per_token: bool = True) -> 
     return torch.where(s > 0, s, torch.ones_like(s))
 
 
+def _activation_codes(x: torch.Tensor, bits: int, per_token: bool):
+    """(fp32 integer-valued q, fp32 scale) with q = clamp(round(x / s)): the one activation quantizer."""
+    s = activation_scale(x, bits, per_token)
+    # s is fp32, so the quotient is an fp32 temporary whatever x's dtype: rounded and clamped in place on it
+    q = torch.div(x, s).round_().clamp_(-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+    return q, s
+
+
 class _ActSTE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, bits, per_token):
-        s = activation_scale(x, bits, per_token)
-        # s is fp32, so the quotient is an fp32 temporary whatever x's dtype: rounded and clamped in place on it
-        q = torch.div(x, s).round_().clamp_(-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+        q, s = _activation_codes(x, bits, per_token)
         return q.mul_(s).to(x.dtype)
 
     @staticmethod
@@ -180,16 +139,10 @@ def quantize_activation(x: torch.Tensor, bits: int = 8, per_token: bool = True) 
 
 
 def quantize_tokens(x: torch.Tensor, bits: int, per_token: bool):
-    """-> (int8 q, fp32 scale [..., 1] per token or [1, 1] per tensor) with q * scale == the fake-quant of x.
-
-    The same expressions as activation_scale and _ActSTE.forward, so q is bit-identical.
-    """
-    xf = x.to(torch.float32)
-    m = xf.abs().amax(dim=-1, keepdim=True) if per_token else xf.abs().amax().reshape(1, 1)
-    s = 2 * m / 2**bits
-    s = torch.where(s > 0, s, torch.ones_like(s))
-    q = torch.round(xf / s).clamp(-(2 ** (bits - 1)), 2 ** (bits - 1) - 1).to(torch.int8)
-    return q, s
+    """-> (int8 q, fp32 scale [..., 1] per token or [1, 1] per tensor) with q * scale == the fake-quant of x
+    (the same quantizer, _activation_codes, so q is bit-identical)."""
+    q, s = _activation_codes(x, bits, per_token)
+    return q.to(torch.int8), (s if per_token else s.reshape(1, 1))
 
 
 def int8_route(device_type: str, m: int, k: int, n: int) -> str:
@@ -230,12 +183,6 @@ def integer_linear(q: torch.Tensor, s: torch.Tensor, codes_t: torch.Tensor, row_
     if bias is not None:
         y.add_(bias)
     return y
-
-
-# -----------------------------------------------------------------------------
-# -----------------------------------------------------------------------------
-# spec
-
 
 
 # -----------------------------------------------------------------------------
@@ -295,13 +242,20 @@ class QuantLinear(nn.Linear):
             q, s = quantize_tokens(x.reshape(-1, self.in_features), self.abits, self.act_per_token)
             y = integer_linear(q, s, codes_t, rows, self.bias)
             return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
-        x = quantize_activation(x, self.abits, self.act_per_token)  # 32 bits: x itself
-        w = self.weight
-        if not self.frozen:
-            dev = w.device.type
-            dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else None
-            w = quantize_weight(w, self.wbits, self.groups, self.method, dtype)
-        return F.linear(x, w, self.bias)
+        w = self.weight if self.frozen else self.fake_quant_weight(self.weight)
+        return F.linear(self.fake_quant_input(x), w, self.bias)
+
+    # the training forward's two quantizers, as methods a subclass may replace (bench/ab_step.py times the
+    # implementations they replaced that way)
+    def fake_quant_input(self, x: torch.Tensor) -> torch.Tensor:
+        """quantize_activation of the input (32 bits: x itself)."""
+        return quantize_activation(x, self.abits, self.act_per_token)
+
+    def fake_quant_weight(self, w: torch.Tensor) -> torch.Tensor:
+        """quantize_weight of the latent weight, in the matmul's dtype under autocast (which saves a cast)."""
+        dev = w.device.type
+        dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else None
+        return quantize_weight(w, self.wbits, self.groups, self.method, dtype)
 
     def extra_repr(self):
         return (f"{super().extra_repr()}, wbits={self.wbits}, abits={self.abits}, groups={self.groups}, "
@@ -358,7 +312,8 @@ def quantized_modules(model: nn.Module):
             yield name, m
 
 
-def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
+def replace_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Put `new` where the submodule `name` of model is."""
     parent, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent), child, new)  # get_submodule("") is the model itself
 
@@ -404,7 +359,7 @@ def apply_quantization(model: nn.Module, spec: QuantSpec | None = None) -> dict[
             new = QuantEmbedding.from_module(m, wbits=spec.emb_bits, method=spec.method)
         else:
             new = QuantLinear.from_module(m, spec.wbits, spec.abits, spec.groups, spec.method, spec.act_per_token)
-        _set_submodule(model, name, new)
+        replace_submodule(model, name, new)
         out[role].append(name)
     if hasattr(model, "config"):
         model.config.xtc_quant = spec.to_dict()
@@ -415,11 +370,11 @@ def apply_quantization(model: nn.Module, spec: QuantSpec | None = None) -> dict[
 # size accounting
 
 
-def min_weight_bytes(numel: int, bits: int, method: str = "xtc") -> int:
-    """Fewest bytes that hold numel codes: ternary at log2(3) bits (5 trits/byte), else ceil(n*bits/8)."""
-    if scheme_of(bits, method) == "ternary":
-        return math.ceil(numel / 5)
-    return math.ceil(numel * bits / 8)
+def min_weight_bytes(numel: int, bits: int, method: str = "xtc", groups: int = 1) -> int:
+    """Bytes of numel packed codes, as the codec packs them (ternary: 5 trits/byte; else ceil(n*bits/8));
+    32 bits: 4 per value."""
+    codec = codec_for(bits, method)
+    return 4 * numel if codec is None else codec.nbytes(numel, groups)
 
 
 def size_summary(tensors) -> dict:
@@ -434,7 +389,7 @@ def size_summary(tensors) -> dict:
         if bits < 32:
             role = role or "quantized"
             qparams += n
-            qbytes += min_weight_bytes(n, bits, method) + 4 * groups  # + fp32 scales
+            qbytes += min_weight_bytes(n, bits, method, groups) + 4 * groups  # + fp32 scales
         else:
             role = "full_precision"
             qbytes += 4 * n
