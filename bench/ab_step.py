@@ -23,35 +23,53 @@ import numpy as np
 import torch
 from common import emit, frozen_teacher, full_depth_cache, task_data, timed_step
 
-import xtc.quant as quant
-from xtc.distill import make_kd_loss
 from xtc.data import train_batches
-from xtc.distill import KDConfig
-from xtc.quant import QuantSpec, apply_quantization
+from xtc.distill import KDConfig, make_kd_loss
+from xtc.quant import (QuantLinear, QuantSpec, activation_scale, apply_quantization, dequantize_codes,
+                       quantize_weight_codes, quantized_modules)
 from xtc.train import make_optimizer, set_seed
 
-NEW_VALUES, NEW_ACT = quant._fake_quant_values, quant._ActSTE.forward
 
-
-def old_values(w, bits, groups, method, dtype):
+class _ReplacedWeightSTE(torch.autograd.Function):
     """The replaced weight path: int8 codes, dequantized in w's dtype (autocast then casts for the matmul)."""
-    codes, scales = quant._codes_and_scales(w, bits, groups, method)
-    return quant.dequantize_codes(codes, scales, bits, groups, method, dtype=w.dtype)
+    @staticmethod
+    def forward(ctx, w, bits, groups, method):
+        codes, scales = quantize_weight_codes(w, bits, groups, method)
+        return dequantize_codes(codes, scales, bits, groups, method, dtype=w.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None, None, None
 
 
-def old_act(ctx, x, bits, per_token):
+class _ReplacedActSTE(torch.autograd.Function):
     """The replaced activation quantizer (an fp32 copy of x for the scale, 6 passes for the values)."""
-    xf = x.detach().to(torch.float32)
-    m = xf.abs().amax(dim=-1, keepdim=True) if per_token else xf.abs().amax()
-    s = 2 * m / 2**bits
-    s = torch.where(s > 0, s, torch.ones_like(s))
-    q = torch.round(x.to(torch.float32) / s).clamp(-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
-    return (q * s).to(x.dtype)
+    @staticmethod
+    def forward(ctx, x, bits, per_token):
+        s = activation_scale(x.to(torch.float32), bits, per_token)
+        q = torch.round(x.to(torch.float32) / s).clamp(-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+        return (q * s).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None, None
 
 
-def use(fused_quant: bool) -> None:
-    quant._fake_quant_values = NEW_VALUES if fused_quant else old_values
-    quant._ActSTE.forward = staticmethod(NEW_ACT if fused_quant else old_act)
+class ReplacedQuantLinear(QuantLinear):
+    """QuantLinear with the two training-forward quantizers it had before the fused ones (its public
+    override points, fake_quant_input and fake_quant_weight)."""
+
+    def fake_quant_input(self, x):
+        return x if self.abits == 32 else _ReplacedActSTE.apply(x, self.abits, self.act_per_token)
+
+    def fake_quant_weight(self, w):
+        return _ReplacedWeightSTE.apply(w, self.wbits, self.groups, self.method)
+
+
+def use_replaced_quantizers(model) -> None:
+    for _, m in quantized_modules(model):
+        if type(m) is QuantLinear:
+            m.__class__ = ReplacedQuantLinear
 
 
 def main() -> None:
@@ -78,23 +96,22 @@ def main() -> None:
     for name, fq, fa in (("before", False, False), ("fused_quant", True, False), ("fused_adamw", False, True),
                          ("after", True, True)):
         m = copy.deepcopy(base)
+        if not fq:
+            use_replaced_quantizers(m)
         opt = make_optimizer(m, 5e-5, 0.01)
         if not fa:
             groups = [{"params": g["params"], "weight_decay": g["weight_decay"]} for g in opt.param_groups]
             opt = torch.optim.AdamW(groups, lr=5e-5, fused=False, foreach=False)  # same groups, per-tensor loop
-        variants[name] = (m, opt, fq)
+        variants[name] = (m, opt)
     batches = train_batches(data, 32, 0, 0)
     picks = random.Random(1).sample(range(len(batches)), min(a.rounds + 1, len(batches)))
-    for m, opt, fq in variants.values():  # warm-up
-        use(fq)
+    for m, opt in variants.values():  # warm-up
         timed_step(m, opt, loss_fn, data, batches[picks[0]], precision=a.precision)
     secs = {k: [] for k in variants}
     for r, i in enumerate(picks[1:]):
         for k in (list(variants) if r % 2 == 0 else list(variants)[::-1]):
-            m, opt, fq = variants[k]
-            use(fq)
+            m, opt = variants[k]
             secs[k].append(timed_step(m, opt, loss_fn, data, batches[i], precision=a.precision)[0])
-    use(True)
     before = np.array(secs["before"])
     out = {"task": task.name, "precision": a.precision, "rounds": len(picks) - 1, "torch_threads": torch.get_num_threads(),
            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "load_average_1min_at_end": os.getloadavg()[0],
