@@ -3,7 +3,9 @@
 A codec turns a weight into int8 codes and fp32 scales (one per group of rows), and the codes into bytes and
 back. Fake quantization (xtc.quant), export and loading of a `.xtc` file (xtc.pack) and integer inference
 (xtc.infer) all ask the codec of a (bits, method) pair, `codec_for(bits, method)`, and nothing else, so a new
-scheme is one new class registered in CODECS (and its tests).
+scheme is one new Codec subclass with its entry in CODECS, and its tests. (A scheme under a new method name is
+also a choice of the --quant-method setting: config.METHODS, which stays free of torch and so cannot read CODECS;
+tests/test_codec.py fails until the two agree.)
 
   scheme    codes                          maths (per group of rows, a = the group's scale)
   binary    {-1,+1}                        a = mean|W|, code = +1 if W >= 0 else -1

@@ -1,9 +1,7 @@
 """XTC weight/activation quantization for Hugging Face BERT, as drop-in module wrappers.
 
-Weights (per scale group, groups = contiguous blocks of rows):
-  1-bit  binary   W_q = a * s,  s = +1 if W >= 0 else -1,  a = mean|W|
-  2-bit  ternary  W_q = a * (1[W > d] - 1[W < -d]),  d = 0.7 * mean|W|,  a = mean of |W| over |W| > d
-  k-bit  uniform  s = 2 max|W| / 2^k,  W_q = s * clamp(round(W / s), -2^(k-1), 2^(k-1) - 1)
+Weights: integer codes times one scale per group of contiguous rows, by the codec of (bits, method): 1-bit
+binary, 2-bit ternary or k-bit uniform (xtc.codec has the maths and the packings).
 Activations: k-bit symmetric uniform with a dynamic scale, one per token (row of the last dim).
 Both use a straight-through estimator: the gradient reaches the latent fp32 weight unchanged.
 
@@ -330,6 +328,8 @@ def apply_quantization(model: nn.Module, spec: QuantSpec | None = None) -> dict[
             raise ValueError("no QuantSpec given and model.config has no xtc_quant")
         spec = QuantSpec.from_dict(d)
     spec.validate()
+    for bits in (spec.wbits, spec.emb_bits):
+        codec_for(bits, spec.method)  # the codec registry has the last word on the widths a method offers
     done = [n for n, _ in quantized_modules(model)]
     if done:
         raise ValueError(f"model is already quantized ({len(done)} wrappers, e.g. {done[0]!r}); "
