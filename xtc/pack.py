@@ -252,54 +252,68 @@ def read_verified(path: str) -> tuple[dict, dict[str, bytes]]:
     except _ZIP_ERRORS as e:
         raise bad(f"not a readable .xtc ZIP archive (truncated or corrupted?): {e}") from e
     with zf:
-        def read(name: str, expected_len: int | None = None) -> bytes:
-            try:
-                info = zf.getinfo(name)
-                if expected_len is not None and info.file_size != expected_len:
-                    raise bad(f"member {name} is {info.file_size} bytes, manifest says {expected_len}")
-                return zf.read(info)
-            except PackedFormatError:
-                raise
-            except _ZIP_ERRORS as e:
-                raise bad(f"cannot read member {name} (truncated or corrupted?): {e}") from e
-
-        try:
-            manifest = json.loads(read(MANIFEST).decode("utf-8"))
-        except (ValueError, UnicodeDecodeError) as e:
-            raise bad(f"{MANIFEST} is not valid JSON: {e}") from e
-        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-            raise bad(f"{MANIFEST} does not describe a {FORMAT!r} file")
-        if manifest.get("version") != VERSION:
-            raise bad(f"format version {manifest.get('version')!r} is not supported (this reader: {VERSION})")
-        try:
-            listed = dict(manifest["members"])
-            for k in ("tensors", "quant_spec", "model_class"):
-                manifest[k]
-        except (KeyError, TypeError, ValueError) as e:
-            raise bad(f"{MANIFEST} lacks a required field: {e}") from e
-        names = set(zf.namelist())
-        if len(names) != len(zf.namelist()):
-            raise bad("duplicate member names in the archive")
-        if names != set(listed) | {MANIFEST}:
-            missing, extra = set(listed) - names, names - set(listed) - {MANIFEST}
-            raise bad(f"archive members do not match the manifest (missing {sorted(missing)}, "
-                      f"unexpected {sorted(extra)})")
-        for need in (WEIGHTS, CONFIG):
-            if need not in listed:
-                raise bad(f"manifest lists no {need}")
-        members = {}
-        for name, meta in listed.items():
-            try:
-                n, digest = int(meta["bytes"]), str(meta["sha256"])
-            except (KeyError, TypeError, ValueError) as e:
-                raise bad(f"manifest entry for {name} is malformed: {e}") from e
-            data = read(name, n)
-            if len(data) != n:
-                raise bad(f"member {name} is {len(data)} bytes, manifest says {n} (truncated?)")
-            if _sha256(data) != digest:
-                raise bad(f"member {name} fails its sha256 check (corrupted)")
-            members[name] = data
+        manifest, listed = _read_manifest(zf, bad)
+        _check_member_names(zf, listed, bad)
+        members = {name: _read_member(zf, name, meta, bad) for name, meta in listed.items()}
     return manifest, members
+
+
+def _read_bytes(zf: zipfile.ZipFile, name: str, bad, expected_len: int | None = None) -> bytes:
+    try:
+        info = zf.getinfo(name)
+        if expected_len is not None and info.file_size != expected_len:
+            raise bad(f"member {name} is {info.file_size} bytes, manifest says {expected_len}")
+        return zf.read(info)
+    except PackedFormatError:
+        raise
+    except _ZIP_ERRORS as e:
+        raise bad(f"cannot read member {name} (truncated or corrupted?): {e}") from e
+
+
+def _read_manifest(zf: zipfile.ZipFile, bad) -> tuple[dict, dict]:
+    """(the manifest, its member list), after checking format, version and the required fields."""
+    try:
+        manifest = json.loads(_read_bytes(zf, MANIFEST, bad).decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise bad(f"{MANIFEST} is not valid JSON: {e}") from e
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise bad(f"{MANIFEST} does not describe a {FORMAT!r} file")
+    if manifest.get("version") != VERSION:
+        raise bad(f"format version {manifest.get('version')!r} is not supported (this reader: {VERSION})")
+    try:
+        listed = dict(manifest["members"])
+        for k in ("tensors", "quant_spec", "model_class"):
+            manifest[k]
+    except (KeyError, TypeError, ValueError) as e:
+        raise bad(f"{MANIFEST} lacks a required field: {e}") from e
+    return manifest, listed
+
+
+def _check_member_names(zf: zipfile.ZipFile, listed: dict, bad) -> None:
+    names = set(zf.namelist())
+    if len(names) != len(zf.namelist()):
+        raise bad("duplicate member names in the archive")
+    if names != set(listed) | {MANIFEST}:
+        missing, extra = set(listed) - names, names - set(listed) - {MANIFEST}
+        raise bad(f"archive members do not match the manifest (missing {sorted(missing)}, "
+                  f"unexpected {sorted(extra)})")
+    for need in (WEIGHTS, CONFIG):
+        if need not in listed:
+            raise bad(f"manifest lists no {need}")
+
+
+def _read_member(zf: zipfile.ZipFile, name: str, meta, bad) -> bytes:
+    """A member's bytes, checked against its manifest entry's length and sha256."""
+    try:
+        n, digest = int(meta["bytes"]), str(meta["sha256"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise bad(f"manifest entry for {name} is malformed: {e}") from e
+    data = _read_bytes(zf, name, bad, n)
+    if len(data) != n:
+        raise bad(f"member {name} is {len(data)} bytes, manifest says {n} (truncated?)")
+    if _sha256(data) != digest:
+        raise bad(f"member {name} fails its sha256 check (corrupted)")
+    return data
 
 
 @dataclass
