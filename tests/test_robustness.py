@@ -20,6 +20,7 @@ from xtc.compress import CompressConfig, compress
 from xtc.config import AugmentConfig, RunOptions
 from xtc.finetune import finetune
 from xtc.quant import QuantSpec
+from xtc.run_folder import RunFolderError
 from xtc.train import TrainConfig
 
 CFG = TrainConfig(epochs=3, lr=1e-2, batch_size=16, eval_every=3, warmup_epochs=0.5, seed=5)
@@ -216,7 +217,7 @@ def test_stale_temp_files_are_cleaned_by_the_next_run(tmp_path, tiny_model_dir, 
     live.unlink()
     # a finished folder with a leftover temp of a killed final save: the next run of the command removes it
     (out / f"metrics.json.tmp{DEAD_PID}").write_text("partial")
-    with pytest.raises(train_mod.RunFolderError, match="finished run"):
+    with pytest.raises(RunFolderError, match="finished run"):
         _run(tiny_model_dir, str(out), glue_dir)
     assert not (out / f"metrics.json.tmp{DEAD_PID}").exists()
 

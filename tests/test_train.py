@@ -13,7 +13,8 @@ from xtc.config import RunOptions
 from xtc.finetune import finetune
 from xtc.models import load_classifier
 from xtc.quant import QuantSpec, quantized_modules
-from xtc.train import RunFolderError, TrainConfig
+from xtc.run_folder import RunFolderError
+from xtc.train import TrainConfig
 
 CFG = TrainConfig(epochs=8, lr=1e-2, batch_size=16, eval_every=5, warmup_epochs=0.5, seed=3)
 
@@ -169,7 +170,7 @@ def test_versions_name_python_and_each_package_installed():
     import importlib.metadata as md
     import platform
 
-    from xtc.train import versions
+    from xtc.run_folder import versions
 
     v = versions()
     assert v["python"] == platform.python_version()

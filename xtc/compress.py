@@ -19,8 +19,8 @@ from xtc.models import check_sequence_length, load_classifier, load_tokenizer, p
 from xtc.quant import apply_quantization, model_size
 from xtc.tasks import Task, get_task
 from xtc.teacher_cache import TeacherCache, plan_cache
-from xtc.train import (Stage, finish_run, prepare_run_folder, resolve_training_precision, run_folder_writer,
-                       run_record, set_seed, train)
+from xtc.run_folder import finish_run, prepare_run_folder, run_folder_writer, run_record
+from xtc.train import Stage, resolve_training_precision, set_seed, train
 
 
 def load_teacher(teacher_dir: str, task: Task):
