@@ -5,11 +5,11 @@ import os
 import pytest
 import torch
 
-import xtc.train as train_mod
 from conftest import interrupt_after_checkpoints
 from xtc.cli import main
 from xtc.compress import CompressConfig, compress
 from xtc.config import RunOptions
+from xtc.files import STATE_DIR
 from xtc.finetune import finetune
 from xtc.models import load_classifier
 from xtc.quant import QuantSpec, quantized_modules
@@ -68,7 +68,7 @@ def test_same_seed_same_result_and_exact_resume(tmp_path, tiny_model_dir, glue_d
     resumed = finetune("sst2", tiny_model_dir, out, CFG, run=RunOptions(glue_dir=glue_dir, quiet=True))
     assert resumed["metrics"] == full["metrics"]
     assert [h["train"]["loss"] for h in resumed["history"]] == [h["train"]["loss"] for h in full["history"]]
-    assert not os.path.exists(os.path.join(out, train_mod.STATE_DIR))
+    assert not os.path.exists(os.path.join(out, STATE_DIR))
 
 
 def test_run_folder_protection(tmp_path, tiny_model_dir, glue_dir, teacher):

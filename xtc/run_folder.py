@@ -1,15 +1,17 @@
 """A run folder's lifecycle around the training loop: one writer per folder, refusing to clobber a finished run,
-resuming an unfinished one with the same settings, the run record (metrics.json) and the final save."""
+resuming an unfinished one with the same settings, the checkpoints the loop hands over (`Checkpoints`), the run
+record (metrics.json) and the final save. The loop itself never looks at the folder."""
 from __future__ import annotations
 
 import os
 import shutil
 import sys
 
-from xtc.checkpoint import check_out_folder, clean_stale_temps, has_state, load_state
+from xtc.checkpoint import has_state, load_state, save_state
 from xtc.config import RunOptions
 from xtc.data import Encoded
-from xtc.files import METRICS_FILE, STATE_DIR, WriteError, exclusive_writer, write_errno, write_error, write_json_atomic
+from xtc.files import (METRICS_FILE, STATE_DIR, WriteError, check_out_folder, exclusive_writer, remove_stale_temps,
+                       write_errno, write_error, write_json_atomic)
 from xtc.tasks import Task
 
 
@@ -47,7 +49,8 @@ def prepare_run_folder(out_dir: str, run_config: dict, overwrite: bool) -> dict 
     check_out_folder(out_dir)
     finished = os.path.join(out_dir, METRICS_FILE)
     state_dir = os.path.join(out_dir, STATE_DIR)
-    clean_stale_temps(out_dir)
+    for folder in (out_dir, state_dir):  # temporaries of writers that were killed
+        remove_stale_temps(folder)
     if os.path.exists(finished):
         if not overwrite:
             raise RunFolderError(f"{out_dir} already holds a finished run ({METRICS_FILE}); choose another --out "
@@ -120,3 +123,37 @@ def finish_run(out_dir: str, model, tokenizer, record: dict) -> dict:
         raise write_error(OSError(err, os.strerror(err)), out_dir, "the final model", size) from None
     shutil.rmtree(os.path.join(out_dir, STATE_DIR), ignore_errors=True)
     return record
+
+
+def discard_unfinished_run(out_dir: str) -> None:
+    """Drop the resume state of a run that cannot succeed, and the run folder if nothing else is in it."""
+    shutil.rmtree(os.path.join(out_dir, STATE_DIR), ignore_errors=True)
+    try:
+        os.rmdir(out_dir)  # only when empty
+    except OSError:
+        pass
+
+
+class Checkpoints:
+    """The run folder as the training loop sees it: `save` a resume state at each evaluation, `discard` the run
+    when it cannot succeed. A full disk at the first save leaves no state folder (and no empty run folder), at a
+    later one the previous checkpoint. A finished run that this one replaces (--overwrite) is removed only once
+    the new run has its first checkpoint."""
+
+    def __init__(self, out_dir: str, resumed: bool):
+        self.out_dir, self.saved = out_dir, resumed
+
+    def save(self, state: dict, step: int) -> None:
+        replacing = os.path.isfile(os.path.join(self.out_dir, METRICS_FILE))
+        try:
+            save_state(os.path.join(self.out_dir, STATE_DIR), state, step)  # atomic: see xtc/checkpoint.py
+        except OSError:
+            if not self.saved:
+                self.discard()
+            raise
+        self.saved = True
+        if replacing:
+            remove_finished_run(self.out_dir)
+
+    def discard(self) -> None:
+        discard_unfinished_run(self.out_dir)

@@ -4,7 +4,6 @@ end, best-checkpoint selection, and exact resume from the last evaluation point.
 from __future__ import annotations
 
 import math
-import os
 import random
 import sys
 import time
@@ -18,12 +17,10 @@ from tqdm.auto import tqdm
 from xtc.arch import inputs_for
 from xtc.compile_step import CompiledLoss, resolve_compile
 from xtc.config import TrainConfig
-from xtc.checkpoint import discard_unfinished_run, save_state
 from xtc.data import Encoded, collate, eval_batches, train_batches
-from xtc.files import METRICS_FILE, STATE_DIR
 from xtc.metrics import task_metrics
 from xtc.precision import autocast, resolve_precision
-from xtc.run_folder import remove_finished_run
+from xtc.run_folder import Checkpoints
 from xtc.tasks import Task
 
 LossFn = Callable[[torch.nn.Module, dict], tuple[torch.Tensor, dict[str, float]]]
@@ -208,7 +205,7 @@ def train(model, stages: list[Stage], train_data: Encoded, eval_sets: dict[str, 
     stage_steps = [max(1, math.ceil(s.epochs * steps_per_epoch)) for s in stages]
     use_compile, compile_reason = resolve_compile(cfg.compile, device, sum(stage_steps))
     loss_fns = [CompiledLoss(s.loss_fn, model, device) if use_compile else s.loss_fn for s in stages]
-    state_file = os.path.join(out_dir, STATE_DIR)  # a folder: see xtc/checkpoint.py
+    checkpoints = Checkpoints(out_dir, resumed=resume_state is not None)  # the run folder: xtc/run_folder.py
     st = LoopState()
     if resume_state is not None:
         st = LoopState.from_dict(resume_state)
@@ -217,7 +214,6 @@ def train(model, stages: list[Stage], train_data: Encoded, eval_sets: dict[str, 
                desc=task.name, unit="step")
     log = bar.write if not bar.disable else lambda msg: print(msg, file=sys.stderr, flush=True)
     t_start = time.perf_counter() - st.wall_seconds
-    first_checkpoint = resume_state is None
 
     while st.stage < len(stages):
         stage, total = stages[st.stage], stage_steps[st.stage]
@@ -244,7 +240,7 @@ def train(model, stages: list[Stage], train_data: Encoded, eval_sets: dict[str, 
                 diagnostics.first_batch(model, batch, precision)
             loss, terms = train_step(model, batch, loss_fns[st.stage], opt, cfg.max_grad_norm, sched, precision)
             if not math.isfinite(float(loss.detach())):  # a diverged run cannot recover: stop, keep nothing
-                discard_unfinished_run(out_dir, STATE_DIR)
+                checkpoints.discard()
                 raise NonFiniteLossError(f"the training loss became {float(loss.detach())} at step "
                                          f"{st.global_step + 1} ({stage.name}); nothing was kept. Lower --lr "
                                          f"(now {cfg.lr * stage.lr_factor:g}) or check the data and the model")
@@ -268,16 +264,7 @@ def train(model, stages: list[Stage], train_data: Encoded, eval_sets: dict[str, 
                         f"loss {st.last_terms['loss']:.4f} " +
                         " ".join(f"{k} {v:.4f}" for k, v in entry["metrics"].items()))
                 st.wall_seconds = time.perf_counter() - t_start
-                replacing = os.path.isfile(os.path.join(out_dir, METRICS_FILE))  # a finished run --overwrite replaces
-                try:
-                    _checkpoint(state_file, st, model, opt, sched, run_config)
-                except OSError:  # a full disk: the first checkpoint leaves no state folder (and no empty run
-                    if first_checkpoint:  # folder); a later one leaves the previous checkpoint; a replaced
-                        discard_unfinished_run(out_dir, STATE_DIR)  # finished run is untouched either way
-                    raise
-                first_checkpoint = False
-                if replacing:  # only now that the new run has a checkpoint
-                    remove_finished_run(out_dir)
+                _checkpoint(checkpoints, st, model, opt, sched, run_config)
         st.stage += 1
         st.stage_step = 0
     bar.close()
@@ -316,11 +303,11 @@ def _evaluation(model, task: Task, eval_sets, cfg: TrainConfig, device, st: Loop
     return entry
 
 
-def _checkpoint(path: str, st: LoopState, model, opt, sched, run_config: dict) -> None:
-    """Save everything an exact resume needs into the state folder `path` (no pickle: xtc/checkpoint.py)."""
+def _checkpoint(checkpoints: Checkpoints, st: LoopState, model, opt, sched, run_config: dict) -> None:
+    """Save everything an exact resume needs (no pickle: xtc/checkpoint.py)."""
     state = dict(st.as_dict(), run_config=run_config, model=model.state_dict(), optimizer=opt.state_dict(),
                  scheduler=sched.state_dict(), rng=_rng_state())
-    save_state(path, state, st.global_step)  # atomic: a kill mid-write leaves the previous checkpoint intact
+    checkpoints.save(state, st.global_step)  # atomic: a kill mid-write leaves the previous checkpoint intact
 
 
 
