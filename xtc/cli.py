@@ -59,8 +59,7 @@ def cmd_finetune(a) -> None:
 
 def cmd_evaluate(a) -> None:
     from xtc.data import encode, load_split
-    from xtc.models import pick_device
-    from xtc.predict import load_for_inference
+    from xtc.models import load_for_inference, pick_device
     from xtc.train import evaluate
 
     task = get_task(a.task)
