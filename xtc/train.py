@@ -206,20 +206,20 @@ def train(model, stages: list[Stage], train_data: Encoded, eval_sets: dict[str, 
     use_compile, compile_reason = resolve_compile(cfg.compile, device, sum(stage_steps))
     loss_fns = [CompiledLoss(s.loss_fn, model, device) if use_compile else s.loss_fn for s in stages]
     checkpoints = Checkpoints(out_dir, resumed=resume_state is not None)  # the run folder: xtc/run_folder.py
-    st = LoopState()
+    loop = LoopState()
     if resume_state is not None:
-        st = LoopState.from_dict(resume_state)
+        loop = LoopState.from_dict(resume_state)
         model.load_state_dict(resume_state["model"])
-    bar = tqdm(total=sum(stage_steps), initial=st.global_step, disable=quiet or not sys.stderr.isatty(),
+    bar = tqdm(total=sum(stage_steps), initial=loop.global_step, disable=quiet or not sys.stderr.isatty(),
                desc=task.name, unit="step")
     log = bar.write if not bar.disable else lambda msg: print(msg, file=sys.stderr, flush=True)
-    t_start = time.perf_counter() - st.wall_seconds
+    t_start = time.perf_counter() - loop.wall_seconds
 
-    while st.stage < len(stages):
-        stage, total = stages[st.stage], stage_steps[st.stage]
+    while loop.stage < len(stages):
+        stage, total = stages[loop.stage], stage_steps[loop.stage]
         opt = make_optimizer(model, cfg.lr * stage.lr_factor, cfg.weight_decay, cfg.adam_epsilon)
         sched = linear_schedule(opt, min(total, round(cfg.warmup_epochs * steps_per_epoch)), total)
-        if resume_state is not None and resume_state["stage"] == st.stage and resume_state.get("optimizer"):
+        if resume_state is not None and resume_state["stage"] == loop.stage and resume_state.get("optimizer"):
             opt.load_state_dict(resume_state["optimizer"])
             sched.load_state_dict(resume_state["scheduler"])
             _set_rng_state(resume_state["rng"])
@@ -227,87 +227,87 @@ def train(model, stages: list[Stage], train_data: Encoded, eval_sets: dict[str, 
         bar.set_description(f"{task.name} {stage.name}")
         window: dict[str, list[float]] = {}  # loss terms since the last evaluation
         epoch_batches, cached_epoch = None, -1
-        while st.stage_step < total:
-            epoch, pos = divmod(st.stage_step, steps_per_epoch)
+        while loop.stage_step < total:
+            epoch, pos = divmod(loop.stage_step, steps_per_epoch)
             if epoch != cached_epoch:  # batch order is a pure function of (seed, stage, epoch)
-                epoch_batches = train_batches(train_data, cfg.batch_size, cfg.seed + 7919 * st.stage, epoch,
+                epoch_batches = train_batches(train_data, cfg.batch_size, cfg.seed + 7919 * loop.stage, epoch,
                                               cfg.group_by_length)
                 cached_epoch = epoch
             t0 = time.perf_counter()
             batch = to_device(collate(train_data, epoch_batches[pos]), device)
             batch["index"] = torch.tensor(epoch_batches[pos])  # which examples: for a teacher-output cache
-            if diagnostics is not None and st.global_step == 0:  # the KD terms' gradients, before any update
+            if diagnostics is not None and loop.global_step == 0:  # the KD terms' gradients, before any update
                 diagnostics.first_batch(model, batch, precision)
-            loss, terms = train_step(model, batch, loss_fns[st.stage], opt, cfg.max_grad_norm, sched, precision)
+            loss, terms = train_step(model, batch, loss_fns[loop.stage], opt, cfg.max_grad_norm, sched, precision)
             if not math.isfinite(float(loss.detach())):  # a diverged run cannot recover: stop, keep nothing
                 checkpoints.discard()
                 raise NonFiniteLossError(f"the training loss became {float(loss.detach())} at step "
-                                         f"{st.global_step + 1} ({stage.name}); nothing was kept. Lower --lr "
+                                         f"{loop.global_step + 1} ({stage.name}); nothing was kept. Lower --lr "
                                          f"(now {cfg.lr * stage.lr_factor:g}) or check the data and the model")
-            st.train_seconds += time.perf_counter() - t0
-            st.train_tokens += int(batch["attention_mask"].sum())
-            st.train_examples += len(epoch_batches[pos])
+            loop.train_seconds += time.perf_counter() - t0
+            loop.train_tokens += int(batch["attention_mask"].sum())
+            loop.train_examples += len(epoch_batches[pos])
             for k, v in {"loss": float(loss.detach()), **terms}.items():
                 window.setdefault(k, []).append(float(v))
-            st.stage_step += 1
-            st.global_step += 1
+            loop.stage_step += 1
+            loop.global_step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{window['loss'][-1]:.4f}")
-            end_of_epoch = st.stage_step % steps_per_epoch == 0 or st.stage_step == total
-            if end_of_epoch or (cfg.eval_every and st.stage_step % cfg.eval_every == 0):
-                st.last_terms = {k: float(np.mean(v)) for k, v in window.items()}
+            end_of_epoch = loop.stage_step % steps_per_epoch == 0 or loop.stage_step == total
+            if end_of_epoch or (cfg.eval_every and loop.stage_step % cfg.eval_every == 0):
+                loop.last_terms = {k: float(np.mean(v)) for k, v in window.items()}
                 window = {}
-                entry = _evaluation(model, task, eval_sets, cfg, device, st, stage, steps_per_epoch, sched,
+                entry = _evaluation(model, task, eval_sets, cfg, device, loop, stage, steps_per_epoch, sched,
                                     diagnostics)
                 if not quiet:  # one line per evaluation: readable in a terminal and in workflow logs
-                    log(f"[{task.name} {stage.name}] step {st.global_step} epoch {entry['epoch']:.2f} "
-                        f"loss {st.last_terms['loss']:.4f} " +
+                    log(f"[{task.name} {stage.name}] step {loop.global_step} epoch {entry['epoch']:.2f} "
+                        f"loss {loop.last_terms['loss']:.4f} " +
                         " ".join(f"{k} {v:.4f}" for k, v in entry["metrics"].items()))
-                st.wall_seconds = time.perf_counter() - t_start
-                _checkpoint(checkpoints, st, model, opt, sched, run_config)
-        st.stage += 1
-        st.stage_step = 0
+                loop.wall_seconds = time.perf_counter() - t_start
+                _checkpoint(checkpoints, loop, model, opt, sched, run_config)
+        loop.stage += 1
+        loop.stage_step = 0
     bar.close()
-    model.load_state_dict(st.best_model)
-    best = next(h for h in st.history if h["step"] == st.best_step)
+    model.load_state_dict(loop.best_model)
+    best = next(h for h in loop.history if h["step"] == loop.best_step)
     return {
-        "metrics": best["metrics"], "best_step": st.best_step, "history": st.history,
-        "final_loss_terms": st.last_terms, "wall_seconds": time.perf_counter() - t_start,
-        "train_seconds": st.train_seconds, "train_tokens": st.train_tokens,
-        "train_samples_per_second": st.train_examples / max(st.train_seconds, 1e-9),
-        "train_tokens_per_second": st.train_tokens / max(st.train_seconds, 1e-9),
-        "steps": st.global_step, "steps_per_epoch": steps_per_epoch,
+        "metrics": best["metrics"], "best_step": loop.best_step, "history": loop.history,
+        "final_loss_terms": loop.last_terms, "wall_seconds": time.perf_counter() - t_start,
+        "train_seconds": loop.train_seconds, "train_tokens": loop.train_tokens,
+        "train_samples_per_second": loop.train_examples / max(loop.train_seconds, 1e-9),
+        "train_tokens_per_second": loop.train_tokens / max(loop.train_seconds, 1e-9),
+        "steps": loop.global_step, "steps_per_epoch": steps_per_epoch,
         "compile": {"used": use_compile and not any(getattr(f, "failed", None) for f in loss_fns),
                     "reason": compile_reason, "mode": getattr(loss_fns[0], "mode", None),
                     "failed": next((f.failed for f in loss_fns if getattr(f, "failed", None)), None)},
     }
 
 
-def _evaluation(model, task: Task, eval_sets, cfg: TrainConfig, device, st: LoopState, stage: Stage,
+def _evaluation(model, task: Task, eval_sets, cfg: TrainConfig, device, loop: LoopState, stage: Stage,
                 steps_per_epoch: int, sched, diagnostics=None) -> dict:
     """Evaluate, append the history entry and keep the weights when they are the best so far."""
     predictions: dict = {}  # filled for the diagnostics only (the dev predictions' class counts)
     metrics = (evaluate(model, task, eval_sets, cfg.eval_batch_size, device) if diagnostics is None else
                evaluate(model, task, eval_sets, cfg.eval_batch_size, device, predictions=predictions))
-    entry = {"stage": stage.name, "step": st.global_step, "epoch": round(st.stage_step / steps_per_epoch, 4),
-             "lr": sched.get_last_lr()[0], "train": st.last_terms, "metrics": metrics}
+    entry = {"stage": stage.name, "step": loop.global_step, "epoch": round(loop.stage_step / steps_per_epoch, 4),
+             "lr": sched.get_last_lr()[0], "train": loop.last_terms, "metrics": metrics}
     if diagnostics is not None:
         entry["diagnostics"] = diagnostics.at_evaluation(
             model, task, metrics, predictions,
             lambda m, sets: evaluate(m, task, sets, cfg.eval_batch_size, device))
-    st.history.append(entry)
+    loop.history.append(entry)
     score = metrics[task.selection_metric]
-    if score > st.best_metric:
-        st.best_metric, st.best_step = score, st.global_step
-        st.best_model = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    if score > loop.best_metric:
+        loop.best_metric, loop.best_step = score, loop.global_step
+        loop.best_model = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     return entry
 
 
-def _checkpoint(checkpoints: Checkpoints, st: LoopState, model, opt, sched, run_config: dict) -> None:
+def _checkpoint(checkpoints: Checkpoints, loop: LoopState, model, opt, sched, run_config: dict) -> None:
     """Save everything an exact resume needs (no pickle: xtc/checkpoint.py)."""
-    state = dict(st.as_dict(), run_config=run_config, model=model.state_dict(), optimizer=opt.state_dict(),
+    state = dict(loop.as_dict(), run_config=run_config, model=model.state_dict(), optimizer=opt.state_dict(),
                  scheduler=sched.state_dict(), rng=_rng_state())
-    checkpoints.save(state, st.global_step)  # atomic: a kill mid-write leaves the previous checkpoint intact
+    checkpoints.save(state, loop.global_step)  # atomic: a kill mid-write leaves the previous checkpoint intact
 
 
 
