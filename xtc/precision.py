@@ -33,8 +33,9 @@ CACHE_VERSION = 1
 MIN_GAIN = 0.05  # bf16 must take at most 0.95x fp32's step time: a tie keeps the exact fp32 path
 MEASURE_ROUNDS = 3  # timed steps per precision (after one warm-up step each), interleaved
 
-# The documented fidelity rule (README, "Mixed precision"; figures in bench/README.md; bench/fidelity.py): bf16's mean dev score on the
-# selection metric must lie within the larger of the two precisions' seed standard deviations of fp32's mean.
+# The documented fidelity rule (README, "Mixed precision"; figures in bench/README.md; bench/fidelity.py): bf16's
+# mean dev score on the selection metric must lie within the larger of the two precisions' seed standard
+# deviations of fp32's mean.
 # Measured: MRPC, 3 seeds, 3 epochs; (bf16 mean - fp32 mean, tolerance) per arm.
 BF16_FIDELITY = {
     "cpu": {"source": "bench/results/fidelity_mrpc.json",
