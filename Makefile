@@ -18,7 +18,7 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e .
 	touch $@
 
-.PHONY: install run test smoke clean-smoke
+.PHONY: install run test clean-smoke
 install: $(BIN)/.installed
 
 run: $(BIN)/.installed

@@ -1,21 +1,17 @@
 """Shared set-up for the benchmarks: a task's tokenized training set and a timed training step."""
 from __future__ import annotations
 
-import os
-import sys
 import time
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-
-from xtc.config import TrainConfig  # noqa: E402
-from xtc.data import collate, load_task_data  # noqa: E402
-from xtc.distill import layer_maps  # noqa: E402
-from xtc.models import load_classifier, load_tokenizer, resolve_model_path  # noqa: E402
-from xtc.teacher_cache import TeacherCache  # noqa: E402
-from xtc.tasks import get_task  # noqa: E402
-from xtc.train import train_step  # noqa: E402
+from xtc.config import TrainConfig
+from xtc.data import collate, load_task_data
+from xtc.distill import layer_maps
+from xtc.models import load_classifier, load_tokenizer, resolve_model_path
+from xtc.teacher_cache import TeacherCache
+from xtc.tasks import get_task
+from xtc.train import train_step
 
 
 def task_data(task_name: str, model: str, glue_dir: str | None, max_length: int = TrainConfig.max_seq_length,
@@ -60,6 +56,29 @@ def timed_step(model, opt, loss_fn, data, indices, pad_to=None, precision="fp32"
     train_step(model, batch, loss_fn, opt, TrainConfig.max_grad_norm, precision=precision)
     sync(device)
     return time.perf_counter() - t0, int(batch["attention_mask"].sum()), batch["input_ids"].numel()
+
+
+def time_interleaved(fns: dict, inputs: list, rounds: int, warmup: int = 2, device="cpu",
+                     alternate: bool = False) -> dict[str, dict[str, list[float]]]:
+    """Time variants against each other on a shared machine: every round runs each variant once over `inputs`
+    (one sample: its mean seconds per input), so a slow phase of the machine hits all variants alike; with
+    `alternate`, every other round in reverse order (no variant always first). `warmup` untimed rounds first; the
+    device is synchronised around each pass. Per variant: {"wall": [seconds], "cpu": [thread CPU seconds]}."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            for x in inputs:
+                fn(*x)
+    samples = {k: {"wall": [], "cpu": []} for k in fns}
+    for r in range(rounds):
+        for k in (list(fns)[::-1] if alternate and r % 2 else list(fns)):
+            sync(device)
+            t0, c0 = time.perf_counter(), time.thread_time()
+            for x in inputs:
+                fns[k](*x)
+            sync(device)
+            samples[k]["wall"].append((time.perf_counter() - t0) / len(inputs))
+            samples[k]["cpu"].append((time.thread_time() - c0) / len(inputs))
+    return samples
 
 
 def emit(result: dict, out_path: str | None) -> None:

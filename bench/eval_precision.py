@@ -18,7 +18,6 @@ import time
 import numpy as np
 import torch
 
-import common  # noqa: F401  (puts the repository on sys.path)
 from xtc.data import encode, load_split
 from xtc.metrics import task_metrics
 from xtc.models import load_model_and_tokenizer

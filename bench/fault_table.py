@@ -24,7 +24,6 @@ import time
 from contextlib import contextmanager
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tests"))
 BIN = os.path.dirname(sys.executable)
 XTC, SNAKEMAKE = os.path.join(BIN, "xtc"), os.path.join(BIN, "snakemake")
 FILLER = "filler.bin"
@@ -138,15 +137,25 @@ def load_metrics(folder: str) -> dict:
         return json.load(f)
 
 
+def tests_helper(name: str):
+    """A helper module of tests/ (the tiny model, the synthetic GLUE files), loaded from its file: tests/ is no
+    package, and pytest, not the installed xtc, puts it on the import path."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "tests", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def show(cmd: list[str], work: str) -> str:
     return " ".join(cmd).replace(work + "/", "").replace(BIN + "/", "")
 
 
 # ------------------------------------------------------------------------------------------------ xtc rows
 def xtc_rows(work: str) -> None:
-    from conftest import make_tiny_model_dir
-    from glue_fixtures import write_glue
-
+    make_tiny_model_dir = tests_helper("conftest").make_tiny_model_dir
+    write_glue = tests_helper("glue_fixtures").write_glue
     glue = write_glue(os.path.join(work, "glue"))
     tiny = make_tiny_model_dir(os.path.join(work, "tiny"))
     common = ["--task", "sst2", "--glue-dir", glue, "--batch-size", "16", "--quiet"]

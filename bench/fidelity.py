@@ -22,8 +22,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-sys.path.insert(0, os.path.dirname(__file__))
-from common import emit  # noqa: E402
+from common import emit
 
 ARMS = {  # name -> extra `xtc compress` flags
     "W1A8_6L": ["--wbits", "1", "--abits", "8", "--kd", "one-stage"],

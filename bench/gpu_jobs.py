@@ -19,8 +19,6 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-
 
 def job(a) -> None:
     import copy
@@ -120,7 +118,6 @@ def main() -> None:
            "mps": os.path.exists("/tmp/nvidia-mps") or bool(os.environ.get("CUDA_MPS_PIPE_DIRECTORY")),
            "torch": torch.__version__, "model": a.model, "batch": [a.batch_size, a.seq_len], "steps": a.steps,
            "precision": a.precision, "threads_per_job": a.threads_per_job, "levels": levels}
-    sys.path.insert(0, os.path.dirname(__file__))
     from common import emit
 
     emit(out, a.out)

@@ -12,19 +12,14 @@ difference). Real-data exactness on CUDA: bench/infer_exactness.py --device cuda
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
-import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-
-from common import emit, sync  # noqa: E402
-from infer_speed import build_artifacts, random_batch  # noqa: E402
+from common import emit, time_interleaved
+from infer_speed import build_artifacts, random_batch
 
 VARIANTS = ("fp32", "bf16_autocast", "w1a8_int", "w1a8_fake", "w2a8_int", "w2a8_fake")
 
@@ -52,20 +47,12 @@ def load(name: str, paths: dict, device: torch.device):
     return call
 
 
-def time_interleaved(fns: dict, x: tuple, rounds: int, device) -> dict:
-    for _ in range(3):
-        for fn in fns.values():
-            fn(*x)
-    seconds = {k: [] for k in fns}
-    for r in range(rounds):
-        for k in (list(fns) if r % 2 == 0 else list(fns)[::-1]):
-            sync(device)
-            t0 = time.perf_counter()
-            fns[k](*x)
-            sync(device)
-            seconds[k].append(time.perf_counter() - t0)
-    ref = statistics.median(seconds["fp32"])
-    return {k: {"median_ms": 1000 * statistics.median(s), "ratio_to_fp32": statistics.median(s) / ref}
+def latency(fns: dict, x: tuple, rounds: int, device) -> dict:
+    """Per variant: the median wall time of one call on `x` and its ratio to fp32 (interleaved rounds, in
+    alternating order, CUDA-synchronised)."""
+    seconds = time_interleaved(fns, [x], rounds, warmup=3, device=device, alternate=True)
+    ref = statistics.median(seconds["fp32"]["wall"])
+    return {k: {"median_ms": 1000 * statistics.median(s["wall"]), "ratio_to_fp32": statistics.median(s["wall"]) / ref}
             for k, s in seconds.items()}
 
 
@@ -86,7 +73,7 @@ def main() -> None:
     out = {"device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu", "torch": torch.__version__, "rounds": a.rounds, "shapes": {}}
     for b in (1, 32):
         x = tuple(t.to(device) for t in random_batch(b, 128, seed=b))
-        res = time_interleaved(fns, x, a.rounds, device)
+        res = latency(fns, x, a.rounds, device)
         for wb in ("w1a8", "w2a8"):
             li, lf = fns[f"{wb}_int"](*x).float(), fns[f"{wb}_fake"](*x).float()
             res[f"{wb}_int"]["agreement_with_fake_quant"] = {

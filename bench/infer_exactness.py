@@ -21,8 +21,6 @@ import sys
 import time
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-
 import types  # noqa: E402
 
 import numpy as np  # noqa: E402

@@ -13,11 +13,9 @@ import os
 import sys
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-sys.path.insert(0, os.path.dirname(__file__))
-
-import torch  # noqa: E402
-from infer_speed import build_artifacts, load_variant, random_batch  # noqa: E402
-from torch.profiler import ProfilerActivity, profile  # noqa: E402
+import torch
+from infer_speed import build_artifacts, load_variant, random_batch
+from torch.profiler import ProfilerActivity, profile
 
 
 def top_ops(fn, x, calls: int, rows: int = 15) -> dict:

@@ -26,9 +26,7 @@ import tempfile
 import time
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spin-waiting threads on a shared machine: up to 40x slower
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-
-import torch  # noqa: E402
+import torch  # noqa: E402  (after the OMP setting above)
 
 VARIANTS = ("fp32", "bf16_autocast", "torch_dynamic_int8", "ort_int8", "w1a8_int", "w1a8_int_compiled",
             "w1a8_fake", "w2a8_int", "w2a8_int_compiled", "w2a8_fake")
@@ -169,22 +167,15 @@ def dev_examples(task: str, tokenizer_dir: str, n: int, glue_dir: str | None):
 # ----------------------------------------------------------------------------- timing
 
 
-def time_interleaved(fns: dict, inputs: list, rounds: int, warmup: int = 2) -> dict:
-    """One pass over `inputs` per variant per round, variants interleaved; per variant the per-round wall
-    and thread-CPU seconds (a pass over several inputs counts as one sample: their mean)."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            for x in inputs:
-                fn(*x)
-    wall = {k: [] for k in fns}
-    cpu = {k: [] for k in fns}
-    for _ in range(rounds):
-        for k, fn in fns.items():
-            t0, c0 = time.perf_counter(), time.thread_time()
-            for x in inputs:
-                fn(*x)
-            wall[k].append((time.perf_counter() - t0) / len(inputs))
-            cpu[k].append((time.thread_time() - c0) / len(inputs))
+def latency(fns: dict, inputs: list, rounds: int, warmup: int = 2) -> dict:
+    """One pass over `inputs` per variant per round, variants interleaved (bench/common.py); per variant the
+    medians of the per-round wall and thread-CPU milliseconds and the wall quartiles."""
+    from common import time_interleaved  # here: the --rss-child processes import nothing of xtc before "bare"
+
+    samples = time_interleaved(fns, inputs, rounds, warmup)
+    wall = {k: s["wall"] for k, s in samples.items()}
+    cpu = {k: s["cpu"] for k, s in samples.items()}
+
     def quartiles(v):  # inclusive: never outside the observed range (2 rounds give min and max)
         return [1e3 * q for q in statistics.quantiles(v, n=4, method="inclusive")[::2]] if len(v) > 1 else None
 
@@ -328,11 +319,11 @@ def main(argv=None) -> int:
                 result["compile_seconds"][f"{v}@{threads}t"] = time.perf_counter() - t0
         for shape, (x, rounds) in shapes.items():
             print(f"threads {threads} {shape} ...", file=sys.stderr, flush=True)
-            result["latency"][f"{shape}@{threads}t"] = time_interleaved(fns, [x], rounds)
+            result["latency"][f"{shape}@{threads}t"] = latency(fns, [x], rounds)
         if dev:
             eager = {k: f for k, f in fns.items() if not k.endswith("_compiled")}  # a new shape per example
             print(f"threads {threads} dev lengths ...", file=sys.stderr, flush=True)
-            result["latency"][f"b1_dev_{a.dev_task}@{threads}t"] = time_interleaved(eager, dev, a.rounds_dev, 1)
+            result["latency"][f"b1_dev_{a.dev_task}@{threads}t"] = latency(eager, dev, a.rounds_dev, 1)
         del fns
         save(a.out, result)  # partial results survive a crash later on
     result["machine"]["loadavg_end"] = list(os.getloadavg())

@@ -13,7 +13,8 @@ from xtc.compress import CompressConfig, compress
 from xtc.config import RunOptions
 from xtc.finetune import finetune
 from xtc.quant import QuantSpec
-from xtc.train import STATE_DIR, TrainConfig
+from xtc.files import STATE_DIR
+from xtc.train import TrainConfig
 
 
 FT = ["finetune", "--task", "sst2", "--model", "{tiny}", "--out", "{out}", "--glue-dir", "{glue}", "--epochs", "1",

@@ -4,7 +4,7 @@ import pytest
 from transformers import BertTokenizerFast
 
 from conftest import REAL_GLUE, requires_real_glue
-from xtc.data import DataError, collate, encode, load_split, split_stats, train_batches
+from xtc.data import DataError, collate, encode, load_split, read_input_tsv, split_stats, train_batches
 from xtc.tasks import TASKS, get_task
 
 
@@ -36,6 +36,19 @@ def test_malformed_row_names_file_and_line(tmp_path, glue_dir):
     (tmp_path / "RTE" / "dev.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tmaybe\n")
     with pytest.raises(DataError, match=r"dev.tsv:2: label 'maybe' is not one of"):
         load_split(get_task("rte"), "dev", str(tmp_path))
+
+
+def test_predict_input_tsv_reads_like_the_glue_reader(tmp_path):
+    """`xtc predict --input` reads through the same TSV reader: generic columns, a label, blank lines skipped,
+    and a line that is not UTF-8 named in one DataError."""
+    good = tmp_path / "in.tsv"
+    good.write_bytes("\ufefftext_a\tlabel\nfine film\t1\n\nbad film\t0\n".encode())
+    split, has_labels = read_input_tsv(str(good), get_task("sst2"))
+    assert split.texts == [("fine film",), ("bad film",)] and split.labels == [1, 0] and has_labels
+    bad = tmp_path / "latin1.tsv"
+    bad.write_bytes("sentence\nok\ncaf\xe9\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin1.tsv:3: not UTF-8 text"):
+        read_input_tsv(str(bad), get_task("sst2"))
 
 
 def test_missing_file_and_dir_errors(tmp_path):

@@ -318,7 +318,9 @@ def test_finish_run_without_a_resume_state(tiny_model, tmp_path):
     tok = AutoTokenizer.from_pretrained(make_tiny_model_dir(str(tmp_path / "tok")))
     out = tmp_path / "done"
     out.mkdir()
-    rec = train_mod.finish_run(str(out), tiny_model, tok, {"metrics": {"accuracy": 1.0}})
+    from xtc.run_folder import finish_run
+
+    rec = finish_run(str(out), tiny_model, tok, {"metrics": {"accuracy": 1.0}})
     assert rec == {"metrics": {"accuracy": 1.0}} and (out / "metrics.json").is_file()
 
 

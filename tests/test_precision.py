@@ -16,7 +16,8 @@ from xtc.config import RunOptions
 from xtc.distill import KDConfig, forward_with_internals, kd_loss, label_loss, layer_maps
 from xtc.finetune import finetune
 from xtc.quant import QuantSpec, apply_quantization
-from xtc.train import STATE_DIR, TrainConfig
+from xtc.files import STATE_DIR
+from xtc.train import TrainConfig
 
 CFG = TrainConfig(epochs=3, lr=1e-2, batch_size=8, eval_every=3, warmup_epochs=0.5, seed=5)
 SPEC, CC = QuantSpec(wbits=1, abits=8), CompressConfig(layers=2)

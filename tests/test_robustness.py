@@ -18,8 +18,10 @@ from xtc.checkpoint import STATE_JSON, StateFileError, load_state, save_state
 from xtc.cli import main
 from xtc.compress import CompressConfig, compress
 from xtc.config import AugmentConfig, RunOptions
+from xtc.files import STATE_DIR
 from xtc.finetune import finetune
 from xtc.quant import QuantSpec
+from xtc.run_folder import RunFolderError
 from xtc.train import TrainConfig
 
 CFG = TrainConfig(epochs=3, lr=1e-2, batch_size=16, eval_every=3, warmup_epochs=0.5, seed=5)
@@ -54,7 +56,7 @@ def test_resume_restores_rng_state_exactly(tmp_path, dropout_model_dir, glue_dir
     full = _run(dropout_model_dir, str(tmp_path / "full"), glue_dir)
     out = str(tmp_path / "resumed")
     interrupt_after_checkpoints(monkeypatch, 2, lambda: _run(dropout_model_dir, out, glue_dir))
-    state = load_state(os.path.join(out, train_mod.STATE_DIR))
+    state = load_state(os.path.join(out, STATE_DIR))
     assert state["global_step"] == 4 and state["rng"]["torch"].dtype == torch.uint8
     resumed = _run(dropout_model_dir, out, glue_dir)
     assert [h["train"] for h in resumed["history"]] == [h["train"] for h in full["history"]]
@@ -129,7 +131,7 @@ def test_crafted_state_file_runs_no_code(tmp_path, tiny_model_dir, glue_dir, mon
     assert os.path.exists(marker)
     os.unlink(marker)
     out = _unfinished_run(tmp_path, tiny_model_dir, glue_dir, monkeypatch)
-    _crafted(os.path.join(out, train_mod.STATE_DIR), how, marker)
+    _crafted(os.path.join(out, STATE_DIR), how, marker)
     code = main(["finetune", "--task", "sst2", "--model", tiny_model_dir, "--out", out, "--glue-dir", glue_dir,
                  "--epochs", "3", "--lr", "1e-2", "--batch-size", "16", "--eval-every", "3", "--warmup-epochs", "0.5",
                  "--seed", "5", "--quiet"])
@@ -137,7 +139,7 @@ def test_crafted_state_file_runs_no_code(tmp_path, tiny_model_dir, glue_dir, mon
     assert code == 2 and err.count("\n") == 1 and "cannot resume from" in err and "--overwrite" in err
     assert not os.path.exists(marker)
     with pytest.raises(StateFileError):
-        load_state(os.path.join(out, train_mod.STATE_DIR))
+        load_state(os.path.join(out, STATE_DIR))
     assert not os.path.exists(marker)
 
 
@@ -184,13 +186,13 @@ def test_diverging_lr_is_a_clear_error(tmp_path, tiny_model_dir, glue_dir, capsy
 
 def test_failed_or_killed_run_never_blocks_a_retry(tmp_path, tiny_model_dir, glue_dir, monkeypatch):
     out = tmp_path / "retry"
-    (out / train_mod.STATE_DIR).mkdir(parents=True)  # killed before its first checkpoint
+    (out / STATE_DIR).mkdir(parents=True)  # killed before its first checkpoint
     rec = finetune("sst2", tiny_model_dir, str(out), TrainConfig(epochs=1, batch_size=16), RunOptions(glue_dir=glue_dir,
                    quiet=True))
-    assert rec["steps"] == 4 and not (out / train_mod.STATE_DIR).exists()
+    assert rec["steps"] == 4 and not (out / STATE_DIR).exists()
     # a corrupted state: refused without --overwrite, recovered with it
     out2 = _unfinished_run(tmp_path, tiny_model_dir, glue_dir, monkeypatch)
-    with open(os.path.join(out2, train_mod.STATE_DIR, STATE_JSON), "w") as f:
+    with open(os.path.join(out2, STATE_DIR, STATE_JSON), "w") as f:
         f.write("{not json")
     with pytest.raises(StateFileError, match="not valid JSON"):
         _run(tiny_model_dir, out2, glue_dir)
@@ -206,7 +208,7 @@ def test_failed_or_killed_run_never_blocks_a_retry(tmp_path, tiny_model_dir, glu
 def test_stale_temp_files_are_cleaned_by_the_next_run(tmp_path, tiny_model_dir, glue_dir, monkeypatch):
     out = tmp_path / "run"
     interrupt_after_checkpoints(monkeypatch, 1, lambda: _run(tiny_model_dir, str(out), glue_dir))
-    stale = [out / f"metrics.json.tmp{DEAD_PID}", out / train_mod.STATE_DIR / f".state.json.tmp{DEAD_PID}",
+    stale = [out / f"metrics.json.tmp{DEAD_PID}", out / STATE_DIR / f".state.json.tmp{DEAD_PID}",
              out / f".metrics.json.{DEAD_PID}.tmp"]
     live = out / "metrics.json.tmp1"  # pid 1 is running: its temp file is left alone
     for p in stale + [live]:
@@ -216,7 +218,7 @@ def test_stale_temp_files_are_cleaned_by_the_next_run(tmp_path, tiny_model_dir, 
     live.unlink()
     # a finished folder with a leftover temp of a killed final save: the next run of the command removes it
     (out / f"metrics.json.tmp{DEAD_PID}").write_text("partial")
-    with pytest.raises(train_mod.RunFolderError, match="finished run"):
+    with pytest.raises(RunFolderError, match="finished run"):
         _run(tiny_model_dir, str(out), glue_dir)
     assert not (out / f"metrics.json.tmp{DEAD_PID}").exists()
 
@@ -259,7 +261,7 @@ def test_packed_file_is_recognised_by_content_whatever_its_name(tmp_path, capsys
 def test_unfinished_run_folder_is_not_loaded_as_a_model(tmp_path, tiny_model_dir, glue_dir, capsys):
     out = tmp_path / "half"
     shutil.copytree(tiny_model_dir, out)
-    (out / train_mod.STATE_DIR).mkdir()  # killed during its final save: weights there, metrics.json not yet
+    (out / STATE_DIR).mkdir()  # killed during its final save: weights there, metrics.json not yet
     assert main(["evaluate", "--model", str(out), "--task", "sst2", "--glue-dir", glue_dir]) == 2
     assert "unfinished xtc run" in capsys.readouterr().err
 
@@ -343,7 +345,7 @@ def test_full_disk_at_the_final_save_keeps_the_checkpoint_and_the_retry_only_sav
     err = capsys.readouterr().err
     assert err.startswith(f"xtc finetune: error: cannot write the final model to {out}: no space left on device "
                           "(needs about ") and err.count("\n") == 1
-    assert os.listdir(out) == [train_mod.STATE_DIR]  # no partial model files; the trained run kept as a checkpoint
+    assert os.listdir(out) == [STATE_DIR]  # no partial model files; the trained run kept as a checkpoint
     monkeypatch.undo()
     steps = []
     monkeypatch.setattr(train_mod, "train_step", lambda *a, **k: steps.append(1))  # the retry must not train

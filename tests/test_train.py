@@ -5,15 +5,16 @@ import os
 import pytest
 import torch
 
-import xtc.train as train_mod
 from conftest import interrupt_after_checkpoints
 from xtc.cli import main
 from xtc.compress import CompressConfig, compress
 from xtc.config import RunOptions
+from xtc.files import STATE_DIR
 from xtc.finetune import finetune
 from xtc.models import load_classifier
 from xtc.quant import QuantSpec, quantized_modules
-from xtc.train import RunFolderError, TrainConfig
+from xtc.run_folder import RunFolderError
+from xtc.train import TrainConfig
 
 CFG = TrainConfig(epochs=8, lr=1e-2, batch_size=16, eval_every=5, warmup_epochs=0.5, seed=3)
 
@@ -67,7 +68,7 @@ def test_same_seed_same_result_and_exact_resume(tmp_path, tiny_model_dir, glue_d
     resumed = finetune("sst2", tiny_model_dir, out, CFG, run=RunOptions(glue_dir=glue_dir, quiet=True))
     assert resumed["metrics"] == full["metrics"]
     assert [h["train"]["loss"] for h in resumed["history"]] == [h["train"]["loss"] for h in full["history"]]
-    assert not os.path.exists(os.path.join(out, train_mod.STATE_DIR))
+    assert not os.path.exists(os.path.join(out, STATE_DIR))
 
 
 def test_run_folder_protection(tmp_path, tiny_model_dir, glue_dir, teacher):
@@ -169,7 +170,7 @@ def test_versions_name_python_and_each_package_installed():
     import importlib.metadata as md
     import platform
 
-    from xtc.train import versions
+    from xtc.run_folder import versions
 
     v = versions()
     assert v["python"] == platform.python_version()

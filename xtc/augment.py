@@ -34,10 +34,9 @@ import torch
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 from tqdm.auto import tqdm
 
-from xtc.checkpoint import check_out_file
 from xtc.config import AugmentConfig
 from xtc.data import load_split
-from xtc.files import atomic_write, exclusive_writer
+from xtc.files import atomic_write, check_out_file, exclusive_writer
 from xtc.models import check_local_model_path, load_classifier, load_tokenizer, quiet_hf_loading, resolve_model_path
 from xtc.tasks import get_task
 

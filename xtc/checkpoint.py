@@ -3,7 +3,7 @@
 A run folder a user points at may come from anywhere, so nothing in it may run code when read. The state
 (counters, history, run config, model, best model, optimizer, scheduler, Python/NumPy/torch RNG) is split
 by `encode` into a JSON tree and a flat {key: tensor} dict; `decode` builds it back. The JSON tree holds
-only JSON values plus three tagged objects that decode to data, never to code:
+only JSON values plus four tagged objects that decode to data, never to code:
 
   {"__tensor__": key}                          a tensor stored in the safetensors file under `key`
   {"__tuple__": [...]}                         a tuple (Python's RNG state, AdamW's betas)
@@ -20,12 +20,8 @@ tensors files are removed: a kill at any point leaves a state.json whose tensors
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
-import shutil
-import tempfile
 
 import numpy as np
 import torch
@@ -33,7 +29,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from xtc.files import STATE_DIR, atomic_write, is_write_error, write_error
+from xtc.files import check_out_file  # noqa: F401  (xtc/pack.py imports it from here; its home is xtc.files)
+from xtc.files import atomic_write, is_write_error, sha256, write_error
 
 FORMAT = "xtc-state"
 VERSION = 1
@@ -44,10 +41,6 @@ _NDARRAY_KINDS = "iuf"  # integer, unsigned, float: nothing that could hold obje
 
 class StateFileError(ValueError):
     """A resume state that is unreadable, corrupted or not written by xtc; the message says how to recover."""
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def encode(obj, tensors: dict[str, torch.Tensor], path: str = "s"):
@@ -128,7 +121,7 @@ def save_state(state_dir: str, state: dict, step: int) -> None:
     name = f"tensors-{int(step)}.safetensors"
     tensors_path = os.path.join(state_dir, name)
     new_file = not os.path.exists(tensors_path)
-    doc = {"format": FORMAT, "version": VERSION, "tensors": name, "sha256": _sha256(blob), "state": tree}
+    doc = {"format": FORMAT, "version": VERSION, "tensors": name, "sha256": sha256(blob), "state": tree}
     try:
         with atomic_write(tensors_path, "wb", what="the checkpoint", size=len(blob)) as f:  # tensors first,
             f.write(blob)  # then the JSON that names them
@@ -169,7 +162,7 @@ def load_state(state_dir: str) -> dict:
             blob = f.read()
     except OSError as exc:
         raise bad(f"cannot read {name} ({exc.strerror})") from None
-    if _sha256(blob) != doc.get("sha256"):
+    if sha256(blob) != doc.get("sha256"):
         raise bad(f"{name} fails its sha256 check (corrupted or replaced)")
     try:
         tensors = st_load(blob)
@@ -184,76 +177,3 @@ def load_state(state_dir: str) -> dict:
     if not isinstance(state, dict):
         raise bad(f"{STATE_JSON} holds no state object")
     return state
-
-
-# ---------------------------------------------------------------- run folders and temp files
-# temps of killed writers in a run folder: '.metrics.json.1234.tmp' (xtc.files.atomic_write) and the
-# 'metrics.json.tmp1234' of earlier versions
-_RUN_TEMP = re.compile(r"^(?:\..+\.(?P<pid>\d+)\.tmp|.+\.tmp(?P<old_pid>\d+))$")
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, ValueError):
-        return True
-    return True
-
-
-def clean_stale_temps(folder: str, pattern: re.Pattern = _RUN_TEMP) -> list[str]:
-    """Remove temp files of `pattern` (a named group `pid`) left in `folder` by killed xtc processes; files of a
-    process still running are kept. Returns the removed paths."""
-    removed = []
-    for base in (folder, os.path.join(folder, STATE_DIR)):
-        try:
-            names = os.listdir(base)
-        except OSError:
-            continue
-        for name in names:
-            m = pattern.match(name)
-            path = os.path.join(base, name)
-            if m and os.path.isfile(path) and not _alive(int(m.group("pid") or m.groupdict().get("old_pid"))):
-                os.unlink(path)
-                removed.append(path)
-    return removed
-
-
-def check_out_folder(out_dir: str, what: str = "--out") -> None:
-    """A run folder path must be a folder (or not exist yet) in an existing, writable parent folder."""
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise FileExistsError(f"{what} {out_dir} is an existing file, not a run folder; choose a folder path")
-    check_writable_parent(out_dir if os.path.isdir(out_dir) else os.path.dirname(os.path.abspath(out_dir)),
-                          out_dir, what)
-
-
-def check_out_file(out_file: str, what: str = "--out") -> None:
-    """An output file path must not be a folder, and its parent must be an existing, writable folder."""
-    if os.path.isdir(out_file):
-        raise IsADirectoryError(f"{what} {out_file} is a folder; name the file to write, e.g. {out_file}/out")
-    check_writable_parent(os.path.dirname(os.path.abspath(out_file)), out_file, what)
-
-
-def check_writable_parent(folder: str, target: str, what: str) -> None:
-    if not os.path.isdir(folder):
-        kind = "is a file" if os.path.exists(folder) else "does not exist"
-        raise FileNotFoundError(f"{what} {target}: folder {folder} {kind}; create it first or choose another {what}")
-    try:  # a real write: os.access says yes to root even on read-only mounts
-        fd, probe = tempfile.mkstemp(prefix=".xtc-write-test-", dir=folder)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise PermissionError(f"{what} {target}: cannot write in {folder} ({exc.strerror}); "
-                              f"choose a folder you can write to") from None
-
-
-def discard_unfinished_run(out_dir: str, state_dir_name: str = STATE_DIR) -> None:
-    """Drop the resume state of a run that cannot succeed, and the run folder if nothing else is in it."""
-    shutil.rmtree(os.path.join(out_dir, state_dir_name), ignore_errors=True)
-    try:
-        os.rmdir(out_dir)  # only when empty
-    except OSError:
-        pass

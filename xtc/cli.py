@@ -9,7 +9,9 @@ import sys
 
 from xtc.config import (DEFAULT_MODEL, AugmentConfig, CompressConfig, KDConfig, QuantSpec, RunOptions, TaskSpec,
                         TrainConfig)
+from xtc.predict import register as register_predict
 from xtc.settings import add_settings, build_settings
+from xtc.study import register as register_study
 from xtc.tasks import TASKS, add_task_args, get_task, resolve_task
 
 
@@ -57,8 +59,7 @@ def cmd_finetune(a) -> None:
 
 def cmd_evaluate(a) -> None:
     from xtc.data import encode, load_split
-    from xtc.models import pick_device
-    from xtc.predict import load_for_inference
+    from xtc.models import load_for_inference, pick_device
     from xtc.train import evaluate
 
     task = get_task(a.task)
@@ -125,8 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--clear", action="store_true", help="delete the cache file: the next auto run measures again")
     s.set_defaults(fn=cmd_precision)
 
-    for register in _EXTRA_COMMANDS:
-        register(sub)
+    for register in (_register_compress, _register_artifacts, register_study, register_predict):
+        register(sub)  # the commands with many flags, below, and those their own modules register
     return p
 
 
@@ -225,12 +226,6 @@ def _register_artifacts(sub) -> None:
     add_settings(s, "run", RunOptions, "data and run", only=("glue_dir", "overwrite", "quiet"),
                  helps={"overwrite": "replace an existing --out file"})
     s.set_defaults(fn=cmd_augment)
-
-
-from xtc.predict import register as _register_predict  # noqa: E402
-from xtc.study import register as _register_study  # noqa: E402
-
-_EXTRA_COMMANDS: list = [_register_compress, _register_artifacts, _register_study, _register_predict]
 
 
 def _one_line_errors(parser: argparse.ArgumentParser) -> None:

@@ -19,8 +19,8 @@ from xtc.models import check_sequence_length, load_classifier, load_tokenizer, p
 from xtc.quant import apply_quantization, model_size
 from xtc.tasks import Task, get_task
 from xtc.teacher_cache import TeacherCache, plan_cache
-from xtc.train import (Stage, finish_run, prepare_run_folder, resolve_training_precision, run_folder_writer,
-                       run_record, set_seed, train)
+from xtc.run_folder import finish_run, prepare_run_folder, run_folder_writer, run_record
+from xtc.train import Stage, resolve_training_precision, set_seed, train
 
 
 def load_teacher(teacher_dir: str, task: Task):
@@ -40,50 +40,51 @@ def load_teacher(teacher_dir: str, task: Task):
     return teacher
 
 
-def build_student(teacher, cc: CompressConfig, spec: QuantSpec, num_labels: int):
-    """The model to train: a copy of `cc.init` (e.g. a step-1 layer-reduced student) or of the teacher,
+def build_student(teacher, compress_cfg: CompressConfig, spec: QuantSpec, num_labels: int):
+    """The model to train: a copy of `compress_cfg.init` (e.g. a step-1 layer-reduced student) or of the teacher,
     layer-reduced when asked, then quantized by `spec`. Returns (student, its teacher-layer list or None when
     not reduced, {role: quantized module names})."""
     n_teacher = teacher.config.num_hidden_layers
     wanted = None
-    if cc.teacher_layers is not None:
-        wanted = parse_layer_list(cc.teacher_layers, n_teacher)
-    elif cc.layers is not None:
-        wanted = evenly_spaced_layers(n_teacher, cc.layers)
-    if cc.init is None:
+    if compress_cfg.teacher_layers is not None:
+        wanted = parse_layer_list(compress_cfg.teacher_layers, n_teacher)
+    elif compress_cfg.layers is not None:
+        wanted = evenly_spaced_layers(n_teacher, compress_cfg.layers)
+    if compress_cfg.init is None:
         if wanted is None or wanted == list(range(n_teacher)):
             student, have = reduce_layers(teacher, list(range(n_teacher))), None
         else:
             student, have = reduce_layers(teacher, wanted), wanted
     else:
-        student = load_classifier(cc.init, num_labels)
+        student = load_classifier(compress_cfg.init, num_labels)
         if getattr(student.config, "xtc_quant", None):
-            raise ValueError(f"--init {cc.init} is already quantized; start quantization from a full-precision "
-                             f"model")
+            raise ValueError(f"--init {compress_cfg.init} is already quantized; start quantization from a "
+                             f"full-precision model")
         have = getattr(student.config, "xtc_teacher_layers", None)
         if wanted is not None and wanted != have:
-            raise ValueError(f"--init {cc.init} was reduced to teacher layers {have}, but {wanted} were asked "
-                             f"for; drop --layers/--teacher-layers to keep the init's layers")
+            raise ValueError(f"--init {compress_cfg.init} was reduced to teacher layers {have}, but {wanted} were "
+                             f"asked for; drop --layers/--teacher-layers to keep the init's layers")
         if have is None and student.config.num_hidden_layers != n_teacher:
-            raise ValueError(f"--init {cc.init} has {student.config.num_hidden_layers} layers but records no "
-                             f"teacher layer list; it must be an xtc student of this teacher")
+            raise ValueError(f"--init {compress_cfg.init} has {student.config.num_hidden_layers} layers but records "
+                             f"no teacher layer list; it must be an xtc student of this teacher")
     for p in student.parameters():  # a copy of the frozen teacher starts frozen too
         p.requires_grad_(True)
     quantized = apply_quantization(student, spec) if spec.is_quantized else {}
     return student, have, quantized
 
 
-def build_stages(teacher, task: Task, cfg: TrainConfig, cc: CompressConfig, kd_cfg: KDConfig, lmap, train_data,
-                 device, quiet: bool):
+def build_stages(teacher, task: Task, cfg: TrainConfig, compress_cfg: CompressConfig, kd_cfg: KDConfig, lmap,
+                 train_data, device, quiet: bool):
     """The training stages of the KD mode, and the teacher-output cache's record. The cache is built here
-    (once per run) when the stages' KD terms fit in `cc.teacher_cache_gb`."""
-    if cc.kd == "none":
+    (once per run) when the stages' KD terms fit in `compress_cfg.teacher_cache_gb`."""
+    if compress_cfg.kd == "none":
         stage_terms = [("labels", cfg.epochs, 1.0, None)]
-    elif cc.kd == "one-stage":
-        stage_terms = [("kd", cfg.epochs, 1.0, tuple(cc.kd_terms))]
+    elif compress_cfg.kd == "one-stage":
+        stage_terms = [("kd", cfg.epochs, 1.0, tuple(compress_cfg.kd_terms))]
     else:
-        stage_terms = [("kd-intermediate", cfg.epochs * cc.stage1_share, cc.stage1_lr_factor, ("hidden", "attention")),
-                       ("kd-logits", cfg.epochs * (1 - cc.stage1_share), 1.0, ("logit",))]
+        stage_terms = [("kd-intermediate", cfg.epochs * compress_cfg.stage1_share, compress_cfg.stage1_lr_factor,
+                        ("hidden", "attention")),
+                       ("kd-logits", cfg.epochs * (1 - compress_cfg.stage1_share), 1.0, ("logit",))]
     arch = architecture_of(teacher)
     if not arch.attention_scores:  # e.g. DeBERTa-v2: logit + hidden-state KD only (compress refused attention alone)
         stage_terms = [(name, ep, f, None if ts is None else tuple(t for t in ts if t != "attention"))
@@ -91,7 +92,8 @@ def build_stages(teacher, task: Task, cfg: TrainConfig, cc: CompressConfig, kd_c
         if not quiet:
             print(f"[{task.name}] {arch.note}", file=sys.stderr)
     terms = {t for *_, ts in stage_terms for t in ts or ()}
-    plan = plan_cache(train_data, teacher.config, lmap, terms, cfg.epochs if terms else 0.0, cc.teacher_cache_gb)
+    plan = plan_cache(train_data, teacher.config, lmap, terms, cfg.epochs if terms else 0.0,
+                      compress_cfg.teacher_cache_gb)
     cache = None
     if terms and plan.use:
         t0 = time.perf_counter()
@@ -107,7 +109,7 @@ def build_stages(teacher, task: Task, cfg: TrainConfig, cc: CompressConfig, kd_c
 
 
 def compress(task_name: str, teacher_dir: str, out_dir: str, cfg: TrainConfig, spec: QuantSpec,
-             cc: CompressConfig, kd_cfg: KDConfig | None = None, run: RunOptions | None = None) -> dict:
+             compress_cfg: CompressConfig, kd_cfg: KDConfig | None = None, run: RunOptions | None = None) -> dict:
     """Train an XTC student of `teacher_dir` into `out_dir`; returns the run record (also its metrics.json)."""
     with run_folder_writer(out_dir):  # one writer per run folder, from the start
         kd_cfg, run = kd_cfg or KDConfig(), run or RunOptions()
@@ -115,22 +117,23 @@ def compress(task_name: str, teacher_dir: str, out_dir: str, cfg: TrainConfig, s
         spec.validate()
         dev = pick_device(run.device)
         run_config = {"command": "compress", "task": task.name, **task.record(), "teacher": teacher_dir,
-                      "init": cc.init, "train_file": cc.train_file, **asdict(cfg), "quant": spec.to_dict(),
-                      **asdict(cc),
+                      "init": compress_cfg.init, "train_file": compress_cfg.train_file, **asdict(cfg),
+                      "quant": spec.to_dict(), **asdict(compress_cfg),
                       "kd_weights": asdict(kd_cfg), "max_train_samples": run.max_train_samples,
                       "max_eval_samples": run.max_eval_samples}
-        run_config["kd_terms"] = list(cc.kd_terms)
+        run_config["kd_terms"] = list(compress_cfg.kd_terms)
         set_seed(cfg.seed)
 
         teacher = load_teacher(teacher_dir, task)
         arch = architecture_of(teacher)
-        if not arch.attention_scores and cc.kd == "one-stage" and set(cc.kd_terms) == {"attention"}:
+        attention_only = compress_cfg.kd == "one-stage" and set(compress_cfg.kd_terms) == {"attention"}
+        if not arch.attention_scores and attention_only:
             raise ValueError(f"{arch.note}; pass --kd-terms logit,hidden for a {arch.family} teacher")
         check_sequence_length(teacher, cfg.max_seq_length, "--teacher")
         tokenizer = load_tokenizer(teacher_dir)
-        student, teacher_layers, quantized = build_student(teacher, cc, spec, task.num_labels)
+        student, teacher_layers, quantized = build_student(teacher, compress_cfg, spec, task.num_labels)
         lmap = layer_maps(student.config.num_hidden_layers, teacher.config.num_hidden_layers, teacher_layers)
-        extra = read_train_file(cc.train_file, task) if cc.train_file else None
+        extra = read_train_file(compress_cfg.train_file, task) if compress_cfg.train_file else None
         train_data, eval_sets = load_task_data(task, tokenizer, run.glue_dir, cfg.max_seq_length, run.max_train_samples,
                                                run.max_eval_samples, train_split=extra)
         # the train-vs-dev gap is scored on labelled examples: a --train-file's inputs carry the teacher's labels
@@ -140,10 +143,11 @@ def compress(task_name: str, teacher_dir: str, out_dir: str, cfg: TrainConfig, s
             task.is_regression)
         resume = prepare_run_folder(out_dir, run_config, run.overwrite)  # after every check: a bad input writes nothing
         teacher.to(dev)
-        stages, cache_record, term_losses = build_stages(teacher, task, cfg, cc, kd_cfg, lmap, train_data, dev,
-                                                         run.quiet)
+        stages, cache_record, term_losses = build_stages(teacher, task, cfg, compress_cfg, kd_cfg, lmap, train_data,
+                                                         dev, run.quiet)
         what = (f"compress {task.name}: {student.config.num_hidden_layers}-layer student, W{spec.wbits}A{spec.abits}, "
-                f"kd {cc.kd}, teacher cache {'on' if cache_record['used'] else 'off'}, batch {cfg.batch_size}")
+                f"kd {compress_cfg.kd}, teacher cache {'on' if cache_record['used'] else 'off'}, "
+                f"batch {cfg.batch_size}")
         precision = resolve_training_precision(cfg, dev, student.to(dev), stages[0].loss_fn, train_data, resume, what)
         cfg = replace(cfg, precision=precision.precision)  # the run records (and resumes with) what it used
         run_config["precision"] = precision.precision
@@ -155,7 +159,7 @@ def compress(task_name: str, teacher_dir: str, out_dir: str, cfg: TrainConfig, s
             "quantization": {**spec.to_dict(), "modules": {r: len(v) for r, v in quantized.items()}},
             "layers": {"student": student.config.num_hidden_layers, "teacher": teacher.config.num_hidden_layers,
                        "teacher_layers": teacher_layers},
-            "layer_map": asdict(lmap), "kd": cc.kd, "kd_note": arch.note or None,
+            "layer_map": asdict(lmap), "kd": compress_cfg.kd, "kd_note": arch.note or None,
             "architecture": arch.family, "loss_terms": result["final_loss_terms"],
             "precision": precision.to_dict(), "teacher_cache": cache_record,
             "kd_gradient": next((h["diagnostics"]["kd_gradient"] for h in result["history"]

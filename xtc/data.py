@@ -73,6 +73,21 @@ def _bad_utf8_line(path: str) -> str:
     return path
 
 
+def tsv_rows(path: str):
+    """(line number, fields) of every non-empty row of a tab-separated file, the one way xtc reads one: utf-8-sig
+    strips MRPC's byte-order mark, QUOTE_NONE because GLUE text contains bare quotes; a line that is not UTF-8 is
+    a DataError naming it."""
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        try:
+            for row in rows:
+                if row and row != [""]:
+                    yield rows.line_num, row
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{_bad_utf8_line(path)}: not UTF-8 text ({exc.reason} at byte "
+                            f"0x{exc.object[exc.start]:02x}); re-save the file as UTF-8") from None
+
+
 def read_tsv_split(task: Task, split: str, glue_dir: str) -> Split:
     """Read `<glue_dir>/<Task>/<split>.tsv` exactly as download_glue_data.py wrote it."""
     path = os.path.join(glue_dir, task.folder, f"{split}.tsv")
@@ -83,40 +98,66 @@ def read_tsv_split(task: Task, split: str, glue_dir: str) -> Split:
                         f"found {have or 'no such folder'}. Download it with download_glue_data.py "
                         f"or point --glue-dir elsewhere")
     texts, labels = [], []
-    # utf-8-sig strips MRPC's byte-order mark; QUOTE_NONE because GLUE text contains bare quotes.
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        try:
-            if task.has_header:
-                header = next(rows, None)
-                if header is None:
-                    raise DataError(f"{path}: file is empty; it needs a header line and one example per line "
-                                    f"(re-download it with download_glue_data.py)")
-                missing = [c for c in (*task.text_columns, task.label_column) if c not in header]
-                if missing:
-                    raise DataError(f"{path}:1: header lacks column(s) {missing}; found {header}")
-                text_pos = [header.index(c) for c in task.text_columns]
-                label_pos = header.index(task.label_column)
-                width = len(header)
-            else:
-                text_pos, label_pos, width = [task.column_positions[0]], task.column_positions[1], None
-            for row in rows:
-                line = rows.line_num
-                if not row or row == [""]:
-                    continue
-                if (width is not None and len(row) < width) or len(row) <= max(*text_pos, label_pos):
-                    need = width or max(*text_pos, label_pos) + 1
-                    raise DataError(f"{path}:{line}: malformed row with {len(row)} tab-separated fields, expected "
-                                    f"{need}; fix or delete that line (a tab inside the text splits a field)")
-                texts.append(tuple(row[p] for p in text_pos))
-                labels.append(label_id(task, row[label_pos], f"{path}:{line}"))
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{_bad_utf8_line(path)}: not UTF-8 text ({exc.reason} at byte "
-                            f"0x{exc.object[exc.start]:02x}); re-save the file as UTF-8") from None
+    rows = tsv_rows(path)
+    if task.has_header:
+        _, header = next(rows, (None, None))
+        if header is None:
+            raise DataError(f"{path}: file is empty; it needs a header line and one example per line "
+                            f"(re-download it with download_glue_data.py)")
+        missing = [c for c in (*task.text_columns, task.label_column) if c not in header]
+        if missing:
+            raise DataError(f"{path}:1: header lacks column(s) {missing}; found {header}")
+        text_pos = [header.index(c) for c in task.text_columns]
+        label_pos = header.index(task.label_column)
+        width = len(header)
+    else:
+        text_pos, label_pos, width = [task.column_positions[0]], task.column_positions[1], None
+    for line, row in rows:
+        if (width is not None and len(row) < width) or len(row) <= max(*text_pos, label_pos):
+            need = width or max(*text_pos, label_pos) + 1
+            raise DataError(f"{path}:{line}: malformed row with {len(row)} tab-separated fields, expected "
+                            f"{need}; fix or delete that line (a tab inside the text splits a field)")
+        texts.append(tuple(row[p] for p in text_pos))
+        labels.append(label_id(task, row[label_pos], f"{path}:{line}"))
     if not labels:
         raise DataError(f"{path}: no examples{' after the header line' if task.has_header else ''}; the {split} split "
                         f"must hold at least one example per line (re-download it with download_glue_data.py)")
     return Split(task.name, split, texts, labels, source=path)
+
+
+def read_input_tsv(path: str, task: Task) -> tuple[Split, bool]:
+    """A TSV of inputs with a header (`xtc predict --input`): the task's own text columns (e.g. `sentence`; MRPC
+    `#1 String`, `#2 String`) or `text_a`[, `text_b`]; an optional label column (the task's or `label`) gives
+    metrics. Returns the split and whether it has labels."""
+    if not os.path.isfile(path):
+        raise DataError(f"--input {path} does not exist")
+    rows = tsv_rows(path)
+    _, header = next(rows, (None, None))
+    if not header:
+        raise DataError(f"{path}: empty file; expected a header row naming the text columns")
+    generic = ("text_a", "text_b")[: len(task.text_columns)]
+    for names in (task.text_columns, generic):
+        if all(c in header for c in names):
+            text_pos = [header.index(c) for c in names]
+            break
+    else:
+        raise DataError(f"{path}:1: header {header} lacks the text column(s) {list(task.text_columns)} "
+                        f"(or {list(generic)}) that task {task.name} reads")
+    label_name = next((c for c in (task.label_column, "label") if c in header), None)
+    label_pos = header.index(label_name) if label_name else None
+    need = max(text_pos + ([label_pos] if label_pos is not None else []))
+    texts, labels = [], []
+    for line, row in rows:
+        if len(row) <= need:
+            raise DataError(f"{path}:{line}: {len(row)} tab-separated fields, expected {len(header)} as in the "
+                            f"header")
+        texts.append(tuple(row[p] for p in text_pos))
+        if label_pos is not None:
+            labels.append(label_id(task, row[label_pos], f"{path}:{line}"))
+    if not texts:
+        raise DataError(f"{path} holds no examples")
+    return Split(task.name, "input", texts, labels or [0.0 if task.is_regression else 0] * len(texts),
+                 source=path), bool(labels)
 
 
 def read_hub_split(task: Task, split: str) -> Split:

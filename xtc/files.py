@@ -1,15 +1,18 @@
-"""The names of the files xtc writes in a run folder, the one way it writes a file (atomically), the one writer
-per output (an OS lock), and the one-line error of a write that failed (full disk, no permission).
+"""The names of the files xtc writes in a run folder, the one way it writes a file (atomically), the one cleaner of
+temporaries that killed writers left, the checks of an output path, the one writer per output (an OS lock), and the
+one-line error of a write that failed (full disk, no permission).
 
 Stdlib only, so that xtc.study and the Snakemake workflow can use the names without importing torch."""
 from __future__ import annotations
 
 import errno
 import fcntl
-import glob
+import hashlib
 import json
 import os
+import re
 import shutil
+import tempfile
 from contextlib import contextmanager
 
 STATE_DIR = ".xtc_state"  # inside the run folder while a run is unfinished (resume state)
@@ -22,26 +25,74 @@ def temp_path(path: str, pid: int | None = None) -> str:
     return os.path.join(d, f".{base}.{os.getpid() if pid is None else pid}.tmp")
 
 
-def remove_stale_temps(path: str) -> list[str]:
-    """Delete the temporaries of `path` left by writers that were killed (their process is gone)."""
-    d, base = os.path.split(os.path.abspath(path))
+# temporaries of killed writers: '.NAME.PID.tmp' (atomic_write) and the 'NAME.tmpPID' of earlier versions
+_TEMP = re.compile(r"^(?:\.(?P<name>.+)\.(?P<pid>\d+)\.tmp|.+\.tmp(?P<old_pid>\d+))$")
+
+
+def remove_stale_temps(folder: str, name: str | None = None) -> list[str]:
+    """Delete the temporaries left in `folder` by writers that were killed (their process is gone): those of the
+    file `name` ('.NAME.PID.tmp'), or every one. A running writer's are kept. Returns the removed paths."""
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return []
     removed = []
-    for tmp in glob.glob(os.path.join(glob.escape(d), f".{glob.escape(base)}.*.tmp")):
-        pid = tmp[len(os.path.join(d, f".{base}.")):-len(".tmp")]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
-            os.unlink(tmp)
-            removed.append(tmp)
+    for entry in entries:
+        m = _TEMP.match(entry)
+        if not m or (name is not None and m["name"] != name):
+            continue
+        path = os.path.join(folder, entry)
+        if os.path.isfile(path) and not _alive(int(m["pid"] or m["old_pid"])):
+            os.unlink(path)
+            removed.append(path)
     return removed
 
 
 def _alive(pid: int) -> bool:
+    """Whether process `pid` runs (this one included); where that cannot be told, yes, so its files are kept."""
+    if pid == os.getpid():
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # someone else's process
+    except (PermissionError, OverflowError, ValueError):  # someone else's process; a PID out of range
         return True
     return True
+
+
+def sha256(data: bytes) -> str:
+    """The hex SHA-256 of `data` (the checksums of checkpoints and packed files)."""
+    return hashlib.sha256(data).hexdigest()
+
+
+# ---------------------------------------------------------------- output paths, checked before anything runs
+def check_out_folder(out_dir: str, what: str = "--out") -> None:
+    """A run folder path must be a folder (or not exist yet) in an existing, writable parent folder."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise FileExistsError(f"{what} {out_dir} is an existing file, not a run folder; choose a folder path")
+    check_writable_parent(out_dir if os.path.isdir(out_dir) else os.path.dirname(os.path.abspath(out_dir)),
+                          out_dir, what)
+
+
+def check_out_file(out_file: str, what: str = "--out") -> None:
+    """An output file path must not be a folder, and its parent must be an existing, writable folder."""
+    if os.path.isdir(out_file):
+        raise IsADirectoryError(f"{what} {out_file} is a folder; name the file to write, e.g. {out_file}/out")
+    check_writable_parent(os.path.dirname(os.path.abspath(out_file)), out_file, what)
+
+
+def check_writable_parent(folder: str, target: str, what: str) -> None:
+    if not os.path.isdir(folder):
+        kind = "is a file" if os.path.exists(folder) else "does not exist"
+        raise FileNotFoundError(f"{what} {target}: folder {folder} {kind}; create it first or choose another {what}")
+    try:  # a real write: os.access says yes to root even on read-only mounts
+        fd, probe = tempfile.mkstemp(prefix=".xtc-write-test-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise PermissionError(f"{what} {target}: cannot write in {folder} ({exc.strerror}); "
+                              f"choose a folder you can write to") from None
 
 
 # ---------------------------------------------------------------- failed writes: one line naming the path
@@ -120,7 +171,7 @@ def atomic_write(path: str, mode: str = "w", overwrite: bool = True, what: str =
     missing permission is a WriteError naming `what`, `path` and (for a full disk) `size`, the bytes needed."""
     if not overwrite and os.path.exists(path):
         raise FileExistsError(f"{path} already exists; pass --overwrite to replace it or choose another name")
-    remove_stale_temps(path)  # an earlier run of the same command that was killed mid-write
+    remove_stale_temps(*os.path.split(os.path.abspath(path)))  # an earlier, killed run of the same command
     tmp, written = temp_path(path), None
     try:
         with open(tmp, mode, **open_kwargs) as f:

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 from dataclasses import asdict, replace
 
+from xtc.config import RunOptions, TrainConfig
 from xtc.data import load_task_data
 from xtc.diagnostics import RunDiagnostics
 from xtc.distill import label_objective
 from xtc.models import check_sequence_length, load_classifier, load_tokenizer, pick_device, resolve_model_path
 from xtc.tasks import get_task
-from xtc.train import (RunOptions, Stage, TrainConfig, finish_run, prepare_run_folder, resolve_training_precision,
-                       run_folder_writer, run_record, set_seed, train)
+from xtc.run_folder import finish_run, prepare_run_folder, run_folder_writer, run_record
+from xtc.train import Stage, resolve_training_precision, set_seed, train
 
 
 def finetune(task_name: str, model_name: str, out_dir: str, cfg: TrainConfig, run: RunOptions | None = None) -> dict:

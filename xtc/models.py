@@ -150,3 +150,23 @@ def load_model_and_tokenizer(path: str, num_labels: int | None = None):
 
         return load_packed(path)
     return load_classifier(path, num_labels), load_tokenizer(path)
+
+
+def load_for_inference(path: str, fake_quant: bool = False):
+    """(model, tokenizer, path name) for `xtc evaluate` and `xtc predict`: a packed file (whatever its name: the
+    loader checks the ZIP and its manifest) on the integer path, or with `fake_quant` as the fake-quant model it
+    was exported from; any other model as is."""
+    if os.path.isfile(path) and not fake_quant:
+        from xtc.infer import load_int_model
+
+        model, tok = load_int_model(path)
+        return model, tok, "integer"
+    model, tok = load_model_and_tokenizer(path)
+    quantized = getattr(model.config, "xtc_quant", None)
+    if fake_quant:  # the fp32 fake-quant maths, not the integer evaluation of quantized layers
+        from xtc.quant import QuantLinear
+
+        for m in model.modules():
+            if isinstance(m, QuantLinear):
+                m.integer_eval = False
+    return model, tok, "fake-quant" if quantized else "fp32"

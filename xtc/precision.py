@@ -2,7 +2,7 @@
 
 `bf16` runs the forward pass and the loss under `torch.autocast(dtype=torch.bfloat16)`: matmuls in bf16,
 everything that accumulates or is kept stays fp32 (latent weights, gradients, AdamW state, quantizer scales,
-the KD and label losses, the teacher-output cache). Evaluation always runs in fp32 (measured: see README).
+the KD and label losses, the teacher-output cache). Evaluation always runs in fp32 (measured: see bench/README.md).
 
 `auto` (the default) decides by measurement. The first run on a machine (key: device type, CPU model or CUDA
 device name, torch version) times a few real training steps of its own student on its own batches in fp32 and
@@ -33,8 +33,9 @@ CACHE_VERSION = 1
 MIN_GAIN = 0.05  # bf16 must take at most 0.95x fp32's step time: a tie keeps the exact fp32 path
 MEASURE_ROUNDS = 3  # timed steps per precision (after one warm-up step each), interleaved
 
-# The documented fidelity rule (README, "Mixed precision"; bench/fidelity.py): bf16's mean dev score on the
-# selection metric must lie within the larger of the two precisions' seed standard deviations of fp32's mean.
+# The documented fidelity rule (README, "Mixed precision"; figures in bench/README.md; bench/fidelity.py): bf16's
+# mean dev score on the selection metric must lie within the larger of the two precisions' seed standard
+# deviations of fp32's mean.
 # Measured: MRPC, 3 seeds, 3 epochs; (bf16 mean - fp32 mean, tolerance) per arm.
 BF16_FIDELITY = {
     "cpu": {"source": "bench/results/fidelity_mrpc.json",

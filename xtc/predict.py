@@ -1,5 +1,5 @@
-"""`xtc predict`, and the model loading `xtc evaluate` shares: a packed `.xtc` runs on the integer path
-(xtc.infer) unless `--fake-quant` asks for the fake-quant model it was exported from."""
+"""`xtc predict`: a model's predictions for a GLUE split or a TSV of inputs, as CSV (the model loaded by
+xtc.models.load_for_inference, as `xtc evaluate` loads it)."""
 from __future__ import annotations
 
 import csv
@@ -11,74 +11,10 @@ from xtc.files import atomic_write, exclusive_writer
 from xtc.tasks import add_task_args, get_task
 
 
-def is_packed(path: str) -> bool:
-    # a file is a packed model whatever its name: the loader checks the ZIP and its manifest (issue 14)
-    return os.path.isfile(path)
-
-
-def load_for_inference(path: str, fake_quant: bool = False):
-    """(model, tokenizer, path name): a .xtc file on the integer path (or fake-quant), any other model as is."""
-    from xtc.models import load_model_and_tokenizer
-
-    if is_packed(path) and not fake_quant:
-        from xtc.infer import load_int_model
-
-        model, tok = load_int_model(path)
-        return model, tok, "integer"
-    model, tok = load_model_and_tokenizer(path)
-    quantized = getattr(model.config, "xtc_quant", None)
-    if fake_quant:  # the fp32 fake-quant maths, not the integer evaluation of quantized layers
-        from xtc.quant import QuantLinear
-
-        for m in model.modules():
-            if isinstance(m, QuantLinear):
-                m.integer_eval = False
-    return model, tok, "fake-quant" if quantized else "fp32"
-
-
-def read_input_tsv(path: str, task):
-    """A TSV of inputs with a header: the task's own text columns (e.g. `sentence`; MRPC `#1 String`,
-    `#2 String`) or `text_a`[, `text_b`]; an optional label column (the task's or `label`) gives metrics."""
-    from xtc.data import DataError, Split, label_id
-
-    if not os.path.isfile(path):
-        raise DataError(f"--input {path} does not exist")
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = next(rows, None)
-        if not header:
-            raise DataError(f"{path}: empty file; expected a header row naming the text columns")
-        generic = ("text_a", "text_b")[: len(task.text_columns)]
-        for names in (task.text_columns, generic):
-            if all(c in header for c in names):
-                text_pos = [header.index(c) for c in names]
-                break
-        else:
-            raise DataError(f"{path}:1: header {header} lacks the text column(s) {list(task.text_columns)} "
-                            f"(or {list(generic)}) that task {task.name} reads")
-        label_name = next((c for c in (task.label_column, "label") if c in header), None)
-        label_pos = header.index(label_name) if label_name else None
-        texts, labels = [], []
-        for row in rows:
-            if not row or row == [""]:
-                continue
-            need = max(text_pos + ([label_pos] if label_pos is not None else []))
-            if len(row) <= need:
-                raise DataError(f"{path}:{rows.line_num}: {len(row)} tab-separated fields, expected "
-                                f"{len(header)} as in the header")
-            texts.append(tuple(row[p] for p in text_pos))
-            if label_pos is not None:
-                labels.append(label_id(task, row[label_pos], f"{path}:{rows.line_num}"))
-    if not texts:
-        raise DataError(f"{path} holds no examples")
-    return Split(task.name, "input", texts, labels or [0.0 if task.is_regression else 0] * len(texts),
-                 source=path), bool(labels)
-
-
 def cmd_predict(a) -> None:
-    from xtc.data import encode, load_split
+    from xtc.data import encode, load_split, read_input_tsv
     from xtc.metrics import split_metrics
-    from xtc.models import pick_device
+    from xtc.models import load_for_inference, pick_device
     from xtc.train import predict
 
     task = get_task(a.task)

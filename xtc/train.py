@@ -4,9 +4,7 @@ end, best-checkpoint selection, and exact resume from the last evaluation point.
 from __future__ import annotations
 
 import math
-import os
 import random
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field, fields
@@ -18,14 +16,11 @@ from tqdm.auto import tqdm
 
 from xtc.arch import inputs_for
 from xtc.compile_step import CompiledLoss, resolve_compile
-from xtc.config import RunOptions, TrainConfig
-from xtc.checkpoint import (check_out_folder, clean_stale_temps, discard_unfinished_run, has_state,
-                            load_state, save_state)
+from xtc.config import TrainConfig
 from xtc.data import Encoded, collate, eval_batches, train_batches
-from xtc.files import (METRICS_FILE, STATE_DIR, WriteError, atomic_write, exclusive_writer, write_errno,
-                       write_error, write_json_atomic)
 from xtc.metrics import task_metrics
 from xtc.precision import autocast, resolve_precision
+from xtc.run_folder import Checkpoints
 from xtc.tasks import Task
 
 LossFn = Callable[[torch.nn.Module, dict], tuple[torch.Tensor, dict[str, float]]]
@@ -64,75 +59,14 @@ class LoopState:
         return cls(**{f.name: d[f.name] for f in fields(cls)})
 
 
-class RunFolderError(ValueError):
-    pass
-
-
 class NonFiniteLossError(ValueError):
     """The training loss became NaN or inf: the run stops and keeps nothing that looks finished."""
-
-
-_RESUME_KEYS = ("stage", "stage_step", "global_step", "best_metric", "best_step", "best_model", "history",
-                "wall_seconds", "train_seconds", "train_tokens", "train_examples", "last_terms", "model", "rng",
-                "optimizer", "scheduler")
 
 
 def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {"python": sys.version.split()[0]}
-    for pkg in ("xtc-bench", "torch", "transformers", "datasets", "scikit-learn", "scipy", "numpy"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    return out
-
-
-def run_folder_writer(out_dir: str):
-    """The one writer of the run folder `out_dir` (a context manager; checked first, see check_out_folder): a
-    second command on the same folder stops at once with a one-line error naming the PID that holds it."""
-    check_out_folder(out_dir)
-    return exclusive_writer(out_dir, "run folder")
-
-
-def prepare_run_folder(out_dir: str, run_config: dict, overwrite: bool) -> dict | None:
-    """Refuse to clobber a finished run; return the saved state of an unfinished one with the same settings.
-    Creates nothing: the folder appears with the first checkpoint, so a run that fails validation leaves none."""
-    check_out_folder(out_dir)
-    finished = os.path.join(out_dir, METRICS_FILE)
-    state_dir = os.path.join(out_dir, STATE_DIR)
-    clean_stale_temps(out_dir)
-    if os.path.exists(finished):
-        if not overwrite:
-            raise RunFolderError(f"{out_dir} already holds a finished run ({METRICS_FILE}); choose another --out "
-                                 f"or pass --overwrite to replace it")
-        return None  # replaced at the new run's first checkpoint: a run that fails before keeps the old one
-    elif os.path.isdir(state_dir):  # an unfinished run of xtc: resume it, or start over when asked to
-        if overwrite or not has_state(state_dir):  # nothing to resume (killed before its first checkpoint)
-            shutil.rmtree(out_dir)
-            return None
-        state = load_state(state_dir)
-        saved = state.get("run_config")
-        if not isinstance(saved, dict) or not all(k in state for k in _RESUME_KEYS):
-            raise RunFolderError(f"cannot resume from {state_dir}: its state lacks run settings or counters; "
-                                 f"pass --overwrite to start the run over")
-        if run_config.get("precision") == "auto" and saved.get("precision") in ("fp32", "bf16"):
-            run_config = dict(run_config, precision=saved["precision"])  # auto resumes with what it chose
-        if saved != run_config:
-            diff = {k: (saved.get(k), v) for k, v in run_config.items() if saved.get(k) != v}
-            raise RunFolderError(f"{out_dir} holds an unfinished run with other settings {diff} (saved, now); "
-                                 f"re-run with the same settings to resume, or pass --overwrite to start over")
-        return state
-    elif os.path.isdir(out_dir) and os.listdir(out_dir):
-        raise RunFolderError(f"{out_dir} exists, is not empty and holds no xtc run; choose a new --out folder")
-    return None
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float,
@@ -271,22 +205,21 @@ def train(model, stages: list[Stage], train_data: Encoded, eval_sets: dict[str, 
     stage_steps = [max(1, math.ceil(s.epochs * steps_per_epoch)) for s in stages]
     use_compile, compile_reason = resolve_compile(cfg.compile, device, sum(stage_steps))
     loss_fns = [CompiledLoss(s.loss_fn, model, device) if use_compile else s.loss_fn for s in stages]
-    state_file = os.path.join(out_dir, STATE_DIR)  # a folder: see xtc/checkpoint.py
-    st = LoopState()
+    checkpoints = Checkpoints(out_dir, resumed=resume_state is not None)  # the run folder: xtc/run_folder.py
+    loop = LoopState()
     if resume_state is not None:
-        st = LoopState.from_dict(resume_state)
+        loop = LoopState.from_dict(resume_state)
         model.load_state_dict(resume_state["model"])
-    bar = tqdm(total=sum(stage_steps), initial=st.global_step, disable=quiet or not sys.stderr.isatty(),
+    bar = tqdm(total=sum(stage_steps), initial=loop.global_step, disable=quiet or not sys.stderr.isatty(),
                desc=task.name, unit="step")
     log = bar.write if not bar.disable else lambda msg: print(msg, file=sys.stderr, flush=True)
-    t_start = time.perf_counter() - st.wall_seconds
-    first_checkpoint = resume_state is None
+    t_start = time.perf_counter() - loop.wall_seconds
 
-    while st.stage < len(stages):
-        stage, total = stages[st.stage], stage_steps[st.stage]
+    while loop.stage < len(stages):
+        stage, total = stages[loop.stage], stage_steps[loop.stage]
         opt = make_optimizer(model, cfg.lr * stage.lr_factor, cfg.weight_decay, cfg.adam_epsilon)
         sched = linear_schedule(opt, min(total, round(cfg.warmup_epochs * steps_per_epoch)), total)
-        if resume_state is not None and resume_state["stage"] == st.stage and resume_state.get("optimizer"):
+        if resume_state is not None and resume_state["stage"] == loop.stage and resume_state.get("optimizer"):
             opt.load_state_dict(resume_state["optimizer"])
             sched.load_state_dict(resume_state["scheduler"])
             _set_rng_state(resume_state["rng"])
@@ -294,141 +227,90 @@ def train(model, stages: list[Stage], train_data: Encoded, eval_sets: dict[str, 
         bar.set_description(f"{task.name} {stage.name}")
         window: dict[str, list[float]] = {}  # loss terms since the last evaluation
         epoch_batches, cached_epoch = None, -1
-        while st.stage_step < total:
-            epoch, pos = divmod(st.stage_step, steps_per_epoch)
+        while loop.stage_step < total:
+            epoch, pos = divmod(loop.stage_step, steps_per_epoch)
             if epoch != cached_epoch:  # batch order is a pure function of (seed, stage, epoch)
-                epoch_batches = train_batches(train_data, cfg.batch_size, cfg.seed + 7919 * st.stage, epoch,
+                epoch_batches = train_batches(train_data, cfg.batch_size, cfg.seed + 7919 * loop.stage, epoch,
                                               cfg.group_by_length)
                 cached_epoch = epoch
             t0 = time.perf_counter()
             batch = to_device(collate(train_data, epoch_batches[pos]), device)
             batch["index"] = torch.tensor(epoch_batches[pos])  # which examples: for a teacher-output cache
-            if diagnostics is not None and st.global_step == 0:  # the KD terms' gradients, before any update
+            if diagnostics is not None and loop.global_step == 0:  # the KD terms' gradients, before any update
                 diagnostics.first_batch(model, batch, precision)
-            loss, terms = train_step(model, batch, loss_fns[st.stage], opt, cfg.max_grad_norm, sched, precision)
+            loss, terms = train_step(model, batch, loss_fns[loop.stage], opt, cfg.max_grad_norm, sched, precision)
             if not math.isfinite(float(loss.detach())):  # a diverged run cannot recover: stop, keep nothing
-                discard_unfinished_run(out_dir, STATE_DIR)
+                checkpoints.discard()
                 raise NonFiniteLossError(f"the training loss became {float(loss.detach())} at step "
-                                         f"{st.global_step + 1} ({stage.name}); nothing was kept. Lower --lr "
+                                         f"{loop.global_step + 1} ({stage.name}); nothing was kept. Lower --lr "
                                          f"(now {cfg.lr * stage.lr_factor:g}) or check the data and the model")
-            st.train_seconds += time.perf_counter() - t0
-            st.train_tokens += int(batch["attention_mask"].sum())
-            st.train_examples += len(epoch_batches[pos])
+            loop.train_seconds += time.perf_counter() - t0
+            loop.train_tokens += int(batch["attention_mask"].sum())
+            loop.train_examples += len(epoch_batches[pos])
             for k, v in {"loss": float(loss.detach()), **terms}.items():
                 window.setdefault(k, []).append(float(v))
-            st.stage_step += 1
-            st.global_step += 1
+            loop.stage_step += 1
+            loop.global_step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{window['loss'][-1]:.4f}")
-            end_of_epoch = st.stage_step % steps_per_epoch == 0 or st.stage_step == total
-            if end_of_epoch or (cfg.eval_every and st.stage_step % cfg.eval_every == 0):
-                st.last_terms = {k: float(np.mean(v)) for k, v in window.items()}
+            end_of_epoch = loop.stage_step % steps_per_epoch == 0 or loop.stage_step == total
+            if end_of_epoch or (cfg.eval_every and loop.stage_step % cfg.eval_every == 0):
+                loop.last_terms = {k: float(np.mean(v)) for k, v in window.items()}
                 window = {}
-                entry = _evaluation(model, task, eval_sets, cfg, device, st, stage, steps_per_epoch, sched,
+                entry = _evaluation(model, task, eval_sets, cfg, device, loop, stage, steps_per_epoch, sched,
                                     diagnostics)
                 if not quiet:  # one line per evaluation: readable in a terminal and in workflow logs
-                    log(f"[{task.name} {stage.name}] step {st.global_step} epoch {entry['epoch']:.2f} "
-                        f"loss {st.last_terms['loss']:.4f} " +
+                    log(f"[{task.name} {stage.name}] step {loop.global_step} epoch {entry['epoch']:.2f} "
+                        f"loss {loop.last_terms['loss']:.4f} " +
                         " ".join(f"{k} {v:.4f}" for k, v in entry["metrics"].items()))
-                st.wall_seconds = time.perf_counter() - t_start
-                replacing = os.path.isfile(os.path.join(out_dir, METRICS_FILE))  # a finished run --overwrite replaces
-                try:
-                    _checkpoint(state_file, st, model, opt, sched, run_config)
-                except OSError:  # a full disk: the first checkpoint leaves no state folder (and no empty run
-                    if first_checkpoint:  # folder); a later one leaves the previous checkpoint; a replaced
-                        discard_unfinished_run(out_dir, STATE_DIR)  # finished run is untouched either way
-                    raise
-                first_checkpoint = False
-                if replacing:  # only now that the new run has a checkpoint
-                    remove_finished_run(out_dir)
-        st.stage += 1
-        st.stage_step = 0
+                loop.wall_seconds = time.perf_counter() - t_start
+                _checkpoint(checkpoints, loop, model, opt, sched, run_config)
+        loop.stage += 1
+        loop.stage_step = 0
     bar.close()
-    model.load_state_dict(st.best_model)
-    best = next(h for h in st.history if h["step"] == st.best_step)
+    model.load_state_dict(loop.best_model)
+    best = next(h for h in loop.history if h["step"] == loop.best_step)
     return {
-        "metrics": best["metrics"], "best_step": st.best_step, "history": st.history,
-        "final_loss_terms": st.last_terms, "wall_seconds": time.perf_counter() - t_start,
-        "train_seconds": st.train_seconds, "train_tokens": st.train_tokens,
-        "train_samples_per_second": st.train_examples / max(st.train_seconds, 1e-9),
-        "train_tokens_per_second": st.train_tokens / max(st.train_seconds, 1e-9),
-        "steps": st.global_step, "steps_per_epoch": steps_per_epoch,
+        "metrics": best["metrics"], "best_step": loop.best_step, "history": loop.history,
+        "final_loss_terms": loop.last_terms, "wall_seconds": time.perf_counter() - t_start,
+        "train_seconds": loop.train_seconds, "train_tokens": loop.train_tokens,
+        "train_samples_per_second": loop.train_examples / max(loop.train_seconds, 1e-9),
+        "train_tokens_per_second": loop.train_tokens / max(loop.train_seconds, 1e-9),
+        "steps": loop.global_step, "steps_per_epoch": steps_per_epoch,
         "compile": {"used": use_compile and not any(getattr(f, "failed", None) for f in loss_fns),
                     "reason": compile_reason, "mode": getattr(loss_fns[0], "mode", None),
                     "failed": next((f.failed for f in loss_fns if getattr(f, "failed", None)), None)},
     }
 
 
-def _evaluation(model, task: Task, eval_sets, cfg: TrainConfig, device, st: LoopState, stage: Stage,
+def _evaluation(model, task: Task, eval_sets, cfg: TrainConfig, device, loop: LoopState, stage: Stage,
                 steps_per_epoch: int, sched, diagnostics=None) -> dict:
     """Evaluate, append the history entry and keep the weights when they are the best so far."""
     predictions: dict = {}  # filled for the diagnostics only (the dev predictions' class counts)
     metrics = (evaluate(model, task, eval_sets, cfg.eval_batch_size, device) if diagnostics is None else
                evaluate(model, task, eval_sets, cfg.eval_batch_size, device, predictions=predictions))
-    entry = {"stage": stage.name, "step": st.global_step, "epoch": round(st.stage_step / steps_per_epoch, 4),
-             "lr": sched.get_last_lr()[0], "train": st.last_terms, "metrics": metrics}
+    entry = {"stage": stage.name, "step": loop.global_step, "epoch": round(loop.stage_step / steps_per_epoch, 4),
+             "lr": sched.get_last_lr()[0], "train": loop.last_terms, "metrics": metrics}
     if diagnostics is not None:
         entry["diagnostics"] = diagnostics.at_evaluation(
             model, task, metrics, predictions,
             lambda m, sets: evaluate(m, task, sets, cfg.eval_batch_size, device))
-    st.history.append(entry)
+    loop.history.append(entry)
     score = metrics[task.selection_metric]
-    if score > st.best_metric:
-        st.best_metric, st.best_step = score, st.global_step
-        st.best_model = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    if score > loop.best_metric:
+        loop.best_metric, loop.best_step = score, loop.global_step
+        loop.best_model = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     return entry
 
 
-def _checkpoint(path: str, st: LoopState, model, opt, sched, run_config: dict) -> None:
-    """Save everything an exact resume needs into the state folder `path` (no pickle: xtc/checkpoint.py)."""
-    state = dict(st.as_dict(), run_config=run_config, model=model.state_dict(), optimizer=opt.state_dict(),
+def _checkpoint(checkpoints: Checkpoints, loop: LoopState, model, opt, sched, run_config: dict) -> None:
+    """Save everything an exact resume needs (no pickle: xtc/checkpoint.py)."""
+    state = dict(loop.as_dict(), run_config=run_config, model=model.state_dict(), optimizer=opt.state_dict(),
                  scheduler=sched.state_dict(), rng=_rng_state())
-    save_state(path, state, st.global_step)  # atomic: a kill mid-write leaves the previous checkpoint intact
+    checkpoints.save(state, loop.global_step)  # atomic: a kill mid-write leaves the previous checkpoint intact
 
 
-def run_record(task: Task, result: dict, run_config: dict, run: RunOptions, device, train_data: Encoded,
-               eval_sets: dict[str, Encoded], extra: dict | None = None) -> dict:
-    """What a finished run's metrics.json holds: the task, the training result, `extra` (what the command adds,
-    e.g. quantization and sizes), the full configuration with data sizes, and package versions."""
-    return {"task": task.name, "selection_metric": task.selection_metric, **result, **(extra or {}),
-            "config": {**run_config, "device": str(device), "glue_dir": run.glue_dir or os.environ.get("XTC_GLUE_DIR"),
-                       "train_size": len(train_data), "eval_sizes": {k: len(v) for k, v in eval_sets.items()}},
-            "versions": versions()}
 
 
-def remove_finished_run(out_dir: str) -> None:
-    """Delete a finished run's files (metrics.json first: the folder stops being finished) but keep the resume
-    state of the run that replaces it."""
-    names = sorted(os.listdir(out_dir), key=lambda n: n != METRICS_FILE)
-    for name in names:
-        path = os.path.join(out_dir, name)
-        if name == STATE_DIR:
-            continue
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path)
-        else:
-            os.unlink(path)
 
 
-def finish_run(out_dir: str, model, tokenizer, record: dict) -> dict:
-    """Save the kept model and tokenizer, then metrics.json (last, atomically), then drop the resume state.
-    A failed save (full disk, no permission) removes what it wrote and keeps the resume state: the same command
-    run again only saves."""
-    from xtc.models import quiet_hf_loading
-
-    try:
-        with quiet_hf_loading():  # no "Writing model shards" bar in the logs
-            model.save_pretrained(out_dir)
-            tokenizer.save_pretrained(out_dir)
-        write_json_atomic(os.path.join(out_dir, METRICS_FILE), record, "the run record")
-    except Exception as exc:
-        err = write_errno(exc)
-        if err is None:
-            raise
-        remove_finished_run(out_dir)  # the partial final save; the checkpoint it came from stays
-        if isinstance(exc, WriteError):
-            raise
-        size = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-        raise write_error(OSError(err, os.strerror(err)), out_dir, "the final model", size) from None
-    shutil.rmtree(os.path.join(out_dir, STATE_DIR), ignore_errors=True)
-    return record

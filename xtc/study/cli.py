@@ -246,34 +246,23 @@ def register(sub) -> None:
     _add_allow_incomplete(p)
     p.set_defaults(fn=cmd_aggregate)
 
-    p = ss.add_parser("tables", help="one Markdown table per axis from runs.csv")
-    _add_config(p)
-    p.add_argument("--results-dir", required=True)
-    p.add_argument("--out-dir", required=True)
-    p.set_defaults(fn=cmd_tables)
-
-    p = ss.add_parser("claims", help="the recipe's five findings as statistical tests (CSV, one row per test; "
-                      "verdicts: holds / does not hold / inconclusive)")
-    _add_config(p)
-    p.add_argument("--results-dir", required=True)
-    p.add_argument("--out", required=True)
-    p.set_defaults(fn=cmd_claims)
-
-    p = ss.add_parser("figures", help="PNG and PDF figures from runs.csv (learning curves from history.csv where "
-                      "the results have one)")
-    _add_config(p)
-    p.add_argument("--results-dir", required=True)
-    p.add_argument("--out-dir", required=True)
-    p.set_defaults(fn=cmd_figures)
-
-    p = ss.add_parser("curves", help="has the long budget reached the plateau? per task and quantized bit-width of "
-                      "the budget axis: the late gain of the learning curve with its 95%% CI and a verdict "
-                      "(flat / rising / inconclusive; CSV and Markdown)")
-    _add_config(p)
-    p.add_argument("--results-dir", required=True, help="the results folder (its history.csv)")
-    p.add_argument("--out-csv", required=True)
-    p.add_argument("--out-md", required=True)
-    p.set_defaults(fn=cmd_curves)
+    # the steps that read a results folder (and the config) and write their own outputs
+    for name, fn, outs, results_help, help_text in (
+            ("tables", cmd_tables, ("--out-dir",), None, "one Markdown table per axis from runs.csv"),
+            ("claims", cmd_claims, ("--out",), None, "the recipe's five findings as statistical tests (CSV, one row "
+             "per test; verdicts: holds / does not hold / inconclusive)"),
+            ("figures", cmd_figures, ("--out-dir",), None, "PNG and PDF figures from runs.csv (learning curves from "
+             "history.csv where the results have one)"),
+            ("curves", cmd_curves, ("--out-csv", "--out-md"), "the results folder (its history.csv)",
+             "has the long budget reached the plateau? per task and quantized bit-width of the budget axis: the late "
+             "gain of the learning curve with its 95%% CI and a verdict (flat / rising / inconclusive; CSV and "
+             "Markdown)")):
+        p = ss.add_parser(name, help=help_text)
+        _add_config(p)
+        p.add_argument("--results-dir", required=True, help=results_help)
+        for flag in outs:
+            p.add_argument(flag, required=True)
+        p.set_defaults(fn=fn)
 
     p = ss.add_parser("diagnostics", help="why a student stalls: each run's changed weight codes per role, train-"
                       "vs-dev gap, top-class share and KD gradient shares at each evaluation (diagnostics.csv), a "

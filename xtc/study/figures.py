@@ -43,7 +43,8 @@ def _styled(fn):
     return wrapper
 
 
-def _half(sd, n) -> float:
+def _error_bar(sd, n) -> float:
+    """The error bar of a mean over n seeds: its 95% CI half-width; NaN where n is missing or below 2."""
     from xtc.study.tables import ci_half_width
 
     return ci_half_width(sd, int(n)) if n == n and n is not None else float("nan")
@@ -118,10 +119,10 @@ def _line_panels(config, runs, axis, xfun, xlabel, group="wbits", logx=False, fi
         for name, ax in panels.items():
             if name == "avg":
                 src = pts.rename(columns={"avg": "y"})
-                src = src.assign(e=[_half(a, n) for a, n in zip(src["avg_std"], src["n_seeds_all_tasks"])])
+                src = src.assign(e=[_error_bar(a, n) for a, n in zip(src["avg_std"], src["n_seeds_all_tasks"])])
             else:
                 src = view[view["task"] == name].rename(columns={"score": "y"})
-                src = src.assign(e=[_half(a, n) for a, n in zip(src["score_std"], src["n"])])
+                src = src.assign(e=[_error_bar(a, n) for a, n in zip(src["score_std"], src["n"])])
             plotted = False
             for g, grp in src.groupby(group, sort=True) if group else [(None, src)]:
                 grp = grp.assign(x=[xfun(r, name) for r in grp.to_dict("records")]).sort_values("x")
@@ -208,11 +209,12 @@ def fig_kd(config, runs, out_dir):
                 if name == "avg":
                     sel = pts[pts["v_kd"] == mode]
                     ys.append(float(sel["avg"].iloc[0]) if len(sel) else np.nan)
-                    es.append(_half(sel["avg_std"].iloc[0], sel["n_seeds_all_tasks"].iloc[0]) if len(sel) else np.nan)
+                    es.append(_error_bar(sel["avg_std"].iloc[0], sel["n_seeds_all_tasks"].iloc[0]) if len(sel)
+                              else np.nan)
                 else:
                     sel = view[(view["v_kd"] == mode) & (view["task"] == name)]
                     ys.append(float(sel["score"].iloc[0]) if len(sel) else np.nan)
-                    es.append(_half(sel["score_std"].iloc[0], sel["n"].iloc[0]) if len(sel) else np.nan)
+                    es.append(_error_bar(sel["score_std"].iloc[0], sel["n"].iloc[0]) if len(sel) else np.nan)
             xs = np.arange(len(names)) + (i - (len(modes) - 1) / 2) * width
             ax.bar(xs, ys, width, yerr=np.nan_to_num(es), capsize=3, color=colors.get(mode, None),
                    label=f"KD: {mode}")

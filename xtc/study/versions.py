@@ -13,7 +13,8 @@ def write_versions(runs_dir: str, out_path: str) -> dict:
     import glob
     import subprocess
 
-    from xtc.train import versions, write_json_atomic
+    from xtc.files import write_json_atomic
+    from xtc.run_folder import versions
 
     seen = []
     for path in sorted(glob.glob(os.path.join(runs_dir, "**", METRICS_FILE), recursive=True)):

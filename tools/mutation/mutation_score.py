@@ -1,7 +1,7 @@
-"""Mutation score per module from bench/mutation.sh's results (issue 14) -> bench/results/mutation.json.
+"""Mutation score per module from tools/mutation/mutation.sh's results (issue 14) -> tools/mutation/results/mutation.json.
 
 score = killed / (checked - equivalent), where equivalent mutants are those listed, with their reason, in
-bench/results/mutation-equivalents.tsv (name<TAB>reason). A group run on a sample (MUT_SAMPLE) reports the
+tools/mutation/results/mutation-equivalents.tsv (name<TAB>reason). A group run on a sample (MUT_SAMPLE) reports the
 sample's counts and a 95% Wilson interval for the whole module's score."""
 from __future__ import annotations
 

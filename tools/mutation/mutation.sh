@@ -3,12 +3,12 @@
 # that mutmut's setup.cfg and mutants/ never touch this checkout. Slow (about 1 mutant/s on 2 cores); not CI.
 #   pip install --target /tmp/m3pkgs mutmut==3.8.1
 #   rm -rf /tmp/m3pkgs/{_pytest,pytest,pytest-*,pluggy,pluggy-*,iniconfig,iniconfig-*,packaging,packaging-*,py.py}
-#   MUT_CHILDREN=2 [MUT_SAMPLE=150 [MUT_SEED=14]] bash bench/mutation.sh quant distill curves aggregate tc pack train metrics
-# Results: bench/results/mutation-<group>.{log,results} (survivors: `mutmut show <name>` in /tmp/xtc-mutation-<group>);
-# then bench/mutation_recheck.py <group> after new tests, and bench/mutation_score.py for the scores.
+#   MUT_CHILDREN=2 [MUT_SAMPLE=150 [MUT_SEED=14]] bash tools/mutation/mutation.sh quant distill curves aggregate tc pack train metrics
+# Results: tools/mutation/results/mutation-<group>.{log,results} (survivors: `mutmut show <name>` in /tmp/xtc-mutation-<group>);
+# then tools/mutation/mutation_recheck.py <group> after new tests, and tools/mutation/mutation_score.py for the scores.
 set -u
-repo=$(cd "$(dirname "$0")/.." && pwd)
-out="$repo/bench/results"
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+out="$repo/tools/mutation/results"
 PY="$repo/.venv/bin/python"
 export PYTHONPATH=${MUTMUT_PKGS:-/tmp/m3pkgs} OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE
 export XTC_GLUE_DIR=${XTC_GLUE_DIR:-$(cd "$repo/.." && pwd)/shared/glue}

@@ -1,12 +1,12 @@
-"""Re-check the surviving mutants of one bench/mutation.sh group against the current tests (issue 14).
+"""Re-check the surviving mutants of one tools/mutation/mutation.sh group against the current tests (issue 14).
 
 A full mutmut run takes up to hours; tests written after it only need to meet its survivors. For each mutant the
 group's results list as survived, this activates it the way mutmut does (MUTANT_UNDER_TEST=<name>, inside the
 group's mutants/ copy, with the current tests/ copied in) and runs the group's test files with -x: a test failure
 (pytest exit 1) kills it. Only valid while the mutated module is unchanged since the run, which is checked.
-Rewrites bench/results/mutation-<group>.results with "killed" for the mutants killed now.
+Rewrites tools/mutation/results/mutation-<group>.results with "killed" for the mutants killed now.
 
-    python bench/mutation_recheck.py pack
+    python tools/mutation/mutation_recheck.py pack
 """
 from __future__ import annotations
 
@@ -18,14 +18,15 @@ import shutil
 import subprocess
 import sys
 
-from mutation_score import read_equivalents  # noqa: E402  (bench/ is on sys.path when run as a script)
+from mutation_score import read_equivalents  # tools/mutation/ is on sys.path when run as a script
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("group", help="a bench/mutation.sh group (its worktree is /tmp/xtc-mutation-<group>)")
+    ap.add_argument("group", help="a tools/mutation/mutation.sh group (its worktree is /tmp/xtc-mutation-<group>)")
     ap.add_argument("--worktree", help="default: /tmp/xtc-mutation-<group>")
     ap.add_argument("--mutmut-pkgs", default=os.environ.get("MUTMUT_PKGS", "/tmp/m3pkgs"))
     a = ap.parse_args(argv)
@@ -37,10 +38,10 @@ def main(argv=None) -> int:
     changed = subprocess.run(["git", "-C", ROOT, "diff", "--quiet", subprocess.check_output(
         ["git", "-C", wt, "rev-parse", "HEAD"], text=True).strip(), "HEAD", "--", *modules]).returncode
     if changed:
-        print(f"xtc: error: {' '.join(modules)} changed since the {a.group} run; rerun bench/mutation.sh {a.group}",
+        print(f"xtc: error: {' '.join(modules)} changed since the {a.group} run; rerun tools/mutation/mutation.sh {a.group}",
               file=sys.stderr)
         return 2
-    results = os.path.join(ROOT, "bench", "results", f"mutation-{a.group}.results")
+    results = os.path.join(HERE, "results", f"mutation-{a.group}.results")
     lines = open(results, encoding="utf-8").read().splitlines()
     shutil.rmtree(os.path.join(wt, "mutants", "tests"))
     shutil.copytree(os.path.join(ROOT, "tests"), os.path.join(wt, "mutants", "tests"))
