@@ -29,7 +29,6 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from xtc.files import check_out_file  # noqa: F401  (xtc/pack.py imports it from here; its home is xtc.files)
 from xtc.files import atomic_write, is_write_error, sha256, write_error
 
 FORMAT = "xtc-state"

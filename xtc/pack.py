@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import json
 import math
 import os
@@ -39,7 +38,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from . import __version__
-from .checkpoint import check_out_file
+from .files import check_out_file, sha256
 from .codec import Binary, Codec, Ternary, UintK, codec_for
 from .files import atomic_write, exclusive_writer
 from .quant import (QuantLinear, QuantSpec, apply_quantization, quantize_weight_codes, quantized_modules,
@@ -114,10 +113,6 @@ def unpack_uint(data, numel: int, bits: int) -> torch.Tensor:
 # export
 
 
-def _sha256(b: bytes) -> str:
-    return hashlib.sha256(b).hexdigest()
-
-
 def _quant_params(model) -> dict[str, object]:
     """state_dict key of each quantized weight -> its wrapper."""
     out = {}
@@ -160,7 +155,7 @@ def export_packed(model, tokenizer, out_path: str, overwrite: bool = False) -> d
     manifest = {
         "format": FORMAT, "version": VERSION, "created_by": f"xtc-bench {__version__}",
         "model_class": type(model).__name__, "quant_spec": spec.to_dict(),
-        "members": {n: {"sha256": _sha256(b), "bytes": len(b)} for n, b in members.items()},
+        "members": {n: {"sha256": sha256(b), "bytes": len(b)} for n, b in members.items()},
         "tensors": entries,
     }
     _write_archive(out_path, manifest, members, overwrite)
@@ -311,7 +306,7 @@ def _read_member(zf: zipfile.ZipFile, name: str, meta, bad) -> bytes:
     data = _read_bytes(zf, name, bad, n)
     if len(data) != n:
         raise bad(f"member {name} is {len(data)} bytes, manifest says {n} (truncated?)")
-    if _sha256(data) != digest:
+    if sha256(data) != digest:
         raise bad(f"member {name} fails its sha256 check (corrupted)")
     return data
 
