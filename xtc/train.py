@@ -1,6 +1,7 @@
 """One training loop for every run (teacher fine-tuning, KD students, QAT): AdamW with the recipe's
 weight-decay exclusions, linear warm-up and decay, clipping, evaluation every N steps and at each epoch
-end, best-checkpoint selection, and exact resume from the last evaluation point."""
+end (or at K equal fractions of the run), best-checkpoint selection on the validation split (on dev when there
+is none), and exact resume from the last evaluation point."""
 from __future__ import annotations
 
 import math
@@ -22,7 +23,7 @@ from xtc.config import RunOptions, TrainConfig
 from xtc.checkpoint import (check_out_folder, clean_stale_temps, discard_unfinished_run, has_state,
                             load_state, save_state)
 from xtc.data import Encoded, collate, eval_batches, train_batches
-from xtc.files import (METRICS_FILE, STATE_DIR, WriteError, atomic_write, exclusive_writer, write_errno,
+from xtc.files import (DEV_PREDICTIONS_FILE, METRICS_FILE, STATE_DIR, WriteError, atomic_write, exclusive_writer, write_errno,
                        write_error, write_json_atomic)
 from xtc.metrics import task_metrics
 from xtc.precision import autocast, resolve_precision
@@ -259,16 +260,25 @@ def resolve_training_precision(cfg: TrainConfig, device, model, loss_fn: LossFn,
                              measured_with=what)
 
 
+def evaluation_steps(total_steps: int, eval_points: int) -> set[int]:
+    """The global steps of `eval_points` evaluations at equal fractions k/K of `total_steps` (rounded)."""
+    return {max(1, int(k * total_steps / eval_points + 0.5)) for k in range(1, eval_points + 1)}
+
+
 def train(model, stages: list[Stage], train_data: Encoded, eval_sets: dict[str, Encoded], task: Task,
           cfg: TrainConfig, out_dir: str, run_config: dict, device, resume_state: dict | None = None,
-          quiet: bool = False, diagnostics=None) -> dict:
-    """Run every stage; return a summary (best metrics, history, throughput). The best weights are left
-    loaded in `model`. A checkpoint is written at every evaluation so an interrupted run resumes exactly.
-    `diagnostics` (an xtc.diagnostics.RunDiagnostics) adds its records to every evaluation."""
+          quiet: bool = False, diagnostics=None, validation: Encoded | None = None) -> dict:
+    """Run every stage; return a summary (selected and final metrics, history, throughput). The checkpoint
+    with the best `validation` score (dev's when there is no validation split) is left loaded in `model`; dev
+    is evaluated and reported at every evaluation. A checkpoint is written at every evaluation so an
+    interrupted run resumes exactly. `diagnostics` (an xtc.diagnostics.RunDiagnostics) adds its records to
+    every evaluation."""
     model.to(device)
     precision = resolve_precision(cfg.precision, device).precision  # callers pass it resolved; "auto" also works
     steps_per_epoch = math.ceil(len(train_data) / cfg.batch_size)
     stage_steps = [max(1, math.ceil(s.epochs * steps_per_epoch)) for s in stages]
+    total_steps = sum(stage_steps)  # one budget, however many stages
+    eval_at = evaluation_steps(total_steps, cfg.eval_points) if cfg.eval_points else None
     use_compile, compile_reason = resolve_compile(cfg.compile, device, sum(stage_steps))
     loss_fns = [CompiledLoss(s.loss_fn, model, device) if use_compile else s.loss_fn for s in stages]
     state_file = os.path.join(out_dir, STATE_DIR)  # a folder: see xtc/checkpoint.py
@@ -320,16 +330,21 @@ def train(model, stages: list[Stage], train_data: Encoded, eval_sets: dict[str, 
             st.global_step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{window['loss'][-1]:.4f}")
-            end_of_epoch = st.stage_step % steps_per_epoch == 0 or st.stage_step == total
-            if end_of_epoch or (cfg.eval_every and st.stage_step % cfg.eval_every == 0):
+            if eval_at is not None:  # K equal fractions of the whole run, nowhere else
+                due = st.global_step in eval_at
+            else:  # every eval_every steps and at each epoch end
+                end_of_epoch = st.stage_step % steps_per_epoch == 0 or st.stage_step == total
+                due = end_of_epoch or bool(cfg.eval_every and st.stage_step % cfg.eval_every == 0)
+            if due:
                 st.last_terms = {k: float(np.mean(v)) for k, v in window.items()}
                 window = {}
-                entry = _evaluation(model, task, eval_sets, cfg, device, st, stage, steps_per_epoch, sched,
-                                    diagnostics)
+                entry = _evaluation(model, task, eval_sets, validation, cfg, device, st, stage, steps_per_epoch,
+                                    total_steps, sched, diagnostics)
                 if not quiet:  # one line per evaluation: readable in a terminal and in workflow logs
                     log(f"[{task.name} {stage.name}] step {st.global_step} epoch {entry['epoch']:.2f} "
                         f"loss {st.last_terms['loss']:.4f} " +
-                        " ".join(f"{k} {v:.4f}" for k, v in entry["metrics"].items()))
+                        " ".join(f"{k} {v:.4f}" for k, v in entry["metrics"].items()) +
+                        "".join(f" validation {k} {v:.4f}" for k, v in entry.get("validation", {}).items()))
                 st.wall_seconds = time.perf_counter() - t_start
                 replacing = os.path.isfile(os.path.join(out_dir, METRICS_FILE))  # a finished run --overwrite replaces
                 try:
@@ -344,10 +359,17 @@ def train(model, stages: list[Stage], train_data: Encoded, eval_sets: dict[str, 
         st.stage += 1
         st.stage_step = 0
     bar.close()
+    final = st.history[-1]  # the last step is always evaluated: `model` holds the final checkpoint here
+    final_predictions = dev_predictions(model, task, eval_sets, cfg.eval_batch_size, device)
     model.load_state_dict(st.best_model)
     best = next(h for h in st.history if h["step"] == st.best_step)
+    selected_predictions = (final_predictions if st.best_step == final["step"] else
+                            dev_predictions(model, task, eval_sets, cfg.eval_batch_size, device))
     return {
-        "metrics": best["metrics"], "best_step": st.best_step, "history": st.history,
+        "metrics": best["metrics"], "selected_by": "dev" if validation is None else "validation",
+        "validation_metrics": best.get("validation"), "best_step": st.best_step,
+        "final_metrics": final["metrics"], "final_step": final["step"],
+        "predictions": {"selected": selected_predictions, "final": final_predictions}, "history": st.history,
         "final_loss_terms": st.last_terms, "wall_seconds": time.perf_counter() - t_start,
         "train_seconds": st.train_seconds, "train_tokens": st.train_tokens,
         "train_samples_per_second": st.train_examples / max(st.train_seconds, 1e-9),
@@ -359,20 +381,31 @@ def train(model, stages: list[Stage], train_data: Encoded, eval_sets: dict[str, 
     }
 
 
-def _evaluation(model, task: Task, eval_sets, cfg: TrainConfig, device, st: LoopState, stage: Stage,
-                steps_per_epoch: int, sched, diagnostics=None) -> dict:
-    """Evaluate, append the history entry and keep the weights when they are the best so far."""
+def dev_predictions(model, task: Task, eval_sets: dict[str, Encoded], batch_size: int, device) -> dict:
+    """Every dev split's predictions as JSON lists: class ids, or scores for regression."""
+    predictions: dict = {}
+    evaluate(model, task, eval_sets, batch_size, device, predictions=predictions)
+    return {split: [float(p) if task.is_regression else int(p) for p in preds] for split, preds in predictions.items()}
+
+
+def _evaluation(model, task: Task, eval_sets, validation: Encoded | None, cfg: TrainConfig, device, st: LoopState,
+                stage: Stage, steps_per_epoch: int, total_steps: int, sched, diagnostics=None) -> dict:
+    """Evaluate (dev, and the validation split that selects), append the history entry and keep the weights
+    when they are the best so far."""
     predictions: dict = {}  # filled for the diagnostics only (the dev predictions' class counts)
     metrics = (evaluate(model, task, eval_sets, cfg.eval_batch_size, device) if diagnostics is None else
                evaluate(model, task, eval_sets, cfg.eval_batch_size, device, predictions=predictions))
-    entry = {"stage": stage.name, "step": st.global_step, "epoch": round(st.stage_step / steps_per_epoch, 4),
-             "lr": sched.get_last_lr()[0], "train": st.last_terms, "metrics": metrics}
+    entry = {"stage": stage.name, "step": st.global_step, "fraction": round(st.global_step / total_steps, 4),
+             "epoch": round(st.stage_step / steps_per_epoch, 4), "lr": sched.get_last_lr()[0],
+             "train": st.last_terms, "metrics": metrics}
+    if validation is not None:
+        entry["validation"] = evaluate(model, task, {"validation": validation}, cfg.eval_batch_size, device)
     if diagnostics is not None:
         entry["diagnostics"] = diagnostics.at_evaluation(
             model, task, metrics, predictions,
             lambda m, sets: evaluate(m, task, sets, cfg.eval_batch_size, device))
     st.history.append(entry)
-    score = metrics[task.selection_metric]
+    score = entry.get("validation", metrics)[task.selection_metric]
     if score > st.best_metric:
         st.best_metric, st.best_step = score, st.global_step
         st.best_model = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
@@ -386,14 +419,36 @@ def _checkpoint(path: str, st: LoopState, model, opt, sched, run_config: dict) -
     save_state(path, state, st.global_step)  # atomic: a kill mid-write leaves the previous checkpoint intact
 
 
+def data_settings(run: RunOptions) -> dict:
+    """The data settings a run's resume state and record keep: which rows it trains and selects on."""
+    return {"max_train_samples": run.max_train_samples, "max_eval_samples": run.max_eval_samples,
+            "subset": run.subset, "data_seed": run.data_seed, "validation_samples": run.validation_samples}
+
+
 def run_record(task: Task, result: dict, run_config: dict, run: RunOptions, device, train_data: Encoded,
                eval_sets: dict[str, Encoded], extra: dict | None = None) -> dict:
     """What a finished run's metrics.json holds: the task, the training result, `extra` (what the command adds,
     e.g. quantization and sizes), the full configuration with data sizes, and package versions."""
+    result = {k: v for k, v in result.items() if k != "predictions"}  # those go to dev_predictions.json
     return {"task": task.name, "selection_metric": task.selection_metric, **result, **(extra or {}),
             "config": {**run_config, "device": str(device), "glue_dir": run.glue_dir or os.environ.get("XTC_GLUE_DIR"),
                        "train_size": len(train_data), "eval_sizes": {k: len(v) for k, v in eval_sets.items()}},
             "versions": versions()}
+
+
+def predictions_record(task: Task, result: dict, eval_sets: dict[str, Encoded]) -> dict:
+    """dev_predictions.json: the selected and the final checkpoint's prediction for every dev example, in the
+    dev set's order, beside the labels (class ids, or scores for regression); MNLI's second split under
+    `other_splits`."""
+    labels = lambda split: [float(y) if task.is_regression else int(y) for y in eval_sets[split].labels]  # noqa: E731
+    first, *others = eval_sets
+    preds = result["predictions"]
+    out = {"task": task.name, "split": first, "labels": labels(first), "selected": preds["selected"][first],
+           "final": preds["final"][first]}
+    if others:
+        out["other_splits"] = {s: {"labels": labels(s), "selected": preds["selected"][s], "final": preds["final"][s]}
+                               for s in others}
+    return out
 
 
 def remove_finished_run(out_dir: str) -> None:
@@ -410,16 +465,18 @@ def remove_finished_run(out_dir: str) -> None:
             os.unlink(path)
 
 
-def finish_run(out_dir: str, model, tokenizer, record: dict) -> dict:
-    """Save the kept model and tokenizer, then metrics.json (last, atomically), then drop the resume state.
-    A failed save (full disk, no permission) removes what it wrote and keeps the resume state: the same command
-    run again only saves."""
+def finish_run(out_dir: str, model, tokenizer, record: dict, json_files: dict[str, dict] | None = None) -> dict:
+    """Save the kept model and tokenizer (and `json_files`, {name: content}), then metrics.json (last,
+    atomically), then drop the resume state. A failed save (full disk, no permission) removes what it wrote and
+    keeps the resume state: the same command run again only saves."""
     from xtc.models import quiet_hf_loading
 
     try:
         with quiet_hf_loading():  # no "Writing model shards" bar in the logs
             model.save_pretrained(out_dir)
             tokenizer.save_pretrained(out_dir)
+        for name, content in (json_files or {}).items():
+            write_json_atomic(os.path.join(out_dir, name), content, name)
         write_json_atomic(os.path.join(out_dir, METRICS_FILE), record, "the run record")
     except Exception as exc:
         err = write_errno(exc)
