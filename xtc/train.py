@@ -383,9 +383,11 @@ def train(model, stages: list[Stage], train_data: Encoded, eval_sets: dict[str, 
 
 def dev_predictions(model, task: Task, eval_sets: dict[str, Encoded], batch_size: int, device) -> dict:
     """Every dev split's predictions as JSON lists: class ids, or scores for regression."""
-    predictions: dict = {}
-    evaluate(model, task, eval_sets, batch_size, device, predictions=predictions)
-    return {split: [float(p) if task.is_regression else int(p) for p in preds] for split, preds in predictions.items()}
+    out = {}
+    for split, data in eval_sets.items():
+        logits = predict(model, data, batch_size, device)
+        out[split] = [float(x) for x in logits[:, 0]] if task.is_regression else [int(x) for x in logits.argmax(-1)]
+    return out
 
 
 def _evaluation(model, task: Task, eval_sets, validation: Encoded | None, cfg: TrainConfig, device, st: LoopState,
