@@ -23,7 +23,7 @@ from xtc.config import RunOptions, TrainConfig
 from xtc.checkpoint import (check_out_folder, clean_stale_temps, discard_unfinished_run, has_state,
                             load_state, save_state)
 from xtc.data import Encoded, collate, eval_batches, train_batches
-from xtc.files import (DEV_PREDICTIONS_FILE, METRICS_FILE, STATE_DIR, WriteError, atomic_write, exclusive_writer, write_errno,
+from xtc.files import (METRICS_FILE, STATE_DIR, WriteError, atomic_write, exclusive_writer, write_errno,
                        write_error, write_json_atomic)
 from xtc.metrics import task_metrics
 from xtc.precision import autocast, resolve_precision
