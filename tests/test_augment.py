@@ -9,8 +9,8 @@ from transformers import BertForMaskedLM, BertForSequenceClassification, BertMod
 
 from conftest import WORDS, make_tiny_model_dir, tiny_config
 from xtc.augment import augment, load_teacher, neighbour_candidates
-from xtc.config import AugmentConfig
-from xtc.data import load_split, read_train_file
+from xtc.config import AugmentConfig, RunOptions
+from xtc.data import load_split, load_training_split, read_train_file, select_training_rows, take_rows
 from xtc.tasks import get_task
 
 
@@ -66,9 +66,13 @@ def test_line_count_originals_and_sources(tmp_path, tiny_model_dir, glue_dir):
     out = str(tmp_path / "sst2.jsonl")
     rep = augment("sst2", tiny_model_dir, out, AugmentConfig(copies=3), glue_dir=glue_dir, quiet=True)
     rows = _lines(out)
-    train = load_split(get_task("sst2"), "train", glue_dir)
+    # exactly the students' training rows (issue 23): the validation rows are held out first, the same draw
+    full = load_split(get_task("sst2"), "train", glue_dir)
+    chosen = select_training_rows(get_task("sst2"), full, None, 500, "stratified", 0).train
+    train = take_rows(full, chosen)
+    assert len(chosen) == len(full) - len(full) // 5 and rep["data"]["train"]["n"] == len(chosen)
     assert len(rows) == len(train) * 4 == rep["examples_out"] and rep["examples_in"] == len(train)
-    assert [(r["source"], r["copy"]) for r in rows] == [(i, c) for i in range(len(train)) for c in range(4)]
+    assert [(r["source"], r["copy"]) for r in rows] == [(i, c) for i in chosen for c in range(4)]
     assert [r["text_a"] for r in rows if r["copy"] == 0] == [t[0] for t in train.texts]
     assert all("text_b" not in r for r in rows)
     assert rep["path"] == "neighbours" and not rep["mlm_head"] and rep["bytes"] == os.path.getsize(out)
@@ -82,17 +86,18 @@ def test_same_seed_same_bytes_other_seed_differs_and_prefix_stable(tmp_path, tin
         augment("rte", tiny_model_dir, path, AugmentConfig(copies=2, seed=seed), glue_dir=glue_dir, quiet=True)
     data = [open(p, "rb").read() for p in paths[:3]]
     assert data[0] == data[1] and data[0] != data[2]
-    # each example has its own generator: the first n examples do not depend on --max-train-samples
+    # each row of the split has its own generator: its copies do not depend on --max-train-samples
     augment("rte", tiny_model_dir, paths[3],
             AugmentConfig(copies=2, seed=7, max_train_samples=10), glue_dir=glue_dir, quiet=True)
-    assert open(paths[3], "rb").read() == b"".join(data[0].splitlines(keepends=True)[:30])
+    subset = open(paths[3], "rb").read().splitlines(keepends=True)
+    assert len(subset) == 30 and set(subset) <= set(data[0].splitlines(keepends=True))
 
 
 def test_round_trips_through_read_train_file(tmp_path, tiny_model_dir, glue_dir):
     out = str(tmp_path / "rte.jsonl")
     augment("rte", tiny_model_dir, out, AugmentConfig(copies=2, max_train_samples=8), glue_dir=glue_dir, quiet=True)
     back = read_train_file(out, get_task("rte"))
-    orig = load_split(get_task("rte"), "train", glue_dir, 8)
+    orig = load_training_split(get_task("rte"), glue_dir, 8, 500, "stratified", 0)[0]  # what compress trains on
     assert len(back) == 8 * 3 and back.texts[::3] == orig.texts and all(len(t) == 2 for t in back.texts)
 
 
@@ -105,7 +110,7 @@ def test_replaced_fraction_matches_p(tmp_path, tiny_model_dir):
         out = str(tmp_path / f"p{p}.jsonl")
         rep = augment("sst2", tiny_model_dir, out,
                       AugmentConfig(copies=copies, replace_prob=p, replace_stop_words=True), glue_dir=glue,
-                      quiet=True)
+                      quiet=True, data=RunOptions(validation_samples=0))  # every sentence
         rows = _lines(out)
         changed = total = 0
         for r in rows:

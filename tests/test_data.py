@@ -93,3 +93,55 @@ def test_real_glue_official_sizes():
         assert (stats["train"]["size"], stats["dev"]["size"]) == (n_train, n_dev), name
     qnli = split_stats(get_task("qnli"), REAL_GLUE)["splits"]
     assert qnli["dev"]["size"] == 5463 and qnli["train"] == {"available": False}
+
+
+# ---------------------------------------------------------------- training subsets and the validation split (issue 23)
+def _genre_split(n: int = 200):
+    """STS-B-like rows: the first half one genre, the second another (as STS-B's train.tsv is ordered)."""
+    from xtc.data import Split
+
+    genres = ["main-captions"] * (n // 2) + ["main-news"] * (n - n // 2)
+    return Split("stsb", "train", [(f"a{i}", f"b{i}") for i in range(n)], [(i * 7 % 50) / 10 for i in range(n)],
+                 genres=genres)
+
+
+def test_stratified_subset_is_reproducible_disjoint_and_keeps_each_genre():
+    from collections import Counter
+
+    from xtc.data import row_strata, select_training_rows
+
+    task, full = get_task("stsb"), _genre_split()
+    strata = row_strata(task, full)
+    assert strata[0] == "main-captions|0" and strata[5] == "main-captions|3"  # genre | integer part of the score
+    a = select_training_rows(task, full, 40, 20, "stratified", data_seed=0)
+    assert a.train == select_training_rows(task, full, 40, 20, "stratified", data_seed=0).train  # a pure function
+    assert not set(a.train) & set(a.validation) and len(a.train) == 40 and len(a.validation) == 20
+    # the old first rows are all one genre; the stratified draw keeps each genre's (and each bin's) share
+    assert Counter(full.genres[i] for i in range(40)) == {"main-captions": 40}
+    assert Counter(full.genres[i] for i in a.train) == {"main-captions": 20, "main-news": 20}
+    assert a.record["train"]["strata"] == dict(sorted(Counter(strata[i] for i in a.train).items()))
+    assert sum(a.record["train"]["strata_available"].values()) == a.record["train"]["of"] == 180
+    assert a.record["validation"]["n"] == 20 and a.record["validation"]["how"] == "stratified"
+    other = select_training_rows(task, full, 40, 20, "stratified", data_seed=1)
+    assert other.train != a.train and other.record["train"]["sha256"] != a.record["train"]["sha256"]
+    # at most a fifth of the split is held out; none at all leaves every row to the subset
+    assert len(select_training_rows(task, full, None, 500, "stratified", 0).validation) == 40
+    assert select_training_rows(task, full, None, 0, "stratified", 0).record["validation"] is None
+
+
+def test_first_subset_is_the_old_first_rows_and_strata_follow_the_task(glue_dir):
+    from xtc.config import TaskSpec
+    from xtc.data import Split, row_strata, select_training_rows
+    from xtc.tasks import custom_task
+
+    task = get_task("mrpc")
+    full = load_split(task, "train", glue_dir)
+    sel = select_training_rows(task, full, 10, 0, "first", data_seed=3)
+    old = load_split(task, "train", glue_dir, 10)
+    assert [full.texts[i] for i in sel.train] == old.texts and sel.record["train"]["how"] == "first"
+    assert set(row_strata(task, full)) == {"0", "1"}  # classification: the label
+    assert load_split(get_task("stsb"), "train", glue_dir).genres[0] == "main"  # the genre column is read
+    # a regression task of your own has no genre: five equal-width bins over its scores
+    spec = TaskSpec(train_data="t.csv", dev_data="d.csv", text_columns=("s",), label_column="y", problem="regression")
+    own = custom_task("scores", spec)
+    assert row_strata(own, Split("scores", "train", [("x",)] * 4, [-1.0, 0.0, 0.9, 1.0])) == ["0", "2", "4", "4"]

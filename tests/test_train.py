@@ -47,7 +47,11 @@ def test_finetune_outputs_and_reload(teacher, glue_dir, capsys):
     assert [h["step"] for h in rec["history"]] == [4, 5, 8, 10, 12, 15, 16, 20, 24, 25, 28, 30, 32]
     losses = [h["train"]["loss"] for h in rec["history"]]
     assert losses[-1] < 0.5 * losses[0]  # it learns
-    assert rec["metrics"] == max(rec["history"], key=lambda h: h["metrics"]["accuracy"])["metrics"]
+    # the kept checkpoint is the first best on the validation rows held out of the training split (issue 23)
+    assert rec["selected_by"] == "validation" and rec["config"]["train_size"] == 64 - 12  # a fifth held out
+    best = max(rec["history"], key=lambda h: h["validation"]["accuracy"])
+    assert (rec["best_step"], rec["metrics"], rec["validation_metrics"]) == (best["step"], best["metrics"],
+                                                                         best["validation"])
     # the synthetic task is learnable: the teacher beats chance
     assert rec["metrics"]["accuracy"] > 0.7
     # the saved model reproduces the kept checkpoint's dev metrics
@@ -69,6 +73,42 @@ def test_same_seed_same_result_and_exact_resume(tmp_path, tiny_model_dir, glue_d
     assert resumed["metrics"] == full["metrics"]
     assert [h["train"]["loss"] for h in resumed["history"]] == [h["train"]["loss"] for h in full["history"]]
     assert not os.path.exists(os.path.join(out, STATE_DIR))
+
+
+def test_selection_on_validation_record_predictions_and_eval_points(tmp_path, teacher, glue_dir):
+    """Two-stage KD evaluated at 4 equal fractions of both stages' steps; the record says what selected the
+    checkpoint, the final checkpoint's dev score, the rows drawn; dev_predictions.json reproduces the metrics."""
+    import numpy as np
+
+    from xtc.metrics import task_metrics
+    from xtc.tasks import get_task
+
+    cfg = TrainConfig(epochs=3, lr=1e-2, batch_size=16, warmup_epochs=0.5, seed=5, eval_points=4)
+    out = str(tmp_path / "two")
+    rec = compress("sst2", teacher, out, cfg, QuantSpec(wbits=2), CompressConfig(kd="two-stage", layers=2),
+                   run=RunOptions(glue_dir=glue_dir, quiet=True))
+    assert rec["steps"] == 12 and [h["step"] for h in rec["history"]] == [3, 6, 9, 12]  # 2 stages x 6 steps
+    assert [h["fraction"] for h in rec["history"]] == [0.25, 0.5, 0.75, 1.0]
+    assert rec["selected_by"] == "validation" and all("validation" in h for h in rec["history"])
+    assert (rec["final_step"], rec["final_metrics"]) == (12, rec["history"][-1]["metrics"])
+    best = max(rec["history"], key=lambda h: h["validation"]["accuracy"])
+    assert rec["best_step"] == best["step"] and rec["metrics"] == best["metrics"]
+    # the same rows as the teacher's (another run seed): the draws depend on data_seed only
+    teacher_rec = json.load(open(os.path.join(teacher, "metrics.json")))
+    for part in ("train", "validation"):
+        assert rec["data"][part]["sha256"] == teacher_rec["data"][part]["sha256"]
+    assert rec["data"]["train"]["how"] == "stratified" and rec["data"]["validation"]["n"] == 12
+    preds = json.load(open(os.path.join(out, "dev_predictions.json")))
+    assert preds["task"] == "sst2" and len(preds["labels"]) == len(preds["selected"]) == len(preds["final"]) == 32
+    task = get_task("sst2")
+    for which, metrics in (("selected", rec["metrics"]), ("final", rec["final_metrics"])):
+        assert task_metrics(task, {"dev": (np.array(preds[which]), preds["labels"])}) == metrics
+    # --validation-samples 0: the old selection on dev, said so
+    rec0 = compress("sst2", teacher, str(tmp_path / "dev"), cfg, QuantSpec(wbits=2), CompressConfig(layers=2),
+                    run=RunOptions(glue_dir=glue_dir, quiet=True, validation_samples=0, subset="first"))
+    assert rec0["selected_by"] == "dev" and rec0["validation_metrics"] is None and rec0["data"]["validation"] is None
+    assert rec0["metrics"] == max(rec0["history"], key=lambda h: h["metrics"]["accuracy"])["metrics"]
+    assert rec0["data"]["train"]["how"] == "first" and rec0["config"]["train_size"] == 64
 
 
 def test_run_folder_protection(tmp_path, tiny_model_dir, glue_dir, teacher):

@@ -34,8 +34,8 @@ import torch
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 from tqdm.auto import tqdm
 
-from xtc.config import AugmentConfig
-from xtc.data import load_split
+from xtc.config import AugmentConfig, RunOptions
+from xtc.data import load_split, select_training_rows, take_rows
 from xtc.files import atomic_write, check_out_file, exclusive_writer
 from xtc.models import check_local_model_path, load_classifier, load_tokenizer, quiet_hf_loading, resolve_model_path
 from xtc.tasks import get_task
@@ -275,19 +275,24 @@ def mlm_candidates(teacher: Teacher, jobs: list[MaskJob], k: int) -> list[list[s
 
 # ----------------------------------------------------------------------------- augmentation
 def augment(task_name: str, teacher_dir: str, out_file: str, cfg: AugmentConfig | None = None,
-            glue_dir: str | None = None, overwrite: bool = False, quiet: bool = False) -> dict:
-    """Write the task's training set plus `cfg.copies` augmented copies of every example to `out_file` (JSONL).
-    Example i draws from its own generator seeded (seed, i): the output is a pure function of the arguments,
-    and the first n examples come out the same whatever --max-train-samples is."""
+            glue_dir: str | None = None, overwrite: bool = False, quiet: bool = False,
+            data: RunOptions | None = None) -> dict:
+    """Write the students' training examples (drawn by `cfg.max_train_samples` and `data`'s subset, data_seed
+    and validation_samples, as `xtc compress` draws them) plus `cfg.copies` augmented copies of every example to
+    `out_file` (JSONL). Row r of the training split draws from its own generator seeded (seed, r): the output
+    is a pure function of the arguments, and a row's copies come out the same whatever --max-train-samples is."""
     t0 = time.time()
-    cfg = cfg or AugmentConfig()
+    cfg, data = cfg or AugmentConfig(), data or RunOptions()
     copies, replace_prob, candidates, seed = cfg.copies, cfg.replace_prob, cfg.candidates, cfg.seed
     task = get_task(task_name)
     check_out_file(out_file)
     with exclusive_writer(out_file, "augmentation file"):  # one writer, from the start
         if os.path.exists(out_file) and not overwrite:
             raise FileExistsError(f"{out_file} already exists; pass --overwrite to replace it or choose another --out")
-        split = load_split(task, "train", glue_dir, cfg.max_train_samples)
+        full = load_split(task, "train", glue_dir)
+        selection = select_training_rows(task, full, cfg.max_train_samples, data.validation_samples, data.subset,
+                                         data.data_seed)
+        split = take_rows(full, selection.train)
         teacher = load_teacher(teacher_dir)
 
         # Every distinct token once: its analysis, and neighbour candidates for whichever words need them.
@@ -312,10 +317,11 @@ def augment(task_name: str, teacher_dir: str, out_file: str, cfg: AugmentConfig 
                         teacher, {k: v for k, v in fallback.items() if k not in neighbours}, candidates))
                     for i, texts in enumerate(block, b0):
                         rows = _augment_example(texts, words, neighbours, mlm, copies, replace_prob,
-                                                np.random.default_rng([seed, i]), stats, cfg.pair_mode == "one")
-                        for c, row in enumerate(rows):
+                                                np.random.default_rng([seed, selection.train[i]]), stats,
+                                                cfg.pair_mode == "one")
+                        for c, row in enumerate(rows):  # source: the example's row in the training split
                             obj = {"text_a": row[0], **({"text_b": row[1]} if task.is_pair else {}),
-                                   "source": i, "copy": c}
+                                   "source": selection.train[i], "copy": c}
                             f.write(json.dumps(obj, ensure_ascii=False) + "\n")
                         if len(examples) < 5 and copies:
                             examples.append({"original": list(rows[0]), "augmented": list(rows[1])})
@@ -325,7 +331,7 @@ def augment(task_name: str, teacher_dir: str, out_file: str, cfg: AugmentConfig 
         used = [name for name, n in (("mlm", stats["mlm"]), ("neighbours", stats["neighbours"])) if n]
         return {
             "task": task.name, "teacher": resolve_model_path(teacher_dir), "out": out_file,
-            "examples_in": len(split), "examples_out": len(split) * (copies + 1),
+            "examples_in": len(split), "examples_out": len(split) * (copies + 1), "data": selection.record,
             "copies": copies, "replace_prob": replace_prob, "candidates": candidates, "seed": seed,
             "pair_mode": cfg.pair_mode if task.is_pair else None, "replace_stop_words": cfg.replace_stop_words,
             "path": "both" if len(used) == 2 else used[0] if used else "none", "mlm_head": teacher.mlm is not None,

@@ -98,7 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_data_stats)
 
     s = sub.add_parser("finetune", help="fine-tune a teacher on a GLUE task",
-                       description="Fine-tune a BERT classifier on a GLUE task; keeps the best dev checkpoint.")
+                       description="Fine-tune a BERT classifier on a GLUE task; keeps the checkpoint that "
+                       "scores best on the validation rows held out of the training split (dev with "
+                       "--validation-samples 0).")
     add_task_args(s)
     s.add_argument("--model", default=DEFAULT_MODEL, help=f"'{DEFAULT_MODEL}' (packaged all-MiniLM-L6-v2), a local "
                    f"HF BERT folder or a hub id (default: {DEFAULT_MODEL})")
@@ -197,7 +199,7 @@ def cmd_augment(a) -> None:
     from xtc.augment import augment
 
     _print_json(augment(a.task, a.teacher, a.out, a.augment, glue_dir=a.run.glue_dir, overwrite=a.run.overwrite,
-                        quiet=a.run.quiet))
+                        quiet=a.run.quiet, data=a.run))
 
 
 def _register_artifacts(sub) -> None:
@@ -223,7 +225,8 @@ def _register_artifacts(sub) -> None:
                    "head, if any) propose replacements")
     s.add_argument("--out", required=True, help="output .jsonl file")
     add_settings(s, "augment", AugmentConfig, "augmentation")
-    add_settings(s, "run", RunOptions, "data and run", only=("glue_dir", "overwrite", "quiet"),
+    add_settings(s, "run", RunOptions, "data and run", only=("glue_dir", "subset", "data_seed", "validation_samples",
+                                                             "overwrite", "quiet"),
                  helps={"overwrite": "replace an existing --out file"})
     s.set_defaults(fn=cmd_augment)
 

@@ -10,16 +10,17 @@ from dataclasses import asdict, replace
 
 from xtc.arch import architecture_of
 from xtc.config import CompressConfig, KDConfig, QuantSpec, RunOptions, TrainConfig
-from xtc.data import encode, load_split, load_task_data, read_train_file
+from xtc.data import encode, load_task_data, read_train_file
 from xtc.diagnostics import RunDiagnostics
 from xtc.distill import (evenly_spaced_layers, label_objective, layer_maps, make_kd_loss, parse_layer_list,
                          reduce_layers)
-from xtc.files import METRICS_FILE
+from xtc.files import DEV_PREDICTIONS_FILE, METRICS_FILE
 from xtc.models import check_sequence_length, load_classifier, load_tokenizer, pick_device
 from xtc.quant import apply_quantization, model_size
 from xtc.tasks import Task, get_task
 from xtc.teacher_cache import TeacherCache, plan_cache
-from xtc.run_folder import finish_run, prepare_run_folder, run_folder_writer, run_record
+from xtc.run_folder import (data_settings, finish_run, predictions_record, prepare_run_folder, run_folder_writer,
+                             run_record)
 from xtc.train import Stage, resolve_training_precision, set_seed, train
 
 
@@ -119,8 +120,7 @@ def compress(task_name: str, teacher_dir: str, out_dir: str, cfg: TrainConfig, s
         run_config = {"command": "compress", "task": task.name, **task.record(), "teacher": teacher_dir,
                       "init": compress_cfg.init, "train_file": compress_cfg.train_file, **asdict(cfg),
                       "quant": spec.to_dict(), **asdict(compress_cfg),
-                      "kd_weights": asdict(kd_cfg), "max_train_samples": run.max_train_samples,
-                      "max_eval_samples": run.max_eval_samples}
+                      "kd_weights": asdict(kd_cfg), **data_settings(run)}
         run_config["kd_terms"] = list(compress_cfg.kd_terms)
         set_seed(cfg.seed)
 
@@ -134,13 +134,14 @@ def compress(task_name: str, teacher_dir: str, out_dir: str, cfg: TrainConfig, s
         student, teacher_layers, quantized = build_student(teacher, compress_cfg, spec, task.num_labels)
         lmap = layer_maps(student.config.num_hidden_layers, teacher.config.num_hidden_layers, teacher_layers)
         extra = read_train_file(compress_cfg.train_file, task) if compress_cfg.train_file else None
-        train_data, eval_sets = load_task_data(task, tokenizer, run.glue_dir, cfg.max_seq_length, run.max_train_samples,
-                                               run.max_eval_samples, train_split=extra)
+        data = load_task_data(task, tokenizer, run.glue_dir, cfg.max_seq_length, run.max_train_samples,
+                              run.max_eval_samples, train_split=extra, validation_samples=run.validation_samples,
+                              subset=run.subset, data_seed=run.data_seed)
+        train_data, eval_sets = data.train, data.evals
         # the train-vs-dev gap is scored on labelled examples: a --train-file's inputs carry the teacher's labels
-        # only through KD, so its sample comes from the task's own training set (which such files include)
-        sample_source = train_data if extra is None else encode(
-            load_split(task, "train", run.glue_dir, run.max_train_samples), tokenizer, cfg.max_seq_length,
-            task.is_regression)
+        # only through KD, so its sample comes from the task's own drawn training rows (which such files include)
+        sample_source = train_data if extra is None else encode(data.train_split, tokenizer, cfg.max_seq_length,
+                                                                task.is_regression)
         resume = prepare_run_folder(out_dir, run_config, run.overwrite)  # after every check: a bad input writes nothing
         teacher.to(dev)
         stages, cache_record, term_losses = build_stages(teacher, task, cfg, compress_cfg, kd_cfg, lmap, train_data,
@@ -153,7 +154,7 @@ def compress(task_name: str, teacher_dir: str, out_dir: str, cfg: TrainConfig, s
         run_config["precision"] = precision.precision
         diagnostics = RunDiagnostics(student, sample_source, cfg.train_eval_examples, term_losses)
         result = train(student, stages, train_data, eval_sets, task, cfg, out_dir, run_config, dev, resume, run.quiet,
-                       diagnostics)
+                       diagnostics, data.validation)
         size, teacher_size = model_size(student), model_size(teacher)
         record = run_record(task, result, run_config, run, dev, train_data, eval_sets, {
             "quantization": {**spec.to_dict(), "modules": {r: len(v) for r, v in quantized.items()}},
@@ -161,9 +162,10 @@ def compress(task_name: str, teacher_dir: str, out_dir: str, cfg: TrainConfig, s
                        "teacher_layers": teacher_layers},
             "layer_map": asdict(lmap), "kd": compress_cfg.kd, "kd_note": arch.note or None,
             "architecture": arch.family, "loss_terms": result["final_loss_terms"],
-            "precision": precision.to_dict(), "teacher_cache": cache_record,
+            "precision": precision.to_dict(), "teacher_cache": cache_record, "data": data.record,
             "kd_gradient": next((h["diagnostics"]["kd_gradient"] for h in result["history"]
                                  if "kd_gradient" in h.get("diagnostics", {})), None),
             "size": {**size, "teacher_fp32_bytes": teacher_size["fp32_bytes"],
                      "ratio_to_teacher": teacher_size["fp32_bytes"] / size["quantized_bytes"]}})
-        return finish_run(out_dir, student, tokenizer, record)
+        return finish_run(out_dir, student, tokenizer, record,
+                          {DEV_PREDICTIONS_FILE: predictions_record(task, result, eval_sets)})

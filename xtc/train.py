@@ -1,6 +1,7 @@
 """One training loop for every run (teacher fine-tuning, KD students, QAT): AdamW with the recipe's
 weight-decay exclusions, linear warm-up and decay, clipping, evaluation every N steps and at each epoch
-end, best-checkpoint selection, and exact resume from the last evaluation point."""
+end (or at K equal fractions of the run), best-checkpoint selection on the validation split (on dev when there
+is none), and exact resume from the last evaluation point."""
 from __future__ import annotations
 
 import math
@@ -193,16 +194,25 @@ def resolve_training_precision(cfg: TrainConfig, device, model, loss_fn: LossFn,
                              measured_with=what)
 
 
+def evaluation_steps(total_steps: int, eval_points: int) -> set[int]:
+    """The global steps of `eval_points` evaluations at equal fractions k/K of `total_steps` (rounded)."""
+    return {max(1, int(k * total_steps / eval_points + 0.5)) for k in range(1, eval_points + 1)}
+
+
 def train(model, stages: list[Stage], train_data: Encoded, eval_sets: dict[str, Encoded], task: Task,
           cfg: TrainConfig, out_dir: str, run_config: dict, device, resume_state: dict | None = None,
-          quiet: bool = False, diagnostics=None) -> dict:
-    """Run every stage; return a summary (best metrics, history, throughput). The best weights are left
-    loaded in `model`. A checkpoint is written at every evaluation so an interrupted run resumes exactly.
-    `diagnostics` (an xtc.diagnostics.RunDiagnostics) adds its records to every evaluation."""
+          quiet: bool = False, diagnostics=None, validation: Encoded | None = None) -> dict:
+    """Run every stage; return a summary (selected and final metrics, history, throughput). The checkpoint
+    with the best `validation` score (dev's when there is no validation split) is left loaded in `model`; dev
+    is evaluated and reported at every evaluation. A checkpoint is written at every evaluation so an
+    interrupted run resumes exactly. `diagnostics` (an xtc.diagnostics.RunDiagnostics) adds its records to
+    every evaluation."""
     model.to(device)
     precision = resolve_precision(cfg.precision, device).precision  # callers pass it resolved; "auto" also works
     steps_per_epoch = math.ceil(len(train_data) / cfg.batch_size)
     stage_steps = [max(1, math.ceil(s.epochs * steps_per_epoch)) for s in stages]
+    total_steps = sum(stage_steps)  # one budget, however many stages
+    eval_at = evaluation_steps(total_steps, cfg.eval_points) if cfg.eval_points else None
     use_compile, compile_reason = resolve_compile(cfg.compile, device, sum(stage_steps))
     loss_fns = [CompiledLoss(s.loss_fn, model, device) if use_compile else s.loss_fn for s in stages]
     checkpoints = Checkpoints(out_dir, resumed=resume_state is not None)  # the run folder: xtc/run_folder.py
@@ -253,25 +263,37 @@ def train(model, stages: list[Stage], train_data: Encoded, eval_sets: dict[str, 
             loop.global_step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{window['loss'][-1]:.4f}")
-            end_of_epoch = loop.stage_step % steps_per_epoch == 0 or loop.stage_step == total
-            if end_of_epoch or (cfg.eval_every and loop.stage_step % cfg.eval_every == 0):
+            if eval_at is not None:  # K equal fractions of the whole run, nowhere else
+                due = loop.global_step in eval_at
+            else:  # every eval_every steps and at each epoch end
+                end_of_epoch = loop.stage_step % steps_per_epoch == 0 or loop.stage_step == total
+                due = end_of_epoch or bool(cfg.eval_every and loop.stage_step % cfg.eval_every == 0)
+            if due:
                 loop.last_terms = {k: float(np.mean(v)) for k, v in window.items()}
                 window = {}
-                entry = _evaluation(model, task, eval_sets, cfg, device, loop, stage, steps_per_epoch, sched,
-                                    diagnostics)
+                entry = _evaluation(model, task, eval_sets, validation, cfg, device, loop, stage, steps_per_epoch,
+                                    total_steps, sched, diagnostics)
                 if not quiet:  # one line per evaluation: readable in a terminal and in workflow logs
                     log(f"[{task.name} {stage.name}] step {loop.global_step} epoch {entry['epoch']:.2f} "
                         f"loss {loop.last_terms['loss']:.4f} " +
-                        " ".join(f"{k} {v:.4f}" for k, v in entry["metrics"].items()))
+                        " ".join(f"{k} {v:.4f}" for k, v in entry["metrics"].items()) +
+                        "".join(f" validation {k} {v:.4f}" for k, v in entry.get("validation", {}).items()))
                 loop.wall_seconds = time.perf_counter() - t_start
                 _checkpoint(checkpoints, loop, model, opt, sched, run_config)
         loop.stage += 1
         loop.stage_step = 0
     bar.close()
+    final = loop.history[-1]  # the last step is always evaluated: `model` holds the final checkpoint here
+    final_predictions = dev_predictions(model, task, eval_sets, cfg.eval_batch_size, device)
     model.load_state_dict(loop.best_model)
     best = next(h for h in loop.history if h["step"] == loop.best_step)
+    selected_predictions = (final_predictions if loop.best_step == final["step"] else
+                            dev_predictions(model, task, eval_sets, cfg.eval_batch_size, device))
     return {
-        "metrics": best["metrics"], "best_step": loop.best_step, "history": loop.history,
+        "metrics": best["metrics"], "selected_by": "dev" if validation is None else "validation",
+        "validation_metrics": best.get("validation"), "best_step": loop.best_step,
+        "final_metrics": final["metrics"], "final_step": final["step"],
+        "predictions": {"selected": selected_predictions, "final": final_predictions}, "history": loop.history,
         "final_loss_terms": loop.last_terms, "wall_seconds": time.perf_counter() - t_start,
         "train_seconds": loop.train_seconds, "train_tokens": loop.train_tokens,
         "train_samples_per_second": loop.train_examples / max(loop.train_seconds, 1e-9),
@@ -283,20 +305,34 @@ def train(model, stages: list[Stage], train_data: Encoded, eval_sets: dict[str, 
     }
 
 
-def _evaluation(model, task: Task, eval_sets, cfg: TrainConfig, device, loop: LoopState, stage: Stage,
-                steps_per_epoch: int, sched, diagnostics=None) -> dict:
-    """Evaluate, append the history entry and keep the weights when they are the best so far."""
+def dev_predictions(model, task: Task, eval_sets: dict[str, Encoded], batch_size: int, device) -> dict:
+    """Every dev split's predictions as JSON lists: class ids, or scores for regression."""
+    out = {}
+    for split, data in eval_sets.items():
+        logits = predict(model, data, batch_size, device)
+        out[split] = [float(x) for x in logits[:, 0]] if task.is_regression else [int(x) for x in logits.argmax(-1)]
+    return out
+
+
+def _evaluation(model, task: Task, eval_sets, validation: Encoded | None, cfg: TrainConfig, device,
+                loop: LoopState, stage: Stage, steps_per_epoch: int, total_steps: int, sched,
+                diagnostics=None) -> dict:
+    """Evaluate (dev, and the validation split that selects), append the history entry and keep the weights
+    when they are the best so far."""
     predictions: dict = {}  # filled for the diagnostics only (the dev predictions' class counts)
     metrics = (evaluate(model, task, eval_sets, cfg.eval_batch_size, device) if diagnostics is None else
                evaluate(model, task, eval_sets, cfg.eval_batch_size, device, predictions=predictions))
-    entry = {"stage": stage.name, "step": loop.global_step, "epoch": round(loop.stage_step / steps_per_epoch, 4),
-             "lr": sched.get_last_lr()[0], "train": loop.last_terms, "metrics": metrics}
+    entry = {"stage": stage.name, "step": loop.global_step, "fraction": round(loop.global_step / total_steps, 4),
+             "epoch": round(loop.stage_step / steps_per_epoch, 4), "lr": sched.get_last_lr()[0],
+             "train": loop.last_terms, "metrics": metrics}
+    if validation is not None:
+        entry["validation"] = evaluate(model, task, {"validation": validation}, cfg.eval_batch_size, device)
     if diagnostics is not None:
         entry["diagnostics"] = diagnostics.at_evaluation(
             model, task, metrics, predictions,
             lambda m, sets: evaluate(m, task, sets, cfg.eval_batch_size, device))
     loop.history.append(entry)
-    score = metrics[task.selection_metric]
+    score = entry.get("validation", metrics)[task.selection_metric]
     if score > loop.best_metric:
         loop.best_metric, loop.best_step = score, loop.global_step
         loop.best_model = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
@@ -308,9 +344,3 @@ def _checkpoint(checkpoints: Checkpoints, loop: LoopState, model, opt, sched, ru
     state = dict(loop.as_dict(), run_config=run_config, model=model.state_dict(), optimizer=opt.state_dict(),
                  scheduler=sched.state_dict(), rng=_rng_state())
     checkpoints.save(state, loop.global_step)  # atomic: a kill mid-write leaves the previous checkpoint intact
-
-
-
-
-
-

@@ -30,13 +30,19 @@ def _data_pairs(config: dict, what: str, examples=None) -> list:
         mts = None if examples == "all" else examples
     teacher_warmup = config["teacher"].get("warmup_epochs") if what == "teacher" else None
     warmup = t["warmup_epochs"] if teacher_warmup is None else teacher_warmup
-    return [("--glue-dir", glue), ("--max-train-samples", int(mts) if mts else None),
+    return [("--glue-dir", glue), ("--max-train-samples", int(mts) if mts else None), *_selection_pairs(d),
             ("--max-eval-samples", int(d["max_eval_samples"]) if d["max_eval_samples"] else None),
             ("--max-seq-length", int(d["max_seq_length"])), ("--batch-size", int(t["batch_size"])),
             ("--eval-batch-size", int(t["eval_batch_size"])), ("--eval-every", int(t["eval_every"])),
             ("--warmup-epochs", f"{warmup:g}"), ("--precision", t["precision"]),
             ("--teacher-cache-gb", f"{t['teacher_cache_gb']:g}" if what != "teacher" else None),
             ("--device", t["device"] or None), *_other_train_pairs(t)]
+
+
+def _selection_pairs(d: dict) -> list:
+    """Which training rows every job of a task uses (teacher, students, augmentation): always spelled out."""
+    return [("--subset", d["subset"]), ("--data-seed", int(d["data_seed"])),
+            ("--validation-samples", int(d["validation_samples"]))]
 
 
 _SPELLED_OUT = {"batch_size", "eval_batch_size", "eval_every", "warmup_epochs", "precision"}
@@ -85,7 +91,8 @@ def student_flags(config: dict, row: dict) -> str:
 def augment_flags(config: dict, task: str) -> str:
     """`xtc augment` flags of a task: candidates from `augment.model` (default: the task's fine-tuned
     teacher), the examples to augment (augment.max_train_samples, else the students' data.max_train_samples,
-    so DA=on runs see the same originals as DA=off runs plus copies)."""
+    drawn with the students' data.subset, data_seed and validation_samples, so DA=on runs see the same originals
+    as DA=off runs plus copies)."""
     a, runs = config["augment"], config["paths"]["runs"]
     n = a["max_train_samples"] or config["data"]["max_train_samples"]
     return join_flags([("--task", task_arg(config, task)), ("--teacher", a["model"] or teacher_dir(runs, task)),
@@ -94,4 +101,5 @@ def augment_flags(config: dict, task: str) -> str:
                        ("--seed", a["seed"]), ("--pair-mode", a["pair_mode"]),
                        ("--replace-stop-words", a["replace_stop_words"]),
                        ("--glue-dir", resolve_glue_dir(config)), ("--max-train-samples", int(n) if n else None),
+                       *_selection_pairs(config["data"]),
                        ("--overwrite", True), ("--quiet", True)])

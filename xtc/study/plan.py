@@ -39,19 +39,22 @@ def estimate_cost(config: dict):
         n = GLUE_TOKENS[task][0 if split == "train" else 1]
         return min(n, d["max_seq_length"]) / c["ref_tokens"]
 
+    def n_validation(task):  # held out of the training split first (xtc.data.select_training_rows)
+        return min(d.get("validation_samples", 0), GLUE_TRAIN_SIZE[task] // 5)
+
     def n_train(task, cap):
-        n = GLUE_TRAIN_SIZE[task]
+        n = GLUE_TRAIN_SIZE[task] - n_validation(task)
         return min(n, cap) if cap else n
 
-    def n_eval(task):
+    def n_eval(task):  # each evaluation scores dev and the validation rows
         n = GLUE_DEV_SIZE[task]
-        return min(n, d["max_eval_samples"]) if d.get("max_eval_samples") else n
+        return (min(n, d["max_eval_samples"]) if d.get("max_eval_samples") else n) + n_validation(task)
 
     def evals_cost(task, depth, quant, epochs, steps):
-        n = math.ceil(epochs) + (steps // t["eval_every"] if t["eval_every"] else 0)
+        n = t.get("eval_points") or math.ceil(epochs) + (steps // t["eval_every"] if t["eval_every"] else 0)
         per = n_eval(task) / REF_BATCH * depth * layer_s * c["forward_share"] * tokens(task, "dev") * (
             c["quant_factor"] if quant else 1)
-        return n * per
+        return (n + 2) * per  # + the final and selected checkpoints' dev predictions
 
     rows = []
     for r in study_runs(config).to_dict("records"):
