@@ -90,3 +90,46 @@ def test_learning_curves_without_history_say_so(tmp_path):
         f"{f}.{e}" for f in study.FIGURES if f != "lr" for e in ("png", "pdf"))
     with_lr = {**cfg, "axes": [*cfg["axes"], {"name": "lr", "vary": {"lr": [2.0e-5, 5.0e-5]}}]}
     assert figure_names(with_lr, with_history=False) == list(study.FIGURES)
+
+
+def test_figures_draw_the_control_arms_one_depth_and_intervals_where_one_evaluation_has_no_band(tmp_path,
+                                                                                                    monkeypatch):
+    """Issue 23: the kd and da figures are points with intervals (no bars from a cut-off axis) and show the
+    control arms; an xtc axis with one depth is drawn on integer ticks (that depth and the teacher's), not a
+    0.3-wide span; a budget evaluated once still gets its interval; size's legend names only what is drawn."""
+    from matplotlib.container import ErrorbarContainer
+
+    import xtc.study.figures as figures
+
+    cfg = study_config(tmp_path, seeds=(1, 2, 3))
+    cfg["axes"][1]["vary"]["kd"] = ["two-stage", "two-stage-1x", "one-stage"]
+    cfg["axes"][2]["vary"]["da"] = ["off", "on", "on-steps"]
+    for axis in cfg["axes"][3:]:  # depth, xtc: one reduced depth, as in `standard`
+        axis["vary"]["depth"] = [2]
+    cfg = study.validate_config(cfg)
+    root = write_tree(cfg, good)
+    for r in study.study_runs(cfg).to_dict("records"):  # the short budget evaluated once, at its end
+        path = os.path.join(root, r["run_id"], "metrics.json")
+        with open(path) as f:
+            rec = json.load(f)
+        rec["history"] = [{"stage": "kd", "step": 8 * int(r["epochs"]), "metrics": rec["metrics"]}]
+        with open(path, "w") as f:
+            json.dump(rec, f)
+    res = study.write_results(cfg, root, cfg["paths"]["results"])
+    drawn = {}
+    monkeypatch.setattr(figures, "_save", lambda fig, out_dir, name: drawn.setdefault(name, fig) and [name])
+    assert "da" in figure_names(cfg)
+    make_figures(cfg, res["runs"], str(tmp_path / "f"), history=collect_history(cfg, root))
+    for name, arms in (("kd", ["two-stage", "two-stage-1x", "one-stage"]), ("da", ["off", "on", "on-steps"])):
+        ax = drawn[name].axes[0]
+        labels = ax.get_legend_handles_labels()[1]
+        assert [next(lab for lab in labels if lab.split(" ")[0].rstrip(":") == a) for a in arms]
+        assert not ax.patches and sum(isinstance(c, ErrorbarContainer) for c in ax.containers) == len(arms)
+    for ax in (a for a in drawn["depth"].axes if a.get_visible()):
+        assert list(ax.get_xticks()) == [2, 4] and ax.get_xlim()[1] - ax.get_xlim()[0] > 2
+    bars = [seg for ax in drawn["learning_curve_w1"].axes for c in ax.containers
+            if isinstance(c, ErrorbarContainer) for seg in c.lines[2][0].get_segments()]
+    short = [seg for seg in bars if seg[0][0] == 8]  # the short budget's one evaluation (step 8)
+    assert len(short) == 2 and all(seg[1][1] > seg[0][1] for seg in short)  # an error bar per task, no band
+    size_labels = drawn["size"].axes[0].get_legend_handles_labels()[1]
+    assert not any("hollow" in lab for lab in size_labels)  # every quantized student here was exported

@@ -128,6 +128,56 @@ def test_an_axis_varies_the_training_examples_and_only_a_changed_size_names_them
     assert steps[small] * 4 == steps["student/" + ANCHOR] and steps[whole] > steps["student/" + ANCHOR]
 
 
+def test_control_arms_train_on_the_augmented_file_at_offs_steps_and_two_stage_at_factor_1():
+    """Issue 23: da on-steps reads the augmented file for epochs / (1 + copies), with the warm-up scaled alike, so
+    its optimizer and warm-up steps are those of da off; kd two-stage-1x is xtc's two-stage at
+    --stage1-lr-factor 1 (two-stage keeps the published 2.5). The plan counts both arms."""
+    import shlex
+
+    from xtc.study.plan import estimate_cost
+
+    cfg = copy.deepcopy(tiny_config())
+    cfg["axes"][2]["vary"]["kd"] = ["two-stage", "two-stage-1x", "one-stage"]
+    cfg["axes"][3]["vary"]["da"] = ["off", "on", "on-steps"]
+    cfg["augment"] = {"copies": 3}
+    cfg["train"]["warmup_epochs"] = 0.5
+    cfg = study.validate_config(cfg)
+    runs = study.study_runs(cfg).set_index("run_id")
+    off = "student/" + ANCHOR
+    on, on_steps = off.replace("/da~off/", "/da~on/"), off.replace("/epochs~3/", "/epochs~0.75/").replace(
+        "/da~off/", "/da~on-steps/")
+    two, two_1x = (off.replace("/kd~one-stage/", f"/kd~{k}/") for k in ("two-stage", "two-stage-1x"))
+    assert {on, on_steps, two, two_1x} <= set(runs.index) and runs.loc[on_steps, "budget"] == "long"
+    flags = {rid: dict(zip(*[iter(shlex.split(runs.loc[rid, "args"]))] * 2)) for rid in (off, on, on_steps, two, two_1x)}
+    assert flags[on_steps]["--train-file"] == flags[on]["--train-file"] == runs.loc[on_steps, "inputs"]["train_file"]
+    assert (flags[on]["--epochs"], flags[on_steps]["--epochs"]) == ("3", "0.75")  # 3 epochs / (1 + 3 copies)
+    assert (flags[on]["--warmup-epochs"], flags[on_steps]["--warmup-epochs"]) == ("0.5", "0.125")
+    assert flags[two_1x]["--kd"] == flags[two]["--kd"] == "two-stage"
+    assert flags[two_1x]["--stage1-lr-factor"] == "1" and "--stage1-lr-factor" not in flags[two]
+    cost = estimate_cost(cfg)
+    steps = cost[cost["job"] == "student"].set_index("run_id")["steps"]
+    assert steps[on_steps] == steps[off] and steps[on] == 4 * steps[off] and steps[two_1x] == steps[two]
+    # steps as xtc.train counts them: 32 examples -> 1 step an epoch at batch 32; the augmented file: 128 -> 4
+    assert (steps[off], steps[on_steps]) == (3, 3)
+    assert set(cost.loc[cost["job"] == "export", "run_id"]) >= {on_steps, two_1x}
+
+
+def test_an_axis_runs_its_own_seeds_and_the_plan_states_each_tasks_training_size():
+    cfg = copy.deepcopy(tiny_config(seeds=(1, 2, 3)))
+    cfg["axes"][6]["seeds"] = [1, 2]  # xtc
+    cfg["data"]["validation_samples"] = 500
+    cfg = study.validate_config(cfg)
+    runs = study.study_runs(cfg)
+    step2 = runs[runs["init"] == "step1"]
+    assert len(step2) and set(step2["seed"]) == {1, 2}
+    assert set(runs.loc[runs["axes"].str.contains("budget"), "seed"]) == {1, 2, 3}
+    # the originals a student learns from: the training rows less the validation rows, capped (claim 3.small)
+    assert study.task_sizes(cfg) == {"sst2": 32, "rte": 32}
+    assert study.examples_available(cfg, "rte", "all") == 2490 - 500
+    cfg["data"]["max_train_samples"] = None
+    assert study.task_sizes(cfg) == {"sst2": 67349 - 500, "rte": 2490 - 500}
+
+
 def test_students_get_the_cache_budget_and_teachers_do_not():
     cfg = tiny_config()
     assert "--teacher-cache-gb 6 " in study.data_flags(cfg) + " "  # the schema default
@@ -143,7 +193,7 @@ def test_profiles_validate_and_expand(profile):
     cfg = study.load_config(os.path.join(PROFILES, f"{profile}.yaml"))  # each profile is complete
     runs = study.study_runs(cfg)
     assert cfg["profile"] == profile and runs["run_id"].is_unique
-    n_students = {"quick": 80, "smoke": 23, "standard": 48, "paper": 474, "cpu-full": 300, "onebit-map": 11, "gpu-small": 48}[profile]
+    n_students = {"quick": 72, "smoke": 23, "standard": 56, "paper": 474, "cpu-full": 300, "onebit-map": 11, "gpu-small": 48}[profile]
     assert (runs["kind"] == "student").sum() == n_students
     if profile == "smoke":
         assert all(cfg["paths"][k].startswith("scratch/smoke/") for k in ("runs", "results", "figures"))
@@ -205,6 +255,10 @@ def test_snakemake_validate_accepts_the_quick_profile():
     (lambda c: c.pop("seeds"), "'seeds' is a required property"),
     (lambda c: c["axes"].append({"name": "lr", "vary": {"lr": [1e-3]}}), "axis names must be unique"),
     (lambda c: c["axes"][3].update(tasks=["cola"]), "not in the config's tasks"),
+    (lambda c: c["axes"][3].update(seeds=[1, 7]), "axes[3].seeds: 7 not in the config's seeds"),
+    (lambda c: c["axes"][3]["vary"].update(da=["off", "on-step"]), "axes[3].vary.da[1]"),
+    (lambda c: (c["axes"][3]["vary"].update(da=["off", "on-steps"]), c["anchor"].update(kd="none")),
+     "data augmentation (da: on-steps) needs KD"),
     (lambda c: c["axes"][3].update(set={"examples": 8}), "examples cannot be set with it"),  # da on: augment file
     (lambda c: c["axes"][0].update(name="Budget"), "axes[0].name"),
     (lambda c: c["axes"][0]["vary"].update(examples=[0]), "axes[0].vary.examples[0]"),
@@ -561,7 +615,8 @@ def test_schema_enums_and_defaults_are_the_packages():
     defs, props = sch["$defs"], sch["properties"]
     assert defs["wbits"]["enum"] == list(WEIGHT_BITS)
     assert defs["abits"]["enum"] == list(ACT_BITS)
-    assert sorted(defs["kd"]["enum"]) == sorted(KD_MODES)
+    assert sorted(defs["kd"]["enum"]) == sorted([*KD_MODES, *study.KD_CONTROLS])  # xtc's modes + the control arms
+    assert [d for d in defs["da"]["enum"] if isinstance(d, str)] == list(study.DA_LEVELS)
     assert defs["task"]["enum"] == list(TASKS)
     train = {k: v["default"] for k, v in props["train"]["properties"].items() if v.get("default") is not None}
     tc = TrainConfig()
@@ -635,7 +690,11 @@ def test_every_run_is_a_valid_xtc_command_with_its_settings():
     from xtc.cli import build_parser
     from xtc.settings import build_settings
 
+    from xtc.config import CompressConfig
+
     cfg = tiny_config()
+    cfg["axes"][2]["vary"]["kd"].append("two-stage-1x")
+    cfg["axes"][3]["vary"]["da"].append("on-steps")
     parser = build_parser()
     for r in study.study_runs(cfg).to_dict("records"):
         a = build_settings(parser.parse_args([r["command"], *shlex.split(r["args"])]))  # as xtc's main does
@@ -645,7 +704,9 @@ def test_every_run_is_a_valid_xtc_command_with_its_settings():
         assert t.precision == cfg["train"]["precision"] and t.batch_size == cfg["train"]["batch_size"]
         if r["kind"] == "student":
             c = a.compress
-            assert (a.quant.wbits, a.quant.abits, c.kd) == (r["wbits"], r["abits"], r["kd"])
+            kd, factor = study.kd_flags(r["kd"])  # a control arm runs as xtc's two-stage at its own factor
+            assert (a.quant.wbits, a.quant.abits, c.kd) == (r["wbits"], r["abits"], kd)
+            assert c.stage1_lr_factor == (CompressConfig().stage1_lr_factor if factor is None else factor)
             assert a.teacher == study.teacher_dir(cfg["paths"]["runs"], r["task"])
             assert (c.init is None) == (r["init"] == "teacher") and (c.train_file is None) == (r["da"] == "off")
             assert c.layers == (r["depth"] if r["init"] == "teacher" else None)

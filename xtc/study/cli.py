@@ -15,7 +15,7 @@ from xtc.study.curves import write_plateaus
 from xtc.study.diagnostics import write_diagnostics
 from xtc.study.figures import FLIP_SHARE_FIGURE, fig_flip_share, make_figures
 from xtc.study.grid import study_runs
-from xtc.study.plan import estimate_cost
+from xtc.study.plan import estimate_cost, task_sizes
 from xtc.study.tables import write_reproduction, write_tables
 from xtc.study.versions import write_versions
 from xtc.study.views import read_history, write_history
@@ -108,6 +108,8 @@ def cmd_plan(a) -> None:
            "jobs": {j: {"count": int(counts[j]), **{k: float(v) for k, v in r.items()}} for j, r in by_job.iterrows()},
            "students_per_axis": {ax["name"]: int(runs["axes"].str.split(";").map(lambda s, n=ax["name"]: n in s).sum())
                                  for ax in config["axes"]},
+           # the originals each task's students learn from (claim 3.small needs tasks of different sizes)
+           "train_examples": task_sizes(config),
            "estimated_wall_minutes": round(float(est["wall_s"].sum()) / 60, 1),
            "assumptions": config["cost"]}
     json.dump(out, sys.stdout, indent=1)

@@ -88,18 +88,42 @@ def validate_config(config: dict, schema: str = SCHEMA_PATH) -> dict:
     return check_config(config)
 
 
+# Control arms (issue 23): study levels of the `da` and `kd` factors beyond xtc's own settings.
+# da: "on" trains on the augmented file for the same epochs as "off" ((1 + copies)x the optimizer steps: the
+# paper's comparison); "on-steps" trains on it for epochs / (1 + copies), the optimizer steps (and warm-up
+# steps) of "off": the control that tells the data from the extra steps.
+DA_LEVELS = ("off", "on", "on-steps")
+AUGMENTED_DA = ("on", "on-steps")  # the levels that train on the augmented file
+# kd: a study level -> (xtc --kd, --stage1-lr-factor); "two-stage" keeps xtc's published factor (2.5),
+# "two-stage-1x" runs stage 1 at the base rate: the rate-matched control of two-stage KD
+KD_CONTROLS = {"two-stage-1x": ("two-stage", 1.0)}
+
+
 def norm_da(v) -> str:
-    """A data-augmentation value as 'on'/'off' (YAML reads unquoted on/off as booleans)."""
+    """A data-augmentation value as 'off'/'on'/'on-steps' (YAML reads unquoted on/off as booleans)."""
     if v is True or v == "on":
         return "on"
     if v is False or v == "off":
         return "off"
-    raise ConfigError(f"config error: da must be 'off' or 'on', got {v!r}")
+    if v == "on-steps":
+        return v
+    raise ConfigError(f"config error: da must be one of {', '.join(DA_LEVELS)}, got {v!r}")
+
+
+def kd_flags(level: str) -> tuple[str, float | None]:
+    """A study kd level as xtc's (--kd, --stage1-lr-factor); None: xtc's default factor."""
+    return KD_CONTROLS.get(level, (level, None))
+
+
+def da_step_share(config: dict, da: str) -> float:
+    """The share of a budget's epochs a da level trains for: 1 / (1 + copies) for "on-steps" (its optimizer
+    and warm-up steps are those of "off"), else 1."""
+    return 1.0 / (1 + int(config["augment"]["copies"])) if da == "on-steps" else 1.0
 
 
 def check_config(config: dict) -> dict:
     """The rules a schema cannot express, on a schema-valid config: budget names exist, depths fit the
-    teacher, axis tasks are the config's tasks, axis names are unique, augmentation comes with KD. YAML's
+    teacher, axis tasks and seeds are the config's, axis names are unique, augmentation comes with KD. YAML's
     on/off booleans become 'on'/'off'. Returns the config (normalised in place)."""
     config["allow_incomplete"] = config["allow_incomplete"] in (True, "true")  # --config passes text
     check_tasks(config)
@@ -131,6 +155,10 @@ def check_config(config: dict) -> dict:
         axis["vary"] = {f: [check_value(f"axes[{i}].vary.{f}", f, v) for v in vals] for f, vals in axis["vary"].items()}
         if "set" in axis:
             axis["set"] = {f: check_value(f"axes[{i}].set.{f}", f, v) for f, v in axis["set"].items()}
+        extra_seeds = set(axis.get("seeds") or []) - set(config["seeds"])
+        if extra_seeds:
+            raise ConfigError(f"config error at axes[{i}].seeds: {', '.join(map(str, sorted(extra_seeds)))} not in "
+                              f"the config's seeds ({', '.join(map(str, config['seeds']))})")
         extra = set(axis.get("tasks") or []) - set(config["tasks"])
         if extra:
             raise ConfigError(f"config error at axes[{i}].tasks: {', '.join(sorted(extra))} not in the config's "
@@ -141,14 +169,14 @@ def check_config(config: dict) -> dict:
         for kd in axis["vary"].get("kd", [point["kd"]]):
             for da in axis["vary"].get("da", [point["da"]]):
                 quantized = any(w < 32 for w in axis["vary"].get("wbits", [point["wbits"]]))
-                if da == "on" and kd == "none" and quantized:
-                    raise ConfigError(f"config error at {where}: data augmentation (da: on) needs KD (the teacher "
+                if da in AUGMENTED_DA and kd == "none" and quantized:
+                    raise ConfigError(f"config error at {where}: data augmentation (da: {da}) needs KD (the teacher "
                                       f"labels the augmented inputs); kd 'none' cannot use it")
         # a DA run trains on the augmented file (augment.max_train_samples originals plus copies), whatever its
         # examples; a setting it would silently ignore is an error
-        if "on" in axis["vary"].get("da", [point["da"]]) and (axis["vary"].get("examples") or
-                                                                point.get("examples") is not None):
-            raise ConfigError(f"config error at {where}: da 'on' trains on the augmented file (augment."
+        if set(AUGMENTED_DA) & set(axis["vary"].get("da", [point["da"]])) and (
+                axis["vary"].get("examples") or point.get("examples") is not None):
+            raise ConfigError(f"config error at {where}: da 'on' and 'on-steps' train on the augmented file (augment."
                               f"max_train_samples originals x (1 + copies)), so examples cannot be set with it; "
                               f"set augment.max_train_samples instead, or vary examples on another axis")
     return config

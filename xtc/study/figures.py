@@ -1,6 +1,7 @@
-"""Figures, PNG and PDF: score vs training budget, learning rate, KD mode and depth, score vs model size, and
-learning curves (dev score vs optimizer step) per weight bit-width. Error bars and bands are 95% t-intervals
-over seeds, as in the tables.
+"""Figures, PNG and PDF: score vs training budget, learning rate, KD mode, data augmentation and depth, score vs
+model size, and learning curves (dev score vs optimizer step) per weight bit-width. Error bars and bands are 95%
+t-intervals over seeds, as in the tables. Arms of one factor (KD modes, augmentation) are points with intervals,
+not bars: a bar's length reads as the score from 0, which a zoomed axis would misstate.
 
 Byte-identical output for the same inputs: every figure is drawn under one fixed style (matplotlib's
 defaults, the bundled DejaVu Sans, a fixed svg.hashsalt), whatever the user's matplotlibrc says, and saved
@@ -20,9 +21,9 @@ from xtc.study.grid import axis_tasks
 from xtc.study.views import (METRIC_ABBREV, axis_config as _axis, axis_view, isnan as _nan, point_averages,
                              task_title, teacher_avg, teacher_view)
 
-FIGURES = ("budget", "lr", "kd", "depth", "size")
+FIGURES = ("budget", "lr", "kd", "da", "depth", "size")
 FLIP_SHARE_FIGURE = "flip_share"  # drawn from diagnostics.csv (rule diagnostics), not from runs.csv
-FIGURE_AXIS = {"budget": "budget", "lr": "lr", "kd": "kd", "depth": "xtc", "size": "xtc"}  # the axis each one draws
+FIGURE_AXIS = {"budget": "budget", "lr": "lr", "kd": "kd", "da": "da", "depth": "xtc", "size": "xtc"}  # the axis each one draws
 SOFTWARE = "xtc-bench (matplotlib)"
 STYLE = {"svg.hashsalt": "xtc-bench", "font.family": "DejaVu Sans", "pdf.fonttype": 42, "ps.fonttype": 42,
          "figure.dpi": 100, "savefig.dpi": 150}
@@ -103,7 +104,12 @@ def _save(fig, out_dir, name):
     return paths
 
 
-def _line_panels(config, runs, axis, xfun, xlabel, group="wbits", logx=False, fig_title=""):
+def _line_panels(config, runs, axis, xfun, xlabel, group="wbits", logx=False, fig_title="", dodge_pt=4.0):
+    """One panel per task and Avg: score against xfun(point) per group (weight bits), with 95% intervals;
+    the groups are drawn `dodge_pt` points apart on the page (any x scale) so equal scores do not hide each
+    other."""
+    from matplotlib.transforms import ScaledTranslation
+
     import matplotlib.ticker  # noqa: F401  (used through the matplotlib name)
     import matplotlib
 
@@ -124,15 +130,19 @@ def _line_panels(config, runs, axis, xfun, xlabel, group="wbits", logx=False, fi
                 src = view[view["task"] == name].rename(columns={"score": "y"})
                 src = src.assign(e=[_error_bar(a, n) for a, n in zip(src["score_std"], src["n"])])
             plotted = False
-            for g, grp in src.groupby(group, sort=True) if group else [(None, src)]:
+            groups = list(src.groupby(group, sort=True)) if group else [(None, src)]
+            for gi, (g, grp) in enumerate(groups):
+                shift = ScaledTranslation((gi - (len(groups) - 1) / 2) * dodge_pt / 72, 0, fig.dpi_scale_trans)
                 grp = grp.assign(x=[xfun(r, name) for r in grp.to_dict("records")]).sort_values("x")
                 grp = grp[~grp["y"].isna()]
                 if not len(grp):
                     continue
                 color, marker = WBITS_STYLE.get(int(g), ("tab:gray", "o")) if group == "wbits" else ("tab:red", "o")
                 lab = (f"W{int(g)}A8" if int(g) < 32 else "fp32") if group == "wbits" else None
-                ax.errorbar(grp["x"], grp["y"], yerr=grp["e"].fillna(0), color=color, marker=marker, capsize=3,
-                            label=lab)
+                bars = ax.errorbar(grp["x"], grp["y"], yerr=grp["e"].fillna(0), color=color, marker=marker,
+                                   capsize=3, label=lab)
+                for artist in bars.get_children():
+                    artist.set_transform(artist.get_transform() + shift)
                 plotted = True
             _teacher_line(ax, t_avg if name == "avg" else teacher.get(name, {}).get("score", float("nan")))
             if not plotted:
@@ -177,62 +187,106 @@ def fig_lr(config, runs, out_dir):
 @_styled
 def fig_depth(config, runs, out_dir):
     L = config["teacher"]["num_layers"]
-    fig = _line_panels(config, runs, "xtc", lambda r, n: L if r["v_depth"] == "full" else int(r["v_depth"]),
-                       "student depth (transformer layers)",
+    depth = lambda r, n: L if r["v_depth"] == "full" else int(r["v_depth"])  # noqa: E731
+    fig = _line_panels(config, runs, "xtc", depth, "student depth (transformer layers)", dodge_pt=8.0,
                        fig_title="XTC: score vs depth per weight bit-width (layer reduction, then quantization)")
-    for ax in fig.axes:
-        if ax.get_visible():
-            ax.xaxis.get_major_locator().set_params(integer=True)
+    # ticks at the depths drawn and at the teacher's, where it is drawn as a star (and dashed across): one depth
+    # is a point on an integer axis, not a 0.3-wide span of fractional depths
+    ticks = sorted({depth(r, None) for r in members_of_axis(config, "xtc")} | {L})
+    teacher = teacher_view(config, runs)
+    tasks = axis_tasks(config, "xtc")
+    for ax, name in zip([a for a in fig.axes if a.get_visible()], [*tasks, "avg"]):
+        y = teacher_avg(config, teacher, tasks) if name == "avg" else teacher.get(name, {}).get("score", float("nan"))
+        if not _nan(y):
+            ax.plot([L], [y], marker="*", ms=13, color="black", ls="none", zorder=4)
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([f"{t}\n(teacher)" if t == L else str(t) for t in ticks])
+        ax.set_xlim(min(ticks) - 0.6, max(ticks) + 0.6)
     return _save(fig, out_dir, "depth")
 
 
-@_styled
-def fig_kd(config, runs, out_dir):
+def members_of_axis(config: dict, axis: str) -> list[dict]:
+    """The axis points of `axis` (raw varied values as v_<factor>), one record per point."""
+    from xtc.study.grid import members
+
+    m = members(config)
+    return m[m["axis"] == axis].drop_duplicates("point").to_dict("records")
+
+
+# the arms of the kd and da axes: colour, marker and legend label (controls hollow beside what they control)
+ARM_STYLE = {
+    "kd": {"none": ("tab:gray", "o", True, "none (labels only)"),
+           "two-stage": ("tab:orange", "s", True, "two-stage (stage 1 at 2.5x the rate)"),
+           "two-stage-1x": ("tab:orange", "s", False, "two-stage-1x (stage 1 at 1x: control)"),
+           "one-stage": ("tab:red", "^", True, "one-stage")},
+    "da": {"off": ("tab:red", "^", True, "off"),
+           "on": ("tab:green", "D", True, "on: same epochs, (1 + copies)x the steps"),
+           "on-steps": ("tab:green", "D", False, "on-steps: same steps as off (control)")},
+}
+
+
+def _arm_points(config, runs, axis: str, title: str, ylabel: str):
+    """One figure of an axis that varies one factor over named arms (kd, da): per task and Avg, each arm's mean
+    score with its 95% interval as a point with error bars, arms side by side; the teacher dashed."""
     import matplotlib.pyplot as plt
     import numpy as np
 
-    view = axis_view(config, "kd", runs)
+    view = axis_view(config, axis, runs)
     teacher = teacher_view(config, runs)
-    tasks = axis_tasks(config, "kd")
+    tasks = axis_tasks(config, axis)
     names = list(tasks) + ["avg"]
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(names) + 1.5), 3.8))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.9 * len(names) + 3.5), 3.9))
     if not len(view):
         _no_data(ax)
     else:
         pts = point_averages(config, view)
-        modes = [m for m in _axis(config, "kd")["vary"]["kd"]]
-        width = 0.8 / max(1, len(modes))
-        colors = {"none": "tab:gray", "two-stage": "tab:orange", "one-stage": "tab:red"}
-        for i, mode in enumerate(modes):
+        arms = list(_axis(config, axis)["vary"][axis])
+        width = 0.7 / max(1, len(arms))
+        for i, arm in enumerate(arms):
             ys, es = [], []
             for name in names:
                 if name == "avg":
-                    sel = pts[pts["v_kd"] == mode]
+                    sel = pts[pts[f"v_{axis}"] == arm]
                     ys.append(float(sel["avg"].iloc[0]) if len(sel) else np.nan)
                     es.append(_error_bar(sel["avg_std"].iloc[0], sel["n_seeds_all_tasks"].iloc[0]) if len(sel)
                               else np.nan)
                 else:
-                    sel = view[(view["v_kd"] == mode) & (view["task"] == name)]
+                    sel = view[(view[f"v_{axis}"] == arm) & (view["task"] == name)]
                     ys.append(float(sel["score"].iloc[0]) if len(sel) else np.nan)
                     es.append(_error_bar(sel["score_std"].iloc[0], sel["n"].iloc[0]) if len(sel) else np.nan)
-            xs = np.arange(len(names)) + (i - (len(modes) - 1) / 2) * width
-            ax.bar(xs, ys, width, yerr=np.nan_to_num(es), capsize=3, color=colors.get(mode, None),
-                   label=f"KD: {mode}")
+            color, marker, filled, label = ARM_STYLE.get(axis, {}).get(arm, ("tab:gray", "o", True, str(arm)))
+            xs = np.arange(len(names)) + (i - (len(arms) - 1) / 2) * width
+            ax.errorbar(xs, ys, yerr=np.nan_to_num(es), fmt=marker, color=color, mfc=color if filled else "white",
+                        mec=color, ms=7, capsize=3, lw=1.5, label=label)
         t_vals = [teacher[n]["score"] for n in tasks] + [teacher_avg(config, teacher, tasks)]
         for j, y in enumerate(t_vals):
             if not _nan(y):
                 ax.hlines(y, j - 0.45, j + 0.45, colors="black", linestyles="--", lw=1,
                           label="teacher (fp32)" if j == 0 else None)
-        finite = [v for v in list(view["score"]) + list(pts["avg"]) + t_vals if not _nan(v)]
-        if finite:
-            ax.set_ylim(max(0, min(finite) - 10), min(100, max(finite) + 5))
-        ax.legend(fontsize=8, loc="lower right")
+        for j in range(1, len(names)):  # tasks apart: each has its own metric and scale
+            ax.axvline(j - 0.5, color="lightgray", lw=0.8)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels([_panel_title(config, n) for n in names], fontsize=8)
-    ax.set_ylabel("dev score (x100), ± 95% CI")
-    ax.set_title("Distillation modes at the long budget (1-bit weights, 8-bit activations)", fontsize=10)
+    ax.set_xlim(-0.5, len(names) - 0.5)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
     ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+@_styled
+def fig_kd(config, runs, out_dir):
+    fig = _arm_points(config, runs, "kd", "Distillation modes at the long budget (1-bit weights, 8-bit activations)",
+                      "dev score (x100), ± 95% CI\n(axis zoomed: points, not bars)")
     return _save(fig, out_dir, "kd")
+
+
+@_styled
+def fig_da(config, runs, out_dir):
+    fig = _arm_points(config, runs, "da", "Data augmentation at matched epochs (on) and matched optimizer steps "
+                      "(on-steps), 1-bit weights", "dev score (x100), ± 95% CI\n(axis zoomed: points, not bars)")
+    return _save(fig, out_dir, "da")
 
 
 @_styled
@@ -246,7 +300,7 @@ def fig_size(config, runs, out_dir):
     t_avg = teacher_avg(config, teacher, axis_tasks(config, "xtc"))
     t_bytes = [teacher[t]["bytes"] for t in axis_tasks(config, "xtc") if not _nan(teacher[t]["bytes"])]
     fig, ax = plt.subplots(figsize=(8.2, 4.4))  # wide enough for the legend right of the axes
-    plotted = False
+    plotted = hollow = False
     if len(view):
         pts = point_averages(config, view)
         for r in pts.to_dict("records"):
@@ -255,6 +309,7 @@ def fig_size(config, runs, out_dir):
             b = int(r["wbits"])
             color, marker = WBITS_STYLE.get(b, ("tab:gray", "o"))
             packed = r["size_source"] == "packed" or b == 32
+            hollow |= not packed
             ax.scatter(r["model_bytes"] / 1e6, r["avg"], color=color if packed else "none", edgecolors=color,
                        marker=marker, s=60, zorder=3)
             ax.annotate(f"{int(r['depth'])}L", (r["model_bytes"] / 1e6, r["avg"]), textcoords="offset points",
@@ -262,7 +317,9 @@ def fig_size(config, runs, out_dir):
             plotted = True
         for b in sorted({int(w) for w in pts["wbits"]}, reverse=True):
             color, marker = WBITS_STYLE.get(b, ("tab:gray", "o"))
-            ax.scatter([], [], color=color, marker=marker, label="fp32 student" if b == 32 else f"W{b}A8 (packed .xtc)")
+            ax.scatter([], [], color=color, marker=marker, label="fp32 student" if b == 32 else f"W{b}A8 student")
+        if hollow:  # the legend names only what is drawn
+            ax.scatter([], [], color="none", edgecolors="gray", marker="o", label="hollow: theoretical size\n(not exported)")
     if t_bytes:  # the size claim's threshold (claims.claim_size): where a 1-bit student at half depth must be
         from xtc.study.claims import half_depth, one_bit_ceiling, paper_size_share, teacher_architecture
         from xtc.study.config import task_of
@@ -288,7 +345,7 @@ def fig_size(config, runs, out_dir):
     ax.tick_params(axis="x", which="minor", labelsize=7)
     ax.set_xlabel("model size (MB, log scale)\npacked .xtc weights for quantized students, fp32 bytes otherwise")
     ax.set_ylabel("Avg dev score over tasks (x100)")
-    ax.set_title("Score vs model size (XTC axis; hollow = theoretical size, not exported)", fontsize=10)
+    ax.set_title("Score vs model size (XTC axis)", fontsize=10)
     ax.grid(alpha=0.3, which="both")
     if plotted:  # outside the axes, right of them: inside, it covered points (tight_layout makes room for it)
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)
@@ -352,9 +409,10 @@ def fig_learning_curves(config, history, runs, out_dir) -> list[str]:
                 ax.plot(curve["step"], curve["y"], color=color, marker="o", ms=3,
                         label=f"{point_label(config, 'epochs', budget)}, {n_seeds} seed(s)")
                 band = curve[~curve["e"].isna()]
-                if len(band):
+                if len(band):  # a band between evaluations, an error bar at each (a one-evaluation run has no band)
                     ax.fill_between(band["step"], band["y"] - band["e"], band["y"] + band["e"], color=color,
                                     alpha=0.15, lw=0)
+                    ax.errorbar(band["step"], band["y"], yerr=band["e"], fmt="none", ecolor=color, capsize=3, lw=1)
                 plotted = True
             _teacher_line(ax, teacher.get(task, {}).get("score", float("nan")))
             if not plotted:
@@ -374,7 +432,7 @@ def make_figures(config: dict, runs, out_dir: str, history=None) -> list[str]:
     """FIGURES, plus the learning curves when `history` (views.read_history / collect_history) is given."""
     paths = []
     drawn = figure_names(config, with_history=False)
-    for name, f in zip(FIGURES, (fig_budget, fig_lr, fig_kd, fig_depth, fig_size)):
+    for name, f in zip(FIGURES, (fig_budget, fig_lr, fig_kd, fig_da, fig_depth, fig_size)):
         if name in drawn:
             paths += f(config, runs, out_dir)
     if history is not None:

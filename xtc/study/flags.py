@@ -8,7 +8,7 @@ from dataclasses import fields
 
 from xtc.config import TrainConfig
 from xtc.settings import flag_of
-from xtc.study.config import resolve_glue_dir, task_arg
+from xtc.study.config import AUGMENTED_DA, da_step_share, kd_flags, resolve_glue_dir, task_arg
 from xtc.study.paths import augment_file, fmt_value, run_dir, teacher_dir
 
 
@@ -22,14 +22,14 @@ def join_flags(pairs) -> str:
     return " ".join(out)
 
 
-def _data_pairs(config: dict, what: str, examples=None) -> list:
+def _data_pairs(config: dict, what: str, examples=None, warmup_share: float = 1.0) -> list:
     d, t = config["data"], config["train"]
     glue = resolve_glue_dir(config)
     mts = config["teacher"]["max_train_samples"] if what == "teacher" else d["max_train_samples"]
     if examples is not None:  # a student's own training-set size (grid factor `examples`; 'all': the whole set)
         mts = None if examples == "all" else examples
     teacher_warmup = config["teacher"].get("warmup_epochs") if what == "teacher" else None
-    warmup = t["warmup_epochs"] if teacher_warmup is None else teacher_warmup
+    warmup = (t["warmup_epochs"] if teacher_warmup is None else teacher_warmup) * warmup_share
     return [("--glue-dir", glue), ("--max-train-samples", int(mts) if mts else None), *_selection_pairs(d),
             ("--max-eval-samples", int(d["max_eval_samples"]) if d["max_eval_samples"] else None),
             ("--max-seq-length", int(d["max_seq_length"])), ("--batch-size", int(t["batch_size"])),
@@ -74,18 +74,22 @@ def teacher_flags(config: dict, row: dict) -> str:
 def student_flags(config: dict, row: dict) -> str:
     """`xtc compress` flags of a student run (a row of the grid, with its `init_run`): layer reduction of the
     teacher (`--layers k`) or the step-1 run it starts from (`--init`), quantization, KD, budget, and the
-    augmented training file when da is on. Settings are written as in the run's folder name."""
+    augmented training file when da is on or on-steps (xtc.study.config.DA_LEVELS; a kd control arm becomes
+    xtc's two-stage with its --stage1-lr-factor, KD_CONTROLS). Settings are written as in the run's folder name."""
     runs = config["paths"]["runs"]
     v = {c: fmt_value(c, row[c]) for c in ("depth", "wbits", "abits", "kd", "epochs", "lr", "seed")}
     step1 = row["init"] == "step1"
+    kd, stage1_lr_factor = kd_flags(row["kd"])  # a control arm: two-stage-1x is two-stage at factor 1
     return join_flags([("--task", task_arg(config, row["task"])), ("--teacher", teacher_dir(runs, row["task"])),
                        ("--out", run_dir(runs, row["run_id"])),
                        ("--layers", None if step1 else v["depth"]),
                        ("--init", run_dir(runs, row["init_run"]) if step1 else None),
-                       ("--train-file", augment_file(runs, row["task"]) if row["da"] == "on" else None),
-                       ("--wbits", v["wbits"]), ("--abits", v["abits"]), ("--kd", v["kd"]),
+                       ("--train-file", augment_file(runs, row["task"]) if row["da"] in AUGMENTED_DA else None),
+                       ("--wbits", v["wbits"]), ("--abits", v["abits"]), ("--kd", kd),
+                       ("--stage1-lr-factor", None if stage1_lr_factor is None else f"{stage1_lr_factor:g}"),
                        ("--epochs", v["epochs"]), ("--lr", v["lr"]), ("--seed", v["seed"]),
-                       *_data_pairs(config, "student", row.get("examples"))])
+                       # on-steps: warm-up in epochs of the augmented file, scaled like its epochs (same steps)
+                       *_data_pairs(config, "student", row.get("examples"), da_step_share(config, row["da"]))])
 
 
 def augment_flags(config: dict, task: str) -> str:

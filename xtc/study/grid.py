@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import itertools
 
-from xtc.study.config import norm_da, resolve_epochs
+from xtc.study.config import AUGMENTED_DA, da_step_share, norm_da, resolve_epochs
 from xtc.study.flags import student_flags, teacher_flags
 from xtc.study.paths import (SETTING_COLS, TEACHER, augment_file, config_key, metrics_file, parse_run_relpath,
                              run_relpath, teacher_run_id)
@@ -66,9 +66,13 @@ def setting_row(config: dict, task: str, seed: int, raw: dict) -> dict:
     wbits = int(raw["wbits"])
     if wbits == 32:
         return teacher_row(config, task) if depth == L else step1_row(config, task, depth, seed)
+    da = norm_da(raw["da"])
+    # da "on-steps" trains on the augmented file for the budget's epochs / (1 + copies): the optimizer steps of
+    # "off" (up to the rounding of a last partial batch); its folder names the epochs it runs, as written (%g)
+    epochs = float(f"{resolve_epochs(config, task, raw['epochs']) * da_step_share(config, da):g}")
     row = {"kind": "student", "task": task, "depth": depth, "wbits": wbits, "abits": int(raw["abits"]),
-           "kd": raw["kd"], "epochs": resolve_epochs(config, task, raw["epochs"]), "lr": float(raw["lr"]),
-           "da": norm_da(raw["da"]), "examples": run_examples(config, raw.get("examples")),
+           "kd": raw["kd"], "epochs": epochs, "lr": float(raw["lr"]),
+           "da": da, "examples": run_examples(config, raw.get("examples")),
            "init": "teacher" if depth == L else "step1", "seed": int(seed),
            "budget": raw["epochs"] if isinstance(raw["epochs"], str) else ""}
     row["run_id"] = run_relpath(row)
@@ -79,6 +83,12 @@ def axis_tasks(config: dict, axis_name: str) -> list[str]:
     """The tasks of an axis: its own `tasks` list (a subset, e.g. no augmentation of MNLI/QQP), else all."""
     axis = next((a for a in config["axes"] if a["name"] == axis_name), None)
     return [t for t in config["tasks"] if t in ((axis or {}).get("tasks") or config["tasks"])]
+
+
+def axis_seeds(config: dict, axis_name: str) -> list[int]:
+    """The seeds of an axis: its own `seeds` list (a subset, e.g. fewer seeds where runs vary little), else all."""
+    axis = next((a for a in config["axes"] if a["name"] == axis_name), None)
+    return [s for s in config["seeds"] if s in ((axis or {}).get("seeds") or config["seeds"])]
 
 
 def members(config: dict):
@@ -95,7 +105,7 @@ def members(config: dict):
         for pi, combo in enumerate(itertools.product(*(vary[f] for f in factors))):
             raw = {**config["anchor"], **(axis.get("set") or {}), **dict(zip(factors, combo))}
             for task in axis_tasks(config, axis["name"]):
-                for seed in config["seeds"]:
+                for seed in axis_seeds(config, axis["name"]):
                     r = setting_row(config, task, seed, raw)
                     rows.append({"axis": axis["name"], "point": pi, **{f"v_{f}": raw[f] for f in factors}, **r})
     return pd.DataFrame(rows)
@@ -126,7 +136,7 @@ def run_inputs(config: dict, row: dict) -> dict:
     inputs = {"teacher": metrics_file(runs, teacher_run_id(row["task"]))}
     if row["init"] == "step1":
         inputs["init"] = metrics_file(runs, row["init_run"])
-    if row["da"] == "on":
+    if row["da"] in AUGMENTED_DA:
         inputs["train_file"] = augment_file(runs, row["task"])
     return inputs
 
