@@ -1,4 +1,4 @@
-"""The bad-input table of issue 14: run tests/test_bad_inputs.py recording each case, then write
+"""The bad-input table of issue 14: run the bad-input table of tests/test_cli.py recording each case, then write
 bench/results/bad_inputs.md (case, command, exit status, message) and the totals.
 
     python bench/bad_inputs_table.py
@@ -12,14 +12,15 @@ import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TABLE_TESTS = ["tests/test_cli.py::test_bad_input_is_one_clear_line_exit_2_and_leaves_nothing",
+               "tests/test_cli.py::test_table_covers_every_kind_and_is_large_enough"]
 
 
 def main() -> int:
     with tempfile.TemporaryDirectory() as d:
         rec = os.path.join(d, "cases.jsonl")
-        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                               "tests/test_bad_inputs.py"], cwd=ROOT, env={**os.environ, "XTC_BAD_INPUT_TABLE": rec},
-                              capture_output=True, text=True)
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *TABLE_TESTS],
+                              cwd=ROOT, env={**os.environ, "XTC_BAD_INPUT_TABLE": rec}, capture_output=True, text=True)
         rows = [json.loads(line) for line in open(rec, encoding="utf-8")]
     summary = proc.stdout.strip().splitlines()[-1]
     tracebacks = sum("Traceback" in r["stderr"] for r in rows)
@@ -28,7 +29,7 @@ def main() -> int:
     other_exit = sum(r["exit"] not in (0, 2) for r in rows)
     cell = lambda t: t.replace("|", "\\|").replace("\n", " / ")  # noqa: E731
     lines = ["# Bad inputs (issue 14)", "",
-             f"`python bench/bad_inputs_table.py` ({len(rows)} cases of tests/test_bad_inputs.py; pytest: {summary}).",
+             f"`python bench/bad_inputs_table.py` ({len(rows)} cases of the table in tests/test_cli.py; pytest: {summary}).",
              "Each case also checks that the folder it ran in is unchanged afterwards (no output, state or temp file).",
              "", f"Totals: exit 2 {sum(r['exit'] == 2 for r in rows)}, other exit {other_exit}, "
              f"silent accepts (exit 0) {accepted}, tracebacks {tracebacks}, messages not one line {not_one_line}.", "",

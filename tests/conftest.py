@@ -8,7 +8,10 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 import pytest
 import torch
-from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+from transformers import (AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification,
+                          BertTokenizerFast, DebertaV2Config, DistilBertConfig, ElectraConfig, RobertaConfig)
+
+from xtc.config import TrainConfig
 
 WORDS = (
     "the a an is was and or not good bad movie film great awful plot actor man woman dog cat "
@@ -73,6 +76,22 @@ def glue_dir(tmp_path_factory) -> str:
     return write_glue(str(tmp_path_factory.mktemp("glue")))
 
 
+# the SST-2 teacher of the finetune, compress and run-folder tests: fine-tuned once per test session
+TEACHER_CFG = TrainConfig(epochs=8, lr=1e-2, batch_size=16, eval_every=5, warmup_epochs=0.5, seed=3)
+
+
+@pytest.fixture(scope="session")
+def teacher(tmp_path_factory, tiny_model_dir, glue_dir):
+    from xtc.config import RunOptions
+    from xtc.finetune import finetune
+
+    out = str(tmp_path_factory.mktemp("runs") / "teacher")
+    finetune("sst2", tiny_model_dir, out, TEACHER_CFG, run=RunOptions(glue_dir=glue_dir, quiet=True))
+    return out
+
+
+DEAD_PID = 999_999_999  # no process has it (beyond any pid_max)
+
 REAL_GLUE = os.environ.get("XTC_GLUE_DIR")
 requires_real_glue = pytest.mark.skipif(
     not (REAL_GLUE and os.path.isdir(os.path.join(REAL_GLUE, "MRPC"))),
@@ -110,3 +129,28 @@ def _precision_cache(tmp_path_factory):
         os.environ.pop("XTC_PRECISION_CACHE", None)
     else:
         os.environ["XTC_PRECISION_CACHE"] = old
+
+
+# ---------------------------------------------------------------- tiny random models of the other BERT-family architectures (tests/test_arch.py)
+
+
+def tiny_arch_config(family: str, num_labels: int = 3):
+    common = dict(vocab_size=len(_vocab()), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                  intermediate_size=64, max_position_embeddings=130, num_labels=num_labels, pad_token_id=0,
+                  hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    if family == "distilbert":
+        return DistilBertConfig(vocab_size=len(_vocab()), dim=32, n_layers=2, n_heads=4, hidden_dim=64,
+                                max_position_embeddings=130, num_labels=num_labels, pad_token_id=0, dropout=0.0,
+                                attention_dropout=0.0)
+    return {"bert": lambda: BertConfig(**common),
+            "roberta": lambda: RobertaConfig(type_vocab_size=1, **common),  # as roberta-base
+            "electra": lambda: ElectraConfig(embedding_size=32, **common),
+            "deberta-v2": lambda: DebertaV2Config(**common, relative_attention=True, position_buckets=16,
+                                                  pos_att_type=["p2c", "c2p"])}[family]()
+
+
+def make_tiny_arch_dir(path: str, family: str, num_labels: int = 3) -> str:
+    torch.manual_seed(0)
+    AutoModelForSequenceClassification.from_config(tiny_arch_config(family, num_labels)).save_pretrained(path)
+    BertTokenizerFast(vocab={w: i for i, w in enumerate(_vocab())}, do_lower_case=True).save_pretrained(path)
+    return path

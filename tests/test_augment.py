@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import BertForMaskedLM, BertForSequenceClassification, BertModel, BertTokenizerFast
 
-from conftest import WORDS, make_tiny_model_dir, tiny_config
+from conftest import DEAD_PID, WORDS, make_tiny_model_dir, tiny_config
 from xtc.augment import augment, load_teacher, neighbour_candidates
 from xtc.config import AugmentConfig, RunOptions
 from xtc.data import load_split, load_training_split, read_train_file, select_training_rows, take_rows
@@ -277,3 +277,17 @@ def test_bad_arguments_and_existing_output(tmp_path, tiny_model_dir, glue_dir):
     augment("sst2", tiny_model_dir, out,
             AugmentConfig(copies=1, max_train_samples=3), glue_dir=glue_dir, overwrite=True, quiet=True)
     assert len(_lines(out)) == 6
+
+
+# ---------------------------------------------------------------- moved from the failure-mode tests (issue 13)
+
+
+def test_killed_augment_temp_is_cleaned_by_the_next_run(tmp_path, tiny_model_dir, glue_dir):
+    from xtc.augment import augment
+
+    out = tmp_path / "aug.jsonl"
+    stale, live = tmp_path / f".aug.jsonl.{DEAD_PID}.tmp", tmp_path / ".aug.jsonl.1.tmp"  # pid 1 is running
+    stale.write_text("partial")
+    live.write_text("partial")
+    augment("sst2", tiny_model_dir, str(out), AugmentConfig(copies=1, max_train_samples=4), glue_dir=glue_dir, quiet=True)
+    assert not stale.exists() and live.exists() and len(out.read_text().splitlines()) == 8

@@ -1,21 +1,14 @@
 """Tests for xtc.distill: layer reduction, score capture, layer maps and KD losses (tiny CPU models)."""
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
 from transformers import BertForSequenceClassification
 
 from conftest import tiny_config
-from xtc.distill import (
-    KDConfig,
-    evenly_spaced_layers,
-    forward_with_internals,
-    kd_loss,
-    label_loss,
-    layer_maps,
-    parse_layer_list,
-    reduce_layers,
-    soft_cross_entropy,
-)
+from xtc.distill import (KDConfig, LayerMap, ModelInternals, evenly_spaced_layers, forward_with_internals, kd_loss,
+                         label_loss, layer_maps, parse_layer_list, reduce_layers, soft_cross_entropy)
 
 
 def make_batch(seed=0, b=3, t=9, labels=2):
@@ -414,3 +407,42 @@ def test_kd_objective_reads_the_cache_when_the_batch_has_indices_and_the_live_te
     calls.clear()
     _, live_logs = kd(("logit", "hidden"))(student, b)  # no indices (e.g. an evaluation batch): the live teacher
     assert calls == [] and live_logs == pytest.approx(logs, rel=1e-5)
+
+
+# ---------------------------------------------------------------- pins (issue 14's mutation check)
+
+
+def _hand_internals(hidden, scores):
+    return ModelInternals(logits=torch.zeros(1, 2), hidden_states=hidden, attention_scores=scores)
+
+
+def test_masked_hidden_and_attention_kd_losses_are_mse_not_l1():
+    """Bug: L1 (or unmasked) distances in the intermediate KD terms. Hand-computed: differences of 2 on real
+    tokens give MSE 4 (L1 would give 2); the padded position differs by 100 and must not count."""
+    mask = torch.tensor([[1, 1, 0]])
+    s_h, t_h = torch.zeros(1, 3, 4), torch.zeros(1, 3, 4)
+    s_h[0, :2] = 2.0
+    s_h[0, 2] = 100.0  # padding
+    s_a, t_a = torch.zeros(1, 1, 3, 3), torch.zeros(1, 1, 3, 3)
+    s_a[0, 0, :2, :2] = torch.tensor([[3.0, -1.0], [1.0, 1.0]])  # squares 9, 1, 1, 1 -> mean 3 (L1: 1.5)
+    s_a[0, 0, 2, :] = 50.0
+    s_a[0, 0, :, 2] = 50.0
+    lm = LayerMap(attention=[(0, 0)], hidden=[(0, 0)])
+    _, terms = kd_loss(_hand_internals([s_h], [s_a]), _hand_internals([t_h], [t_a]), lm, KDConfig(), False,
+                       ("hidden", "attention"), attention_mask=mask)
+    assert terms["hidden"] == pytest.approx(4.0) and terms["attention"] == pytest.approx(3.0)
+
+
+def test_temperature_changes_the_logit_loss():
+    """And the temperature reaches the loss: soft targets at T=2 give a different (hand-checked) KL."""
+    s, t = torch.tensor([[2.0, 0.0]]), torch.tensor([[0.0, 1.0]])
+    lm = LayerMap([], [])
+
+    def kl(T):
+        p, q = torch.softmax(t / T, -1), torch.log_softmax(s / T, -1)
+        return float((p * (p.log() - q)).sum())
+
+    for T in (1.0, 2.0):
+        _, terms = kd_loss(ModelInternals(s), ModelInternals(t), lm, KDConfig(temperature=T), False, ("logit",))
+        assert terms["logit"] == pytest.approx(kl(T), rel=1e-6)
+    assert not math.isclose(kl(1.0), kl(2.0), rel_tol=0.05)

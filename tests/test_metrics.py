@@ -48,3 +48,27 @@ def test_undefined_scores_are_zero_without_warnings_or_nan():
         nan_pred = task_metrics(stsb, {"dev": ([float("nan"), 1.0, 2.0], [1.0, 2.0, 3.0])})
     assert nan_pred["pearson"] == 0.0
     json.dumps(nan_pred, allow_nan=False)
+
+
+# ---------------------------------------------------------------- pins (issue 14's mutation check)
+
+
+def test_correlation_of_constant_or_nan_predictions_is_zero_and_unit_std_is_not_special():
+    """Bugs (mutation survivors in metrics.py): the constant-prediction guard testing std == 1, or `and` for `or`,
+    or NaN scored as a perfect 1.0."""
+    from xtc.metrics import split_metrics
+
+    stsb = get_task("stsb")
+    assert split_metrics(stsb, [-1.0, 1.0, -1.0, 1.0], [0.0, 1.0, 0.0, 1.0]) == {"pearson": pytest.approx(1.0),
+                                                                                "spearman": pytest.approx(1.0)}
+    assert split_metrics(stsb, [0.0, 1.0, 0.0, 1.0], [-1.0, 1.0, -1.0, 1.0])["pearson"] == pytest.approx(1.0)
+    assert split_metrics(stsb, [2.0, 2.0, 2.0], [0.0, 1.0, 3.0]) == {"pearson": 0.0, "spearman": 0.0}
+    assert split_metrics(stsb, [0.0, 1.0, 3.0], [2.0, 2.0, 2.0]) == {"pearson": 0.0, "spearman": 0.0}
+    assert split_metrics(stsb, [float("nan"), 1.0, 3.0], [0.0, 1.0, 3.0])["pearson"] == 0.0
+
+
+def test_f1_without_any_positive_is_zero():
+    """Bug: f1 with zero_division=1 would score 'no positives predicted, none present' as a perfect 1.0."""
+    from xtc.metrics import split_metrics
+
+    assert split_metrics(get_task("mrpc"), [0, 0, 0], [0, 0, 0]) == {"accuracy": 1.0, "f1": 0.0}

@@ -270,30 +270,6 @@ def test_cli_precision_flag_reaches_metrics(tmp_path, teacher_dir, glue_dir, cap
     assert "invalid choice: 'fp16'" in capsys.readouterr().err
 
 
-def test_study_passes_its_precision_to_every_training_job():
-    import xtc.study as study
-
-    root = os.path.join(os.path.dirname(__file__), os.pardir, "workflow", "config")
-    cfg = study.load_config(os.path.join(root, "smoke.yaml"))
-    del cfg["train"]["precision"]
-    assert study.validate_config(cfg)["train"]["precision"] == "auto"  # the schema default
-    cfg["train"]["precision"] = "fp32"
-    for what in ("teacher", "train"):
-        assert "--precision fp32" in study.data_flags(cfg, what)
-
-
-def test_a_half_precision_checkpoint_loads_as_fp32(tmp_path, tiny_model_dir):
-    # transformers 5 keeps a checkpoint's dtype; latent weights and optimizer state must still be fp32
-    from transformers import BertForSequenceClassification
-
-    from xtc.models import load_classifier
-
-    half = str(tmp_path / "half")
-    BertForSequenceClassification.from_pretrained(tiny_model_dir).to(torch.float16).save_pretrained(half)
-    assert {p.dtype for p in BertForSequenceClassification.from_pretrained(half).parameters()} == {torch.float16}
-    assert {p.dtype for p in load_classifier(half).parameters()} == {torch.float32}
-
-
 def _auto_run(tmp_path, teacher_dir, glue_dir, name):
     return _run(tmp_path, teacher_dir, glue_dir, name, "auto")
 

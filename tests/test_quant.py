@@ -194,28 +194,6 @@ def test_role_of_bert_names():
         assert role_of(name) is None, name
 
 
-@pytest.mark.parametrize("kw,match", [
-    (dict(wbits=0), "wbits"), (dict(wbits=9), "wbits"), (dict(wbits=16), "wbits"),
-    (dict(abits=1), "abits"), (dict(abits=16), "abits"), (dict(wbits=1, method="uniform"), "xtc"),
-    (dict(roles=("query", "pooler")), "pooler"), (dict(groups=0), "groups"), (dict(method="gptq"), "method"),
-    (dict(wbits=1, embedding_bits=12), "embedding_bits"),
-])
-def test_spec_validation_errors(kw, match):
-    with pytest.raises(ValueError, match=match):
-        QuantSpec(**kw).validate()
-
-
-def test_spec_roundtrip_and_is_quantized():
-    spec = QuantSpec(wbits=2, abits=8, groups=4, roles=("query", "key"), embedding_bits=32)
-    d = spec.to_dict()
-    assert d["roles"] == ["query", "key"]
-    assert QuantSpec.from_dict(d) == spec
-    assert spec.is_quantized and not QuantSpec().is_quantized
-    assert QuantSpec(abits=8).is_quantized
-    with pytest.raises(ValueError, match="unknown"):
-        QuantSpec.from_dict({**d, "wbit": 1})
-
-
 # ---------------------------------------------------------------- wrappers on a tiny BERT
 
 
@@ -673,3 +651,16 @@ def test_int8_matmul_asks_the_route_for_its_own_shapes(monkeypatch):
     monkeypatch.setattr(Q, "int8_route", lambda *a: asked.append(a) or "float64")
     Q.int8_matmul(torch.ones(5, 16, dtype=torch.int8), torch.ones(16, 24, dtype=torch.int8))
     assert asked == [("cpu", 5, 16, 24)]
+
+
+# ---------------------------------------------------------------- pins (issue 14's mutation check)
+
+
+def test_ternary_threshold_is_0_7_of_mean_abs_weight():
+    """Bug: threshold 0.75 x mean|W| instead of 0.7. |W| = 0, 0, 0.58, 1, 2.5: mean 0.816, so d = 0.5712 with 0.7
+    (0.58 is kept) but 0.612 with 0.75 (it would be zeroed). a = mean of kept |W| = (0.58 + 1 + 2.5) / 3."""
+    w = torch.tensor([[0.0, 0.0, -0.58, 1.0, 2.5]])
+    codes, scales = quantize_weight_codes(w, 2, 1, "xtc")
+    assert codes.tolist() == [[0, 0, -1, 1, 1]]
+    assert scales.tolist() == pytest.approx([(0.58 + 1.0 + 2.5) / 3])
+    assert quantize_weight(w, 2).tolist()[0] == pytest.approx([0.0, 0.0, -1.36, 1.36, 1.36])

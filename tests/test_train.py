@@ -1,222 +1,21 @@
-"""End to end on a tiny random BERT and synthetic GLUE files: finetune, compress, evaluate, resume."""
-import json
+"""Tests of xtc/train.py: the training loop (steps, schedule, clipping, evaluation and selection, resume, stops)."""
 import os
+import re
 
 import pytest
 import torch
+import torch.nn.functional as F
+from transformers import BertForSequenceClassification
 
-from conftest import interrupt_after_checkpoints
+import xtc.train as train_mod
+from conftest import interrupt_after_checkpoints, make_tiny_model_dir
+from test_run_folder import _run
+from xtc.checkpoint import load_state
 from xtc.cli import main
-from xtc.compress import CompressConfig, compress
-from xtc.config import RunOptions
+from xtc.data import Encoded
 from xtc.files import STATE_DIR
-from xtc.finetune import finetune
-from xtc.models import load_classifier
-from xtc.quant import QuantSpec, quantized_modules
-from xtc.run_folder import RunFolderError
-from xtc.train import TrainConfig
-
-CFG = TrainConfig(epochs=8, lr=1e-2, batch_size=16, eval_every=5, warmup_epochs=0.5, seed=3)
-
-
-def _logits(model, texts):
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(model.name_or_path)
-    enc = tok(texts, return_tensors="pt", padding=True)
-    model.eval()
-    with torch.no_grad():
-        return model(**enc).logits
-
-
-@pytest.fixture(scope="module")
-def teacher(tmp_path_factory, tiny_model_dir, glue_dir):
-    out = str(tmp_path_factory.mktemp("runs") / "teacher")
-    finetune("sst2", tiny_model_dir, out, CFG, run=RunOptions(glue_dir=glue_dir, quiet=True))
-    return out
-
-
-def test_finetune_outputs_and_reload(teacher, glue_dir, capsys):
-    rec = json.load(open(os.path.join(teacher, "metrics.json")))
-    for key in ("task", "selection_metric", "metrics", "history", "config", "versions", "wall_seconds",
-                "train_samples_per_second", "train_tokens_per_second"):
-        assert key in rec
-    assert rec["task"] == "sst2" and isinstance(rec["metrics"]["accuracy"], float)
-    assert rec["config"]["lr"] == CFG.lr and rec["steps"] == 8 * 4  # 64 examples / 16 per batch, 8 epochs
-    # evaluations: every 5 steps and at each epoch end (4 steps)
-    assert [h["step"] for h in rec["history"]] == [4, 5, 8, 10, 12, 15, 16, 20, 24, 25, 28, 30, 32]
-    losses = [h["train"]["loss"] for h in rec["history"]]
-    assert losses[-1] < 0.5 * losses[0]  # it learns
-    # the kept checkpoint is the first best on the validation rows held out of the training split (issue 23)
-    assert rec["selected_by"] == "validation" and rec["config"]["train_size"] == 64 - 12  # a fifth held out
-    best = max(rec["history"], key=lambda h: h["validation"]["accuracy"])
-    assert (rec["best_step"], rec["metrics"], rec["validation_metrics"]) == (best["step"], best["metrics"],
-                                                                         best["validation"])
-    # the synthetic task is learnable: the teacher beats chance
-    assert rec["metrics"]["accuracy"] > 0.7
-    # the saved model reproduces the kept checkpoint's dev metrics
-    code = main(["evaluate", "--model", teacher, "--task", "sst2", "--glue-dir", glue_dir])
-    assert code == 0
-    assert json.loads(capsys.readouterr().out)["metrics"] == rec["metrics"]
-
-
-def test_same_seed_same_result_and_exact_resume(tmp_path, tiny_model_dir, glue_dir, monkeypatch, teacher):
-    full = json.load(open(os.path.join(teacher, "metrics.json")))
-    # Interrupt right after the third checkpoint (step 8), then resume from there...
-    out = str(tmp_path / "resumed")
-    interrupt_after_checkpoints(monkeypatch, 3,
-                                lambda: finetune("sst2", tiny_model_dir, out, CFG,
-                                                 run=RunOptions(glue_dir=glue_dir, quiet=True)))
-    assert not os.path.exists(os.path.join(out, "metrics.json"))  # nothing that looks finished
-    # ...then the same command resumes and ends exactly where the uninterrupted run ended.
-    resumed = finetune("sst2", tiny_model_dir, out, CFG, run=RunOptions(glue_dir=glue_dir, quiet=True))
-    assert resumed["metrics"] == full["metrics"]
-    assert [h["train"]["loss"] for h in resumed["history"]] == [h["train"]["loss"] for h in full["history"]]
-    assert not os.path.exists(os.path.join(out, STATE_DIR))
-
-
-def test_selection_on_validation_record_predictions_and_eval_points(tmp_path, teacher, glue_dir):
-    """Two-stage KD evaluated at 4 equal fractions of both stages' steps; the record says what selected the
-    checkpoint, the final checkpoint's dev score, the rows drawn; dev_predictions.json reproduces the metrics."""
-    import numpy as np
-
-    from xtc.metrics import task_metrics
-    from xtc.tasks import get_task
-
-    cfg = TrainConfig(epochs=3, lr=1e-2, batch_size=16, warmup_epochs=0.5, seed=5, eval_points=4)
-    out = str(tmp_path / "two")
-    rec = compress("sst2", teacher, out, cfg, QuantSpec(wbits=2), CompressConfig(kd="two-stage", layers=2),
-                   run=RunOptions(glue_dir=glue_dir, quiet=True))
-    assert rec["steps"] == 12 and [h["step"] for h in rec["history"]] == [3, 6, 9, 12]  # 2 stages x 6 steps
-    assert [h["fraction"] for h in rec["history"]] == [0.25, 0.5, 0.75, 1.0]
-    assert rec["selected_by"] == "validation" and all("validation" in h for h in rec["history"])
-    assert (rec["final_step"], rec["final_metrics"]) == (12, rec["history"][-1]["metrics"])
-    best = max(rec["history"], key=lambda h: h["validation"]["accuracy"])
-    assert rec["best_step"] == best["step"] and rec["metrics"] == best["metrics"]
-    # the same rows as the teacher's (another run seed): the draws depend on data_seed only
-    teacher_rec = json.load(open(os.path.join(teacher, "metrics.json")))
-    for part in ("train", "validation"):
-        assert rec["data"][part]["sha256"] == teacher_rec["data"][part]["sha256"]
-    assert rec["data"]["train"]["how"] == "stratified" and rec["data"]["validation"]["n"] == 12
-    preds = json.load(open(os.path.join(out, "dev_predictions.json")))
-    assert preds["task"] == "sst2" and len(preds["labels"]) == len(preds["selected"]) == len(preds["final"]) == 32
-    task = get_task("sst2")
-    for which, metrics in (("selected", rec["metrics"]), ("final", rec["final_metrics"])):
-        assert task_metrics(task, {"dev": (np.array(preds[which]), preds["labels"])}) == metrics
-    # --validation-samples 0: the old selection on dev, said so
-    rec0 = compress("sst2", teacher, str(tmp_path / "dev"), cfg, QuantSpec(wbits=2), CompressConfig(layers=2),
-                    run=RunOptions(glue_dir=glue_dir, quiet=True, validation_samples=0, subset="first"))
-    assert rec0["selected_by"] == "dev" and rec0["validation_metrics"] is None and rec0["data"]["validation"] is None
-    assert rec0["metrics"] == max(rec0["history"], key=lambda h: h["metrics"]["accuracy"])["metrics"]
-    assert rec0["data"]["train"]["how"] == "first" and rec0["config"]["train_size"] == 64
-
-
-def test_run_folder_protection(tmp_path, tiny_model_dir, glue_dir, teacher):
-    with pytest.raises(RunFolderError, match="already holds a finished run"):
-        finetune("sst2", tiny_model_dir, teacher, CFG, run=RunOptions(glue_dir=glue_dir, quiet=True))
-    other = tmp_path / "user_stuff"
-    other.mkdir()
-    (other / "notes.txt").write_text("mine")
-    with pytest.raises(RunFolderError, match="not empty and holds no xtc run"):
-        finetune("sst2", tiny_model_dir, str(other), CFG, run=RunOptions(glue_dir=glue_dir, quiet=True))
-    assert (other / "notes.txt").read_text() == "mine"
-
-
-def test_compress_one_bit_reduced_student(tmp_path, teacher, glue_dir):
-    out = str(tmp_path / "student")
-    spec = QuantSpec(wbits=1, abits=8)
-    rec = compress("sst2", teacher, out, CFG, spec, CompressConfig(kd="one-stage", layers=2),
-                   run=RunOptions(glue_dir=glue_dir, quiet=True))
-    assert rec["layers"] == {"student": 2, "teacher": 4, "teacher_layers": [1, 3]}
-    assert set(rec["loss_terms"]) >= {"loss", "logit", "hidden", "attention"}
-    assert rec["quantization"]["wbits"] == 1 and rec["kd"] == "one-stage"
-    assert rec["size"]["quantized_bytes"] < rec["size"]["fp32_bytes"]
-    # the saved student reloads as the same fake-quant model: same dev metrics, wrappers re-applied
-    student = load_classifier(out)
-    assert len(list(quantized_modules(student))) == 2 * 6 + 1
-    res = {}
-    from xtc.data import encode, load_split
-    from xtc.tasks import get_task
-    from xtc.train import evaluate
-
-    task = get_task("sst2")
-    dev = {"dev": encode(load_split(task, "dev", glue_dir), student_tok(out), 128)}
-    res = evaluate(student, task, dev, 128, torch.device("cpu"))
-    assert res == rec["metrics"]
-
-
-def student_tok(path):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(path)
-
-
-def test_two_stage_and_no_kd(tmp_path, teacher, glue_dir):
-    rec = compress("sst2", teacher, str(tmp_path / "two"), CFG, QuantSpec(wbits=2, abits=8),
-                   CompressConfig(kd="two-stage"), run=RunOptions(glue_dir=glue_dir, quiet=True))
-    stages = [h["stage"] for h in rec["history"]]
-    assert stages[0] == "kd-intermediate" and stages[-1] == "kd-logits"
-    assert set(rec["history"][0]["train"]) == {"loss", "hidden", "attention"}
-    assert set(rec["history"][-1]["train"]) == {"loss", "logit"}
-    rec = compress("sst2", teacher, str(tmp_path / "none"), CFG, QuantSpec(), CompressConfig(kd="none"),
-                   run=RunOptions(glue_dir=glue_dir, quiet=True),
-                   )
-    assert set(rec["loss_terms"]) == {"loss", "label"}
-
-
-def test_compress_from_step1_init(tmp_path, teacher, glue_dir):
-    step1 = str(tmp_path / "step1")
-    compress("sst2", teacher, step1, CFG, QuantSpec(), CompressConfig(teacher_layers="0,2"),
-             run=RunOptions(glue_dir=glue_dir, quiet=True))
-    rec = compress("sst2", teacher, str(tmp_path / "step2"), CFG, QuantSpec(wbits=1, abits=8),
-                   CompressConfig(init=step1), run=RunOptions(glue_dir=glue_dir, quiet=True))
-    assert rec["layers"]["teacher_layers"] == [0, 2]
-    assert rec["layer_map"]["attention"] == [[0, 0], [1, 2]] or rec["layer_map"]["attention"] == [(0, 0), (1, 2)]
-    with pytest.raises(ValueError, match="was reduced to teacher layers"):
-        compress("sst2", teacher, str(tmp_path / "bad"), CFG, QuantSpec(wbits=1), CompressConfig(layers=3, init=step1),
-                 run=RunOptions(glue_dir=glue_dir, quiet=True))
-
-
-@pytest.mark.parametrize("args, message", [
-    (["--wbits", "16"], "wbits"),
-    (["--layers", "9"], "cannot pick 9 layers from a 4-layer teacher"),
-    (["--teacher-layers", "3,1"], "not strictly increasing"),
-    (["--kd", "none", "--train-file", "x.jsonl"], "carry no labels"),
-])
-def test_cli_errors_are_one_clear_line(tmp_path, teacher, glue_dir, capsys, args, message):
-    code = main(["compress", "--task", "sst2", "--teacher", teacher, "--out", str(tmp_path / "o"),
-                 "--glue-dir", glue_dir, "--quiet", *args])
-    err = capsys.readouterr().err
-    assert code == 2 and message in err and err.count("\n") == 1
-    assert not os.path.exists(tmp_path / "o" / "metrics.json")
-
-
-def test_train_file_replaces_training_inputs(tmp_path, teacher, glue_dir):
-    f = tmp_path / "aug.jsonl"
-    f.write_text("".join(json.dumps({"text_a": t}) + "\n" for t in ["good fun movie", "bad boring plot"] * 8))
-    rec = compress("sst2", teacher, str(tmp_path / "da"), CFG, QuantSpec(wbits=1, abits=8),
-                   CompressConfig(train_file=str(f)), run=RunOptions(glue_dir=glue_dir, quiet=True))
-    assert rec["config"]["train_size"] == 16
-    f.write_text('{"text_b": 1}\n')
-    with pytest.raises(ValueError, match=r"aug.jsonl:1: expected a JSON object"):
-        compress("sst2", teacher, str(tmp_path / "da2"), CFG, QuantSpec(wbits=1), CompressConfig(train_file=str(f)),
-                 run=RunOptions(glue_dir=glue_dir, quiet=True))
-
-
-# ---------------------------------------------------------------- pinned by mutation testing (issue 14)
-
-
-def test_versions_name_python_and_each_package_installed():
-    import importlib.metadata as md
-    import platform
-
-    from xtc.run_folder import versions
-
-    v = versions()
-    assert v["python"] == platform.python_version()
-    for pkg in ("xtc-bench", "torch", "transformers", "datasets", "scikit-learn", "scipy", "numpy"):
-        assert v[pkg] == md.version(pkg)
-    assert len(v) == 8
+from xtc.tasks import get_task
+from xtc.train import Stage, TrainConfig, train
 
 
 def test_rng_state_saves_and_restores_the_cuda_generators_where_there_are_some(monkeypatch):
@@ -240,3 +39,274 @@ def test_rng_state_saves_and_restores_the_cuda_generators_where_there_are_some(m
     assert "cuda" not in _rng_state()
     _set_rng_state(state)
     assert restored == [["gpu0-state"]]
+
+
+# ---------------------------------------------------------------- pins (issue 14's mutation check): each test names the bug it catches
+
+
+def _data(n: int = 16) -> Encoded:
+    g = torch.Generator().manual_seed(0)
+    ids = [[2] + torch.randint(5, 40, (3 + i % 4,), generator=g).tolist() + [3] for i in range(n)]
+    return Encoded(ids, [[0] * len(x) for x in ids], [i % 2 for i in range(n)])
+
+
+def _objective(scale: float = 1.0):
+    def loss_fn(model, batch):
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                    token_type_ids=batch["token_type_ids"])
+        loss = scale * F.cross_entropy(out.logits, batch["labels"])
+        return loss, {}
+    return loss_fn
+
+
+def _train(model, tmp_path, cfg, loss_fn=None, epochs=None):
+    data = _data()
+    stage = Stage("s", cfg.epochs if epochs is None else epochs, 1.0, loss_fn or _objective())
+    return train(model, [stage], data, {"dev": _data(8)}, get_task("sst2"), cfg, str(tmp_path / "run"), {}, "cpu",
+                 quiet=True)
+
+
+@pytest.fixture
+def step_log(monkeypatch):
+    """Every optimizer step: its learning rate and the gradient norm it applies (after clipping)."""
+    log = []
+
+    def pre_step(opt, args, kwargs):
+        grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
+        log.append({"lr": opt.param_groups[0]["lr"], "grad_norm": float(torch.norm(torch.stack(
+            [gr.norm() for gr in grads])))})
+
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    handle = register_optimizer_step_pre_hook(pre_step)
+    yield log
+    handle.remove()
+
+
+def test_best_evaluation_is_kept_not_the_last(tiny_model, tmp_path, monkeypatch):
+    """Bug: keeping the last evaluation (or the last of equal ones) instead of the first best one."""
+    scores = iter([0.50, 0.90, 0.90, 0.60])
+    snapshots = []
+
+    def fake_evaluate(model, task, eval_sets, batch_size, device):
+        snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
+        return {"accuracy": next(scores)}
+
+    monkeypatch.setattr(train_mod, "evaluate", fake_evaluate)
+    cfg = TrainConfig(epochs=1, lr=1e-3, batch_size=4, eval_every=1, warmup_epochs=0, seed=1)
+    res = _train(tiny_model, tmp_path, cfg)
+    assert [h["metrics"]["accuracy"] for h in res["history"]] == [0.5, 0.9, 0.9, 0.6]
+    assert res["metrics"] == {"accuracy": 0.9} and res["best_step"] == 2
+    kept = tiny_model.state_dict()
+    assert all(torch.equal(kept[k], snapshots[1][k]) for k in kept)  # the weights of step 2 are loaded
+    assert not all(torch.equal(kept[k], snapshots[3][k]) for k in kept)
+
+
+def test_gradients_are_clipped_to_max_grad_norm(tiny_model, tmp_path, step_log):
+    """Bug: dropping gradient clipping. A loss scaled by 1e4 has gradient norms far above 1; every step must
+    apply a norm of at most max_grad_norm."""
+    cfg = TrainConfig(epochs=1, lr=1e-4, batch_size=4, eval_every=0, warmup_epochs=0, max_grad_norm=0.5)
+    _train(tiny_model, tmp_path, cfg, _objective(1e4))
+    assert len(step_log) == 4 and all(s["grad_norm"] <= 0.5 * (1 + 1e-5) for s in step_log)
+    assert max(s["grad_norm"] for s in step_log) > 0.49  # clipped to the bound, not vanishing
+
+
+def test_gradients_unclipped_when_bound_is_large(tiny_model, tmp_path, step_log):
+    """The premise of the clipping pin: without a binding bound the same steps have norms far above 0.5."""
+    cfg = TrainConfig(epochs=1, lr=1e-4, batch_size=4, eval_every=0, warmup_epochs=0, max_grad_norm=1e12)
+    _train(tiny_model, tmp_path, cfg, _objective(1e4))
+    assert min(s["grad_norm"] for s in step_log) > 10
+
+
+def test_warmup_then_linear_decay_step_by_step(tiny_model, tmp_path, step_log):
+    """Bug: the warm-up schedule off by one step. 16 examples / batch 4 = 4 steps per epoch, 2 epochs = 8 steps,
+    warm-up 0.75 epoch = 3 steps: lr x 1/3, 2/3, 1 (peak on the last warm-up step), then (8 - step) / 5: 1, 4/5,
+    ..., 1/5 (no step is taken at lr 0)."""
+    cfg = TrainConfig(epochs=2, lr=1e-3, batch_size=4, eval_every=0, warmup_epochs=0.75)
+    _train(tiny_model, tmp_path, cfg)
+    expected = [1 / 3, 2 / 3, 1, 1, 4 / 5, 3 / 5, 2 / 5, 1 / 5]
+    assert [s["lr"] / 1e-3 for s in step_log] == pytest.approx(expected, abs=1e-12)
+
+
+def test_no_weight_decay_on_layernorm_and_biases(tiny_model):
+    """Bug: weight decay on LayerNorm weights (or biases). Every parameter in exactly one group."""
+    opt = train_mod.make_optimizer(tiny_model, 1e-3, 0.01)
+    wd = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    named = dict(tiny_model.named_parameters())
+    assert len(wd) == len(named)
+    for name, p in named.items():
+        no_decay = name.endswith("bias") or "LayerNorm" in name
+        assert wd[id(p)] == (0.0 if no_decay else 0.01), name
+    assert any("LayerNorm.weight" in n for n in named) and any(n.endswith("dense.weight") for n in named)
+
+
+def test_no_weight_decay_on_layernorm_in_training(tiny_model, tmp_path):
+    """The same through train(): with lr > 0 and zero gradients for LayerNorm, decay would shrink its weights."""
+    ln = tiny_model.bert.embeddings.LayerNorm.weight
+    before = ln.detach().clone()
+    ln.register_hook(lambda g: torch.zeros_like(g))
+    cfg = TrainConfig(epochs=1, lr=1e-1, batch_size=4, eval_every=0, warmup_epochs=0, weight_decay=0.5)
+    _train(tiny_model, tmp_path, cfg)
+    assert torch.equal(tiny_model.bert.embeddings.LayerNorm.weight.detach(), before)
+
+
+def test_a_stage_lr_factor_multiplies_the_learning_rate(tiny_model, tmp_path, step_log):
+    cfg = TrainConfig(epochs=1, lr=1e-3, batch_size=4, eval_every=0, warmup_epochs=0)
+    train(tiny_model, [Stage("s", 1, 2.0, _objective())], _data(), {"dev": _data(8)}, get_task("sst2"), cfg,
+          str(tmp_path / "run"), {}, "cpu", quiet=True)
+    assert step_log[0]["lr"] == pytest.approx(2e-3, rel=1e-12)
+
+
+def test_schedule_with_one_warmup_step_and_one_decay_step():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    f = train_mod.linear_schedule(opt, 1, 2).lr_lambdas[0]
+    assert [f(0), f(1), f(2)] == [1.0, 1.0, 0.0]
+    g = train_mod.linear_schedule(opt, 0, 3).lr_lambdas[0]
+    assert [g(0), g(1), g(2)] == [1.0, 2 / 3, 1 / 3]
+
+
+def test_regression_is_scored_on_its_single_output():
+    from scipy.stats import pearsonr
+
+    from conftest import tiny_config
+    from transformers import BertForSequenceClassification
+
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(tiny_config(1)).eval()
+    data = _data(12)
+    data = Encoded(data.input_ids, data.token_type_ids, [float(i % 5) for i in range(12)], regression=True)
+    got = train_mod.evaluate(model, get_task("stsb"), {"dev": data}, 4, "cpu")
+    preds = train_mod.predict(model, data, 4, "cpu")[:, 0]
+    assert got["pearson"] == pytest.approx(pearsonr(preds, data.labels).statistic, rel=1e-6)
+
+
+def test_every_batch_carries_its_example_indices(tiny_model, tmp_path):
+    seen = []
+
+    def loss_fn(model, batch):
+        seen.append(batch["index"].tolist())
+        return _objective()(model, batch)
+
+    cfg = TrainConfig(epochs=1, lr=1e-4, batch_size=4, eval_every=0, warmup_epochs=0)
+    _train(tiny_model, tmp_path, cfg, loss_fn)
+    assert sorted(i for b in seen for i in b) == list(range(16))  # one epoch: every example once
+
+
+def test_progress_bar_and_where_the_log_goes(tiny_model, tmp_path, monkeypatch, capsys):
+    cfg = TrainConfig(epochs=1, lr=1e-4, batch_size=4, eval_every=2, warmup_epochs=0)
+    data, stage = _data(), Stage("s", 1, 1.0, _objective())
+    train(tiny_model, [stage], data, {"dev": _data(8)}, get_task("sst2"), cfg, str(tmp_path / "a"), {}, "cpu",
+          quiet=False)
+    out, err = capsys.readouterr()
+    assert out == "" and "[sst2 s] step 2" in err  # off a terminal: no bar, the log on stderr
+    bars = []
+    real = train_mod.tqdm
+
+    made = []
+
+    def recording_tqdm(**kw):
+        bars.append(kw)
+        made.append(real(**kw))
+        return made[-1]
+
+    monkeypatch.setattr(train_mod, "tqdm", recording_tqdm)
+    monkeypatch.setattr(train_mod.sys.stderr, "isatty", lambda: True, raising=False)
+    train(tiny_model, [stage], data, {"dev": _data(8)}, get_task("sst2"), cfg, str(tmp_path / "b"), {}, "cpu",
+          quiet=False)
+    assert bars == [{"total": 4, "initial": 0, "disable": False, "desc": "sst2", "unit": "step"}]
+    out, _ = capsys.readouterr()
+    assert "[sst2 s] step 2" in out  # with a bar, the log goes through tqdm.write, above the bar
+    assert re.fullmatch(r"loss=\d\.\d{4}", made[0].postfix)  # the last step's loss beside the bar
+    train(tiny_model, [stage], data, {"dev": _data(8)}, get_task("sst2"), cfg, str(tmp_path / "c"), {}, "cpu",
+          quiet=True)
+    assert bars[-1]["disable"] is True
+
+
+def test_a_nan_loss_stops_the_run_and_keeps_nothing(tiny_model, tmp_path):
+    def nan_loss(model, batch):
+        loss, terms = _objective()(model, batch)
+        return loss * float("nan"), terms
+
+    cfg = TrainConfig(epochs=1, lr=1e-4, batch_size=4, eval_every=0, warmup_epochs=0)
+    with pytest.raises(train_mod.NonFiniteLossError, match=r"^the training loss became nan at step 1 \(s\); "
+                                                           r"nothing was kept"):
+        _train(tiny_model, tmp_path, cfg, nan_loss)
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_run_record_counts_examples_time_and_steps(tiny_model, tmp_path):
+    cfg = TrainConfig(epochs=1.5, lr=1e-4, batch_size=4, eval_every=3, warmup_epochs=0)
+    rec = _train(tiny_model, tmp_path, cfg)
+    assert rec["steps"] == 6 and rec["steps_per_epoch"] == 4
+    assert 0 < rec["train_seconds"] < rec["wall_seconds"]
+    assert rec["train_samples_per_second"] == pytest.approx(24 / rec["train_seconds"])  # 6 steps x 4 examples
+    assert rec["train_tokens_per_second"] == pytest.approx(rec["train_tokens"] / rec["train_seconds"])
+    h = rec["history"]
+    assert [e["step"] for e in h] == [3, 4, 6] and [e["epoch"] for e in h] == [0.75, 1.0, 1.5]
+    assert [e["lr"] for e in h] == pytest.approx([1e-4 * 3 / 6, 1e-4 * 2 / 6, 0.0])
+
+
+def test_the_model_and_its_evaluation_go_to_the_requested_device(tiny_model, tmp_path, monkeypatch):
+    """CPU-only CI cannot tell a model left where it was from one moved to the CPU: record what was asked."""
+    moved, evaluated = [], []
+    real_to, real_eval = tiny_model.to, train_mod.evaluate
+    monkeypatch.setattr(tiny_model, "to", lambda *a, **kw: moved.append(a) or real_to(*a, **kw))
+    monkeypatch.setattr(train_mod, "evaluate", lambda *a: evaluated.append(a[-1]) or real_eval(*a))
+    cfg = TrainConfig(epochs=1, lr=1e-4, batch_size=4, eval_every=0, warmup_epochs=0)
+    train(tiny_model, [Stage("s", 1, 1.0, _objective())], _data(), {"dev": _data(8)}, get_task("sst2"), cfg,
+          str(tmp_path / "run"), {}, torch.device("cpu"), quiet=True)
+    assert moved[0] == (torch.device("cpu"),) and evaluated and set(evaluated) == {torch.device("cpu")}
+
+
+# ---------------------------------------------------------------- failure modes of a training run (moved from the run-folder tests)
+
+
+@pytest.fixture(scope="module")
+def dropout_model_dir(tmp_path_factory):
+    """The tiny BERT with dropout on: resuming without the saved RNG state draws other dropout masks."""
+    path = make_tiny_model_dir(str(tmp_path_factory.mktemp("dropout_bert")))
+    model = BertForSequenceClassification.from_pretrained(path, hidden_dropout_prob=0.2,
+                                                          attention_probs_dropout_prob=0.2)
+    model.save_pretrained(path)
+    return path
+
+
+def test_resume_restores_rng_state_exactly(tmp_path, dropout_model_dir, glue_dir, monkeypatch):
+    full = _run(dropout_model_dir, str(tmp_path / "full"), glue_dir)
+    out = str(tmp_path / "resumed")
+    interrupt_after_checkpoints(monkeypatch, 2, lambda: _run(dropout_model_dir, out, glue_dir))
+    state = load_state(os.path.join(out, STATE_DIR))
+    assert state["global_step"] == 4 and state["rng"]["torch"].dtype == torch.uint8
+    resumed = _run(dropout_model_dir, out, glue_dir)
+    assert [h["train"] for h in resumed["history"]] == [h["train"] for h in full["history"]]
+    assert resumed["metrics"] == full["metrics"]
+
+
+def test_nan_loss_stops_with_one_error_and_keeps_nothing(tmp_path, tiny_model_dir, glue_dir, monkeypatch, capsys):
+    import xtc.finetune as ft
+
+    real, calls = ft.label_objective, {"n": 0}
+
+    def diverges(model, batch):  # finite for 5 steps (a checkpoint is written at step 3), then NaN
+        loss, terms = real(model, batch)
+        calls["n"] += 1
+        return (loss * float("nan") if calls["n"] > 5 else loss), terms
+
+    monkeypatch.setattr(ft, "label_objective", diverges)
+    out = tmp_path / "nan"
+    code = main(["finetune", "--task", "sst2", "--model", tiny_model_dir, "--out", str(out), "--glue-dir", glue_dir,
+                 "--epochs", "3", "--batch-size", "16", "--eval-every", "3", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "loss became nan at step 6" in err and "--lr" in err
+    assert calls["n"] == 6 and not out.exists()  # no config, weights, tokenizer or state: nothing to evaluate
+    monkeypatch.setattr(ft, "label_objective", real)
+    assert main(["finetune", "--task", "sst2", "--model", tiny_model_dir, "--out", str(out), "--glue-dir", glue_dir,
+                 "--epochs", "1", "--batch-size", "16", "--quiet"]) == 0  # the retry is not blocked
+
+
+def test_diverging_lr_is_a_clear_error(tmp_path, tiny_model_dir, glue_dir, capsys):
+    out = tmp_path / "huge_lr"
+    code = main(["finetune", "--task", "sst2", "--model", tiny_model_dir, "--out", str(out), "--glue-dir", glue_dir,
+                 "--epochs", "2", "--lr", "1e30", "--warmup-epochs", "0", "--batch-size", "16", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "loss became" in err and err.count("\n") == 1 and not out.exists()

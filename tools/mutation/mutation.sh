@@ -23,7 +23,7 @@ run_group() {  # name, modules to mutate, test files
     cd "$wt"
     { echo "[mutmut]"; echo "source_paths=xtc/"; echo "only_mutate="; for p in $mut; do echo "    $p"; done
       echo "pytest_add_cli_args_test_selection="; for t in $tests; do echo "    $t"; done
-      echo "pytest_add_cli_args="; echo "    -p"; echo "    no:cacheprovider"
+      echo "pytest_add_cli_args="; echo "    -p"; echo "    no:cacheprovider"; echo "    --import-mode=importlib"
       echo "also_copy="; echo "    tests/"; echo "    workflow/"; echo "    Snakefile"; } > setup.cfg
     rm -rf mutants
     local names=()
@@ -43,14 +43,14 @@ run_group() {  # name, modules to mutate, test files
 }
 for g in "$@"; do
     case $g in
-        metrics) run_group metrics "xtc/metrics.py" "tests/test_metrics.py tests/test_pins.py" ;;
-        quant) run_group quant "xtc/quant.py" "tests/test_quant.py tests/test_infer.py tests/test_pack.py tests/test_precision.py tests/test_pins.py" ;;
-        distill) run_group distill "xtc/distill.py" "tests/test_distill.py tests/test_teacher_cache.py tests/test_pins.py" ;;
-        curves) run_group curves "xtc/study/curves.py xtc/study/claims.py" "tests/test_curves.py tests/test_claims.py tests/test_pins.py" ;;
-        aggregate) run_group aggregate "xtc/study/aggregate.py" "tests/test_study.py tests/test_claims.py tests/test_reproduction.py tests/test_pins.py" ;;
+        metrics) run_group metrics "xtc/metrics.py" "tests/test_metrics.py" ;;
+        quant) run_group quant "xtc/quant.py" "tests/test_quant.py tests/test_infer.py tests/test_pack.py tests/test_precision.py" ;;
+        distill) run_group distill "xtc/distill.py" "tests/test_distill.py tests/test_teacher_cache.py" ;;
+        curves) run_group curves "xtc/study/curves.py xtc/study/claims.py" "tests/study/test_curves.py tests/study/test_claims.py" ;;
+        aggregate) run_group aggregate "xtc/study/aggregate.py" "tests/study/" ;;
         tc) run_group tc "xtc/teacher_cache.py" "tests/test_teacher_cache.py" ;;
-        pack) run_group pack "xtc/pack.py" "tests/test_pack.py tests/test_infer.py tests/test_pins.py" ;;
-        train) run_group train "xtc/train.py" "tests/test_train.py tests/test_pins.py tests/test_precision.py" ;;
+        pack) run_group pack "xtc/pack.py" "tests/test_pack.py tests/test_infer.py" ;;
+        train) run_group train "xtc/train.py" "tests/test_train.py tests/test_compress.py tests/test_finetune.py tests/test_precision.py" ;;
         *) echo "unknown group $g (metrics quant distill curves aggregate tc pack train)" >&2; exit 2 ;;
     esac
 done

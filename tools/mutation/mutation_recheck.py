@@ -54,7 +54,8 @@ def main(argv=None) -> int:
                 shutil.copyfile(src, os.path.join(wt, "mutants", rel))
     env = {**os.environ, "PYTHONPATH": f"{a.mutmut_pkgs}:.", "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
     run = lambda mutant: subprocess.run(  # noqa: E731
-        [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", *tests],
+        [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+         "--import-mode=importlib", *tests],
         cwd=os.path.join(wt, "mutants"), env={**env, "MUTANT_UNDER_TEST": mutant}, capture_output=True,
         text=True, timeout=900)
     base = run("")
