@@ -775,3 +775,17 @@ def test_controls_get_rows_of_their_own_outside_the_deciding_family(tmp_path, mo
     # the families are separate: the smallest control p is adjusted by the number of control rows only
     ctl = c[(c["role"] == "control") & c["p_value"].notna()]
     assert ctl["p_holm"].min() == pytest.approx(min(1.0, len(ctl) * ctl["p_value"].min()))
+
+
+def test_a_run_scored_on_other_dev_examples_is_not_paired(tmp_path):
+    labels = [0, 1] * 20
+    runs = _runs_frame(tmp_path, {"a": labels, "b": labels}, labels)
+    other = tmp_path / "c"
+    other.mkdir()
+    (other / "dev_predictions.json").write_text(json.dumps({"task": "mrpc", "labels": labels[:30],
+                                                            "selected": labels[:30], "final": labels[:30]}))
+    import pandas as pd
+
+    runs = pd.concat([runs, pd.DataFrame([{"run_id": "c", "run_dir": str(other), "task": "mrpc"}])])
+    boot = S.DevBootstrap(runs, lambda t: ("accuracy",), lambda t: 2, resamples=50)
+    assert boot.scores("a") is not None and boot.scores("c") is None  # 30 examples, not the task's 40

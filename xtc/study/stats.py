@@ -259,6 +259,7 @@ class DevBootstrap:
             self._task = dict(zip(first["run_id"], first["task"]))
         self.metrics_of, self.num_labels_of, self.resamples = metrics_of, num_labels_of, resamples
         self._idx: dict = {}
+        self._labels: dict = {}  # per task, the first run's dev labels: every run must have been scored on them
         self._cache: dict = {}
 
     def indices(self, task: str, n: int) -> np.ndarray:
@@ -267,6 +268,12 @@ class DevBootstrap:
             seed = [BOOTSTRAP_SEED, *task.encode()]
             self._idx[key] = np.random.default_rng(seed).integers(0, n, size=(self.resamples, n))
         return self._idx[key]
+
+    def same_dev_set(self, task: str, labels: np.ndarray) -> bool:
+        """Whether a run was scored on the task's dev set as its other runs were (same labels, same order): only
+        then are its replicates paired with theirs."""
+        first = self._labels.setdefault(task, labels)
+        return first.shape == labels.shape and bool((first == labels).all())
 
     def scores(self, run_id: str):
         if run_id not in self._cache:
@@ -279,8 +286,8 @@ class DevBootstrap:
         if rec is None:
             return None
         labels, pred = np.asarray(rec["labels"]), np.asarray(rec["selected"])
-        if not len(labels):
-            return None
+        if not len(labels) or not self.same_dev_set(task, labels):
+            return None  # not paired with the task's other runs: this run's effects fall back to seeds only
         idx = self.indices(task, len(labels))
         vals = [resampled_metrics(m, pred, labels, idx, self.num_labels_of(task)) for m in self.metrics_of(task)]
         if any(v is None for v in vals):
