@@ -250,12 +250,16 @@ def test_every_finding_holds_on_a_study_made_to_hold(tmp_path):
     c = run_claims(tmp_path, good)
     assert list(c.index) == ["1.W1", "1.W2", "2", "2.rate", "3.helps", "3.steps", "3.small", "4", "5.size",
                              "5.size.file", "5.loss", "5"]
-    d = c[c["role"] == "decides"]
-    assert list(d.index) == ["1.W1", "1.W2", "2", "3.helps", "3.small", "4", "5.loss", "5"]
+    d = c[c["role"] == "decides"].drop("5")
+    assert list(d.index) == ["1.W1", "1.W2", "2", "3.helps", "3.small", "4", "5.loss"]
     assert (d["verdict"] == "holds").all(), d[["verdict", "evidence", "decide"]].to_string()
-    assert (c["finding_verdict"] == "holds").all() and (d["decide"] == "").all()
-    # the default teacher's 1-bit half-depth ceiling under the paper's counting is under 50x: not testable
+    assert (c["finding_verdict"] != "holds").sum() == 4 and (d["decide"] == "").all()
+    # the default teacher's 1-bit half-depth ceiling under the paper's counting is under 50x: not testable, so
+    # finding 5 (size and loss) is not shown although its loss holds
     assert c.loc["5.size", "role"] == "not testable here" and "BERT-base" in c.loc["5.size", "decide"]
+    assert c.loc["5", "verdict"] == "inconclusive" and c.loc["5", "decide"] == "decided by its parts: see 5.size"
+    assert (c.loc[c["finding"] == 5, "finding_verdict"] == "inconclusive").all()
+    assert (c.loc[c["finding"] != 5, "finding_verdict"] == "holds").all()
     assert c.loc["5.size.file", "verdict"] == "holds" and c.loc["5.size.file", "role"] == "control"
     assert c.loc["2.rate", "role"] == "control" and "two-stage-1x" in c.loc["2.rate", "decide"]
     assert set(C.CLAIMS_COLUMNS) <= set(c.reset_index().columns)
@@ -748,7 +752,8 @@ def test_3_small_is_not_testable_when_every_task_has_the_same_training_size(tmp_
     c = claims_of(cfg)
     assert c.loc["3.small", "role"] == "not testable here" and c.loc["3.small", "verdict"] == "inconclusive"
     assert "every task of the da axis trains on 32 examples" in c.loc["3.small", "decide"]
-    assert c.loc["3.helps", "finding_verdict"] == "holds"  # a row that is not testable does not decide
+    assert c.loc["3.helps", "verdict"] == "holds"
+    assert c.loc["3.helps", "finding_verdict"] == "inconclusive"  # "most on the small tasks" is not shown
 
 
 def test_controls_get_rows_of_their_own_outside_the_deciding_family(tmp_path, monkeypatch):

@@ -772,13 +772,14 @@ def claim_size(data: Data) -> list[Row]:
                                     note="teacher: one run per task (a fixed reference)"))
     rows.append(Row("5", 5, POOLED, "decides", "size (the paper's counting) and accuracy loss, together",
                     "5.size and 5.loss", "conjunction", 0.0,
-                    note="the finding is the conjunction of its deciding rows (a size row that is not testable "
-                         "here leaves the loss to decide, and says so)"))
+                    note="the finding is the conjunction of its deciding rows: it holds only if size and loss both "
+                         "hold; a part not testable here leaves it inconclusive unless another part does not hold"))
     return rows
 
 
 def finding_verdict(verdicts) -> str:
-    """A finding holds when every one of its tests holds, does not hold when one of them does not."""
+    """A finding holds when every one of its tests holds (a test not testable here counts as inconclusive), does
+    not hold when one of them does not."""
     verdicts = list(verdicts)
     if "does not hold" in verdicts:
         return "does not hold"
@@ -826,20 +827,20 @@ def finish(rows: list[Row], alpha: float = 1 - CONFIDENCE) -> list[Row]:
                      and x.kind != "conjunction"]
             untestable = [x for x in rows if x.finding == r.finding and x.task == POOLED
                           and x.role == "not testable here"]
-            r.verdict = finding_verdict(x.verdict for x in parts)
+            r.verdict = finding_verdict([x.verdict for x in parts] + ["inconclusive"] * len(untestable))
             r.evidence = "; ".join([f"{x.claim} {x.verdict}" for x in parts]
                                    + [f"{x.claim} not testable here" for x in untestable])
             open_parts = [x.claim for x in parts if x.verdict == "inconclusive"]
             r.decide = ("" if r.verdict != "inconclusive" else
-                        f"decided by its parts: see {', '.join(open_parts)}" if open_parts else
-                        "no part of it is testable here")
+                        f"decided by its parts: see {', '.join(open_parts + [x.claim for x in untestable])}")
         if r.verdict == "inconclusive" and r.decide is None:
             r.decide = decide_text(r.st, r.verdict, r.margin, r.kind,
                                    r.holm_level if not math.isnan(r.holm_level) else alpha)
         if r.decide is None:
             r.decide = ""
     for f in {r.finding for r in rows}:
-        deciding = [r.verdict for r in rows if r.finding == f and r.task == POOLED and r.role == "decides"]
+        deciding = [r.verdict for r in rows if r.finding == f and r.task == POOLED
+                    and r.role in ("decides", "not testable here")]  # an untestable part: the finding is not shown
         for r in rows:
             if r.finding == f:
                 r.finding_verdict = finding_verdict(deciding)
