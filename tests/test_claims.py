@@ -471,15 +471,15 @@ def test_paired_and_summary_helpers_on_missing_and_constant_values():
     boots = C._combine((C.Arm(a, {"mrpc": {1: None, 2: 2.0}}), C.Arm({"mrpc": 79.0}, {"mrpc": 1.5})), ["mrpc"],
                        C._sub)[1]
     assert boots == {"mrpc": {1: None, 2: 0.5}}
-    mean, sd = C._summ(a, ["mrpc", "stsb"])
+    mean, sd = C._task_mean_and_seed_sd(a, ["mrpc", "stsb"])
     assert mean == 76.5 and sd == pytest.approx(math.sqrt(((75.0 - 76.5) ** 2 + (78.0 - 76.5) ** 2) / 1))
-    one = C._summ({"mrpc": {1: 80.0}}, ["mrpc"])
+    one = C._task_mean_and_seed_sd({"mrpc": {1: 80.0}}, ["mrpc"])
     assert one[0] == 80.0 and math.isnan(one[1])  # one seed: no sd
-    assert C._summ({"mrpc": 80.0, "stsb": 70.0}, ["mrpc", "stsb"])[0] == 75.0  # constants (the teacher)
-    assert math.isnan(C._summ({"mrpc": 80.0, "stsb": 70.0}, ["mrpc", "stsb"])[1])
+    assert C._task_mean_and_seed_sd({"mrpc": 80.0, "stsb": 70.0}, ["mrpc", "stsb"])[0] == 75.0  # constants (the teacher)
+    assert math.isnan(C._task_mean_and_seed_sd({"mrpc": 80.0, "stsb": 70.0}, ["mrpc", "stsb"])[1])
     for scores in ({}, {"mrpc": {}}, {"mrpc": None}, {"mrpc": float("nan")}, {"mrpc": {1: 1.0}, "stsb": {}}):
-        assert all(math.isnan(x) for x in C._summ(scores, ["mrpc", "stsb"][:len(scores) or 1]))
-    assert all(math.isnan(x) for x in C._summ(a, []))
+        assert all(math.isnan(x) for x in C._task_mean_and_seed_sd(scores, ["mrpc", "stsb"][:len(scores) or 1]))
+    assert all(math.isnan(x) for x in C._task_mean_and_seed_sd(a, []))
 
 
 def test_clean_makes_numpy_scalars_and_nan_json_safe():

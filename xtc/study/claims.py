@@ -39,7 +39,7 @@ from xtc.study.config import resolve_epochs
 from xtc.study.grid import axis_tasks
 from xtc.study.stats import (CONFIDENCE, POWER, DevBootstrap, dev_variance, holm, holm_levels, interval_at, p_value,
                              seeds_for_power, stratified_t)
-from xtc.study.views import axis_config as _axis, axis_view, task_title, teacher_view
+from xtc.study.views import axis_config as _axis, axis_view, isnan, task_title, teacher_view
 
 VERDICTS = ("holds", "does not hold", "inconclusive")
 ROLES = ("decides", "control", "not testable here")
@@ -83,15 +83,15 @@ def boundary_of(kind: str, margin: float) -> float:
     raise ValueError(f"unknown test kind {kind!r}: superiority or non-inferiority")
 
 
-def decide(st: dict, margin: float, kind: str) -> str:
-    """Verdict of a superiority (boundary 0) or non-inferiority (boundary -margin) test on st's interval; ties are
+def decide(estimate: dict, margin: float, kind: str) -> str:
+    """Verdict of a superiority (boundary 0) or non-inferiority (boundary -margin) test on estimate's interval; ties are
     not wins."""
-    if math.isnan(st["ci_low"]):
+    if math.isnan(estimate["ci_low"]):
         return "inconclusive"
     boundary = boundary_of(kind, margin)
-    if st["ci_low"] > boundary:
+    if estimate["ci_low"] > boundary:
         return "holds"
-    if st["ci_high"] < boundary:
+    if estimate["ci_high"] < boundary:
         return "does not hold"
     return "inconclusive"
 
@@ -109,23 +109,23 @@ def rule_text(kind: str, margin: float) -> str:
             f"below -{margin:g}; else inconclusive")
 
 
-def decide_text(st: dict, verdict: str, margin: float, kind: str, alpha: float = 1 - CONFIDENCE) -> str:
+def decide_text(estimate: dict, verdict: str, margin: float, kind: str, alpha: float = 1 - CONFIDENCE) -> str:
     """What would decide an inconclusive test (empty otherwise): the seeds per task for 80% power at level alpha
     if the effect and its sds stay as observed, or why seeds would not."""
     if verdict != "inconclusive":
         return ""
-    if st["n_tasks"] == 0:
+    if estimate["n_tasks"] == 0:
         return "no paired runs: run the axis"
-    if st["n"] < 2:
+    if estimate["n"] < 2:
         return "a CI needs at least 2 finished seeds per task: run more seeds"
     boundary = boundary_of(kind, margin)
-    n = seeds_for_power(st, boundary, alpha=alpha, max_seeds=1000)
+    n = seeds_for_power(estimate, boundary, alpha=alpha, max_seeds=1000)
     if n is not None and n <= MAX_PRACTICAL_SEEDS:
         return (f"~{n} seeds per task give {100 * POWER:g}% power to clear {boundary:g} at level {alpha:.3g} if the "
-                f"effect ({st['effect']:+.2f}) and its sds stay as observed")
+                f"effect ({estimate['effect']:+.2f}) and its sds stay as observed")
     why = (f"more than {MAX_PRACTICAL_SEEDS}" if n is None or n > MAX_PRACTICAL_SEEDS else str(n))
-    dev = "; the dev-set part does not shrink with seeds" if st.get("se_dev") else ""
-    return (f"the effect ({st['effect']:+.2f}) is too close to {boundary:g} for seeds to decide it ({why} seeds per "
+    dev = "; the dev-set part does not shrink with seeds" if estimate.get("se_dev") else ""
+    return (f"the effect ({estimate['effect']:+.2f}) is too close to {boundary:g} for seeds to decide it ({why} seeds per "
             f"task for {100 * POWER:g}% power{dev}); only a change in the effect itself (a longer budget, a stronger "
             "teacher) or a larger dev set would")
 
@@ -202,10 +202,6 @@ def half_depth(num_layers: int) -> int:
 
 
 # ----------------------------------------------------------------------------------------------- data access
-
-
-def _isnan(x) -> bool:
-    return x is None or (isinstance(x, float) and math.isnan(x))
 
 
 def _mean(xs):
@@ -288,7 +284,7 @@ def _combine(arms, tasks, fn) -> tuple[dict, dict]:
         seeds = None
         for arm in arms:
             v = arm.scores.get(t)
-            if v is None or (not isinstance(v, dict) and _isnan(v)):
+            if v is None or (not isinstance(v, dict) and isnan(v)):
                 seeds = set()
                 break
             if isinstance(v, dict):
@@ -304,11 +300,11 @@ def _sub(x, y):
     return x - y
 
 
-def _summ(scores: dict, tasks) -> tuple[float, float]:
+def _task_mean_and_seed_sd(scores: dict, tasks) -> tuple[float, float]:
     """Mean over tasks of each task's mean over seeds, and the sd over seeds of the per-seed task average
     (the seeds every task has). A per-task constant (the teacher, one run) has sd NaN."""
     vals = [scores.get(t) for t in tasks]
-    if not vals or any(v is None or (v == {} if isinstance(v, dict) else _isnan(v)) for v in vals):
+    if not vals or any(v is None or (v == {} if isinstance(v, dict) else isnan(v)) for v in vals):
         return math.nan, math.nan
     if not isinstance(vals[0], dict):
         return _mean(vals), math.nan
@@ -323,17 +319,17 @@ def _interval(diffs: dict, boots: dict, weights=None) -> tuple[dict, str]:
     have = {t: d for t, d in diffs.items() if d}
     reps = {t: boots[t] for t in have}
     dv = dev_variance(reps, weights) if have else None
-    st = stratified_t(have, weights, dev_var=dv or 0.0)
+    estimate = stratified_t(have, weights, dev_var=dv or 0.0)
     n_runs = sum(len(v) for v in reps.values())
     lacking = sum(1 for v in reps.values() for x in v.values() if x is None)
-    if st["n"] < 2:
+    if estimate["n"] < 2:
         how = "none: fewer than 2 seeds"
     elif dv is not None:
         how = "seeds + dev bootstrap (paired over dev examples within seeds)"
     else:
         how = (f"seeds only: {lacking} of {n_runs} paired effects lack dev_predictions.json (older records); the "
                "dev set's sampling error is not in it")
-    return st, how
+    return estimate, how
 
 
 def _no_effect() -> dict:
@@ -352,7 +348,7 @@ class Row:
     compare: str
     kind: str
     margin: float = 0.0
-    st: dict = field(default_factory=_no_effect)
+    estimate: dict = field(default_factory=_no_effect)
     interval: str = ""
     verdict: str | None = None  # fixed (deterministic, missing runs, not testable); None: the test decides
     decide: str | None = None
@@ -374,29 +370,29 @@ class Row:
         return self.verdict is None and self.kind in ("superiority", "non-inferiority")
 
     def record(self) -> dict:
-        st = self.st
+        estimate = self.estimate
         evidence = self.evidence
-        if not evidence and not _isnan(st["effect"]):
-            evidence = f"{task_title(self.task) if self.task != POOLED else 'pooled'} {st['effect']:+.2f}"
-            if not _isnan(st["ci_low"]):
-                evidence += f" [{st['ci_low']:+.2f}, {st['ci_high']:+.2f}]"
-            if not _isnan(self.holm_low):
+        if not evidence and not isnan(estimate["effect"]):
+            evidence = f"{task_title(self.task) if self.task != POOLED else 'pooled'} {estimate['effect']:+.2f}"
+            if not isnan(estimate["ci_low"]):
+                evidence += f" [{estimate['ci_low']:+.2f}, {estimate['ci_high']:+.2f}]"
+            if not isnan(self.holm_low):
                 evidence += f", Holm [{self.holm_low:+.2f}, {self.holm_high:+.2f}]"
-            evidence += f", n={st['n']}"
-            if self.task == POOLED and len(st["per_task"]) > 1:
-                evidence += "; " + ", ".join(f"{task_title(t)} {p['mean']:+.2f}" for t, p in st["per_task"].items())
+            evidence += f", n={estimate['n']}"
+            if self.task == POOLED and len(estimate["per_task"]) > 1:
+                evidence += "; " + ", ".join(f"{task_title(t)} {p['mean']:+.2f}" for t, p in estimate["per_task"].items())
         return {"claim": self.claim, "finding": self.finding, "task": self.task, "role": self.role,
                 "comparison": self.comparison, "statement": CLAIMS[self.finding], "compare": self.compare,
-                "effect": st["effect"], "ci_low": st["ci_low"], "ci_high": st["ci_high"], "interval": self.interval,
-                "se_seeds": st["se_seeds"], "se_dev": st["se_dev"], "p_value": self.p_value, "p_holm": self.p_holm,
+                "effect": estimate["effect"], "ci_low": estimate["ci_low"], "ci_high": estimate["ci_high"], "interval": self.interval,
+                "se_seeds": estimate["se_seeds"], "se_dev": estimate["se_dev"], "p_value": self.p_value, "p_holm": self.p_holm,
                 "holm_level": self.holm_level, "holm_low": self.holm_low, "holm_high": self.holm_high,
-                "n": st["n"], "n_tasks": st["n_tasks"], "df": st["df"], "margin": self.margin,
+                "n": estimate["n"], "n_tasks": estimate["n_tasks"], "df": estimate["df"], "margin": self.margin,
                 "rule": rule_text(self.kind, self.margin) + ("; " + POOLING_RULE if self.task == POOLED
                                                              and self.agreement else ""),
                 "verdict": self.verdict, "agreement": self.agreement, "finding_verdict": self.finding_verdict,
                 "decide": self.decide or "", "mean_a": self.means[0], "sd_a": self.means[1],
                 "mean_b": self.means[2], "sd_b": self.means[3], "threshold": self.threshold, "evidence": evidence,
-                "numbers": json.dumps(_clean({"per_task": st["per_task"], "se": st["se"], **self.numbers}),
+                "numbers": json.dumps(_clean({"per_task": estimate["per_task"], "se": estimate["se"], **self.numbers}),
                                       sort_keys=True, allow_nan=False),
                 "note": self.note}
 
@@ -408,7 +404,7 @@ def _empty(claim, finding, compare, margin, kind, why, note="", threshold="", ro
 
 
 def _nan_json(x):
-    return None if _isnan(x) else x
+    return None if isnan(x) else x
 
 
 def _clean(x):
@@ -465,18 +461,18 @@ def _rows_of(data: Data, test: Test) -> list[Row]:
     groups = ([(t, [t]) for t in test.tasks] if test.per_task else []) + [(POOLED, list(test.tasks))]
     for task, tasks in groups:
         w = test.weights if task == POOLED else None
-        st, how = _interval({t: diffs[t] for t in tasks}, {t: boots[t] for t in tasks}, w)
-        ma, sa = _summ(a.scores, tasks)
-        mb, sb = _summ(b.scores, tasks) if b is not None else (math.nan, math.nan)
+        estimate, how = _interval({t: diffs[t] for t in tasks}, {t: boots[t] for t in tasks}, w)
+        ma, sa = _task_mean_and_seed_sd(a.scores, tasks)
+        mb, sb = _task_mean_and_seed_sd(b.scores, tasks) if b is not None else (math.nan, math.nan)
         verdict, dec = test.fixed.get(task, (None, None))
-        if verdict is None and st["n_tasks"] < len(tasks):
-            verdict, dec = "inconclusive", (f"paired runs finished for {st['n_tasks']} of {len(tasks)} tasks"
+        if verdict is None and estimate["n_tasks"] < len(tasks):
+            verdict, dec = "inconclusive", (f"paired runs finished for {estimate['n_tasks']} of {len(tasks)} tasks"
                                             if task == POOLED else "no paired runs of this task")
         note = "; ".join(x for x in (test.note, _run_notes(data, test, tasks)) if x)
         numbers = {**(test.numbers if task == POOLED else test.task_numbers.get(task, {}))}
         rows.append(Row(test.claim, test.finding, task, test.role, test.comparison, test.compare, test.kind,
-                        test.margin, st, how if st["n_tasks"] else "", verdict, dec, test.threshold,
-                        evidence="" if st["n_tasks"] else "no paired runs", note=note, numbers=numbers,
+                        test.margin, estimate, how if estimate["n_tasks"] else "", verdict, dec, test.threshold,
+                        evidence="" if estimate["n_tasks"] else "no paired runs", note=note, numbers=numbers,
                         means=(ma, sa, mb, sb)))
     return rows
 
@@ -511,7 +507,7 @@ def claim_budget(data: Data) -> list[Row]:
         where = {"wbits": b} if "wbits" in ax["vary"] else {}
         s, lg = data.arm(view, v_epochs=short, **where), data.arm(view, v_epochs=long, **where)
         claim, cmp_b = f"1.W{b}", f"W{b}: {compare}, budgets {short} -> {long}"
-        if any(_isnan(teacher.scores.get(t)) for t in tasks):
+        if any(isnan(teacher.scores.get(t)) for t in tasks):
             rows.append(_empty(claim, 1, cmp_b, 0.0, "superiority", "teacher runs missing"))
             continue
         gs, _ = _combine((teacher, s), tasks, _sub)
@@ -521,13 +517,13 @@ def claim_budget(data: Data) -> list[Row]:
         pooled_gap = (stratified_t(gs)["effect"], stratified_t(gl)["effect"])
         fixed = {}
         for t, (g0, _) in [*gap.items(), (POOLED, pooled_gap)]:
-            if not _isnan(g0) and g0 < c["min_gap"]:
+            if not isnan(g0) and g0 < c["min_gap"]:
                 fixed[t] = ("inconclusive", f"no gap of at least {c['min_gap']:g} points at the shortest budget: "
                                             "nothing to close")
 
         def nums(g0, g1):
             return {"gap_short": g0, "gap_long": g1, "short_budget": short, "long_budget": long,
-                    "closed_share_observed": (g0 - g1) / g0 if g0 and not _isnan(g0) and not _isnan(g1) else None}
+                    "closed_share_observed": (g0 - g1) / g0 if g0 and not isnan(g0) and not isnan(g1) else None}
 
         rows += _rows_of(data, Test(
             claim, 1, "decides", f"W{b}: budget {long} ({epl} ep) vs {short} ({eps} ep), gap to the teacher", cmp_b,
@@ -663,7 +659,7 @@ def claim_depth(data: Data) -> list[Row]:
         return [_empty("4", 4, compare, m, "non-inferiority", f"add depth {d} to the depth axis", note, thr)]
     stu = data.arm(view[view["wbits"] == 32], depth=d)
     teacher = data.teacher(tasks)
-    if any(_isnan(teacher.scores[t]) for t in tasks):
+    if any(isnan(teacher.scores[t]) for t in tasks):
         return [_empty("4", 4, compare, m, "non-inferiority", "teacher or student runs missing", note, thr)]
     return _rows_of(data, Test("4", 4, "decides", f"{d}-layer fp32 KD student vs the {L}-layer teacher", compare,
                                "non-inferiority", m, (stu, teacher), tasks, threshold=thr,
@@ -708,7 +704,7 @@ def claim_size(data: Data) -> list[Row]:
         from xtc.study.config import task_of
 
         labels = [task_of(config, t).num_labels for t in tasks]
-        t_bytes = [teacher_all[t]["bytes"] for t in tasks if not _isnan(teacher_all[t]["bytes"])]
+        t_bytes = [teacher_all[t]["bytes"] for t in tasks if not isnan(teacher_all[t]["bytes"])]
         ceiling_q = _mean([one_bit_ceiling(arch, d, k, quantized_only=True) for k in labels])
         ceiling = _mean([one_bit_ceiling(arch, d, k) for k in labels])
         required = share * ceiling
@@ -720,7 +716,7 @@ def claim_size(data: Data) -> list[Row]:
             q_bytes = _mean([architecture_bytes(arch, d, 1, k, quantized_only=True) for k in labels])
             ratio_q = _mean(t_bytes) / q_bytes
             eff = ratio_q - PAPER_SIZE["ratio"]
-            st = {**_no_effect(), "effect": eff, "ci_low": eff, "ci_high": eff, "n": int(sel["n"].min()),
+            estimate = {**_no_effect(), "effect": eff, "ci_low": eff, "ci_high": eff, "n": int(sel["n"].min()),
                   "n_tasks": len(sel), "se": 0.0}
             testable = ceiling_q >= PAPER_SIZE["ratio"]
             why = ("" if testable else
@@ -729,7 +725,7 @@ def claim_size(data: Data) -> list[Row]:
                    f"embeddings outweigh the layers); the figure belongs to BERT-base (ceiling "
                    f"{PAPER_SIZE['ratio'] / share:.1f}x); a BERT-base teacher (teacher.model) would test it")
             rows.append(Row("5.size", 5, POOLED, "decides" if testable else "not testable here", w_q, cmp_q,
-                            "deterministic", 0.0, st, "none: sizes do not vary",
+                            "deterministic", 0.0, estimate, "none: sizes do not vary",
                             ("holds" if eff >= 0 else "does not hold") if testable else "inconclusive", why,
                             threshold=f"the paper's ~{PAPER_SIZE['ratio']:g}x, counted as the paper counts "
                                       f"(its own ceiling: {PAPER_SIZE['ratio'] / share:.1f}x); this "
@@ -741,7 +737,7 @@ def claim_size(data: Data) -> list[Row]:
                             note="counted from the architecture: the quantized matrices and word embeddings at "
                                  "1 bit, nothing else (scales, fp32 embeddings, LayerNorms, biases, pooler and "
                                  "classifier are left out, as the paper leaves them out)"))
-        s_bytes = [b for b in sel.get("model_bytes", []) if not _isnan(b)]
+        s_bytes = [b for b in sel.get("model_bytes", []) if not isnan(b)]
         source = ",".join(sorted(set(sel["size_source"]) - {""})) if "size_source" in sel else ""
         thr = (f"required {required:.1f}x = {share:.3f} (paper: ~{PAPER_SIZE['ratio']:g}x of its "
                f"{PAPER_SIZE['ratio'] / share:.1f}x ceiling) x this architecture's {d}-layer 1-bit ceiling "
@@ -753,9 +749,9 @@ def claim_size(data: Data) -> list[Row]:
         else:
             ratio = _mean(t_bytes) / _mean(s_bytes)
             eff = ratio - required
-            st = {**_no_effect(), "effect": eff, "ci_low": eff, "ci_high": eff, "n": int(sel["n"].min()),
+            estimate = {**_no_effect(), "effect": eff, "ci_low": eff, "ci_high": eff, "n": int(sel["n"].min()),
                   "n_tasks": len(sel), "se": 0.0}
-            rows.append(Row("5.size.file", 5, POOLED, "control", w_f, cmp_f, "deterministic", 0.0, st,
+            rows.append(Row("5.size.file", 5, POOLED, "control", w_f, cmp_f, "deterministic", 0.0, estimate,
                             "none: sizes do not vary", "holds" if eff >= 0 else "does not hold", "", thr,
                             evidence=f"{d}L W1: {ratio:.1f}x ({source}) vs required {required:.1f}x "
                                      f"(ceiling {ceiling:.1f}x)",
@@ -764,7 +760,7 @@ def claim_size(data: Data) -> list[Row]:
     cmp_loss = f"{d}-layer 1-bit student - {L}-layer teacher"
     teacher = data.teacher(tasks)
     stu = data.arm(sel, depth=d) if len(sel) else Arm()
-    if any(_isnan(teacher.scores[t]) for t in tasks) or not len(sel):
+    if any(isnan(teacher.scores[t]) for t in tasks) or not len(sel):
         rows.append(_empty("5.loss", 5, cmp_loss, m, "non-inferiority", "teacher or 1-bit student runs missing"))
     else:
         rows += _rows_of(data, Test("5.loss", 5, "decides", f"{d}-layer 1-bit student vs the {L}-layer teacher",
@@ -799,11 +795,11 @@ def finish(rows: list[Row], alpha: float = 1 - CONFIDENCE) -> list[Row]:
     for role in ("decides", "control"):
         fam = [r for r in rows if r.role == role and r.tested]
         for r in fam:
-            r.p_value = p_value(r.st, boundary_of(r.kind, r.margin))
+            r.p_value = p_value(r.estimate, boundary_of(r.kind, r.margin))
         for r, p, lvl in zip(fam, holm([r.p_value for r in fam]), holm_levels([r.p_value for r in fam], alpha)):
             r.p_holm, r.holm_level = p, lvl
             if not math.isnan(lvl):
-                r.holm_low, r.holm_high = interval_at(r.st, 1 - lvl)
+                r.holm_low, r.holm_high = interval_at(r.estimate, 1 - lvl)
     for r in rows:
         if not r.tested:
             continue
@@ -811,7 +807,7 @@ def finish(rows: list[Row], alpha: float = 1 - CONFIDENCE) -> list[Row]:
         if math.isnan(r.p_holm) or r.p_holm >= alpha:
             r.verdict = "inconclusive"
         else:
-            r.verdict = "holds" if r.st["effect"] > b else "does not hold"
+            r.verdict = "holds" if r.estimate["effect"] > b else "does not hold"
     for r in rows:  # the pooling rule
         per_task = [x for x in rows if x.claim == r.claim and x.task != POOLED]
         if r.task != POOLED or not per_task:
@@ -834,7 +830,7 @@ def finish(rows: list[Row], alpha: float = 1 - CONFIDENCE) -> list[Row]:
             r.decide = ("" if r.verdict != "inconclusive" else
                         f"decided by its parts: see {', '.join(open_parts + [x.claim for x in untestable])}")
         if r.verdict == "inconclusive" and r.decide is None:
-            r.decide = decide_text(r.st, r.verdict, r.margin, r.kind,
+            r.decide = decide_text(r.estimate, r.verdict, r.margin, r.kind,
                                    r.holm_level if not math.isnan(r.holm_level) else alpha)
         if r.decide is None:
             r.decide = ""

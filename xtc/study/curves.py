@@ -30,12 +30,12 @@ def rule_text(margin: float) -> str:
             f"rising if CI low > {margin:g}; else inconclusive")
 
 
-def plateau_verdict(st: dict, margin: float) -> str:
-    if math.isnan(st["ci_low"]):
+def plateau_verdict(estimate: dict, margin: float) -> str:
+    if math.isnan(estimate["ci_low"]):
         return "inconclusive"
-    if st["ci_high"] < margin:
+    if estimate["ci_high"] < margin:
         return "flat"
-    if st["ci_low"] > margin:
+    if estimate["ci_low"] > margin:
         return "rising"
     return "inconclusive"
 
@@ -82,15 +82,15 @@ def plateau_table(config: dict, history):
             if not gains:
                 rows.append({**row, "n": 0, "verdict": "inconclusive", "decide": "no run with two evaluations"})
                 continue
-            st = stratified_t({task: gains})
-            verdict = plateau_verdict(st, margin)
-            need = seeds_for_power(st, margin, max_seeds=MAX_PRACTICAL_SEEDS) if verdict == "inconclusive" else None
+            estimate = stratified_t({task: gains})
+            verdict = plateau_verdict(estimate, margin)
+            need = seeds_for_power(estimate, margin, max_seeds=MAX_PRACTICAL_SEEDS) if verdict == "inconclusive" else None
             rows.append({**row, "from_step": min(e[0] for e in ends), "to_step": max(e[1] for e in ends),
                          "from_fraction": sum(e[0] / e[1] for e in ends) / len(ends),
                          "score_from": 100 * sum(e[2] for e in ends) / len(ends),
                          "score_to": 100 * sum(e[3] for e in ends) / len(ends),
-                         "gain": st["effect"], "ci_low": st["ci_low"], "ci_high": st["ci_high"], "n": st["n"],
-                         "sd": st["per_task"][task]["sd"], "verdict": verdict,
+                         "gain": estimate["effect"], "ci_low": estimate["ci_low"], "ci_high": estimate["ci_high"], "n": estimate["n"],
+                         "sd": estimate["per_task"][task]["sd"], "verdict": verdict,
                          "decide": "" if verdict != "inconclusive" else
                          (f"~{need} seeds give {100 * POWER:g}% power to decide it if the gain and its sd stay as "
                           "observed" if need

@@ -29,7 +29,7 @@ def ci_half_width(sd: float, n: int) -> float:
     return float(t.ppf(0.5 + CONFIDENCE / 2, n - 1)) * sd / math.sqrt(n)
 
 
-def _pm(half: float) -> str:
+def _plus_minus(half: float) -> str:
     return "" if math.isnan(half) else f" ±{half:.1f}"
 
 
@@ -157,11 +157,11 @@ def axis_table(config: dict, axis_name: str, runs, missing) -> str:
                     n_collapsed += k
                     mark += f"‡{k}" if k else ""
                     cells.append("/".join(_fmt(r[f"m_{m}"]) for m in score_metrics(t, config)) + mark
-                                 + _pm(ci_half_width(r["score_std"], r["n"])))
+                                 + _plus_minus(ci_half_width(r["score_std"], r["n"])))
                 if r is not None:
                     notes_missing += r["missing"]
             a = avgs.loc[point]
-            cells.append(_fmt(a["avg"]) + _pm(ci_half_width(a["avg_std"], a["n_seeds_all_tasks"])))
+            cells.append(_fmt(a["avg"]) + _plus_minus(ci_half_width(a["avg_std"], a["n_seeds_all_tasks"])))
             if finals:
                 per_task = [_avg_of([finals.get(rid) for rid in (by_task[t].get("seed_runs") or {}).values()])
                             if t in by_task else None for t in tasks]
