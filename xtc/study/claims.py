@@ -32,13 +32,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass, field
 
 from xtc.study.config import resolve_epochs
 from xtc.study.grid import axis_tasks
 from xtc.study.stats import (CONFIDENCE, POWER, DevBootstrap, dev_variance, holm, holm_levels, interval_at, p_value,
                              seeds_for_power, stratified_t)
+from xtc.study.sizes import (PAPER_SIZE, architecture_bytes, half_depth, one_bit_ceiling, paper_size_share,
+                             teacher_architecture)
 from xtc.study.views import axis_config as _axis, axis_view, isnan, task_title, teacher_view
 
 VERDICTS = ("holds", "does not hold", "inconclusive")
@@ -63,12 +64,6 @@ CLAIMS_COLUMNS = ["claim", "finding", "task", "role", "comparison", "statement",
 POOLING_RULE = ("pooled (tasks averaged with equal weight): holds only if its Holm-adjusted test holds and no task's "
                 "own row does not hold; does not hold only if its test does not hold and no task's row holds; "
                 "else inconclusive")
-
-# The paper's size statement: a BERT-base teacher (12 layers) reduced to 6 layers with 1-bit weights is "~50x"
-# smaller, counting the quantized weights only. Its architecture, so that the ceiling can be compared.
-BERT_BASE = {"vocab_size": 30522, "hidden_size": 768, "num_layers": 12, "intermediate_size": 3072,
-             "max_position_embeddings": 512, "type_vocab_size": 2}
-PAPER_SIZE = {"ratio": 50.0, "architecture": BERT_BASE, "depth": 6, "num_labels": 3}  # MNLI: 3 labels
 
 
 # ----------------------------------------------------------------------------------------------- decision rules
@@ -128,77 +123,6 @@ def decide_text(estimate: dict, verdict: str, margin: float, kind: str, alpha: f
     return (f"the effect ({estimate['effect']:+.2f}) is too close to {boundary:g} for seeds to decide it ({why} seeds per "
             f"task for {100 * POWER:g}% power{dev}); only a change in the effect itself (a longer budget, a stronger "
             "teacher) or a larger dev set would")
-
-
-# ----------------------------------------------------------------------------------------------- architecture
-
-
-def teacher_architecture(config: dict) -> dict | None:
-    """The teacher's vocabulary, hidden size, depth, FFN size, positions and token types from its config.json
-    (the packaged default, a local folder, or a hub id already in the local cache); None if unreadable."""
-    from xtc.models import resolve_model_path
-
-    try:
-        path = resolve_model_path(config["teacher"].get("model"))
-        if os.path.isdir(path):
-            with open(os.path.join(path, "config.json")) as f:
-                hf = json.load(f)
-        else:
-            from transformers import AutoConfig
-
-            hf = AutoConfig.from_pretrained(path, local_files_only=True).to_dict()
-    except Exception:  # noqa: BLE001  (any failure means: architecture unknown, which the claim reports)
-        return None
-    return {"vocab_size": int(hf["vocab_size"]), "hidden_size": int(hf["hidden_size"]),
-            "num_layers": int(hf["num_hidden_layers"]), "intermediate_size": int(hf["intermediate_size"]),
-            "max_position_embeddings": int(hf["max_position_embeddings"]),
-            "type_vocab_size": int(hf.get("type_vocab_size", 2))}
-
-
-def architecture_bytes(arch: dict, depth: int, wbits: int, num_labels: int = 2, groups: int = 1,
-                       quantized_only: bool = False) -> int:
-    """Bytes of a BERT classifier of `depth` layers with the recipe's quantized weights (Q, K, V, attention
-    output, FFN in/out, word embeddings) at `wbits` (packed at the fewest bytes, plus fp32 scales: one per
-    scale group, one per row of the word-embedding table) and everything else fp32 (position and token-type
-    embeddings, LayerNorms, biases, pooler, classifier). quantized_only counts only the quantized weights'
-    packed bits, as the paper's size figures do."""
-    from xtc.quant import min_weight_bytes
-
-    V, H, F = arch["vocab_size"], arch["hidden_size"], arch["intermediate_size"]
-    matrices = [H * H] * 4 + [H * F, F * H]
-    if wbits >= 32:
-        q_bytes = 4 * (V * H + depth * sum(matrices))
-    else:
-        q_bytes = min_weight_bytes(V * H, wbits) + depth * sum(min_weight_bytes(n, wbits) for n in matrices)
-        if not quantized_only:
-            q_bytes += 4 * V + 4 * depth * len(matrices) * groups
-    if quantized_only:
-        return q_bytes
-    fp32 = (arch["max_position_embeddings"] * H + arch["type_vocab_size"] * H + 2 * H  # embeddings, their LN
-            + depth * (4 * H + F + H + 2 * 2 * H)  # biases of the 6 matrices, 2 LayerNorms per layer
-            + H * H + H + H * num_labels + num_labels)  # pooler, classifier
-    return q_bytes + 4 * fp32
-
-
-def one_bit_ceiling(arch: dict, depth: int, num_labels: int = 2, quantized_only: bool = False) -> float:
-    """The largest size ratio (fp32 teacher / 1-bit student of `depth` layers) the recipe can reach on this
-    architecture: every quantizable weight at 1 bit, the rest fp32 as the recipe keeps it."""
-    teacher = architecture_bytes(arch, arch["num_layers"], 32, num_labels)
-    return teacher / architecture_bytes(arch, depth, 1, num_labels, quantized_only=quantized_only)
-
-
-
-
-def paper_size_share() -> float:
-    """The paper's "~50x" as a share of its own architecture's 1-bit ceiling at 6 of 12 layers, counted as the
-    paper counts (quantized weights only; 53.2x): the part of the ideal that "~50x" claims."""
-    p = PAPER_SIZE
-    return p["ratio"] / one_bit_ceiling(p["architecture"], p["depth"], p["num_labels"], quantized_only=True)
-
-
-def half_depth(num_layers: int) -> int:
-    """Half the teacher's depth, rounded up (6 of 12, 3 of 6, 2 of 3)."""
-    return max(1, math.ceil(num_layers / 2))
 
 
 # ----------------------------------------------------------------------------------------------- data access
@@ -666,6 +590,10 @@ def claim_depth(data: Data) -> list[Row]:
                                note=note + "; teacher: one run per task (a fixed reference)"))
 
 
+SIZE_PAPER = "size, the paper's counting (quantized weights only) vs ~50x"
+SIZE_FILE = "size, the whole model (the packed export) vs the architecture's ceiling x the paper's share"
+
+
 def claim_size(data: Data) -> list[Row]:
     """Finding 5 at half the teacher's depth with 1-bit weights (the paper's 6 of 12 layers), in the `xtc` axis.
     5.size (decides): teacher fp32 bytes / the student's quantized weights at 1 bit (the paper's counting: only
@@ -675,102 +603,109 @@ def claim_size(data: Data) -> list[Row]:
     5.loss (decides): student - teacher per task and pooled; non-inferiority, margin claims.size_max_drop.
     5: the claim itself, the conjunction of 5.size and 5.loss (pooled)."""
     config = data.config
-    m = config["claims"]["size_max_drop"]
     L = config["teacher"]["num_layers"]
     d = half_depth(L)
     if not _axis(config, "xtc"):
         return [_empty("5.size", 5, "size ratio", 0.0, "deterministic", "no 'xtc' axis in the config")]
     tasks = axis_tasks(config, "xtc")
     view = data.view("xtc")
-    teacher_all = teacher_view(config, data.runs)
     sel = view[(view["wbits"] == 1) & (view["depth"] == d)] if len(view) else view
     arch = teacher_architecture(config)
-    share = paper_size_share()
-    rows = []
-    cmp_q = (f"ratio of the {d}-layer 1-bit student's quantized weights (teacher fp32 / 1-bit weights) - "
-             f"{PAPER_SIZE['ratio']:g}")
-    cmp_f = f"ratio of the {d}-layer 1-bit student's packed export (teacher fp32 / packed) - required ratio"
-    w_q, w_f = "size, the paper's counting (quantized weights only) vs ~50x", \
-        "size, the whole model (the packed export) vs the architecture's ceiling x the paper's share"
-    if arch is None:
-        why = "the teacher's config.json is unreadable: architecture (and its ceiling) unknown"
-        rows += [_empty("5.size", 5, cmp_q, 0.0, "deterministic", why, comparison=w_q),
-                 _empty("5.size.file", 5, cmp_f, 0.0, "deterministic", why, role="control", comparison=w_f)]
-    elif not len(sel):
-        why = f"add depth {d} with wbits 1 to the xtc axis"
-        rows += [_empty("5.size", 5, cmp_q, 0.0, "deterministic", why, comparison=w_q),
-                 _empty("5.size.file", 5, cmp_f, 0.0, "deterministic", why, role="control", comparison=w_f)]
+    cmp_paper = (f"ratio of the {d}-layer 1-bit student's quantized weights (teacher fp32 / 1-bit weights) - "
+                 f"{PAPER_SIZE['ratio']:g}")
+    cmp_file = f"ratio of the {d}-layer 1-bit student's packed export (teacher fp32 / packed) - required ratio"
+    why = ("the teacher's config.json is unreadable: architecture (and its ceiling) unknown" if arch is None else
+           f"add depth {d} with wbits 1 to the xtc axis" if not len(sel) else "")
+    if why:
+        rows = [_empty("5.size", 5, cmp_paper, 0.0, "deterministic", why, comparison=SIZE_PAPER),
+                _empty("5.size.file", 5, cmp_file, 0.0, "deterministic", why, role="control", comparison=SIZE_FILE)]
     else:
         from xtc.study.config import task_of
 
         labels = [task_of(config, t).num_labels for t in tasks]
+        teacher_all = teacher_view(config, data.runs)
         t_bytes = [teacher_all[t]["bytes"] for t in tasks if not isnan(teacher_all[t]["bytes"])]
-        ceiling_q = _mean([one_bit_ceiling(arch, d, k, quantized_only=True) for k in labels])
-        ceiling = _mean([one_bit_ceiling(arch, d, k) for k in labels])
-        required = share * ceiling
-        arch_text = (f"V={arch['vocab_size']}, H={arch['hidden_size']}, L={arch['num_layers']}, "
-                     f"FFN={arch['intermediate_size']}")
-        if not t_bytes:
-            rows.append(_empty("5.size", 5, cmp_q, 0.0, "deterministic", "sizes missing", comparison=w_q))
-        else:
-            q_bytes = _mean([architecture_bytes(arch, d, 1, k, quantized_only=True) for k in labels])
-            ratio_q = _mean(t_bytes) / q_bytes
-            eff = ratio_q - PAPER_SIZE["ratio"]
-            estimate = {**_no_effect(), "effect": eff, "ci_low": eff, "ci_high": eff, "n": int(sel["n"].min()),
-                  "n_tasks": len(sel), "se": 0.0}
-            testable = ceiling_q >= PAPER_SIZE["ratio"]
-            why = ("" if testable else
-                   f"not testable here: no 1-bit model of this architecture at {d} layers reaches "
-                   f"{PAPER_SIZE['ratio']:g}x under the paper's counting (its ceiling is {ceiling_q:.1f}x: the word "
-                   f"embeddings outweigh the layers); the figure belongs to BERT-base (ceiling "
-                   f"{PAPER_SIZE['ratio'] / share:.1f}x); a BERT-base teacher (teacher.model) would test it")
-            rows.append(Row("5.size", 5, POOLED, "decides" if testable else "not testable here", w_q, cmp_q,
-                            "deterministic", 0.0, estimate, "none: sizes do not vary",
-                            ("holds" if eff >= 0 else "does not hold") if testable else "inconclusive", why,
-                            threshold=f"the paper's ~{PAPER_SIZE['ratio']:g}x, counted as the paper counts "
-                                      f"(its own ceiling: {PAPER_SIZE['ratio'] / share:.1f}x); this "
-                                      f"architecture's ceiling under that counting: {ceiling_q:.1f}x ({arch_text})",
-                            evidence=f"{d}L W1: {ratio_q:.1f}x (quantized weights only) vs the paper's "
-                                     f"{PAPER_SIZE['ratio']:g}x",
-                            numbers={"ratio": ratio_q, "required": PAPER_SIZE["ratio"], "ceiling": ceiling_q,
-                                     "architecture": arch},
-                            note="counted from the architecture: the quantized matrices and word embeddings at "
-                                 "1 bit, nothing else (scales, fp32 embeddings, LayerNorms, biases, pooler and "
-                                 "classifier are left out, as the paper leaves them out)"))
-        s_bytes = [b for b in sel.get("model_bytes", []) if not isnan(b)]
-        source = ",".join(sorted(set(sel["size_source"]) - {""})) if "size_source" in sel else ""
-        thr = (f"required {required:.1f}x = {share:.3f} (paper: ~{PAPER_SIZE['ratio']:g}x of its "
-               f"{PAPER_SIZE['ratio'] / share:.1f}x ceiling) x this architecture's {d}-layer 1-bit ceiling "
-               f"{ceiling:.1f}x ({arch_text}, fp32 position/token-type embeddings, LayerNorms, biases, pooler, "
-               "classifier)")
-        if not t_bytes or not s_bytes:
-            rows.append(_empty("5.size.file", 5, cmp_f, 0.0, "deterministic", "sizes missing", threshold=thr,
-                               role="control", comparison=w_f))
-        else:
-            ratio = _mean(t_bytes) / _mean(s_bytes)
-            eff = ratio - required
-            estimate = {**_no_effect(), "effect": eff, "ci_low": eff, "ci_high": eff, "n": int(sel["n"].min()),
-                  "n_tasks": len(sel), "se": 0.0}
-            rows.append(Row("5.size.file", 5, POOLED, "control", w_f, cmp_f, "deterministic", 0.0, estimate,
-                            "none: sizes do not vary", "holds" if eff >= 0 else "does not hold", "", thr,
-                            evidence=f"{d}L W1: {ratio:.1f}x ({source}) vs required {required:.1f}x "
-                                     f"(ceiling {ceiling:.1f}x)",
-                            numbers={"ratio": ratio, "required": required, "ceiling": ceiling, "paper_share": share,
-                                     "size_source": source}))
-    cmp_loss = f"{d}-layer 1-bit student - {L}-layer teacher"
+        rows = [_size_paper_row(arch, d, labels, t_bytes, sel, cmp_paper),
+                _size_file_row(arch, d, labels, t_bytes, sel, cmp_file)]
+    return rows + _loss_rows(data, d, L, tasks, sel) + [
+        Row("5", 5, POOLED, "decides", "size (the paper's counting) and accuracy loss, together",
+            "5.size and 5.loss", "conjunction", 0.0,
+            note="the finding is the conjunction of its deciding rows: it holds only if size and loss both "
+                 "hold; a part not testable here leaves it inconclusive unless another part does not hold")]
+
+
+def _arch_text(arch: dict) -> str:
+    return f"V={arch['vocab_size']}, H={arch['hidden_size']}, L={arch['num_layers']}, FFN={arch['intermediate_size']}"
+
+
+def _size_estimate(effect: float, sel) -> dict:
+    """A deterministic effect (sizes do not vary with seeds): its interval is the point."""
+    return {**_no_effect(), "effect": effect, "ci_low": effect, "ci_high": effect, "n": int(sel["n"].min()),
+            "n_tasks": len(sel), "se": 0.0}
+
+
+def _size_paper_row(arch: dict, d: int, labels: list, t_bytes: list, sel, compare: str) -> Row:
+    """5.size: the paper's counting (quantized weights only, from the architecture) against its ~50x; not
+    testable where this architecture's ceiling under that counting is below 50x."""
+    if not t_bytes:
+        return _empty("5.size", 5, compare, 0.0, "deterministic", "sizes missing", comparison=SIZE_PAPER)
+    share = paper_size_share()
+    ceiling = _mean([one_bit_ceiling(arch, d, k, quantized_only=True) for k in labels])
+    ratio = _mean(t_bytes) / _mean([architecture_bytes(arch, d, 1, k, quantized_only=True) for k in labels])
+    effect = ratio - PAPER_SIZE["ratio"]
+    testable = ceiling >= PAPER_SIZE["ratio"]
+    why = ("" if testable else
+           f"not testable here: no 1-bit model of this architecture at {d} layers reaches "
+           f"{PAPER_SIZE['ratio']:g}x under the paper's counting (its ceiling is {ceiling:.1f}x: the word "
+           f"embeddings outweigh the layers); the figure belongs to BERT-base (ceiling "
+           f"{PAPER_SIZE['ratio'] / share:.1f}x); a BERT-base teacher (teacher.model) would test it")
+    return Row("5.size", 5, POOLED, "decides" if testable else "not testable here", SIZE_PAPER, compare,
+               "deterministic", 0.0, _size_estimate(effect, sel), "none: sizes do not vary",
+               ("holds" if effect >= 0 else "does not hold") if testable else "inconclusive", why,
+               threshold=f"the paper's ~{PAPER_SIZE['ratio']:g}x, counted as the paper counts (its own ceiling: "
+                         f"{PAPER_SIZE['ratio'] / share:.1f}x); this architecture's ceiling under that counting: "
+                         f"{ceiling:.1f}x ({_arch_text(arch)})",
+               evidence=f"{d}L W1: {ratio:.1f}x (quantized weights only) vs the paper's {PAPER_SIZE['ratio']:g}x",
+               numbers={"ratio": ratio, "required": PAPER_SIZE["ratio"], "ceiling": ceiling, "architecture": arch},
+               note="counted from the architecture: the quantized matrices and word embeddings at 1 bit, nothing "
+                    "else (scales, fp32 embeddings, LayerNorms, biases, pooler and classifier are left out, as the "
+                    "paper leaves them out)")
+
+
+def _size_file_row(arch: dict, d: int, labels: list, t_bytes: list, sel, compare: str) -> Row:
+    """5.size.file (control): the packed export against the paper's share of this architecture's ceiling."""
+    share = paper_size_share()
+    ceiling = _mean([one_bit_ceiling(arch, d, k) for k in labels])
+    required = share * ceiling
+    s_bytes = [b for b in sel.get("model_bytes", []) if not isnan(b)]
+    source = ",".join(sorted(set(sel["size_source"]) - {""})) if "size_source" in sel else ""
+    threshold = (f"required {required:.1f}x = {share:.3f} (paper: ~{PAPER_SIZE['ratio']:g}x of its "
+                 f"{PAPER_SIZE['ratio'] / share:.1f}x ceiling) x this architecture's {d}-layer 1-bit ceiling "
+                 f"{ceiling:.1f}x ({_arch_text(arch)}, fp32 position/token-type embeddings, LayerNorms, biases, "
+                 "pooler, classifier)")
+    if not t_bytes or not s_bytes:
+        return _empty("5.size.file", 5, compare, 0.0, "deterministic", "sizes missing", threshold=threshold,
+                      role="control", comparison=SIZE_FILE)
+    ratio = _mean(t_bytes) / _mean(s_bytes)
+    effect = ratio - required
+    return Row("5.size.file", 5, POOLED, "control", SIZE_FILE, compare, "deterministic", 0.0,
+               _size_estimate(effect, sel), "none: sizes do not vary", "holds" if effect >= 0 else "does not hold",
+               "", threshold,
+               evidence=f"{d}L W1: {ratio:.1f}x ({source}) vs required {required:.1f}x (ceiling {ceiling:.1f}x)",
+               numbers={"ratio": ratio, "required": required, "ceiling": ceiling, "paper_share": share,
+                        "size_source": source})
+
+
+def _loss_rows(data: Data, d: int, L: int, tasks, sel) -> list[Row]:
+    """5.loss: the 1-bit student at half depth against the teacher, per task and pooled (non-inferiority)."""
+    m = data.config["claims"]["size_max_drop"]
+    compare = f"{d}-layer 1-bit student - {L}-layer teacher"
     teacher = data.teacher(tasks)
-    stu = data.arm(sel, depth=d) if len(sel) else Arm()
     if any(isnan(teacher.scores[t]) for t in tasks) or not len(sel):
-        rows.append(_empty("5.loss", 5, cmp_loss, m, "non-inferiority", "teacher or 1-bit student runs missing"))
-    else:
-        rows += _rows_of(data, Test("5.loss", 5, "decides", f"{d}-layer 1-bit student vs the {L}-layer teacher",
-                                    cmp_loss, "non-inferiority", m, (stu, teacher), tasks,
-                                    note="teacher: one run per task (a fixed reference)"))
-    rows.append(Row("5", 5, POOLED, "decides", "size (the paper's counting) and accuracy loss, together",
-                    "5.size and 5.loss", "conjunction", 0.0,
-                    note="the finding is the conjunction of its deciding rows: it holds only if size and loss both "
-                         "hold; a part not testable here leaves it inconclusive unless another part does not hold"))
-    return rows
+        return [_empty("5.loss", 5, compare, m, "non-inferiority", "teacher or 1-bit student runs missing")]
+    return _rows_of(data, Test("5.loss", 5, "decides", f"{d}-layer 1-bit student vs the {L}-layer teacher",
+                               compare, "non-inferiority", m, (data.arm(sel, depth=d), teacher), tasks,
+                               note="teacher: one run per task (a fixed reference)"))
 
 
 def finding_verdict(verdicts) -> str:
