@@ -58,7 +58,7 @@ def test_rising_flat_and_noisy_curves_get_their_verdicts(tmp_path):
     assert "longer budget" in noisy["decide"] or "seeds" in noisy["decide"]
 
 
-def test_the_gain_runs_from_the_last_evaluation_at_half_the_steps_to_the_last_one(tmp_path):
+def test_the_gain_runs_from_the_evaluation_nearest_half_the_steps_to_the_last_one(tmp_path):
     cfg = study_config(tmp_path, seeds=(1, 2))
     # a distinct score at every step, so any other pair of steps (first/best/step after half) gives another gain
     scores = {8: 0.10, 16: 0.20, 24: 0.30, 32: 0.42, 40: 0.55, 48: 0.50, 56: 0.90, 64: 0.61}
@@ -113,12 +113,14 @@ def test_markdown_exactly():
     nan = float("nan")
     t = pd.DataFrame([
         {"task": "stsb", "wbits": 2, "budget": "long", "epochs": 3.0, "from_step": 64, "to_step": 192,
+         "from_fraction": 1 / 3,
          "score_from": 50.0, "score_to": 52.25, "gain": 2.25, "ci_low": 1.5, "ci_high": 3.0, "n": 3, "sd": 0.3,
          "margin": 1.0, "rule": "r", "verdict": "rising", "decide": ""},
         {"task": "foo", "wbits": 1, "budget": "long", "epochs": 3.0, "from_step": nan, "to_step": nan,
          "score_from": nan, "score_to": nan, "gain": nan, "ci_low": nan, "ci_high": nan, "n": 0, "sd": nan,
          "margin": 1.0, "rule": "r", "verdict": "inconclusive", "decide": "no run with two evaluations"},
-        {"task": "sst2", "wbits": 1, "budget": "long", "epochs": 3.0, "from_step": 64, "to_step": 192,
+        {"task": "sst2", "wbits": 1, "budget": "long", "epochs": 3.0, "from_step": 96, "to_step": 192,
+         "from_fraction": 0.5,
          "score_from": 70.0, "score_to": 70.5, "gain": 0.5, "ci_low": nan, "ci_high": nan, "n": 1, "sd": nan,
          "margin": 1.0, "rule": "r", "verdict": "inconclusive", "decide": "more seeds"},
     ], columns=CURVES_COLUMNS)
@@ -126,14 +128,14 @@ def test_markdown_exactly():
 
     assert plateau_markdown(t) == (
         "## Learning curves: has the long budget reached the plateau?\n\n"
-        "Late gain: dev score x100 at the last evaluation of the longest budget minus at the last evaluation at or "
-        "before half its steps, mean over seeds ± half-width of the 95% t-interval. Flat: CI high < 1; rising: CI "
-        "low > 1; else inconclusive (claims.plateau_gain = 1 points).\n\n"
-        "| task | weights | budget | steps | score at half -> end | late gain | verdict |\n"
+        "Late gain: dev score x100 at the last evaluation of the longest budget minus at the evaluation nearest "
+        "half its steps (the fraction of the run it fell at is shown), mean over seeds ± half-width of the 95% "
+        "t-interval. Flat: CI high < 1; rising: CI low > 1; else inconclusive (claims.plateau_gain = 1 points).\n\n"
+        "| task | weights | budget | steps (fraction) | score at half -> end | late gain | verdict |\n"
         "|---|---|---|---|---|---|---|\n"
-        "| STS-B | W2 | long (3 ep) | 64 -> 192 | 50.0 -> 52.2 | +2.2 ±0.8 (n=3) | rising |\n"
+        "| STS-B | W2 | long (3 ep) | 64 -> 192 (0.33 -> 1) | 50.0 -> 52.2 | +2.2 ±0.8 (n=3) | rising |\n"
         "| foo | W1 | long | | | | inconclusive (no run with two evaluations) |\n"
-        "| SST-2 | W1 | long (3 ep) | 64 -> 192 | 70.0 -> 70.5 | +0.5 (n=1) | inconclusive (more seeds) |\n")
+        "| SST-2 | W1 | long (3 ep) | 96 -> 192 (0.50 -> 1) | 70.0 -> 70.5 | +0.5 (n=1) | inconclusive (more seeds) |\n")
     empty = plateau_markdown(pd.DataFrame(columns=CURVES_COLUMNS))
     assert "claims.plateau_gain = plateau_gain points" in empty and empty.endswith("|---|---|---|---|---|---|---|\n")
 
@@ -144,7 +146,10 @@ def test_two_evaluations_are_enough_and_one_is_not(tmp_path):
     two = pd.DataFrame({"step": [32, 64], "value": [0.5, 0.6]})
     assert _late_gain(two) == (32, 64, 0.5, 0.6)
     assert _late_gain(pd.DataFrame({"step": [64], "value": [0.6]})) is None
-    assert _late_gain(pd.DataFrame({"step": [40, 64], "value": [0.5, 0.6]})) is None  # nothing at half or before
+    # the evaluation nearest half the steps, before or after it; of two equally near, the earlier
+    assert _late_gain(pd.DataFrame({"step": [40, 64], "value": [0.5, 0.6]}))[0] == 40
+    assert _late_gain(pd.DataFrame({"step": [20, 36, 64], "value": [0.4, 0.5, 0.6]}))[0] == 36
+    assert _late_gain(pd.DataFrame({"step": [64, 128, 192], "value": [0.4, 0.5, 0.6]}))[0] == 64  # 1/3 vs 2/3
 
 
 def test_a_gain_on_the_margin_asks_for_a_longer_budget_and_fp32_is_not_a_curve(tmp_path):
@@ -173,7 +178,7 @@ def test_rows_go_by_task_then_widest_first_and_an_undecided_gain_says_how_many_s
     assert list(zip(t["task"], t["wbits"])) == [("mrpc", 2), ("mrpc", 1), ("stsb", 2), ("stsb", 1)]
     r = row(t, "mrpc", 1)
     assert r["verdict"] == "inconclusive"
-    assert re.fullmatch(r"~\d+ seeds would decide it if the gain and its sd stay as observed", r["decide"])
+    assert re.fullmatch(r"~\d+ seeds give 80% power to decide it if the gain and its sd stay as observed", r["decide"])
     out = tmp_path / "out"
     for _ in range(2):  # into a folder that exists: written again, not refused
         write_plateaus(cfg, history(cfg, curve), str(out / "c.csv"), str(out / "c.md"))

@@ -521,7 +521,7 @@ def test_cli_study_commands_write_history_learning_curves_and_print_one_line_per
     claims = pd.read_csv(res / "claims.csv")
     assert list(claims.columns) == study.CLAIMS_COLUMNS and len(lines) == len(claims)
     for line, r in zip(lines, claims.to_dict("records")):
-        assert line == f"claim {r['claim']}: {r['verdict']} -- {r['evidence']}"
+        assert line == f"claim {r['claim']} [{r['task']}, {r['role']}]: {r['verdict']} -- {r['evidence']}"
     curves_args = ["study", "curves", *common, "--results-dir", str(res), "--out-csv", str(res / "learning_curves.csv"),
                    "--out-md", str(res / "tables" / "learning_curves.md")]
     assert main(curves_args) == 0
@@ -878,3 +878,40 @@ def test_results_files_and_the_incomplete_study_message(tmp_path):
     assert summary["n_planned"].dtype.kind == "i" and summary["n"].dtype.kind == "i"  # counts, not 2.0
     empty = study.aggregate.summarize(cfg, pd.DataFrame(columns=study.aggregate.RUNS_COLUMNS))
     assert len(empty) == 0 and list(empty.columns)[:3] == ["config_id", "kind", "axes"] and "n_planned" in empty
+
+
+def test_runs_csv_reads_the_selection_the_final_checkpoint_and_the_training_size(tmp_path):
+    cfg = tiny_config(tmp_path, seeds=(1,))
+    root = write_tree(cfg, base_score)
+    anchor = os.path.join(root, "student", ANCHOR)
+    rec = json.load(open(os.path.join(anchor, "metrics.json")))
+    rec.update(selected_by="validation", best_step=20, final_step=30, final_metrics={"accuracy": 0.5},
+               validation_metrics={"accuracy": 0.8}, data={"train": {"n": 32, "how": "stratified"}})
+    json.dump(rec, open(os.path.join(anchor, "metrics.json"), "w"))
+    json.dump({"task": "sst2", "labels": [0, 1, 1], "selected": [1, 1, 1], "final": [0, 1, 1]},
+              open(os.path.join(anchor, "dev_predictions.json"), "w"))
+    runs, _ = study.collect(cfg, root)
+    new = runs[(runs["run_id"] == "student/" + ANCHOR) & (runs["metric"] == "score")].iloc[0]
+    assert (new["selected_by"], new["best_step"], new["final_step"]) == ("validation", 20, 30)
+    assert (new["final_value"], new["validation_value"], new["train_examples"]) == (0.5, 0.8, 32)
+    assert new["collapsed"] == True  # noqa: E712  (one class for every dev example)
+    old = runs[(runs["run_id"] != "student/" + ANCHOR) & (runs["metric"] == "score")]
+    assert (old["selected_by"] == "dev").all() and old["final_value"].isna().all()  # older records
+    assert old["collapsed"].isna().all()  # no predictions: unknown, not "not collapsed"
+    summary = study.summarize(cfg, runs)
+    cell = summary[(summary["config_id"] == "student/" + ANCHOR.rsplit("/seed~", 1)[0])
+                   & (summary["metric"] == "score")].iloc[0]
+    assert cell["n_collapsed"] == 1 and cell["final_mean"] == 0.5 and cell["selected_by"] == "validation"
+
+
+def test_table_footers_say_what_the_fp32_rows_ran(tmp_path):
+    from xtc.study.tables import axis_table
+
+    cfg = tiny_config(tmp_path, seeds=(1,))
+    write_tree(cfg, base_score)
+    runs, missing = study.collect(cfg, cfg["paths"]["runs"])
+    depth = axis_table(cfg, "depth", runs, missing)
+    assert "A bits 32" in depth and "A bits 8" not in depth  # fp32 rows: no activation quantization
+    assert "budget reduce (3/4 ep)" in depth and "budget long" not in depth  # step-1 runs: the reduce budget
+    xtc = axis_table(cfg, "xtc", runs, missing)
+    assert "A bits 8 for W1 rows, 32 for fp32 rows" in xtc and "budget long (3 ep) for W1 rows, reduce" in xtc

@@ -263,38 +263,23 @@ def train(model, stages: list[Stage], train_data: Encoded, eval_sets: dict[str, 
             loop.global_step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{window['loss'][-1]:.4f}")
-            if eval_at is not None:  # K equal fractions of the whole run, nowhere else
-                due = loop.global_step in eval_at
-            else:  # every eval_every steps and at each epoch end
-                end_of_epoch = loop.stage_step % steps_per_epoch == 0 or loop.stage_step == total
-                due = end_of_epoch or bool(cfg.eval_every and loop.stage_step % cfg.eval_every == 0)
-            if due:
+            if _evaluation_due(loop, eval_at, total, steps_per_epoch, cfg.eval_every):
                 loop.last_terms = {k: float(np.mean(v)) for k, v in window.items()}
                 window = {}
                 entry = _evaluation(model, task, eval_sets, validation, cfg, device, loop, stage, steps_per_epoch,
                                     total_steps, sched, diagnostics)
                 if not quiet:  # one line per evaluation: readable in a terminal and in workflow logs
-                    log(f"[{task.name} {stage.name}] step {loop.global_step} epoch {entry['epoch']:.2f} "
-                        f"loss {loop.last_terms['loss']:.4f} " +
-                        " ".join(f"{k} {v:.4f}" for k, v in entry["metrics"].items()) +
-                        "".join(f" validation {k} {v:.4f}" for k, v in entry.get("validation", {}).items()))
+                    log(_evaluation_line(task, stage, loop, entry))
                 loop.wall_seconds = time.perf_counter() - t_start
                 _checkpoint(checkpoints, loop, model, opt, sched, run_config)
         loop.stage += 1
         loop.stage_step = 0
     bar.close()
-    final = loop.history[-1]  # the last step is always evaluated: `model` holds the final checkpoint here
-    final_predictions = dev_predictions(model, task, eval_sets, cfg.eval_batch_size, device)
-    model.load_state_dict(loop.best_model)
-    best = next(h for h in loop.history if h["step"] == loop.best_step)
-    selected_predictions = (final_predictions if loop.best_step == final["step"] else
-                            dev_predictions(model, task, eval_sets, cfg.eval_batch_size, device))
+    # keep the selected checkpoint in `model`; report it and the final one
+    selection = _keep_selected(model, loop, task, eval_sets, cfg, device, validation)
     return {
-        "metrics": best["metrics"], "selected_by": "dev" if validation is None else "validation",
-        "validation_metrics": best.get("validation"), "best_step": loop.best_step,
-        "final_metrics": final["metrics"], "final_step": final["step"],
-        "predictions": {"selected": selected_predictions, "final": final_predictions}, "history": loop.history,
-        "final_loss_terms": loop.last_terms, "wall_seconds": time.perf_counter() - t_start,
+        **selection, "history": loop.history, "final_loss_terms": loop.last_terms,
+        "wall_seconds": time.perf_counter() - t_start,
         "train_seconds": loop.train_seconds, "train_tokens": loop.train_tokens,
         "train_samples_per_second": loop.train_examples / max(loop.train_seconds, 1e-9),
         "train_tokens_per_second": loop.train_tokens / max(loop.train_seconds, 1e-9),
@@ -303,6 +288,38 @@ def train(model, stages: list[Stage], train_data: Encoded, eval_sets: dict[str, 
                     "reason": compile_reason, "mode": getattr(loss_fns[0], "mode", None),
                     "failed": next((f.failed for f in loss_fns if getattr(f, "failed", None)), None)},
     }
+
+
+def _evaluation_due(loop: LoopState, eval_at: set[int] | None, stage_total: int, steps_per_epoch: int,
+                    eval_every: int) -> bool:
+    """With eval_points: at K equal fractions of the whole run, nowhere else; else every eval_every steps and at
+    each epoch end."""
+    if eval_at is not None:
+        return loop.global_step in eval_at
+    end_of_epoch = loop.stage_step % steps_per_epoch == 0 or loop.stage_step == stage_total
+    return end_of_epoch or bool(eval_every and loop.stage_step % eval_every == 0)
+
+
+def _evaluation_line(task: Task, stage: Stage, loop: LoopState, entry: dict) -> str:
+    return (f"[{task.name} {stage.name}] step {loop.global_step} epoch {entry['epoch']:.2f} "
+            f"loss {loop.last_terms['loss']:.4f} " + " ".join(f"{k} {v:.4f}" for k, v in entry["metrics"].items())
+            + "".join(f" validation {k} {v:.4f}" for k, v in entry.get("validation", {}).items()))
+
+
+def _keep_selected(model, loop: LoopState, task: Task, eval_sets: dict[str, Encoded], cfg: TrainConfig, device,
+                   validation: Encoded | None) -> dict:
+    """Load the selected checkpoint into `model` (which holds the final one: the last step is always evaluated)
+    and return both checkpoints' dev metrics and predictions."""
+    final = loop.history[-1]
+    final_predictions = dev_predictions(model, task, eval_sets, cfg.eval_batch_size, device)
+    model.load_state_dict(loop.best_model)
+    best = next(h for h in loop.history if h["step"] == loop.best_step)
+    selected_predictions = (final_predictions if loop.best_step == final["step"] else
+                            dev_predictions(model, task, eval_sets, cfg.eval_batch_size, device))
+    return {"metrics": best["metrics"], "selected_by": "dev" if validation is None else "validation",
+            "validation_metrics": best.get("validation"), "best_step": loop.best_step,
+            "final_metrics": final["metrics"], "final_step": final["step"],
+            "predictions": {"selected": selected_predictions, "final": final_predictions}}
 
 
 def dev_predictions(model, task: Task, eval_sets: dict[str, Encoded], batch_size: int, device) -> dict:

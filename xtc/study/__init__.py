@@ -44,8 +44,10 @@ from xtc.study.diagnostics import (DIAGNOSTICS_COLUMNS, LINEAR_ROLES, collect_di
                                    write_diagnostics)
 from xtc.study.tables import (FACTOR_TITLES, REPRODUCTION_COLUMNS, axis_table, ci_half_width, point_label,
                               reproduction_markdown, reproduction_table, write_reproduction, write_tables)
-from xtc.study.claims import (CLAIMS, CLAIMS_COLUMNS, VERDICTS, check_claims, claim_budget, claim_da, claim_depth,
-                              claim_kd, claim_size, finding_verdict, one_bit_ceiling, paper_size_share, stratified_t)
+from xtc.study.stats import CONFIDENCE, holm, is_collapsed, seeds_for_power, stratified_t
+from xtc.study.claims import (CLAIMS, CLAIMS_COLUMNS, POOLED, ROLES, VERDICTS, check_claims, claim_budget, claim_da,
+                              claim_depth, claim_kd, claim_size, finding_verdict)
+from xtc.study.sizes import architecture_bytes, one_bit_ceiling, paper_size_share
 from xtc.study.figures import (FIGURES, FLIP_SHARE_FIGURE, WBITS_STYLE, fig_budget, fig_depth, fig_flip_share, fig_kd,
                                fig_learning_curves, fig_lr, fig_size, figure_names, learning_curve_names,
                                make_figures)

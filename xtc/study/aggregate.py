@@ -8,6 +8,11 @@ the task's GLUE metrics (`SCORE_METRICS`: MCC for CoLA, accuracy for SST-2/QNLI/
 MRPC/QQP, Pearson and Spearman for STS-B, matched and mismatched accuracy for MNLI). `runs.csv` carries it
 as the metric `score`; tables, figures and claims show it x100 ("points") and average it over tasks (Avg).
 Standard deviations are over seeds with ddof=1 (NaN when n = 1).
+
+Beside each selected checkpoint's dev value, runs.csv carries how it was selected (`selected_by`: "validation",
+or "dev" for records that chose on the reported set), the last evaluation's value (`final_value`, at
+`final_step`), the validation value, the training-set size, and `collapsed`: the run predicted one class (or one
+constant score) for every dev example, from its dev_predictions.json (empty for records without one).
 """
 from __future__ import annotations
 
@@ -69,6 +74,27 @@ def read_benchmark(path: str) -> dict:
             "max_rss_mb": col("max_rss") if "max_rss" in head else float("nan")}
 
 
+def _with_score(task: str, metrics, config: dict) -> dict:
+    """A record's metrics (numbers only) and their task `score`; {} when the record has none (older records)."""
+    out = {k: float(v) for k, v in (metrics or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    score = task_score(task, out, config) if out else None
+    if score is not None:
+        out["score"] = score
+    return out
+
+
+def run_collapsed(task: str, run_dir: str, config: dict):
+    """Whether a run predicted one class for every dev example (a constant score for regression), from its
+    dev_predictions.json (the selected checkpoint); None when it has none (older records)."""
+    from xtc.study.config import task_of
+    from xtc.study.stats import is_collapsed, read_predictions
+
+    rec = read_predictions(run_dir)
+    if rec is None:
+        return None
+    return is_collapsed(rec["selected"], task_of(config, task).is_regression)
+
+
 class IncompleteStudyError(ValueError):
     """Planned runs without results, where the study must be complete."""
 
@@ -79,7 +105,9 @@ def read_json(path: str):
 
 
 RUNS_COLUMNS = ["run_id", "config_id", "kind", "axes", *SETTING_COLS, "budget", "teacher_layers", "metric",
-                "value", "is_selection_metric", "wall_s", "max_rss_mb", "train_wall_s", "train_tokens_per_s",
+                "value", "is_selection_metric", "selected_by", "best_step", "final_step", "final_value",
+                "validation_value", "collapsed", "train_examples", "wall_s", "max_rss_mb", "train_wall_s",
+                "train_tokens_per_s",
                 "fp32_bytes", "quantized_bytes", "packed_bytes", "packed_file_bytes", "model_bytes",
                 "size_source", "teacher_fp32_bytes", "ratio_to_teacher", "run_dir"]
 MISSING_COLUMNS = ["run_id", "config_id", "kind", "axes", *SETTING_COLS, "reason", "run_dir"]
@@ -129,12 +157,15 @@ def collect(config: dict, runs_dir: str):
                   "fp32_bytes": size.get("fp32_bytes"), "quantized_bytes": size.get("quantized_bytes"),
                   "packed_bytes": packed, "packed_file_bytes": packed_file,
                   "teacher_fp32_bytes": size.get("teacher_fp32_bytes"), "run_dir": d}
-        metrics = {k: float(v) for k, v in rec["metrics"].items() if isinstance(v, (int, float))}
-        score = task_score(r["task"], metrics, config)
-        if score is not None:
-            metrics["score"] = score
+        metrics = _with_score(r["task"], rec["metrics"], config)
+        final = _with_score(r["task"], rec.get("final_metrics"), config)
+        valid = _with_score(r["task"], rec.get("validation_metrics"), config)
+        common.update(selected_by=rec.get("selected_by", "dev"), best_step=rec.get("best_step"),
+                      final_step=rec.get("final_step"), collapsed=run_collapsed(r["task"], d, config),
+                      train_examples=((rec.get("data") or {}).get("train") or {}).get("n"))
         for metric, value in metrics.items():
-            rows.append({**common, "metric": metric, "value": value,
+            rows.append({**common, "metric": metric, "value": value, "final_value": final.get(metric),
+                         "validation_value": valid.get(metric),
                          "is_selection_metric": metric == rec.get("selection_metric")})
     runs = pd.DataFrame(rows, columns=[c for c in RUNS_COLUMNS])
     if len(runs):
@@ -164,7 +195,8 @@ def summarize(config: dict, runs):
     import pandas as pd
 
     cols = [*SUMMARY_KEYS, "mean", "std", "std_ddof", "n", "n_planned", "seeds", "complete", "wall_s_mean",
-            "max_rss_mb_mean", "model_bytes", "size_source", "ratio_to_teacher"]
+            "max_rss_mb_mean", "model_bytes", "size_source", "ratio_to_teacher", "final_mean", "n_collapsed",
+            "selected_by"]
     if not len(runs):
         return pd.DataFrame(columns=cols)
     plan = study_runs(config)
@@ -174,7 +206,9 @@ def summarize(config: dict, runs):
                 n=("value", "size"), seeds=("seed", lambda s: ";".join(str(int(x)) for x in sorted(s))),
                 wall_s_mean=("wall_s", "mean"), max_rss_mb_mean=("max_rss_mb", "mean"),
                 model_bytes=("model_bytes", "mean"), size_source=("size_source", "first"),
-                ratio_to_teacher=("ratio_to_teacher", "mean")).reset_index()
+                ratio_to_teacher=("ratio_to_teacher", "mean"), final_mean=("final_value", "mean"),
+                n_collapsed=("collapsed", lambda c: int(c.eq(True).sum())),  # None: unknown (no predictions)
+                selected_by=("selected_by", lambda v: ",".join(sorted(set(v.dropna().astype(str)))))).reset_index()
     out["std_ddof"] = STD_DDOF
     out["n_planned"] = out["config_id"].map(planned).fillna(out["n"]).astype(int)
     out["complete"] = out["n"] >= out["n_planned"]
@@ -202,7 +236,7 @@ def read_results(results_dir: str):
     import pandas as pd
 
     # text columns stay text: an empty budget is "", not NaN, and a single teacher layer "5" is not 5.0
-    text = ("budget", "teacher_layers", "size_source")
+    text = ("budget", "teacher_layers", "size_source", "selected_by")
     runs = pd.read_csv(os.path.join(results_dir, "runs.csv"), dtype=dict.fromkeys(text, str))
     runs = runs.fillna(dict.fromkeys(text, ""))
     mpath = os.path.join(results_dir, "missing.csv")

@@ -149,7 +149,7 @@ def cmd_claims(a) -> None:
     with _writers(a.out):
         write_csv_atomic(a.out, claims, "the claims table")
     for r in claims.to_dict("records"):
-        print(f"claim {r['claim']}: {r['verdict']} -- {r['evidence']}")
+        print(f"claim {r['claim']} [{r['task']}, {r['role']}]: {r['verdict']} -- {r['evidence']}")
 
 
 def cmd_figures(a) -> None:

@@ -321,7 +321,7 @@ def fig_size(config, runs, out_dir):
         if hollow:  # the legend names only what is drawn
             ax.scatter([], [], color="none", edgecolors="gray", marker="o", label="hollow: theoretical size\n(not exported)")
     if t_bytes:  # the size claim's threshold (claims.claim_size): where a 1-bit student at half depth must be
-        from xtc.study.claims import half_depth, one_bit_ceiling, paper_size_share, teacher_architecture
+        from xtc.study.sizes import half_depth, one_bit_ceiling, paper_size_share, teacher_architecture
         from xtc.study.config import task_of
 
         arch, d = teacher_architecture(config), half_depth(config["teacher"]["num_layers"])

@@ -8,14 +8,12 @@ from xtc.study.aggregate import score_metrics
 from xtc.study.config import resolve_epochs
 from xtc.study.grid import FACTORS, axis_tasks
 from xtc.study.paths import teacher_run_id
+from xtc.study.stats import CONFIDENCE
 from xtc.study.views import (METRIC_ABBREV, axis_config as _axis, axis_view, point_averages,
                              task_title, teacher_avg, teacher_view)
 
 FACTOR_TITLES = {"depth": "layers", "wbits": "W bits", "abits": "A bits", "kd": "KD", "epochs": "budget",
                  "lr": "learning rate", "da": "DA", "examples": "training examples"}
-
-
-CONFIDENCE = 0.95
 
 
 def _fmt(x, nd=1) -> str:
@@ -31,7 +29,7 @@ def ci_half_width(sd: float, n: int) -> float:
     return float(t.ppf(0.5 + CONFIDENCE / 2, n - 1)) * sd / math.sqrt(n)
 
 
-def _pm(half: float) -> str:
+def _plus_minus(half: float) -> str:
     return "" if math.isnan(half) else f" ±{half:.1f}"
 
 
@@ -79,12 +77,28 @@ def point_label(config: dict, factor: str, raw, task_epochs: dict | None = None)
 
 
 def _anchor_text(config: dict, axis: dict) -> str:
+    """What the axis holds fixed, from the runs it plans (so fp32 rows that are step-1 runs say their own
+    A bits and budget): one value per factor, or each value with the weight bits of the rows that ran it."""
+    from xtc.study.grid import members
+
     fixed = {**config["anchor"], **(axis.get("set") or {})}
+    m = members(config)
+    m = m[(m["axis"] == axis["name"]) & (m["kind"] == "student")]
     parts = []
     for f in FACTORS:
         if f in axis["vary"] or f not in fixed:  # examples: absent = the profile's data.max_train_samples
             continue
-        parts.append(f"{FACTOR_TITLES[f]} {point_label(config, f, fixed[f])}")
+        col = "budget" if f == "epochs" else f
+        groups: dict = {}
+        if len(m) and col in m:
+            for wb, v in zip(m["wbits"], m[col]):
+                groups.setdefault(v, set()).add(int(wb))
+        if len(groups) > 1:
+            parts.append(f"{FACTOR_TITLES[f]} " + ", ".join(
+                f"{point_label(config, f, v)} for {'/'.join('fp32' if b == 32 else f'W{b}' for b in sorted(ws))} rows"
+                for v, ws in groups.items()))
+        else:
+            parts.append(f"{FACTOR_TITLES[f]} {point_label(config, f, next(iter(groups)) if groups else fixed[f])}")
     s1 = config["step1"]
     return ("Fixed: " + ", ".join(parts) + ". fp32 students below the teacher's depth are XTC step-1 runs "
             f"({s1['kd']} KD, budget {point_label(config, 'epochs', s1['epochs'])}, lr {float(s1['lr']):g}); "
@@ -110,13 +124,20 @@ def axis_table(config: dict, axis_name: str, runs, missing) -> str:
              "Avg: mean over tasks of the task score (mean of its metrics). ±: half-width of the 95% t-interval "
              "over seeds (t with n-1 df, sd ddof=1) of the task score, or of the Avg over the seeds every task "
              "has; none with one seed.", "", teacher_text(config, teacher, tasks), ""]
+    finals = _final_scores(runs)
+    collapsed = set(runs.loc[runs["collapsed"].eq(True), "run_id"]) if len(runs) and "collapsed" in runs else set()
     head = [FACTOR_TITLES[f] for f in factors] + [_metric_header(config, t) for t in tasks] + ["Avg"]
+    if finals:
+        head.append("Avg, final ckpt")
     lines += ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
     L = config["teacher"]["num_layers"]
     t_cells = [f"teacher (fp32, {L} layers)" if i == 0 else "" for i in range(len(factors))]
     t_cells += ["/".join(_fmt(teacher[t][f"m_{m}"]) for m in score_metrics(t, config)) for t in tasks]
     t_cells += [_fmt(teacher_avg(config, teacher, tasks))]
+    if finals:
+        t_cells.append(_fmt(_avg_of([finals.get(teacher_run_id(t)) for t in tasks])))
     lines.append("| " + " | ".join(t_cells) + " |")
+    n_collapsed = 0
     notes_missing: list[str] = []
     partial = False
     if len(view):
@@ -132,18 +153,32 @@ def axis_table(config: dict, axis_name: str, runs, missing) -> str:
                 else:
                     mark = "†" if r["n"] < r["n_planned"] else ""
                     partial |= bool(mark)
+                    k = sum(rid in collapsed for rid in (r.get("seed_runs") or {}).values())
+                    n_collapsed += k
+                    mark += f"‡{k}" if k else ""
                     cells.append("/".join(_fmt(r[f"m_{m}"]) for m in score_metrics(t, config)) + mark
-                                 + _pm(ci_half_width(r["score_std"], r["n"])))
+                                 + _plus_minus(ci_half_width(r["score_std"], r["n"])))
                 if r is not None:
                     notes_missing += r["missing"]
             a = avgs.loc[point]
-            cells.append(_fmt(a["avg"]) + _pm(ci_half_width(a["avg_std"], a["n_seeds_all_tasks"])))
+            cells.append(_fmt(a["avg"]) + _plus_minus(ci_half_width(a["avg_std"], a["n_seeds_all_tasks"])))
+            if finals:
+                per_task = [_avg_of([finals.get(rid) for rid in (by_task[t].get("seed_runs") or {}).values()])
+                            if t in by_task else None for t in tasks]
+                cells.append(_fmt(_avg_of(per_task)))
             lines.append("| " + " | ".join(cells) + " |")
     lines += ["", _anchor_text(config, axis)]
     if any(math.isnan(teacher[t]["score"]) for t in tasks):
         notes_missing += [teacher_run_id(t) for t in tasks if math.isnan(teacher[t]["score"])]
     if partial:
         lines.append("† fewer finished seeds than planned (the mean is over the finished ones).")
+    if finals:
+        lines.append("Avg, final ckpt: the same Avg at each run's last evaluation (the final checkpoint), beside the "
+                     "selected checkpoint's.")
+    if n_collapsed:
+        lines.append(f"‡k: k seeds of that cell collapsed (one class, or one constant score, for every dev example): "
+                     f"{n_collapsed} run(s) in this table; their scores are a majority-class or constant baseline, "
+                     "not a trained model's.")
     if notes_missing:
         uniq = list(dict.fromkeys(notes_missing))
         lines += ["", f"— / † : {len(uniq)} planned run(s) without results:", ""]
@@ -151,6 +186,21 @@ def axis_table(config: dict, axis_name: str, runs, missing) -> str:
     else:
         lines += ["", "Every planned run of this table finished."]
     return "\n".join(lines) + "\n"
+
+
+def _final_scores(runs) -> dict:
+    """{run_id: final checkpoint's task score x100} for runs whose record has one (newer records)."""
+    if not len(runs) or "final_value" not in runs:
+        return {}
+    sel = runs[(runs["metric"] == "score") & runs["final_value"].notna()]
+    return {r: 100 * float(v) for r, v in zip(sel["run_id"], sel["final_value"])}
+
+
+def _avg_of(values) -> float:
+    vals = list(values)
+    if not vals or any(v is None or (isinstance(v, float) and math.isnan(v)) for v in vals):
+        return float("nan")
+    return float(sum(vals) / len(vals))
 
 
 def write_tables(config: dict, runs, missing, out_dir: str) -> list[str]:

@@ -52,6 +52,7 @@ def axis_view(config: dict, axis: str, runs, missing=None):
                "score_std": float(pd.Series(scores).std(ddof=STD_DDOF)) if len(scores) > 1 else float("nan"),
                "seed_scores": {int(s): 100 * present[r] for r, s in zip(grp["run_id"], grp["seed"])
                                if r in present.index},
+               "seed_runs": {int(s): r for r, s in zip(grp["run_id"], grp["seed"]) if r in present.index},
                "missing": [r for r in rids if r not in present.index]}
         for metric in score_metrics(task, config):
             vals = [100 * metric_vals[(r, metric)] for r in rids if (r, metric) in metric_vals]
