@@ -1,4 +1,4 @@
-"""The bad-input table of issue 14: run the bad-input table of tests/test_cli.py recording each case, then write
+"""The bad-input table of issue 14: run the bad-input cases of tests/test_cli.py recording each one, then write
 bench/results/bad_inputs.md (case, command, exit status, message) and the totals.
 
     python bench/bad_inputs_table.py
@@ -29,7 +29,7 @@ def main() -> int:
     other_exit = sum(r["exit"] not in (0, 2) for r in rows)
     cell = lambda t: t.replace("|", "\\|").replace("\n", " / ")  # noqa: E731
     lines = ["# Bad inputs (issue 14)", "",
-             f"`python bench/bad_inputs_table.py` ({len(rows)} cases of the table in tests/test_cli.py; pytest: {summary}).",
+             f"`python bench/bad_inputs_table.py` ({len(rows)} cases in tests/test_cli.py; pytest: {summary}).",
              "Each case also checks that the folder it ran in is unchanged afterwards (no output, state or temp file).",
              "", f"Totals: exit 2 {sum(r['exit'] == 2 for r in rows)}, other exit {other_exit}, "
              f"silent accepts (exit 0) {accepted}, tracebacks {tracebacks}, messages not one line {not_one_line}.", "",

@@ -5,6 +5,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
+# the helpers of tests/study/ (study_fixtures, test_claims' synthetic studies) import by name too
+sys.path.insert(1, os.path.join(os.path.dirname(__file__), "study"))
 
 import pytest
 import torch
@@ -131,7 +133,7 @@ def _precision_cache(tmp_path_factory):
         os.environ["XTC_PRECISION_CACHE"] = old
 
 
-# ---------------------------------------------------------------- tiny random models of the other BERT-family architectures (tests/test_arch.py)
+# ---------------------------------------------------------------- tiny random models of other BERT-family architectures
 
 
 def tiny_arch_config(family: str, num_labels: int = 3):

@@ -87,7 +87,7 @@ def test_unmappable_model_is_refused_in_one_line(tmp_path, capsys, custom_spec):
     assert not out.exists()
 
 
-# ----------------------------------------------------------------------------- a task defined by its data
+# ----------------------------------------------------------------------------- a task defined by its data, per family
 
 
 @pytest.mark.parametrize("family", ARCHS)

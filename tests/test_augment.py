@@ -279,7 +279,7 @@ def test_bad_arguments_and_existing_output(tmp_path, tiny_model_dir, glue_dir):
     assert len(_lines(out)) == 6
 
 
-# ---------------------------------------------------------------- moved from the failure-mode tests (issue 13)
+# ---------------------------------------------------------------- a killed run's temp file
 
 
 def test_killed_augment_temp_is_cleaned_by_the_next_run(tmp_path, tiny_model_dir, glue_dir):

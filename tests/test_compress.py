@@ -140,9 +140,3 @@ def test_train_file_replaces_training_inputs(tmp_path, teacher, glue_dir):
     with pytest.raises(ValueError, match=r"aug.jsonl:1: expected a JSON object"):
         compress("sst2", teacher, str(tmp_path / "da2"), CFG, QuantSpec(wbits=1), CompressConfig(train_file=str(f)),
                  run=RunOptions(glue_dir=glue_dir, quiet=True))
-
-
-# ---------------------------------------------------------------- pinned by mutation testing (issue 14)
-
-
-# ---------------------------------------------------------------- pins (issue 14's mutation check): each test names the bug it catches

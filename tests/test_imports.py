@@ -7,6 +7,7 @@ import os
 import pytest
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "xtc")
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _modules() -> dict[str, str]:
@@ -118,3 +119,54 @@ def test_settings_home_imports_no_heavy_library(light):
             assert mod.split(".")[0] not in {"torch", "transformers", "numpy", "pandas"}, f"{name} imports {mod}"
             if mod in MODULES:
                 todo.append(mod)
+
+
+# ---------------------------------------------------------------- the study's layering
+
+
+def _xtc_modules() -> dict:
+    import glob
+
+    pkg = os.path.join(REPO_ROOT, "xtc")
+    out = {}
+    for p in glob.glob(os.path.join(pkg, "**", "*.py"), recursive=True):
+        name = os.path.relpath(p[:-3], REPO_ROOT).replace(os.sep, ".").removesuffix(".__init__")
+        out[name] = p
+    return out
+
+
+def test_no_import_cycle_and_no_private_names_across_modules():
+    """Every `xtc` import, also those inside functions: the module graph has no cycle (xtc.study.config and
+    xtc.study.grid imported each other), and no module imports another's _private name."""
+    import ast
+
+    mods = _xtc_modules()
+    graph, private = {}, []
+    for name, path in mods.items():
+        deps = set()
+        with open(path) as f:
+            tree = ast.parse(f.read())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "xtc":
+                deps.add(node.module)
+                deps.update(f"{node.module}.{a.name}" for a in node.names)
+                private += [f"{name} imports {node.module}.{a.name}" for a in node.names if a.name.startswith("_")]
+            elif isinstance(node, ast.Import):
+                deps.update(a.name for a in node.names)
+        graph[name] = {d for d in deps if d in mods and d != name}
+    assert not private
+    state, cycle = {}, []
+
+    def visit(u, stack):
+        state[u] = "open"
+        for v in sorted(graph[u]):
+            if state.get(v) == "open":
+                cycle.append(" -> ".join(stack[stack.index(v):] + [u, v]))
+            elif v not in state:
+                visit(v, stack + [u])
+        state[u] = "done"
+
+    for u in sorted(graph):
+        if u not in state:
+            visit(u, [])
+    assert graph["xtc.study.grid"] and not cycle

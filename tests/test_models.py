@@ -1,4 +1,5 @@
-"""Tests of xtc/models.py: what a --model path may be (a run folder, a packed file), and one line when it is not loadable."""
+"""Tests of xtc/models.py: what a --model path may be (a run folder, a packed file), and one line when it is not
+loadable."""
 import json
 import os
 import shutil

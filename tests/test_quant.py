@@ -176,7 +176,7 @@ def test_activation_per_tensor_scale_and_ste():
     assert quantize_activation(x, 32) is x
 
 
-# ---------------------------------------------------------------- roles and spec
+# ---------------------------------------------------------------- roles
 
 
 def test_role_of_bert_names():

@@ -41,7 +41,8 @@ def test_rng_state_saves_and_restores_the_cuda_generators_where_there_are_some(m
     assert restored == [["gpu0-state"]]
 
 
-# ---------------------------------------------------------------- pins (issue 14's mutation check): each test names the bug it catches
+# ---------------------------------------------------------------- pins (issue 14's mutation check)
+# Each test names the bug it catches.
 
 
 def _data(n: int = 16) -> Encoded:
@@ -258,7 +259,7 @@ def test_the_model_and_its_evaluation_go_to_the_requested_device(tiny_model, tmp
     assert moved[0] == (torch.device("cpu"),) and evaluated and set(evaluated) == {torch.device("cpu")}
 
 
-# ---------------------------------------------------------------- failure modes of a training run (moved from the run-folder tests)
+# ---------------------------------------------------------------- failure modes of a training run
 
 
 @pytest.fixture(scope="module")

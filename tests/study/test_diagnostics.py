@@ -1,10 +1,11 @@
-"""Tests of xtc/study/diagnostics.py: the study's diagnostics table and figure from the runs' recorded diagnostics."""
+"""Tests of xtc/study/diagnostics.py: the study's diagnostics table and figure from the runs' recorded
+diagnostics."""
 import json
 import os
 
 
 def _add_diagnostics(cfg: dict) -> None:
-    """Give every fake run (test_study.write_tree) three evaluations with diagnostics as xtc records them: the
+    """Give every fake run (study_fixtures.write_tree) three evaluations with diagnostics as xtc records them: the
     1-bit students flip 1%, 2%, 3% of their query signs and nothing else, and predict one class only."""
     from xtc.study import study_runs
 
@@ -33,7 +34,7 @@ def _add_diagnostics(cfg: dict) -> None:
 def test_study_diagnostics_csv_table_and_figure(tmp_path, capsys):
     import pandas as pd
 
-    from test_study import base_score, tiny_config, write_tree
+    from study_fixtures import base_score, tiny_config, write_tree
     from xtc import study
     from xtc.cli import main
 

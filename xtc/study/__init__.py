@@ -10,7 +10,7 @@ config     reading and validating a study config (ConfigError, load_config, vali
 flags      the shell-quoted `xtc` command line of each job (teacher_flags, student_flags, augment_flags)
 grid       the study grid: axes expanded into unique runs, each with its flags and inputs (members, study_runs)
 aggregate  finished runs into runs.csv / summary.csv / missing.csv (collect, summarize, write_results)
-Each module imports only the ones listed above it (tests/test_study.py checks there is no cycle).
+Each module imports only the ones listed above it (tests/test_imports.py checks there is no cycle).
 views      per-axis and teacher views of the results, shared by tables, claims and figures; each run's
            evaluation history as history.csv (collect_history, write_history, read_history)
 diagnostics  each run's diagnostics at each evaluation as diagnostics.csv and a Markdown table

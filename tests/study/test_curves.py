@@ -5,10 +5,9 @@ import math
 import pandas as pd
 import pytest
 
+from test_claims import study_config
 from xtc.study.curves import CURVES_COLUMNS, plateau_table, plateau_verdict, write_plateaus
 from xtc.study.grid import members
-
-from test_claims import study_config
 
 # budget axis of test_claims' config: long = 8 epochs; 8 steps per epoch -> evaluations at 8, 16, ..., 64
 STEPS = [8 * (e + 1) for e in range(8)]
@@ -183,14 +182,6 @@ def test_rows_go_by_task_then_widest_first_and_an_undecided_gain_says_how_many_s
     for _ in range(2):  # into a folder that exists: written again, not refused
         write_plateaus(cfg, history(cfg, curve), str(out / "c.csv"), str(out / "c.md"))
     assert (out / "c.csv").is_file() and (out / "c.md").is_file()
-
-
-def test_claims_decide_text_without_paired_runs():
-    from xtc.study import claims as C
-
-    st = {"n_tasks": 0, "n": 0, "effect": float("nan"), "ci_low": float("nan"), "ci_high": float("nan")}
-    assert C.decide_text(st, "inconclusive", 0.5, "superiority") == "no paired runs: run the axis"
-    assert C.decide_text(st, "holds", 0.5, "superiority") == ""
 
 
 def test_the_longest_budget_is_the_tasks_own_under_per_task_overrides(tmp_path):

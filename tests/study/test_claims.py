@@ -1,36 +1,16 @@
-"""xtc.study.claims: the statistics (stratified t-interval, decision rules, seeds to decide), the architecture
-ceilings, and every finding on synthetic run trees whose verdict is known by construction, including the
-multi-metric tasks MRPC (F1 and accuracy) and STS-B (Pearson and Spearman). No training."""
+"""xtc.study.claims: the decision rules, and every finding on synthetic run trees whose verdict is known by
+construction, including the multi-metric tasks MRPC (F1 and accuracy) and STS-B (Pearson and Spearman). No
+training. (The statistics: test_stats.py; the architecture ceilings: test_sizes.py.)"""
 import json
 import math
 import os
 
 import pytest
-from scipy import stats
 
 from xtc import study
-from xtc.study import claims as C
-from xtc.study import stats as S
-from xtc.study import sizes
+from xtc.study import claims as C, stats as S
 
-# ----------------------------------------------------------------------------------------------- statistics
-
-
-def test_one_task_interval_is_scipys_paired_t_interval():
-    d = [0.3, 1.1, 0.4, 0.9, 0.2]
-    st = C.stratified_t({"mrpc": dict(enumerate(d))})
-    ci = stats.ttest_1samp(d, 0.0).confidence_interval(0.95)
-    assert st["effect"] == pytest.approx(sum(d) / 5)
-    assert (st["ci_low"], st["ci_high"]) == pytest.approx((ci.low, ci.high))
-    assert st["df"] == pytest.approx(4) and st["n"] == 5 and st["n_tasks"] == 1
-
-
-def test_two_tasks_are_stratified_with_satterthwaite_df():
-    st = C.stratified_t({"a": {1: 1.0, 2: 3.0}, "b": {1: 2.0, 2: 4.0}})
-    # each task: mean 2 / 3, variance 2, n 2; effect (2 + 3) / 2; var = 2 * (1/4 * 2 / 2) = 0.5; df = 2
-    assert st["effect"] == pytest.approx(2.5) and st["se"] == pytest.approx(math.sqrt(0.5))
-    assert st["df"] == pytest.approx(2.0)
-    assert st["ci_high"] - st["effect"] == pytest.approx(stats.t.ppf(0.975, 2) * math.sqrt(0.5))
+# ----------------------------------------------------------------------------------------------- decision rules
 
 
 def test_one_seed_gives_no_interval_and_says_so():
@@ -56,81 +36,6 @@ def _st(lo, hi):
 ])
 def test_decision_rules(lo, hi, kind, margin, verdict):
     assert C.decide(_st(lo, hi), margin, kind) == verdict
-
-
-@pytest.mark.parametrize("d, n", [(1.0, 10), (0.5, 34)])
-def test_power_at_80_percent_matches_the_textbook_sample_size(d, n):
-    """One-sample (paired) t-test, two-sided alpha 0.05, 80% power: Cohen's d = 1 needs 10 pairs, d = 0.5 needs
-    34 (G*Power; statsmodels TTestPower gives 9.94 and 33.37)."""
-    st = S.stratified_t({"a": {1: d - 1.0, 2: d + 1.0, 3: d}})  # effect d, sd 1
-    assert st["effect"] == pytest.approx(d) and st["per_task"]["a"]["sd"] == pytest.approx(1.0)
-    assert S.seeds_for_power(st, 0.0) == n
-    assert S.power_at(st, 0.0, n) >= 0.8 > S.power_at(st, 0.0, n - 1)
-    text = C.decide_text(st, "inconclusive", 0.0, "superiority")
-    assert (f"~{n} seeds per task give 80% power" in text) == (n <= C.MAX_PRACTICAL_SEEDS), text
-
-
-def test_a_dev_set_floor_that_seeds_cannot_shrink_is_said():
-    st = S.stratified_t({"a": {1: 0.9, 2: 1.1, 3: 1.0}}, dev_var=1.0)  # effect 1, dev se 1: never 80% power
-    assert S.seeds_for_power(st, 0.0) is None
-    assert "does not shrink with seeds" in C.decide_text(st, "inconclusive", 0.0, "superiority")
-    # without the dev part: sd 0.1 against an effect of 1; at 2 seeds the t quantile (12.7, df 1) costs the power
-    assert S.seeds_for_power(S.stratified_t({"a": {1: 0.9, 2: 1.1, 3: 1.0}}), 0.0) == 3
-
-
-def test_an_effect_on_the_boundary_cannot_be_decided_by_seeds():
-    st = C.stratified_t({"a": {1: -0.6, 2: -0.4, 3: -0.5}})  # effect -0.5 = -margin
-    assert S.seeds_for_power(st, -0.5) is None
-    assert "too close to -0.5" in C.decide_text(st, "inconclusive", 0.5, "non-inferiority")
-
-
-# ----------------------------------------------------------------------------------------------- architecture
-
-MINILM = {"vocab_size": 30522, "hidden_size": 384, "num_layers": 6, "intermediate_size": 1536,
-          "max_position_embeddings": 512, "type_vocab_size": 2}
-
-
-def test_architecture_bytes_match_real_models():
-    # the fp32 teachers of the committed quick study (results/runs.csv): SST-2 (2 labels), STS-B (1 label)
-    assert sizes.architecture_bytes(MINILM, 6, 32, num_labels=2) == 90_855_944
-    assert sizes.architecture_bytes(MINILM, 6, 32, num_labels=1) == 90_854_404
-    # a tiny BERT, quantized by xtc itself at 1 and 2 bits: the same theoretical size
-    import torch  # noqa: F401
-    from transformers import BertConfig, BertForSequenceClassification
-
-    from xtc.quant import QuantSpec, apply_quantization, model_size
-
-    arch = {"vocab_size": 50, "hidden_size": 16, "num_layers": 3, "intermediate_size": 40,
-            "max_position_embeddings": 20, "type_vocab_size": 2}
-    for bits in (1, 2):
-        model = BertForSequenceClassification(BertConfig(
-            vocab_size=50, hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=40,
-            max_position_embeddings=20, num_labels=3))
-        assert 4 * sum(p.numel() for p in model.parameters()) == sizes.architecture_bytes(arch, 3, 32, 3)
-        apply_quantization(model, QuantSpec(wbits=bits, abits=8))
-        assert model_size(model)["quantized_bytes"] == sizes.architecture_bytes(arch, 3, bits, 3)
-
-
-def test_size_threshold_comes_from_the_paper_and_the_architecture():
-    # the paper counts quantized weights only: BERT-base at 6 of 12 layers, 1 bit -> 53.2x; "~50x" is 94%
-    assert sizes.one_bit_ceiling(sizes.BERT_BASE, 6, 3, quantized_only=True) == pytest.approx(53.16, abs=0.01)
-    assert sizes.paper_size_share() == pytest.approx(50 / 53.157, abs=1e-4)
-    # counting the fp32 parts the recipe keeps, BERT-base's real ceiling is ~35x, MiniLM's at 3 layers ~25x
-    assert sizes.one_bit_ceiling(sizes.BERT_BASE, 6, 3) == pytest.approx(34.9, abs=0.1)
-    assert sizes.one_bit_ceiling(MINILM, 3, 2) == pytest.approx(24.6, abs=0.1)
-    assert sizes.half_depth(12) == 6 and sizes.half_depth(6) == 3 and sizes.half_depth(3) == 2
-
-
-def test_teacher_architecture_is_read_from_the_teachers_config(tmp_path):
-    folder = tmp_path / "bert"
-    folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({
-        "vocab_size": 100, "hidden_size": 8, "num_hidden_layers": 2, "intermediate_size": 16,
-        "max_position_embeddings": 32, "type_vocab_size": 2}))
-    arch = sizes.teacher_architecture({"teacher": {"model": str(folder)}})
-    assert arch == {"vocab_size": 100, "hidden_size": 8, "num_layers": 2, "intermediate_size": 16,
-                    "max_position_embeddings": 32, "type_vocab_size": 2}
-    assert sizes.teacher_architecture({"teacher": {"model": str(tmp_path / "nothing-here")}}) is None
 
 
 # ----------------------------------------------------------------------------------------------- synthetic studies
@@ -503,24 +408,6 @@ def test_test_kinds_are_checked():
             C.rule_text(bad, 0.5)
 
 
-def test_architecture_bytes_defaults_groups_and_a_config_without_token_types(tmp_path):
-    arch = {"vocab_size": 100, "hidden_size": 8, "num_layers": 2, "intermediate_size": 16,
-            "max_position_embeddings": 32, "type_vocab_size": 2}
-    base = sizes.architecture_bytes(arch, 2, 1)
-    assert base == sizes.architecture_bytes(arch, 2, 1, num_labels=2, groups=1, quantized_only=False)
-    assert sizes.architecture_bytes(arch, 2, 1, groups=4) - base == 4 * 2 * 6 * 3  # 3 more fp32 scales per matrix
-    folder = tmp_path / "teacher"
-    folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({"vocab_size": 100, "hidden_size": 8, "num_hidden_layers": 2,
-                                                    "intermediate_size": 16, "max_position_embeddings": 32}))
-    got = sizes.teacher_architecture({"teacher": {"model": str(folder)}})
-    assert got["type_vocab_size"] == 2 and got["num_layers"] == 2
-    (folder / "config.json").write_text(json.dumps({"vocab_size": 100, "hidden_size": 8, "num_hidden_layers": 2,
-                                                    "intermediate_size": 16, "max_position_embeddings": 32,
-                                                    "type_vocab_size": 1}))
-    assert sizes.teacher_architecture({"teacher": {"model": str(folder)}})["type_vocab_size"] == 1
-
-
 def test_size_claim_without_the_half_depth_1_bit_student_says_what_to_add(tmp_path):
     cfg = study_config(tmp_path)
     cfg["axes"][4] = {"name": "xtc", "vary": {"depth": ["full"], "wbits": [32, 1]}, "tasks": ["mrpc", "stsb"]}
@@ -534,42 +421,11 @@ def run_claims_cfg(cfg, score_of=good):
     return claims_of(cfg)
 
 
-def test_seeds_for_power_reaches_max_seeds_and_uses_the_weights():
-    st = C.stratified_t({"a": {1: 0.5, 2: 1.5, 3: 1.0}})  # effect 1, sd 0.5
-    need = S.seeds_for_power(st, 0.7)
-    assert need is not None and need > 3
-    assert S.seeds_for_power(st, 0.7, max_seeds=need) == need  # the last seed count is tried too
-    assert S.seeds_for_power(st, 0.7, max_seeds=need - 1) is None
-    two = {"a": {1: 0.0, 2: 2.0, 3: 1.0}, "b": {1: 1.0, 2: 1.01, 3: 1.02}}
-    w = {"a": 0.1, "b": 0.9}  # the noisy task barely counts
-    equal, weighted = S.stratified_t(two), S.stratified_t(two, w)
-    assert S.seeds_for_power(weighted, 0.8) < S.seeds_for_power(equal, 0.8)
-    assert C.decide_text(weighted, "inconclusive", 0.0, "superiority") != C.decide_text(equal, "inconclusive", 0.0,
-                                                                                          "superiority")
-
-
-def test_a_hub_teacher_is_read_from_the_local_cache_only(monkeypatch):
-    import transformers
-
-    calls = []
-
-    class Cfg:
-        def to_dict(self):
-            return {"vocab_size": 10, "hidden_size": 4, "num_hidden_layers": 2, "intermediate_size": 8,
-                    "max_position_embeddings": 16}
-
-    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained",
-                        lambda path, **kw: calls.append((path, kw)) or Cfg())
-    got = sizes.teacher_architecture({"teacher": {"model": "some-org/some-bert"}})
-    assert calls == [("some-org/some-bert", {"local_files_only": True})] and got["num_layers"] == 2
-
-
 def test_budgets_are_ordered_by_their_epochs_for_the_task_with_per_task_overrides(tmp_path):
     cfg = study_config(tmp_path)
     cfg["budget_overrides"] = [{"tasks": ["mrpc"], "budget": "short", "epochs": 16.0}]  # mrpc: short is longest
     c = run_claims_cfg(cfg)
     assert c.loc["1.W1", "compare"].endswith("budgets long -> short")  # ordered by the first task's epochs
-
 
 
 def test_budget_and_da_claims_with_partial_axes(tmp_path):
@@ -595,76 +451,6 @@ def test_budget_and_da_claims_with_partial_axes(tmp_path):
 
 
 # ---------------------------------------------------------------- issue 23: data in the intervals, Holm, pooling
-
-
-def test_holm_matches_a_hand_computation():
-    # sorted: 0.005 x4 = 0.02; 0.01 x3 = 0.03; 0.03 x2 = 0.06; 0.04 x1 = 0.04 -> 0.06 (never below an earlier one)
-    assert S.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
-    assert S.holm_levels([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.05 / 3, 0.05, 0.05 / 2, 0.05 / 4])
-    got = S.holm([float("nan"), 0.02, 0.6])  # NaN: not in the family
-    assert math.isnan(got[0]) and got[1:] == pytest.approx([0.04, 0.6])
-    st = S.stratified_t({"a": {1: 0.3, 2: 1.1, 3: 0.4, 4: 0.9}})
-    lo, hi = S.interval_at(st, 1 - 0.05 / 4)
-    assert lo < st["ci_low"] and hi > st["ci_high"]  # the Holm level widens the interval
-    assert S.p_value(st, lo) == pytest.approx(0.05 / 4)  # and its edge is where p reaches the level
-
-
-def test_resampled_metrics_on_the_identity_draw_are_xtc_metrics():
-    import numpy as np
-
-    from xtc.metrics import split_metrics
-    from xtc.tasks import TASKS
-
-    rng = np.random.default_rng(0)
-    for task, k in (("mrpc", 2), ("cola", 2), ("mnli", 3), ("stsb", 0)):
-        y = rng.random(50) * 5 if k == 0 else rng.integers(0, k, 50)
-        p = y + rng.normal(0, 1, 50) if k == 0 else np.where(rng.random(50) < 0.7, y, rng.integers(0, k, 50))
-        want = split_metrics(TASKS[task], p, y)
-        for metric, value in want.items():
-            got = S.resampled_metrics(metric, p, y, np.arange(50)[None], max(k, 2))
-            assert got[0] == pytest.approx(value, abs=1e-12), (task, metric)
-
-
-def _runs_frame(tmp_path, preds: dict, labels):
-    """A runs.csv-like frame of MRPC runs whose dev_predictions.json hold `preds` {run_id: [class ids]}."""
-    import pandas as pd
-
-    rows = []
-    for rid, p in preds.items():
-        d = tmp_path / rid
-        d.mkdir(parents=True)
-        (d / "dev_predictions.json").write_text(json.dumps({"task": "mrpc", "labels": list(labels),
-                                                            "selected": list(p), "final": list(p)}))
-        rows.append({"run_id": rid, "run_dir": str(d), "task": "mrpc"})
-    return pd.DataFrame(rows)
-
-
-def test_the_dev_bootstrap_interval_widens_when_the_arms_disagree_on_more_examples(tmp_path):
-    labels = [1] * 100 + [0] * 100
-    a = [lab if i < 160 else 1 - lab for i, lab in enumerate(labels)]  # right on the first 160: acc 0.80
-    quiet = [lab if i < 150 else 1 - lab for i, lab in enumerate(labels)]  # 0.75, differs from a on 10
-    noisy = [lab if i >= 50 else 1 - lab for i, lab in enumerate(labels)]  # 0.75, differs from a on 90
-    runs = _runs_frame(tmp_path, {"a": a, "quiet": quiet, "noisy": noisy}, labels)
-    boot = S.DevBootstrap(runs, lambda t: ("accuracy",), lambda t: 2, resamples=400)
-    assert boot.scores("a").mean() == pytest.approx(80.0, abs=1.0) and boot.scores("missing") is None
-    seeds = {"mrpc": {1: 5.0, 2: 4.0, 3: 6.0}}  # seed noise alone: sd 1
-
-    def interval(other):
-        dv = S.dev_variance({"mrpc": {s: boot.scores("a") - boot.scores(other) for s in (1, 2, 3)}})
-        return S.stratified_t(seeds, dev_var=dv)
-
-    q, n, seed_only = interval("quiet"), interval("noisy"), S.stratified_t(seeds)
-    assert 0 < q["se_dev"] < n["se_dev"]
-    assert seed_only["ci_high"] - seed_only["ci_low"] < q["ci_high"] - q["ci_low"] < n["ci_high"] - n["ci_low"]
-    # paired: the disagreement, not the accuracy, sets the width (10 differing examples of 200: about 1.6 points)
-    assert q["se_dev"] == pytest.approx(100 * math.sqrt(10 / 200 / 200), rel=0.25)
-    again = S.DevBootstrap(runs, lambda t: ("accuracy",), lambda t: 2, resamples=400)
-    assert (again.scores("noisy") == boot.scores("noisy")).all()  # a fixed RNG seed: the same CSV every run
-
-
-def test_collapse_is_one_class_or_one_constant():
-    assert S.is_collapsed([1, 1, 1], regression=False) and not S.is_collapsed([1, 0, 1], regression=False)
-    assert S.is_collapsed([2.5, 2.5, 2.5], regression=True) and not S.is_collapsed([2.5, 2.6], regression=True)
 
 
 def write_predictions(cfg, collapsed=()):
@@ -793,3 +579,28 @@ def test_a_run_scored_on_other_dev_examples_is_not_paired(tmp_path):
     runs = pd.concat([runs, pd.DataFrame([{"run_id": "c", "run_dir": str(other), "task": "mrpc"}])])
     boot = S.DevBootstrap(runs, lambda t: ("accuracy",), lambda t: 2, resamples=50)
     assert boot.scores("a") is not None and boot.scores("c") is None  # 30 examples, not the task's 40
+
+
+# ---------------------------------------------------------------- decide_text
+
+
+def test_claims_decide_text_without_paired_runs():
+    from xtc.study import claims as C
+
+    st = {"n_tasks": 0, "n": 0, "effect": float("nan"), "ci_low": float("nan"), "ci_high": float("nan")}
+    assert C.decide_text(st, "inconclusive", 0.5, "superiority") == "no paired runs: run the axis"
+    assert C.decide_text(st, "holds", 0.5, "superiority") == ""
+
+
+def _runs_frame(tmp_path, preds: dict, labels):
+    """A runs.csv-like frame of MRPC runs whose dev_predictions.json hold `preds` {run_id: [class ids]}."""
+    import pandas as pd
+
+    rows = []
+    for rid, p in preds.items():
+        d = tmp_path / rid
+        d.mkdir(parents=True)
+        (d / "dev_predictions.json").write_text(json.dumps({"task": "mrpc", "labels": list(labels),
+                                                            "selected": list(p), "final": list(p)}))
+        rows.append({"run_id": rid, "run_dir": str(d), "task": "mrpc"})
+    return pd.DataFrame(rows)

@@ -6,11 +6,10 @@ import os
 import matplotlib
 import pytest
 
+from test_claims import good, study_config, write_tree
 from xtc import study
 from xtc.study.figures import fig_learning_curves, figure_names, learning_curve_names, make_figures
 from xtc.study.views import collect_history, read_history, write_history
-
-from test_claims import good, study_config, write_tree
 
 
 def history_tree(tmp_path):
