@@ -1,6 +1,6 @@
 """The package's import graph, read from the source with ast: no cycle among xtc modules, no private name
 imported from another module, and the settings home (xtc.config, xtc.settings, xtc.files) free of torch so
-that `xtc --help`, xtc.study and the Snakefile load it cheaply."""
+that `xtc --help`, xtc.study and the Snakefile load it cheaply. (Cross-cutting: it tests no single module.)"""
 import ast
 import os
 

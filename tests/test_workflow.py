@@ -1,6 +1,6 @@
 """The Snakemake workflow itself, through real `snakemake` dry runs on a synthetic study tree (nothing is
 trained): a profile must be complete, a lost run is planned again unless the study may be incomplete, and the
-plan does not depend on how the GLUE folder is spelled or found."""
+plan does not depend on how the GLUE folder is spelled or found. (Cross-cutting: it tests no single xtc module.)"""
 import csv
 import os
 import shutil
