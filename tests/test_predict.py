@@ -74,7 +74,7 @@ def test_served_model_falls_back_to_eager_with_one_line(w1a8_file, capsys):
         try:
             raise RuntimeError("no C++ compiler here\n(details)")
         except RuntimeError as cause:
-            raise torch._dynamo.exc.BackendCompilerFailed(lambda *a: None, cause) from cause
+            raise torch._dynamo.exc.BackendCompilerFailed(lambda *a: None, cause, None) from cause
 
     served.compiled = failed_compilation
     x = _inputs(3, 16, 1)

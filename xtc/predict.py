@@ -13,10 +13,10 @@ from xtc.tasks import add_task_args, get_task
 
 
 # `--compile auto` compiles the integer path for at least this many examples. Measured on the shared 2-core Xeon
-# (AMX), 1 thread, 6-layer MiniLM W1A8 (bench/README.md, "Serving a packed student"): compiling costs ~60 s
-# cold and ~25 s with the disk cache warm, and saves ~6 ms per example at batch 1 and ~5 ms per example at
-# batch 32: it pays back from a few thousand examples, and not for one GLUE dev set of MRPC or SST-2 size.
-COMPILE_MIN_EXAMPLES = 5000
+# (AMX), 1 thread, 6-layer MiniLM W1A8 (bench/README.md, "Serving a packed student"): compiling costs ~50 s even
+# with the disk cache warm (Dynamo's trace of the model; the kernels come from the cache) and saves ~6-7 ms per
+# example at batch 1 or 32: it pays back from ~8,000 examples (QQP, MNLI dev), not on MRPC or SST-2 dev.
+COMPILE_MIN_EXAMPLES = 8000
 
 
 def predict_logits(model, data, batch_size: int, device, desc: str = "predict") -> tuple:
