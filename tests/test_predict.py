@@ -59,7 +59,10 @@ def test_served_model_computes_what_the_eager_integer_path_computes(w1a8_file, t
     with torch.inference_mode():
         for batch, length, padded in SHAPES:
             x = _inputs(batch, length, padded)
-            assert torch.equal(eager(**x).logits, served(**x).logits), (batch, length)
+            a, b = eager(**x).logits, served(**x).logits
+            # the same activation codes and GEMMs: labels equal, logits to the last bits of fp32 (the fused
+            # pooler/classifier kernels round differently; real students: <= 2.4e-7, bench/serve_exactness.py)
+            assert torch.equal(a.argmax(-1), b.argmax(-1)) and (a - b).abs().max() <= 1e-6, (batch, length)
     assert served.is_compiled and served.fallback is None  # compiled, not fallen back to eager
     # one compilation for every length and batch size (dynamic shapes): batch 1 and batch > 1 at most
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] <= 2
