@@ -304,8 +304,20 @@ def file_sizes(paths: dict) -> dict:
 # ----------------------------------------------------------------------------- main
 
 
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux; platform.processor() elsewhere, often just the architecture)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine_info() -> dict:
-    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+    return {"cpu": cpu_model(), "cores": os.cpu_count(),
             "loadavg_1_5_15": list(os.getloadavg()), "torch": torch.__version__,
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "python": platform.python_version()}
 

@@ -108,7 +108,7 @@ def test_cli_predict_threads_and_cold_start(w1a8_file, tmp_path, capsys, glue_di
             assert serving["cold_start_seconds"] > 0
             assert serving["cold_start_seconds"] == pytest.approx(serving["load_seconds"]
                                                                   + serving["first_batch_seconds"], abs=2e-3)
-            assert "cold start" in cap.err and f"{threads} threads" in cap.err
+            assert "cold start" in cap.err and f"{threads} thread" in cap.err
         # auto on 32 examples: below COMPILE_MIN_EXAMPLES, the eager path
         assert main(["predict", "--model", w1a8_file, "--task", "sst2", "--glue-dir", glue_dir, "--out",
                      str(tmp_path / "auto.csv")]) == 0

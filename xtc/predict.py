@@ -13,7 +13,7 @@ from xtc.tasks import add_task_args, get_task
 
 
 # `--compile auto` compiles the integer path for at least this many examples. Measured on the shared 2-core Xeon
-# (AMX), 1 thread, 6-layer MiniLM W1A8 (bench/README.md, "Serving a packed student"): compiling costs ~50 s even
+# (AMX), 1 thread, 6-layer MiniLM W1A8 (bench/README.md, "Serving a packed student"): compiling costs 50-60 s even
 # with the disk cache warm (Dynamo's trace of the model; the kernels come from the cache) and saves ~6-7 ms per
 # example at batch 1 or 32: it pays back from ~8,000 examples (QQP, MNLI dev), not on MRPC or SST-2 dev.
 COMPILE_MIN_EXAMPLES = 8000
@@ -89,7 +89,7 @@ def cmd_predict(a) -> None:
                **({"compile_cache": compile_cache_dir()} if compiled else {})}
     print(f"xtc predict: cold start {serving['cold_start_seconds']:.2f} s (load {load_seconds:.2f} s + first "
           f"batch {first_batch_seconds:.2f} s; {'compiled' if compiled else 'eager'}, "
-          f"{serving['threads']} threads)", file=sys.stderr)
+          f"{serving['threads']} thread{'s' if serving['threads'] != 1 else ''})", file=sys.stderr)
     preds = logits[:, 0] if task.is_regression else logits.argmax(-1)
 
     header = ["index", "prediction"] + (["label"] if has_labels else []) + \
