@@ -12,9 +12,10 @@ embedding keeps its packed bits and decodes only the rows it looks up. Everythin
 precision (position/token-type embeddings, LayerNorm, attention, pooler, classifier, biases) is fp32.
 
 `load_int_model(path)` builds the Hugging Face model on the meta device and fills it from the file, so no
-fp32 copy of a quantized weight is ever made. The forward is plain PyTorch ops: `torch._int_mm` (oneDNN
-s8s8s32 GEMM on x86, int8 tensor cores on CUDA) for the products; `compile_int_model` hands the model
-to torch.compile, which fuses each quantize step and each rescale step into one kernel.
+fp32 copy of a quantized weight is ever made. The forward is plain PyTorch ops: oneDNN's int8 GEMM on
+prepacked codes on CPUs (xtc.quant.int8_matmul_f32), `torch._int_mm` (int8 tensor cores) on CUDA, for the
+products. `serve(path)` / `ServedModel` is what `xtc predict` runs: the model compiled by Inductor once for
+all shapes (a disk cache keeps the kernels), the same activation codes and labels as the eager path.
 """
 from __future__ import annotations
 
@@ -273,8 +274,9 @@ class ServedModel(nn.Module):
 
     `model` is the eager integer model (load_int_model); attributes it has (config, base_model, ...) are read
     through. The int8 GEMMs run on oneDNN's prepacked weights (xtc.quant.int8_matmul_f32), LayerNorm and GELU
-    stay ATen's (ATEN_KEPT_WHEN_COMPILED), so that the compiled model computes what the eager one does
-    (bench/serve_exactness.py: the predictions on MRPC and SST-2 dev)."""
+    stay ATen's (ATEN_KEPT_WHEN_COMPILED; the model's GELU modules become AtenGelu, the same numbers), so that
+    the compiled model computes what the eager one does: the same labels on MRPC and SST-2 dev, logits within
+    2.4e-7 (bench/serve_exactness.py)."""
 
     def __init__(self, model: nn.Module, compile: bool = True, backend="inductor"):
         super().__init__()
@@ -313,7 +315,8 @@ class ServedModel(nn.Module):
 
 # ops Inductor would decompose into its own kernels, kept as ATen's: LayerNorm and GELU outputs are quantized
 # by the next layer, so a one-ulp difference from another summation order can move an activation code (and a
-# 1-bit student's prediction); with these kept, the compiled model computes the eager integer path's numbers
+# 1-bit student's prediction). LayerNorm here; GELU through the opaque xtc::gelu op (AtenGelu) below. With both
+# kept, the compiled model computes the eager integer path's activation codes
 ATEN_KEPT_WHEN_COMPILED = ("native_layer_norm",)
 
 
