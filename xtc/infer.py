@@ -12,13 +12,15 @@ embedding keeps its packed bits and decodes only the rows it looks up. Everythin
 precision (position/token-type embeddings, LayerNorm, attention, pooler, classifier, biases) is fp32.
 
 `load_int_model(path)` builds the Hugging Face model on the meta device and fills it from the file, so no
-fp32 copy of a quantized weight is ever made. The forward is plain PyTorch ops: `torch._int_mm` (oneDNN
-s8s8s32 GEMM on x86, int8 tensor cores on CUDA) for the products; `compile_int_model` hands the model
-to torch.compile, which fuses each quantize step and each rescale step into one kernel.
+fp32 copy of a quantized weight is ever made. The forward is plain PyTorch ops: oneDNN's int8 GEMM on
+prepacked codes on CPUs (xtc.quant.int8_matmul_f32), `torch._int_mm` (int8 tensor cores) on CUDA, for the
+products. `serve(path)` / `ServedModel` is what `xtc predict` runs: the model compiled by Inductor once for
+all shapes (a disk cache keeps the kernels), the same activation codes and labels as the eager path.
 """
 from __future__ import annotations
 
 import os
+import sys
 import weakref
 
 import torch
@@ -27,8 +29,8 @@ import torch.nn as nn
 from .codec import codec_for
 from .pack import PackedFormatError, StoredTensor, build_model, check_fits, read_tensors, read_verified, \
     unpack_tokenizer
-from .quant import (QuantEmbedding, QuantLinear, int8_matmul, integer_linear, quantize_tokens,  # noqa: F401
-                    quantized_modules, replace_submodule, role_of, row_scales_of)
+from .quant import (QuantEmbedding, QuantLinear, int8_matmul, integer_linear, prepack_int8_weight,  # noqa: F401
+                    quantize_tokens, quantized_modules, replace_submodule, role_of, row_scales_of)
 
 # -----------------------------------------------------------------------------
 # integer modules (their maths: xtc.quant.integer_linear, beside the fake-quant maths)
@@ -85,10 +87,24 @@ class IntLinear(nn.Module):
         """int32 [M, out] = q [M, in] (int8) @ codes^T: the exact integer part of the layer."""
         return int8_matmul(q, self.weight_codes_t)
 
+    # oneDNN's prepacked copy of the codes (xtc.quant.prepack_int8_weight), made on the first CPU forward; not a
+    # buffer (an opaque oneDNN tensor: no state_dict, no .to()); remade when weight_codes_t is replaced
+    _prepacked = None
+    _prepacked_for = None
+
+    def prepacked(self):
+        """The codes prepacked for oneDNN's int8 GEMM, or None (not on the CPU, not exact: int8_matmul then)."""
+        if torch.compiler.is_compiling():  # an opaque oneDNN tensor is no graph input: one op finds it by the codes
+            return "by_codes" if self.weight_codes_t.device.type == "cpu" else None
+        if self._prepacked_for is not self.weight_codes_t:
+            self._prepacked = prepack_int8_weight(self.weight_codes_t)
+            self._prepacked_for = self.weight_codes_t
+        return self._prepacked
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
         q, s = self.quantize_input(x)
-        y = integer_linear(q, s, self.weight_codes_t, self.row_scales, self.bias)
+        y = integer_linear(q, s, self.weight_codes_t, self.row_scales, self.bias, self.prepacked())
         return y.reshape(*lead, self.out_features).to(x.dtype)
 
     def extra_repr(self) -> str:
@@ -226,6 +242,130 @@ def int_modules(model: nn.Module):
 def compile_int_model(model: nn.Module, dynamic: bool = False):
     """torch.compile (Inductor) of an integer model: each quantize step (amax, divide, round, clamp, cast)
     and each rescale (x scale, row scales, bias) becomes one fused kernel around the int8 GEMM. One
-    compilation per input shape with dynamic=False (fastest; pad to a few fixed lengths when serving).
+    compilation per input shape with dynamic=False; ServedModel compiles once for every shape (dynamic=True).
     Logits agree with the eager model to fp32 rounding, not bit for bit (fused kernels round differently)."""
     return torch.compile(model, dynamic=dynamic)
+
+
+# -----------------------------------------------------------------------------
+# serving: the integer model compiled once per machine
+
+
+def compile_cache_dir() -> str:
+    """Where Inductor keeps compiled graphs and kernels between processes: $TORCHINDUCTOR_CACHE_DIR if set, else
+    $XDG_CACHE_HOME/xtc/inductor (~/.cache/xtc/inductor), so a machine pays the compilation once."""
+    return os.environ.get("TORCHINDUCTOR_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "xtc", "inductor")
+
+
+def _first_cause(e: BaseException) -> str:
+    """'Type: first line' of the exception that started a chain (Dynamo wraps a backend's error in its own)."""
+    while getattr(e, "inner_exception", None) is not None or e.__cause__ is not None:
+        e = getattr(e, "inner_exception", None) or e.__cause__
+    lines = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {lines[0][:200] if lines else ''}"
+
+
+class ServedModel(nn.Module):
+    """An integer model as `xtc predict` and `serve` run it: compiled by Inductor once for every batch size and
+    length (dynamic shapes: no padding to fixed lengths, no recompilation per shape; batch 1 is a second graph),
+    its compiled graphs cached on disk (compile_cache_dir). If compilation fails, one line on stderr and the eager
+    model from then on.
+
+    `model` is the eager integer model (load_int_model); attributes it has (config, base_model, ...) are read
+    through. The int8 GEMMs run on oneDNN's prepacked weights (xtc.quant.int8_matmul_f32), LayerNorm and GELU
+    stay ATen's (ATEN_KEPT_WHEN_COMPILED; the model's GELU modules become AtenGelu, the same numbers), so that
+    the compiled model computes what the eager one does: the same labels on MRPC and SST-2 dev, logits within
+    2.4e-7 (bench/serve_exactness.py)."""
+
+    def __init__(self, model: nn.Module, compile: bool = True, backend="inductor"):
+        super().__init__()
+        self.model = model
+        self.fallback: str | None = None  # why the compiled model was given up
+        object.__setattr__(self, "compiled", None)
+        if compile:
+            os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", compile_cache_dir())
+            if backend == "inductor":
+                backend = _inductor_keeping_aten_ops
+                _opaque_gelus(model)
+            # not a registered submodule: state_dict() and parameters() stay those of `model`
+            object.__setattr__(self, "compiled", torch.compile(model, dynamic=True, backend=backend))
+
+    def forward(self, *args, **kwargs):
+        if self.compiled is not None:
+            try:
+                return self.compiled(*args, **kwargs)
+            except Exception as e:  # noqa: BLE001  (a genuine input error raises again from the eager model)
+                self.fallback = _first_cause(e)
+                object.__setattr__(self, "compiled", None)
+                print(f"xtc: compiling the integer model failed ({self.fallback}); running it eager",
+                      file=sys.stderr)
+        return self.model(*args, **kwargs)
+
+    @property
+    def is_compiled(self) -> bool:
+        return self.compiled is not None
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self._modules["model"], name)
+
+
+# ops Inductor would decompose into its own kernels, kept as ATen's: LayerNorm and GELU outputs are quantized
+# by the next layer, so a one-ulp difference from another summation order can move an activation code (and a
+# 1-bit student's prediction). LayerNorm here; GELU through the opaque xtc::gelu op (AtenGelu) below. With both
+# kept, the compiled model computes the eager integer path's activation codes
+ATEN_KEPT_WHEN_COMPILED = ("native_layer_norm",)
+
+
+@torch.library.custom_op("xtc::gelu", mutates_args=())
+def _gelu_op(x: torch.Tensor) -> torch.Tensor:
+    """ATen's exact GELU as one opaque op: Inductor's decomposition rounds differently, and its fallback to
+    aten.gelu ran ~100x slower than eager at length 128 (bench/README.md, "Serving a packed student")."""
+    return torch.nn.functional.gelu(x.contiguous())
+
+
+@_gelu_op.register_fake
+def _(x):
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+class AtenGelu(nn.Module):
+    """GELU (erf form) through the xtc::gelu op: the same numbers as nn.functional.gelu, kept opaque when compiled."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.xtc.gelu(x)
+
+
+def _opaque_gelus(model: nn.Module) -> None:
+    """Every exact (erf) GELU activation module of `model` -> AtenGelu."""
+    from transformers.activations import GELUActivation
+
+    for name, m in list(model.named_modules()):
+        if type(m) is GELUActivation and getattr(m, "act", None) is nn.functional.gelu:
+            replace_submodule(model, name, AtenGelu())
+
+
+def _inductor_keeping_aten_ops(gm, example_inputs):
+    """Inductor backend that leaves ATEN_KEPT_WHEN_COMPILED to ATen (its implicit fallback for ops it neither
+    decomposes nor lowers) and fuses the rest: the quantize steps, the rescales, the masks and embeddings."""
+    from torch._inductor.compile_fx import compile_fx
+    from torch._inductor.decomposition import select_decomp_table
+
+    kept = {getattr(torch.ops.aten, name).default for name in ATEN_KEPT_WHEN_COMPILED}
+    table = {op: fn for op, fn in select_decomp_table().items() if op not in kept}
+    return compile_fx(gm, example_inputs, decompositions=table)
+
+
+def serve(path: str, threads: int | None = None, compile: bool = True, device: str | torch.device | None = None):
+    """Load a .xtc for serving -> (ServedModel, tokenizer): the integer model, compiled (see ServedModel), on
+    `threads` CPU threads (torch.set_num_threads, process-wide) when given. Run it under torch.inference_mode()
+    or torch.no_grad(); the first call compiles (or loads the compiled graphs from the disk cache)."""
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads must be at least 1, got {threads}")
+        torch.set_num_threads(threads)
+    model, tok = load_int_model(path, device=device)
+    return ServedModel(model, compile=compile), tok
