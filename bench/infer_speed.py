@@ -29,6 +29,8 @@ import time
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spin-waiting threads on a shared machine: up to 40x slower
 import torch  # noqa: E402  (after the OMP setting above)
 
+from xtc.precision import cpu_model_name  # noqa: E402
+
 VARIANTS = ("fp32", "bf16_autocast", "torch_dynamic_int8", "ort_int8", "w1a8_int", "w1a8_served",
             "w1a8_fake", "w2a8_int", "w2a8_served", "w2a8_fake")
 # w*_int: the eager integer path (xtc.infer.load_int_model); w*_served: what `xtc predict` and xtc.infer.serve run
@@ -304,20 +306,8 @@ def file_sizes(paths: dict) -> dict:
 # ----------------------------------------------------------------------------- main
 
 
-def cpu_model() -> str:
-    """The CPU's model name (/proc/cpuinfo on Linux; platform.processor() elsewhere, often just the architecture)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine_info() -> dict:
-    return {"cpu": cpu_model(), "cores": os.cpu_count(),
+    return {"cpu": cpu_model_name(), "cores": os.cpu_count(),
             "loadavg_1_5_15": list(os.getloadavg()), "torch": torch.__version__,
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "python": platform.python_version()}
 
