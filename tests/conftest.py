@@ -156,3 +156,37 @@ def make_tiny_arch_dir(path: str, family: str, num_labels: int = 3) -> str:
     AutoModelForSequenceClassification.from_config(tiny_arch_config(family, num_labels)).save_pretrained(path)
     BertTokenizerFast(vocab={w: i for i, w in enumerate(_vocab())}, do_lower_case=True).save_pretrained(path)
     return path
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """mount(size) -> (folder, fill, free): a small tmpfs for full-disk tests (needs root: CI runs as root);
+    fill() writes a filler file to the last byte, free() deletes it. Unmounted after the test."""
+    import subprocess
+
+    mounted = []
+
+    def mount(size: str):
+        if os.geteuid() != 0:
+            pytest.skip("a full disk is a small tmpfs, which needs root (CI runs as root)")
+        fs = tmp_path / f"fs{len(mounted)}"
+        fs.mkdir()
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(fs)],
+                          capture_output=True).returncode:
+            pytest.skip("cannot mount a tmpfs here (no mount permission in this container)")
+        mounted.append(fs)
+        filler = fs / "filler"
+
+        def fill():
+            with open(filler, "wb", buffering=0) as f:
+                try:
+                    while True:
+                        f.write(b"\0" * 4096)
+                except OSError:
+                    pass
+
+        return str(fs), fill, filler.unlink
+
+    yield mount
+    for fs in mounted:
+        subprocess.run(["umount", "-l", str(fs)])

@@ -110,25 +110,11 @@ def test_write_error_names_what_where_why_and_the_fix(tmp_path):
 
 
 @pytest.fixture
-def full_disk(tmp_path):
-    """A 1 MiB tmpfs filled to the last byte (needs root: CI runs as root); yields (folder, free_space)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs for a full disk needs root (CI runs as root)")
-    fs = tmp_path / "fs"
-    fs.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(fs)], capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs here (no mount permission in this container)")
-    filler = fs / "filler"
-    try:
-        with open(filler, "wb", buffering=0) as f:
-            try:
-                while True:
-                    f.write(b"\0" * 4096)
-            except OSError:
-                pass
-        yield str(fs), filler.unlink
-    finally:
-        subprocess.run(["umount", "-l", str(fs)])
+def full_disk(tmpfs):
+    """A 1 MiB tmpfs filled to the last byte; (folder, free_space)."""
+    fs, fill, free_space = tmpfs("1m")
+    fill()
+    return fs, free_space
 
 
 def test_full_disk_keeps_the_old_file_and_leaves_no_temp(full_disk):

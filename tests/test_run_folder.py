@@ -165,27 +165,10 @@ def test_full_disk_at_the_first_checkpoint_of_an_overwrite_keeps_the_finished_ru
 
 
 @pytest.fixture
-def small_fs(tmp_path):
-    """A 4 MiB tmpfs (needs root; CI runs as root) and a function that fills it to the last byte."""
-    if os.geteuid() != 0:
-        pytest.skip("a full disk is a small tmpfs, which needs root (CI runs as root)")
-    fs = tmp_path / "fs"
-    fs.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(fs)], capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs here (no mount permission in this container)")
-
-    def fill():
-        with open(fs / "filler", "wb", buffering=0) as f:
-            try:
-                while True:
-                    f.write(b"\0" * 4096)
-            except OSError:
-                pass
-
-    try:
-        yield str(fs), fill
-    finally:
-        subprocess.run(["umount", "-l", str(fs)])
+def small_fs(tmpfs):
+    """A 4 MiB tmpfs and a function that fills it to the last byte."""
+    fs, fill, _ = tmpfs("4m")
+    return fs, fill
 
 
 def test_full_disk_at_the_first_checkpoint_and_at_export_leaves_nothing(small_fs, tiny_model_dir, glue_dir,
