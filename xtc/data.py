@@ -3,7 +3,6 @@ and batch with dynamic padding (optionally grouping similar lengths to waste les
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 import sys
@@ -13,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from xtc.files import sha256
 from xtc.tasks import Task
 
 GLUE_DIR_ENV = "XTC_GLUE_DIR"
@@ -328,7 +328,7 @@ def selection_record(rows: list[int], strata: list[str], available: list[int], h
     """What a run records of the rows it used: how they were drawn, how many of how many, the sha256 of the
     index list (json.dumps, in order) and the per-stratum counts of the drawn and the available rows."""
     return {"how": how, "seed": seed, "n": len(rows), "of": len(available),
-            "sha256": hashlib.sha256(json.dumps(rows).encode()).hexdigest(),
+            "sha256": sha256(json.dumps(rows).encode()),
             "strata": dict(sorted(Counter(strata[i] for i in rows).items())),
             "strata_available": dict(sorted(Counter(strata[i] for i in available).items()))}
 

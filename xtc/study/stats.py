@@ -29,11 +29,12 @@ import os
 
 import numpy as np
 
+from xtc.files import DEV_PREDICTIONS_FILE
+
 CONFIDENCE = 0.95  # every interval of the study: claims, tables, learning curves
 POWER = 0.80  # "seeds to decide": the seeds that give this chance of deciding
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 20220604  # fixed: the same draws (and CSVs) on every run
-PREDICTIONS_FILE = "dev_predictions.json"
 
 
 def tq(df: float, confidence: float = CONFIDENCE) -> float:
@@ -226,7 +227,7 @@ def resampled_metrics(metric: str, pred: np.ndarray, labels: np.ndarray, idx: np
 def read_predictions(run_dir: str) -> dict | None:
     """A run's dev_predictions.json (plain JSON), or None when absent or unreadable (older records)."""
     try:
-        with open(os.path.join(run_dir, PREDICTIONS_FILE)) as f:
+        with open(os.path.join(run_dir, DEV_PREDICTIONS_FILE)) as f:
             rec = json.load(f)
     except (OSError, ValueError):
         return None
