@@ -195,6 +195,7 @@ def _swap_in_integer_modules(model: nn.Module, stored: dict[str, StoredTensor]) 
         elif isinstance(m, QuantLinear) and m.abits <= 8:
             bias = stored[f"{name}.bias"].values() if m.bias is not None else None
             new = IntLinear(w.codes, w.scales, bias, m.wbits, m.abits, m.groups, m.method, m.act_per_token)
+            del w.codes  # the layer holds them transposed: the file's unpacked copy goes now, not with `stored`
         else:  # weights quantized, activations fp32: a float product of the dequantized codes
             m.frozen = True  # its weight will hold dequantized codes: use as is
             continue
