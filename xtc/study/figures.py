@@ -452,12 +452,13 @@ def fig_flip_share(config: dict, diag, out_dir: str) -> list[str]:
         if dt is None or not len(dt):
             _no_data(ax, "no quantized run")
         else:
-            seen = set()
+            seen, full = set(), int(dt["depth"].max())
             for (cfg_id, wbits, depth), g in dt.groupby(["config_id", "wbits", "depth"], sort=True):
                 curve = g.groupby(["run_id", "step"])["changed_share"].mean().groupby("step").mean()
                 color, marker = WBITS_STYLE.get(int(wbits), ("tab:gray", "o"))
                 label = f"W{int(wbits)}, {int(depth)}L"
                 ax.plot(curve.index, 100 * curve.values, color=color, marker=marker, ms=3, lw=1,
+                        ls="-" if int(depth) == full else "--",  # same bits, fewer layers: dashed
                         label=None if label in seen else label)
                 seen.add(label)
             ax.legend(fontsize=7, loc="best")
