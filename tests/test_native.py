@@ -1,0 +1,121 @@
+"""The encoder in C++ (xtc.native): the same logits as the Python integer path, and where it declines a model."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from test_infer import _export, _tokenizer
+from test_predict import SHAPES, _inputs
+
+from xtc import native
+from xtc.cli import main
+from xtc.infer import ServedModel, load_int_model, serve
+from xtc.quant import QuantSpec
+
+SPECS = {"w1a8": QuantSpec(wbits=1, abits=8), "w2a8-groups": QuantSpec(wbits=2, abits=8, groups=4), "w4a8": QuantSpec(wbits=4, abits=8)}
+
+
+@pytest.fixture(scope="module")
+def built():
+    why = native.load()
+    if why:
+        pytest.fail(f"the native library did not build here: {why}")  # CI has g++ and ninja: a build error is a bug
+
+
+@pytest.mark.parametrize("spec", list(SPECS), ids=list(SPECS))
+def test_native_encoder_gives_the_python_integer_paths_logits_bit_for_bit(built, tmp_path, spec):
+    path = _export(tmp_path, SPECS[spec], tokenizer=_tokenizer())
+    python, _ = load_int_model(path)
+    fast, _ = load_int_model(path)
+    assert native.use_native_encoder(fast) is None
+    assert isinstance(fast.base_model.encoder, native.NativeEncoder)
+    with torch.inference_mode():
+        for batch, length, padded in SHAPES:  # batch 1 at two lengths, padding inside larger batches
+            x = _inputs(batch, length, padded)
+            a, b = python(**x).logits, fast(**x).logits
+            assert torch.equal(a, b), (spec, batch, length, (a - b).abs().max())
+        # the op ran (not the Python layers it keeps): calling them again gives the same, calling the op directly
+        x = _inputs(2, 9, 1)
+        h = fast.base_model.embeddings(input_ids=x["input_ids"], token_type_ids=x["token_type_ids"])
+        out = torch.ops.xtc_native.bert_encoder(h, None, fast.base_model.encoder.params, fast.base_model.encoder.bits,
+                                                fast.config.num_attention_heads, fast.config.layer_norm_eps)
+        ref = python.base_model.encoder(h).last_hidden_state
+        assert torch.equal(out, ref)
+
+
+def test_native_encoder_leaves_training_and_gradients_to_the_python_layers(built, tmp_path):
+    path = _export(tmp_path, SPECS["w1a8"], tokenizer=_tokenizer())
+    fast, _ = load_int_model(path)
+    native.use_native_encoder(fast)
+    x = _inputs(1, 7, 0)
+    calls = []
+    handle = fast.base_model.encoder.python_encoder.register_forward_hook(lambda *a: calls.append(1))
+    with torch.inference_mode():
+        fast(**x)
+    assert calls == []  # inference: the op
+    with torch.no_grad():
+        fast(**x, output_hidden_states=True)  # per-layer outputs: only the Python layers have them
+    assert calls == [1]
+    handle.remove()
+
+
+def test_models_it_cannot_run_are_left_as_they_were(built, tmp_path):
+    # per-tensor activation scales: the native quantizer is per token
+    path = _export(tmp_path, QuantSpec(wbits=1, abits=8, act_per_token=False), tokenizer=_tokenizer())
+    m, _ = load_int_model(path)
+    enc = m.base_model.encoder
+    why = native.use_native_encoder(m)
+    assert why and "per-tensor" in why and m.base_model.encoder is enc
+    # some Linear layers left in fp32 (only the FFN quantized)
+    path = _export(tmp_path, QuantSpec(wbits=1, abits=8, roles=("ffn_in", "ffn_out")), "ffn.xtc", _tokenizer())
+    m, _ = load_int_model(path)
+    why = native.use_native_encoder(m)
+    assert why and "not integer" in why
+    served = ServedModel(m, engine="auto", fallback="eager")
+    assert served.engine == "eager" and served.native_unavailable == why
+    with pytest.raises(ValueError, match="native engine cannot serve this model: .*not integer"):
+        ServedModel(load_int_model(path)[0], engine="native")
+
+
+def test_a_library_that_cannot_be_built_falls_back_with_the_reason(tmp_path, monkeypatch):
+    path = _export(tmp_path, SPECS["w1a8"], tokenizer=_tokenizer())
+    monkeypatch.setattr(native, "load", lambda verbose=False: "building the native encoder failed (no g++)")
+    served, _ = serve(path, engine="auto")
+    assert served.engine == "compiled" and "no g++" in served.native_unavailable
+    served = ServedModel(load_int_model(path)[0], engine="auto", fallback="eager")
+    assert served.engine == "eager" and not isinstance(served.base_model.encoder, native.NativeEncoder)
+    with pytest.raises(ValueError, match="no g\\+\\+"):
+        ServedModel(load_int_model(path)[0], engine="native")
+
+
+def test_build_key_follows_the_source_and_the_cpu(monkeypatch, tmp_path):
+    key = native.build_key()
+    monkeypatch.setattr(native, "_cpu_model", lambda: "another CPU")
+    assert native.build_key() != key
+    monkeypatch.undo()
+    src = tmp_path / "int_encoder.cpp"
+    src.write_text(open(native.SOURCE).read() + "\n// changed\n")
+    monkeypatch.setattr(native, "SOURCE", str(src))
+    assert native.build_key() != key
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert native.cache_dir() == str(tmp_path / "cache" / "xtc" / "native")
+
+
+def test_cli_predict_engines_agree(built, tmp_path, capsys, glue_dir):
+    path = _export(tmp_path, SPECS["w1a8"], tokenizer=_tokenizer())
+    rows = {}
+    for engine in ("auto", "native", "eager"):
+        out = tmp_path / f"{engine}.csv"
+        assert main(["predict", "--model", path, "--task", "sst2", "--glue-dir", glue_dir, "--out", str(out),
+                     "--engine", engine, "--threads", "1"]) == 0
+        cap = capsys.readouterr()
+        serving = json.loads(cap.out)["serving"]
+        assert serving["engine"] == ("native" if engine == "auto" else engine)
+        assert f"{serving['engine']} engine" in cap.err
+        rows[engine] = out.read_text()
+    assert rows["auto"] == rows["native"] == rows["eager"]  # same labels and logits, to the last digit
+
+
+def test_keep_freed_memory_sets_glibcs_thresholds():
+    assert native.keep_freed_memory() is True
