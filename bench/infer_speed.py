@@ -26,16 +26,20 @@ import sys
 import tempfile
 import time
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spin-waiting threads on a shared machine: up to 40x slower
+# spin-waiting threads on a shared machine: up to 40x slower. --spin (a machine of one's own): torch's OpenMP threads
+# and ONNX Runtime's pool both spin, as each does by default
+SPIN = "--spin" in sys.argv
+os.environ.setdefault("OMP_WAIT_POLICY", "ACTIVE" if SPIN else "PASSIVE")
 import torch  # noqa: E402  (after the OMP setting above)
 
 from xtc.precision import cpu_model_name  # noqa: E402
 
-VARIANTS = ("fp32", "bf16_autocast", "torch_dynamic_int8", "ort_int8", "w1a8_int", "w1a8_served",
-            "w1a8_fake", "w2a8_int", "w2a8_served", "w2a8_fake")
-# w*_int: the eager integer path (xtc.infer.load_int_model); w*_served: what `xtc predict` and xtc.infer.serve run
-# (xtc.infer.ServedModel: compiled once for all shapes, dynamic=True); w*_int_compiled: one compilation per shape
-# (dynamic=False), the earlier benchmark's variant, still accepted by --variants
+VARIANTS = ("fp32", "bf16_autocast", "torch_dynamic_int8", "ort_int8", "w1a8_int", "w1a8_native",
+            "w1a8_fake", "w2a8_int", "w2a8_native", "w2a8_fake")
+# w*_int: the eager integer path (xtc.infer.load_int_model); w*_native: what `xtc predict` and xtc.infer.serve run by
+# default (xtc.infer.ServedModel, engine "native": the encoder in C++, xtc.native); w*_served: ServedModel's
+# "compiled" engine (Inductor, once for all shapes); w*_int_compiled: one compilation per shape (dynamic=False), an
+# earlier benchmark's variant. The last two are still accepted by --variants
 
 
 # ----------------------------------------------------------------------------- building the models
@@ -105,7 +109,7 @@ class OrtModel:
 
         so = ort.SessionOptions()
         so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")  # no spin-waiting (shared machine)
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if SPIN else "0")  # as torch's threads
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         self.sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
         self.names = {i.name for i in self.sess.get_inputs()}
@@ -139,10 +143,10 @@ def load_variant(name: str, paths: dict, threads: int):
             m = load_int_model(paths[wb], with_tokenizer=False)[0]  # the fp32 variants load no tokenizer either
             if kind == "int_compiled":
                 m = compile_int_model(m)
-            elif kind == "served":
+            elif kind in ("served", "native"):
                 from xtc.infer import ServedModel
 
-                m = ServedModel(m)
+                m = ServedModel(m, engine="compiled" if kind == "served" else "native")
         autocast = False
 
     def call(input_ids, attention_mask, token_type_ids):
@@ -272,7 +276,8 @@ def measure_all_rss(result: dict, paths: dict, variants: list[str]) -> None:
     result["rss"] = {}
     for v in ["bare"] + variants:
         for batch in (1, 32):
-            if batch == 32 and v not in ("bare", "fp32", "ort_int8", "w1a8_int", "w2a8_int", "w1a8_served"):
+            if batch == 32 and v not in ("bare", "fp32", "ort_int8", "w1a8_int", "w2a8_int", "w1a8_served",
+                                         "w1a8_native"):
                 continue
             print(f"rss {v} batch {batch}", file=sys.stderr, flush=True)
             try:
@@ -309,7 +314,8 @@ def file_sizes(paths: dict) -> dict:
 def machine_info() -> dict:
     return {"cpu": cpu_model_name(), "cores": os.cpu_count(),
             "loadavg_1_5_15": list(os.getloadavg()), "torch": torch.__version__,
-            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "python": platform.python_version()}
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "ort_spinning": SPIN,
+            "python": platform.python_version()}
 
 
 def main(argv=None) -> int:
@@ -326,6 +332,8 @@ def main(argv=None) -> int:
     p.add_argument("--dev-examples", type=int, default=32)
     p.add_argument("--glue-dir", default=os.environ.get("XTC_GLUE_DIR"))
     p.add_argument("--quick", action="store_true", help="few rounds, no compiled variants (smoke run)")
+    p.add_argument("--spin", action="store_true", help="threads spin while waiting for work (torch: OMP_WAIT_POLICY="
+                   "ACTIVE, ONNX Runtime: allow_spinning): a machine of one's own; default: both passive")
     p.add_argument("--rss-child", help=argparse.SUPPRESS)
     p.add_argument("--paths", help=argparse.SUPPRESS)
     p.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
@@ -374,7 +382,7 @@ def main(argv=None) -> int:
         for v in variants:
             t0 = time.perf_counter()
             fns[v] = load_variant(v, paths, threads)
-            if v.endswith(("_compiled", "_served")):  # compile now, for every shape timed below
+            if v.endswith(("_compiled", "_served", "_native")):  # compile (build) now, for every shape timed below
                 for x, _ in shapes.values():
                     fns[v](*x)
                 result["compile_seconds"][f"{v}@{threads}t"] = time.perf_counter() - t0
@@ -458,7 +466,7 @@ def summarize(r: dict) -> dict:
     targets = {}
     for key, lat in r["latency"].items():  # every shape and thread count: the served path against ONNX Runtime
         metric = "thread_cpu_ms_median" if key.endswith("@1t") else "wall_ms_median"
-        for ours in ("w1a8_served", "w2a8_served", "w1a8_int"):
+        for ours in ("w1a8_native", "w2a8_native", "w1a8_served", "w2a8_served", "w1a8_int"):
             if ours in lat and "ort_int8" in lat:
                 ms, ort = lat[ours][metric], lat["ort_int8"][metric]
                 targets[f"{key}: {ours} <= ort_int8"] = {"metric": metric, "ours_ms": round(ms, 2),
@@ -466,7 +474,7 @@ def summarize(r: dict) -> dict:
                                                          "met": ms <= ort}
     rss = r.get("rss", {})
     for b in (1, 32):
-        for ours in ("w1a8_int", "w1a8_served"):
+        for ours in ("w1a8_int", "w1a8_native", "w1a8_served"):
             if rss.get(f"{ours}@b{b}", {}).get("model_kib") and rss.get(f"fp32@b{b}", {}).get("model_kib"):
                 ratio = rss[f"{ours}@b{b}"]["model_kib"] / rss[f"fp32@b{b}"]["model_kib"]
                 targets[f"peak memory above bare, batch {b}: {ours} <= 0.3 x fp32"] = {"ratio": round(ratio, 3),

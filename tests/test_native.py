@@ -91,7 +91,7 @@ def test_a_library_that_cannot_be_built_falls_back_with_the_reason(tmp_path, mon
 
 def test_build_key_follows_the_source_and_the_cpu(monkeypatch, tmp_path):
     key = native.build_key()
-    monkeypatch.setattr(native, "_cpu_model", lambda: "another CPU")
+    monkeypatch.setattr(native, "cpu_model_name", lambda: "another CPU")
     assert native.build_key() != key
     monkeypatch.undo()
     src = tmp_path / "int_encoder.cpp"

@@ -22,23 +22,14 @@ import sys
 import torch
 import torch.nn as nn
 
+from .precision import cpu_model_name
+
 SOURCE = os.path.join(os.path.dirname(__file__), "csrc", "int_encoder.cpp")
 CFLAGS = ["-O3", "-march=native", "-ffp-contract=off"]  # no FMA contraction: the rescale rounds as ATen's ops do
 PER_LAYER = 24  # tensors per layer in NativeEncoder.params (the op checks it)
 
 _loaded: str | None = None  # the library loaded in this process
 _load_error: str | None = None
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def cache_dir() -> str:
@@ -51,7 +42,7 @@ def build_key() -> str:
     h = hashlib.sha256()
     with open(SOURCE, "rb") as f:
         h.update(f.read())
-    h.update(" ".join(CFLAGS + [torch.__version__, _cpu_model(), platform.machine()]).encode())
+    h.update(" ".join(CFLAGS + [torch.__version__, cpu_model_name(), platform.machine()]).encode())
     return h.hexdigest()[:16]
 
 
