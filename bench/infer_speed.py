@@ -249,6 +249,13 @@ def rss_child(variant: str, paths: dict, batch: int, seq: int) -> dict:
         return _proc_status_kib("VmHWM") if resettable else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
     bare = _proc_status_kib("VmRSS") if resettable else peak()
+    bare_anon, bare_file = _proc_status_kib("RssAnon"), _proc_status_kib("RssFile")
+
+    def split() -> dict:  # resident now above bare: anonymous (heap: tensors, objects) and file-backed (library code
+        if bare_anon is None:  # pages a kernel's first call touches, mapped weight files)
+            return {}
+        return {"anon_kib": _proc_status_kib("RssAnon") - bare_anon, "file_kib": _proc_status_kib("RssFile") - bare_file}
+
     out = {"variant": variant, "batch": batch, "seq": seq, "bare_kib": bare, "peak_reset": resettable,
            "bare_peak_since_start_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
     if variant == "bare":
@@ -259,15 +266,18 @@ def rss_child(variant: str, paths: dict, batch: int, seq: int) -> dict:
     gc.collect()
     load_peak = peak() - bare
     resident = (_proc_status_kib("VmRSS") or peak()) - bare
+    resident_split = split()
     if resettable:
         _reset_peak_rss()
     t0 = time.perf_counter()
     fn(*random_batch(batch, seq))
     first_batch_seconds = time.perf_counter() - t0
     batch_peak = peak() - bare
+    after_batch_split = split()
     # model_kib: the whole peak above bare (load or batch, whichever is higher), the figure compared across variants
     return {**out, "load_peak_kib": load_peak, "resident_after_load_kib": resident, "batch_peak_kib": batch_peak,
-            "model_kib": max(load_peak, batch_peak), "load_seconds": load_seconds,
+            "model_kib": max(load_peak, batch_peak), "resident_after_load_split": resident_split,
+            "resident_after_batch_split": after_batch_split, "load_seconds": load_seconds,
             "first_batch_seconds": first_batch_seconds, "cold_start_seconds": load_seconds + first_batch_seconds}
 
 

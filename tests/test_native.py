@@ -10,7 +10,7 @@ from test_predict import SHAPES, _inputs
 
 from xtc import native
 from xtc.cli import main
-from xtc.infer import ServedModel, load_int_model, serve
+from xtc.infer import IntLinear, ServedModel, load_int_model, serve
 from xtc.quant import QuantSpec
 
 SPECS = {"w1a8": QuantSpec(wbits=1, abits=8), "w2a8-groups": QuantSpec(wbits=2, abits=8, groups=4), "w4a8": QuantSpec(wbits=4, abits=8)}
@@ -52,12 +52,21 @@ def test_native_encoder_leaves_training_and_gradients_to_the_python_layers(built
     calls = []
     handle = fast.base_model.encoder.python_encoder.register_forward_hook(lambda *a: calls.append(1))
     with torch.inference_mode():
-        fast(**x)
+        a = fast(**x).logits
     assert calls == []  # inference: the op
+    assert torch.equal(fast(**x).logits, a) and calls == []  # grad mode on, nothing requires grad: the op too
     with torch.no_grad():
         fast(**x, output_hidden_states=True)  # per-layer outputs: only the Python layers have them
     assert calls == [1]
     handle.remove()
+    # served: the codes are kept once (oneDNN's copy), so what only the Python layers compute is refused
+    served, _ = serve(path, engine="native")
+    enc = served.base_model.encoder
+    assert not hasattr(enc, "python_encoder") and not any(isinstance(m, IntLinear) for m in served.modules())
+    with torch.inference_mode():
+        assert torch.equal(served(**x).logits, a)
+        with pytest.raises(ValueError, match="native engine.*load_int_model"):
+            served(**x, output_hidden_states=True)
 
 
 def test_models_it_cannot_run_are_left_as_they_were(built, tmp_path):

@@ -276,7 +276,8 @@ class ServedModel(nn.Module):
 
     - "native": the encoder in C++ (xtc.native.NativeEncoder: one call per forward, the same kernels as the
       eager path, the same logits bit for bit); BERT-layout integer models on the CPU. Fastest at batch 1, no
-      compilation (the op library is built once per machine, ~1 min, and cached).
+      compilation (the op library is built once per machine, ~1 min, and cached). It keeps the codes once, in
+      oneDNN's layout: logits only (no gradients or per-layer outputs).
     - "compiled": the model compiled by Inductor once for every batch size and length (dynamic shapes; batch 1 is
       a second graph), its compiled graphs cached on disk (compile_cache_dir); ~1 min per process even with the
       cache warm. If compilation fails, one line on stderr and the eager model from then on.
@@ -304,7 +305,7 @@ class ServedModel(nn.Module):
         if engine in ("auto", "native"):
             from .native import use_native_encoder
 
-            why = use_native_encoder(model)
+            why = use_native_encoder(model, keep_python_layers=False)  # serving: one copy of the codes
             if why is None:
                 engine = "native"
             elif engine == "native":

@@ -6,9 +6,10 @@ C++ op that runs every layer with the same ATen/oneDNN kernels in the same order
 (tests/test_native.py, bench/serve_exactness.py). Embeddings, the attention mask, pooler and classifier stay
 the Hugging Face model's.
 
-The op is compiled on first use on a machine (torch.utils.cpp_extension, ~1 min; g++ and ninja) into
+The op is compiled on first use on a machine (torch.utils.cpp_extension, ~1 min; g++, and ninja from PyPI) into
 $XDG_CACHE_HOME/xtc/native (~/.cache/xtc/native), keyed by its source, torch's version and the CPU model (it is
-built for the CPU it runs on), and loaded from there afterwards (`xtc native --build` does it ahead of time).
+built for the CPU it runs on), and loaded from there afterwards. `python -m xtc.native` builds it ahead of time
+(`make install` does).
 Where it cannot be built or a model is not of this layout, `use_native_encoder` says why and the model is left
 as it was.
 """
@@ -58,6 +59,14 @@ def load(verbose: bool = False) -> str | None:
     try:
         from torch.utils.cpp_extension import load as build
 
+        try:  # PyPI's ninja, where the venv's bin folder is not on PATH
+            import ninja
+
+            if ninja.BIN_DIR not in os.environ.get("PATH", "").split(os.pathsep):
+                os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+        except ImportError:
+            pass
+
         name = f"xtc_native_{build_key()}"
         folder = os.path.join(cache_dir(), name)
         os.makedirs(folder, exist_ok=True)
@@ -93,6 +102,7 @@ def unsupported(model: nn.Module) -> str | None:
     from transformers.activations import GELUActivation
 
     from xtc.infer import AtenGelu, IntLinear
+    from xtc.quant import prepackable_int8_weight
 
     base, enc = _encoder_of(model)
     layers = getattr(enc, "layer", None)
@@ -119,7 +129,7 @@ def unsupported(model: nn.Module) -> str | None:
             return f"layer {i} has Linear layers that are not integer (IntLinear)"
         if any(not m.act_per_token or m.abits > 8 or m.weight_codes_t.device.type != "cpu" for m in lins):
             return f"layer {i}: per-tensor activations, more than 8 bits, or not on the CPU"
-        if any(m.prepacked() is None for m in lins):
+        if not all(prepackable_int8_weight(m.weight_codes_t) for m in lins):
             return f"layer {i}: codes oneDNN's int8 GEMM cannot multiply exactly (xtc.quant.prepack_int8_weight)"
         gelu = isinstance(act, AtenGelu) or (type(act) is GELUActivation and act.act is nn.functional.gelu)
         if not gelu:
@@ -134,58 +144,67 @@ def unsupported(model: nn.Module) -> str | None:
 class NativeEncoder(nn.Module):
     """A BERT encoder (Hugging Face's layers of IntLinear modules) run by the xtc_native::bert_encoder op.
 
-    It keeps the layers it replaced (`python_encoder`, their buffers still in state_dict) and its own oneDNN
-    copies of their codes: query/key/value side by side as one [in, 3 x hidden] GEMM, the others as they are."""
+    It holds oneDNN's prepacked copies of the layers' codes: query/key/value side by side as one [in, 3 x hidden]
+    GEMM, the others as they are. With `keep_python_layers` (default) it also keeps the layers it replaced
+    (`python_encoder`), which run what the op does not: training, gradients, per-layer outputs
+    (output_hidden_states / output_attentions). Without, their int8 codes are released as each layer is
+    prepacked (the served model then holds one copy of the codes, not two) and such calls raise ValueError."""
 
-    def __init__(self, encoder: nn.Module, heads: int, eps: float):
+    def __init__(self, encoder: nn.Module, heads: int, eps: float, keep_python_layers: bool = True):
         super().__init__()
         from xtc.quant import prepack_int8_weight
 
-        self.python_encoder = encoder
-        self.heads, self.eps = heads, eps
+        self.heads, self.eps, self.keep_python_layers = heads, eps, keep_python_layers
+        self.num_layers = len(encoder.layer)
         params, bits = [], []
         for layer in encoder.layer:
             att = layer.attention.self
             q, k, v = att.query, att.key, att.value
+            if len({q.abits, k.abits, v.abits}) != 1:
+                raise ValueError("query, key and value quantize their input with different bit-widths")
             qkv_codes = torch.cat([q.weight_codes_t, k.weight_codes_t, v.weight_codes_t], dim=1)
             qkv_bias = (torch.cat([q.bias, k.bias, v.bias]) if q.bias is not None else torch.empty(0))
             params += [*prepack_int8_weight(qkv_codes), torch.cat([q.row_scales, k.row_scales, v.row_scales]),
                        qkv_bias]
             del qkv_codes
-            for m in (q, k, v):  # their own oneDNN copies (unsupported() made them) are not needed
-                m._prepacked = m._prepacked_for = None
-            for lin, norm in ((layer.attention.output.dense, layer.attention.output.LayerNorm),
-                              (layer.intermediate.dense, None), (layer.output.dense, layer.output.LayerNorm)):
-                params += [*lin.prepacked(), lin.row_scales, lin.bias if lin.bias is not None else torch.empty(0)]
-                lin._prepacked = lin._prepacked_for = None  # one oneDNN copy: this one
+            others = ((layer.attention.output.dense, layer.attention.output.LayerNorm),
+                      (layer.intermediate.dense, None), (layer.output.dense, layer.output.LayerNorm))
+            for lin, norm in others:
+                params += [*prepack_int8_weight(lin.weight_codes_t), lin.row_scales,
+                           lin.bias if lin.bias is not None else torch.empty(0)]
                 if norm is not None:
                     params += [norm.weight.detach(), norm.bias.detach()]
-            # activation bit-widths: qkv (q's; k and v quantize the same input), attention output, intermediate, output
-            if len({q.abits, k.abits, v.abits}) != 1:
-                raise ValueError("query, key and value quantize their input with different bit-widths")
-            bits += [q.abits, layer.attention.output.dense.abits, layer.intermediate.dense.abits,
-                     layer.output.dense.abits]
+            # activation bit-widths: qkv (k and v quantize the same input as q), attention output, intermediate, output
+            bits += [q.abits] + [lin.abits for lin, _ in others]
+            for m in (q, k, v, *(lin for lin, _ in others)):
+                m._prepacked = m._prepacked_for = None  # the layers' own oneDNN copies, if any: this one serves
+                if not keep_python_layers:  # this layer's codes now live in the prepacked copy only
+                    m.weight_codes_t = torch.empty(0, dtype=torch.int8)
         # not buffers: the prepacked tensors are opaque oneDNN tensors (no state_dict, no .to())
         object.__setattr__(self, "params", params)
         self.bits = bits
+        if keep_python_layers:
+            self.python_encoder = encoder
         self.train(encoder.training)
-
-    @property
-    def layer(self):
-        return self.python_encoder.layer
 
     def forward(self, hidden_states, attention_mask=None, encoder_hidden_states=None, encoder_attention_mask=None,
                 cache=None, use_cache=None, **kwargs):
         from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttentions
 
-        if encoder_hidden_states is not None or kwargs.get("output_attentions") or kwargs.get(
-                "output_hidden_states") or hidden_states.dtype != torch.float32 or torch.is_grad_enabled() \
-                or self.training:
+        python = (encoder_hidden_states is not None or kwargs.get("output_attentions")
+                  or kwargs.get("output_hidden_states") or hidden_states.dtype != torch.float32
+                  or hidden_states.requires_grad or self.training)
+        if python:
+            if not self.keep_python_layers:
+                raise ValueError("this model is served by the native engine, which computes the last layer's "
+                                 "output only (no training, gradients or per-layer outputs); load it with "
+                                 "xtc.infer.load_int_model for those")
             return self.python_encoder(hidden_states, attention_mask, encoder_hidden_states,
                                        encoder_attention_mask=encoder_attention_mask, cache=cache,
                                        use_cache=use_cache, **kwargs)
-        h = torch.ops.xtc_native.bert_encoder(hidden_states, attention_mask, self.params, self.bits, self.heads,
-                                              self.eps)
+        with torch.no_grad():
+            h = torch.ops.xtc_native.bert_encoder(hidden_states, attention_mask, self.params, self.bits, self.heads,
+                                                  self.eps)
         return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=h)
 
 
@@ -210,7 +229,7 @@ def keep_freed_memory() -> bool:
     return bool(mallopt(_M_MMAP_THRESHOLD, _KEEP_BYTES)) and bool(mallopt(_M_TRIM_THRESHOLD, 4 * _KEEP_BYTES))
 
 
-def use_native_encoder(model: nn.Module) -> str | None:
+def use_native_encoder(model: nn.Module, keep_python_layers: bool = True) -> str | None:
     """Replace `model`'s encoder by NativeEncoder -> None, or why not (one line; the model is then unchanged).
     Idempotent. Also keep_freed_memory()."""
     base, enc = _encoder_of(model)
@@ -220,6 +239,12 @@ def use_native_encoder(model: nn.Module) -> str | None:
     if why:
         return why
     cfg = model.config
-    base.encoder = NativeEncoder(enc, cfg.num_attention_heads, float(cfg.layer_norm_eps))
+    base.encoder = NativeEncoder(enc, cfg.num_attention_heads, float(cfg.layer_norm_eps), keep_python_layers)
     keep_freed_memory()
     return None
+
+
+if __name__ == "__main__":  # python -m xtc.native: build (or find) the library for this machine, say where or why not
+    why = load()
+    print(f"xtc.native: {why}" if why else f"xtc.native: {_loaded}", file=sys.stderr)
+    sys.exit(1 if why else 0)
