@@ -128,3 +128,14 @@ def test_cli_predict_engines_agree(built, tmp_path, capsys, glue_dir):
 
 def test_keep_freed_memory_sets_glibcs_thresholds():
     assert native.keep_freed_memory() is True
+
+
+def test_a_failed_build_is_one_line_and_leaves_no_library(tmp_path, monkeypatch):
+    monkeypatch.setattr(native, "_loaded", None)
+    monkeypatch.setattr(native, "_load_error", None)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))  # the compiler torch's extension builder calls
+    why = native.load()
+    assert why and why.startswith("building the native encoder failed") and "\n" not in why
+    assert native.load() == why  # decided once per process
+    assert not list((tmp_path / "cache").rglob("*.so"))

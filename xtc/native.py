@@ -57,23 +57,22 @@ def load(verbose: bool = False) -> str | None:
         _load_error = f"the native encoder is built for Linux only (this is {sys.platform})"
         return _load_error
     try:
-        from torch.utils.cpp_extension import load as build
-
-        try:  # PyPI's ninja, where the venv's bin folder is not on PATH
-            import ninja
-
-            if ninja.BIN_DIR not in os.environ.get("PATH", "").split(os.pathsep):
-                os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
-        except ImportError:
-            pass
-
         name = f"xtc_native_{build_key()}"
         folder = os.path.join(cache_dir(), name)
-        os.makedirs(folder, exist_ok=True)
         lib = os.path.join(folder, f"{name}.so")
-        if os.path.exists(lib):  # built before: no compiler needed
+        if os.path.exists(lib):  # built before: no compiler needed (and no import of the build tools)
             torch.ops.load_library(lib)
         else:
+            from torch.utils.cpp_extension import load as build
+
+            try:  # PyPI's ninja, where the venv's bin folder is not on PATH
+                import ninja
+
+                if ninja.BIN_DIR not in os.environ.get("PATH", "").split(os.pathsep):
+                    os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+            except ImportError:
+                pass
+            os.makedirs(folder, exist_ok=True)
             build(name=name, sources=[SOURCE], extra_cflags=CFLAGS, build_directory=folder,
                   is_python_module=False, verbose=verbose)
         _loaded = lib
