@@ -5,13 +5,18 @@ import json
 
 import pytest
 import torch
+from conftest import _vocab, tiny_arch_config
+from test_arch import _batch
 from test_infer import _export, _tokenizer
 from test_predict import SHAPES, _inputs
+from transformers import AutoModelForSequenceClassification, BertTokenizerFast
 
 from xtc import native
+from xtc.arch import uses_token_types
 from xtc.cli import main
 from xtc.infer import IntLinear, ServedModel, load_int_model, serve
-from xtc.quant import QuantSpec
+from xtc.pack import export_packed
+from xtc.quant import QuantSpec, apply_quantization
 
 SPECS = {"w1a8": QuantSpec(wbits=1, abits=8), "w2a8-groups": QuantSpec(wbits=2, abits=8, groups=4), "w4a8": QuantSpec(wbits=4, abits=8)}
 
@@ -139,3 +144,20 @@ def test_a_failed_build_is_one_line_and_leaves_no_library(tmp_path, monkeypatch)
     assert why and why.startswith("building the native encoder failed") and "\n" not in why
     assert native.load() == why  # decided once per process
     assert not list((tmp_path / "cache").rglob("*.so"))
+
+
+@pytest.mark.parametrize("family,served", [("bert", True), ("roberta", True), ("electra", True),
+                                           ("distilbert", False), ("deberta-v2", False)])
+def test_other_architectures_are_served_natively_or_declined(built, family, served, tmp_path):
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_config(tiny_arch_config(family)).eval()
+    apply_quantization(model, QuantSpec(wbits=1, abits=8))
+    path = str(tmp_path / "m.xtc")
+    export_packed(model, BertTokenizerFast(vocab={w: i for i, w in enumerate(_vocab())}, do_lower_case=True), path)
+    python, _ = load_int_model(path)
+    fast, _ = load_int_model(path)
+    why = native.use_native_encoder(fast)
+    assert (why is None) == served, why
+    batch = {k: v for k, v in _batch().items() if k != "token_type_ids" or uses_token_types(python)}
+    with torch.inference_mode():
+        assert torch.equal(python(**batch).logits, fast(**batch).logits)
