@@ -212,20 +212,28 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 _KEEP_BYTES = 32 << 20  # the largest M_MMAP_THRESHOLD glibc takes on 64-bit systems
 
 
-def keep_freed_memory() -> bool:
-    """Let glibc's malloc keep freed blocks of up to 32 MiB for reuse instead of returning them to the system
-    (process-wide; what ONNX Runtime's arena does for its own buffers). A forward allocates and frees each
-    layer's activations; handed back each time, they come back as fresh pages, and those page faults took a
-    third of a batch-32 x 128 forward (bench/README.md, "Serving a packed student"). -> whether it was set."""
+def _libc():
     import ctypes
     import ctypes.util
 
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc's malloc keep freed blocks of up to 32 MiB for reuse instead of returning them to the system
+    (process-wide; what ONNX Runtime's arena does for its own buffers). A forward allocates and frees each
+    layer's activations; handed back each time, they come back as fresh pages, and those page faults took a
+    third of a batch-32 x 128 forward (bench/README.md, "Serving a packed student"). First hands back what is
+    free now (malloc_trim: the codes the Python layers released). -> whether glibc took the settings."""
+    libc = _libc()
+    if libc is None or not hasattr(libc, "mallopt"):
         return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, _KEEP_BYTES)) and bool(mallopt(_M_TRIM_THRESHOLD, 4 * _KEEP_BYTES))
+    if hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
+    return bool(libc.mallopt(_M_MMAP_THRESHOLD, _KEEP_BYTES)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 4 * _KEEP_BYTES))
 
 
 def use_native_encoder(model: nn.Module, keep_python_layers: bool = True) -> str | None:
