@@ -285,7 +285,7 @@ class ServedModel(nn.Module):
 
     "auto" takes "native" where the model and machine allow it, else `fallback` ("compiled" or "eager"); why the
     native engine was not taken is in `native_unavailable`. `engine="native"` on a model it cannot run raises
-    ValueError naming why.
+    ValueError naming why. The native engine replaces `model`'s encoder in place.
 
     `model` is the eager integer model (load_int_model); attributes it has (config, base_model, ...) are read
     through. The int8 GEMMs run on oneDNN's prepacked weights (xtc.quant.int8_matmul_f32); compiled, LayerNorm and
