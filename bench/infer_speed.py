@@ -39,7 +39,8 @@ VARIANTS = ("fp32", "bf16_autocast", "torch_dynamic_int8", "ort_int8", "w1a8_int
 # w*_int: the eager integer path (xtc.infer.load_int_model); w*_native: what `xtc predict` and xtc.infer.serve run by
 # default (xtc.infer.ServedModel, engine "native": the encoder in C++, xtc.native); w*_served: ServedModel's
 # "compiled" engine (Inductor, once for all shapes); w*_int_compiled: one compilation per shape (dynamic=False), an
-# earlier benchmark's variant. The last two are still accepted by --variants
+# earlier benchmark's variant. The last two are still accepted by --variants, as is w*_native_serial: the native
+# engine on one thread whatever torch's thread count (xtc.native.SERIAL_BELOW_ROWS at infinity)
 
 
 # ----------------------------------------------------------------------------- building the models
@@ -143,10 +144,12 @@ def load_variant(name: str, paths: dict, threads: int):
             m = load_int_model(paths[wb], with_tokenizer=False)[0]  # the fp32 variants load no tokenizer either
             if kind == "int_compiled":
                 m = compile_int_model(m)
-            elif kind in ("served", "native"):
+            elif kind in ("served", "native", "native_serial"):
                 from xtc.infer import ServedModel
 
                 m = ServedModel(m, engine="compiled" if kind == "served" else "native")
+                if kind == "native_serial":
+                    m.base_model.encoder.serial_below_rows = 2**62
         autocast = False
 
     def call(input_ids, attention_mask, token_type_ids):
@@ -350,6 +353,7 @@ def main(argv=None) -> int:
     p.add_argument("--seq", type=int, default=128, help=argparse.SUPPRESS)
     p.add_argument("--plot-only", action="store_true", help="redraw the figure from an existing --out JSON")
     p.add_argument("--rss-only", action="store_true", help="(re)measure peak RSS into an existing --out JSON")
+    p.add_argument("--no-rss", action="store_true", help="latency only: no peak-RSS child processes")
     a = p.parse_args(argv)
     if a.rss_only:
         with open(a.out) as f:
@@ -392,7 +396,7 @@ def main(argv=None) -> int:
         for v in variants:
             t0 = time.perf_counter()
             fns[v] = load_variant(v, paths, threads)
-            if v.endswith(("_compiled", "_served", "_native")):  # compile (build) now, for every shape timed below
+            if v.endswith(("_compiled", "_served", "_native", "_serial")):  # compile (build) now, for every shape
                 for x, _ in shapes.values():
                     fns[v](*x)
                 result["compile_seconds"][f"{v}@{threads}t"] = time.perf_counter() - t0
@@ -406,7 +410,8 @@ def main(argv=None) -> int:
         del fns
         save(a.out, result)  # partial results survive a crash later on
     result["machine"]["loadavg_end"] = list(os.getloadavg())
-    measure_all_rss(result, paths, [v for v in variants if not v.endswith("_compiled")])
+    if not a.no_rss:
+        measure_all_rss(result, paths, [v for v in variants if not v.endswith(("_compiled", "_serial"))])
     result["seconds"] = time.time() - t_start
     result["summary"] = summarize(result)
     save(a.out, result)
@@ -476,7 +481,7 @@ def summarize(r: dict) -> dict:
     targets = {}
     for key, lat in r["latency"].items():  # every shape and thread count: the served path against ONNX Runtime
         metric = "thread_cpu_ms_median" if key.endswith("@1t") else "wall_ms_median"
-        for ours in ("w1a8_native", "w2a8_native", "w1a8_served", "w2a8_served", "w1a8_int"):
+        for ours in ("w1a8_native", "w1a8_native_serial", "w2a8_native", "w1a8_served", "w2a8_served", "w1a8_int"):
             if ours in lat and "ort_int8" in lat:
                 ms, ort = lat[ours][metric], lat["ort_int8"][metric]
                 targets[f"{key}: {ours} <= ort_int8"] = {"metric": metric, "ours_ms": round(ms, 2),

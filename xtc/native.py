@@ -26,8 +26,10 @@ import torch.nn as nn
 from .precision import cpu_model_name
 
 SOURCE = os.path.join(os.path.dirname(__file__), "csrc", "int_encoder.cpp")
-CFLAGS = ["-O3", "-march=native", "-ffp-contract=off"]  # no FMA contraction: the rescale rounds as ATen's ops do
+CFLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fopenmp"]  # no FMA contraction: the rescale rounds as
+# ATen's ops do
 PER_LAYER = 24  # tensors per layer in NativeEncoder.params (the op checks it)
+SERIAL_BELOW_ROWS = 0  # inputs of fewer tokens (batch x length) run on one thread whatever torch's thread count
 
 _loaded: str | None = None  # the library loaded in this process
 _load_error: str | None = None
@@ -154,6 +156,7 @@ class NativeEncoder(nn.Module):
         from xtc.quant import prepack_int8_weight
 
         self.heads, self.eps, self.keep_python_layers = heads, eps, keep_python_layers
+        self.serial_below_rows = SERIAL_BELOW_ROWS
         self.num_layers = len(encoder.layer)
         params, bits = [], []
         for layer in encoder.layer:
@@ -203,7 +206,7 @@ class NativeEncoder(nn.Module):
                                        use_cache=use_cache, **kwargs)
         with torch.no_grad():
             h = torch.ops.xtc_native.bert_encoder(hidden_states, attention_mask, self.params, self.bits, self.heads,
-                                                  self.eps)
+                                                  self.eps, self.serial_below_rows)
         return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=h)
 
 

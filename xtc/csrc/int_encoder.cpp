@@ -17,8 +17,11 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #ifdef __AVX512F__
 #include <immintrin.h>
 #endif
@@ -123,10 +126,18 @@ struct Linear {
   }
 };
 
-// hidden [B, T, H] fp32 -> the last layer's output [B, T, H]. params: 24 tensors per layer (see xtc/native.py,
+// OpenMP's thread count for the calling thread's next parallel regions (ATen's and oneDNN's), restored on exit
+struct OmpThreads {
+  int saved;
+  explicit OmpThreads(int n) : saved(omp_get_max_threads()) { omp_set_num_threads(n); }
+  ~OmpThreads() { omp_set_num_threads(saved); }
+};
+
+// hidden [B, T, H] fp32 -> the last layer's output [B, T, H]. Inputs of fewer than serial_below_rows tokens
+// (B x T) run on the calling thread alone: waking other threads for each small kernel costs more than they save. params: 24 tensors per layer (see xtc/native.py,
 // NativeEncoder.params), bits: 4 activation bit-widths per layer (qkv, attention output, intermediate, output)
 Tensor bert_encoder(const Tensor& hidden, const std::optional<Tensor>& mask, at::TensorList params,
-                    at::IntArrayRef bits, int64_t heads, double eps) {
+                    at::IntArrayRef bits, int64_t heads, double eps, int64_t serial_below_rows) {
   TORCH_CHECK(hidden.dim() == 3 && hidden.scalar_type() == at::kFloat && hidden.device().is_cpu(),
               "bert_encoder: hidden must be fp32 [B, T, H] on the CPU");
   const int64_t per_layer = 24;
@@ -135,6 +146,8 @@ Tensor bert_encoder(const Tensor& hidden, const std::optional<Tensor>& mask, at:
   const int64_t layers = params.size() / per_layer;
   const int64_t B = hidden.size(0), T = hidden.size(1), H = hidden.size(2), M = B * T, d = H / heads;
   const double scaling = std::pow((double)d, -0.5);
+  std::optional<OmpThreads> serial;
+  if (M < serial_below_rows) serial.emplace(1);
   Tensor h = hidden.contiguous().reshape({M, H});
   for (int64_t l = 0; l < layers; ++l) {
     const Tensor* p = params.data() + l * per_layer;
@@ -169,6 +182,7 @@ Tensor bert_encoder(const Tensor& hidden, const std::optional<Tensor>& mask, at:
 
 // one kernel for every dispatch key: its arguments mix dense CPU tensors and oneDNN's opaque (MkldnnCPU) ones
 TORCH_LIBRARY(xtc_native, m) {
-  m.def("bert_encoder(Tensor hidden, Tensor? mask, Tensor[] params, int[] bits, int heads, float eps) -> Tensor",
+  m.def("bert_encoder(Tensor hidden, Tensor? mask, Tensor[] params, int[] bits, int heads, float eps, "
+        "int serial_below_rows=0) -> Tensor",
         &bert_encoder);
 }
