@@ -42,6 +42,11 @@ Tensor onednn_int8_gemm(const Tensor& q, const Tensor& packed, const Tensor& one
                  c10::List<std::optional<at::Scalar>>(), "");
 }
 
+// rows of `cols` values per parallel task: at least kTaskValues values, so that small inputs (a batch of one
+// short sentence) run on the calling thread instead of waking the others for microseconds of work
+constexpr int64_t kTaskValues = 1 << 16;
+int64_t rows_per_task(int64_t cols) { return std::max<int64_t>(1, kTaskValues / std::max<int64_t>(cols, 1)); }
+
 // per-token symmetric quantization of x [M, K] (fp32, contiguous) to int8 codes and fp32 scales [M]: the same
 // numbers as xtc.quant.quantize_tokens (max and division are exact or correctly rounded whatever the vector width;
 // rounding is half to even, as torch.round)
@@ -54,7 +59,7 @@ void quantize_tokens(const Tensor& x, int64_t bits, Tensor& q, Tensor& s) {
   float* sp = s.data_ptr<float>();
   const float lo = -std::ldexp(1.0f, bits - 1), hi = std::ldexp(1.0f, bits - 1) - 1.0f;
   const float levels = std::ldexp(1.0f, bits);
-  at::parallel_for(0, M, 64, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, M, rows_per_task(K), [&](int64_t begin, int64_t end) {
     for (int64_t m = begin; m < end; ++m) {
       const float* row = xp + m * K;
       int8_t* out = qp + m * K;
@@ -86,27 +91,33 @@ void quantize_tokens(const Tensor& x, int64_t bits, Tensor& q, Tensor& s) {
   });
 }
 
-// dst[m, n] = ((acc[m, col0 + n] * s[m]) * rows[n]) + bias[n] (+ resid[m, n]), for n < N
-void rescale(const Tensor& acc, int64_t col0, const Tensor& s, const Tensor& rows, const Tensor& bias,
-             const Tensor* resid, Tensor& dst) {
-  const int64_t M = acc.size(0), ld = acc.size(1), N = dst.size(1);
-  const float* ap = acc.data_ptr<float>() + col0;
+// dst[j][m, n] = ((acc[m, j * N + n] * s[m]) * rows[j * N + n]) + bias[j * N + n] (+ resid[m, n]), for the
+// outputs j side by side in acc (query, key, value: three; otherwise one), n < N = dst[j].size(1)
+void rescale(const Tensor& acc, const Tensor& s, const Tensor& rows, const Tensor& bias, const Tensor* resid,
+             std::vector<Tensor>& dst) {
+  const int64_t M = acc.size(0), ld = acc.size(1), N = dst[0].size(1), outs = dst.size();
+  const float* ap = acc.data_ptr<float>();
   const float* sp = s.data_ptr<float>();
   const float* rp = rows.data_ptr<float>();
   const float* bp = bias.numel() ? bias.data_ptr<float>() : nullptr;
   const float* xp = resid ? resid->data_ptr<float>() : nullptr;
-  float* dp = dst.data_ptr<float>();
-  at::parallel_for(0, M, 16, [&](int64_t begin, int64_t end) {
+  std::vector<float*> dp;
+  for (auto& t : dst) dp.push_back(t.data_ptr<float>());
+  at::parallel_for(0, M, rows_per_task(ld), [&](int64_t begin, int64_t end) {
     for (int64_t m = begin; m < end; ++m) {
-      const float* a = ap + m * ld;
       const float sm = sp[m];
-      float* d = dp + m * N;
-      for (int64_t n = 0; n < N; ++n) {
-        float y = a[n] * sm;
-        y = y * rp[n];
-        if (bp) y = y + bp[n];
-        if (xp) y = y + xp[m * N + n];
-        d[n] = y;
+      for (int64_t j = 0; j < outs; ++j) {
+        const float* a = ap + m * ld + j * N;
+        const float* r = rp + j * N;
+        const float* b = bp ? bp + j * N : nullptr;
+        float* d = dp[j] + m * N;
+        for (int64_t n = 0; n < N; ++n) {
+          float y = a[n] * sm;
+          y = y * r[n];
+          if (b) y = y + b[n];
+          if (xp) y = y + xp[m * N + n];
+          d[n] = y;
+        }
       }
     }
   });
@@ -120,9 +131,9 @@ struct Linear {
     Tensor q, s;
     quantize_tokens(x, bits, q, s);
     Tensor acc = onednn_int8_gemm(q, packed, ones, zeros);
-    Tensor y = at::empty({x.size(0), rows.size(0)}, x.options());
-    rescale(acc, 0, s, rows, bias, resid, y);
-    return y;
+    std::vector<Tensor> y{at::empty({x.size(0), rows.size(0)}, x.options())};
+    rescale(acc, s, rows, bias, resid, y);
+    return y[0];
   }
 };
 
@@ -156,13 +167,10 @@ Tensor bert_encoder(const Tensor& hidden, const std::optional<Tensor>& mask, at:
     Tensor q8, s;
     quantize_tokens(h, b[0], q8, s);
     Tensor acc = onednn_int8_gemm(q8, p[0], p[1], p[2]);
-    Tensor qkv[3];
-    for (int i = 0; i < 3; ++i) {
-      qkv[i] = at::empty({M, H}, h.options());
-      rescale(acc, i * H, s, p[3].narrow(0, i * H, H), p[4].numel() ? p[4].narrow(0, i * H, H) : p[4], nullptr,
-              qkv[i]);
-      qkv[i] = qkv[i].view({B, T, heads, d}).transpose(1, 2);
-    }
+    std::vector<Tensor> qkv{at::empty({M, H}, h.options()), at::empty({M, H}, h.options()),
+                            at::empty({M, H}, h.options())};
+    rescale(acc, s, p[3], p[4], nullptr, qkv);
+    for (auto& t : qkv) t = t.view({B, T, heads, d}).transpose(1, 2);
     // attention as Hugging Face's sdpa_attention_forward calls it (encoder: not causal, no dropout)
     Tensor ctx = at::scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], mask, 0.0, false, scaling);
     ctx = ctx.transpose(1, 2).contiguous().reshape({M, H});
