@@ -26,10 +26,10 @@ import sys
 import tempfile
 import time
 
-# spin-waiting threads on a shared machine: up to 40x slower. --spin (a machine of one's own): torch's OpenMP threads
-# and ONNX Runtime's pool both spin, as each does by default
-SPIN = "--spin" in sys.argv
-os.environ.setdefault("OMP_WAIT_POLICY", "ACTIVE" if SPIN else "PASSIVE")
+# spin-waiting threads on a shared machine: up to 40x slower. Both runtimes' threads sleep while they wait (here and
+# in OrtModel): with torch's OpenMP threads spinning, they would also take a core from ONNX Runtime, which runs in
+# the same process between them
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402  (after the OMP setting above)
 
 from xtc.precision import cpu_model_name  # noqa: E402
@@ -110,7 +110,7 @@ class OrtModel:
 
         so = ort.SessionOptions()
         so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
-        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if SPIN else "0")  # as torch's threads
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")  # no spin-waiting, as torch's threads
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         self.sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
         self.names = {i.name for i in self.sess.get_inputs()}
@@ -327,8 +327,7 @@ def file_sizes(paths: dict) -> dict:
 def machine_info() -> dict:
     return {"cpu": cpu_model_name(), "cores": os.cpu_count(),
             "loadavg_1_5_15": list(os.getloadavg()), "torch": torch.__version__,
-            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "ort_spinning": SPIN,
-            "python": platform.python_version()}
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "python": platform.python_version()}
 
 
 def main(argv=None) -> int:
@@ -345,8 +344,6 @@ def main(argv=None) -> int:
     p.add_argument("--dev-examples", type=int, default=32)
     p.add_argument("--glue-dir", default=os.environ.get("XTC_GLUE_DIR"))
     p.add_argument("--quick", action="store_true", help="few rounds, no compiled variants (smoke run)")
-    p.add_argument("--spin", action="store_true", help="threads spin while waiting for work (torch: OMP_WAIT_POLICY="
-                   "ACTIVE, ONNX Runtime: allow_spinning): a machine of one's own; default: both passive")
     p.add_argument("--rss-child", help=argparse.SUPPRESS)
     p.add_argument("--paths", help=argparse.SUPPRESS)
     p.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
