@@ -16,6 +16,7 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e .
+	$(BIN)/python -m xtc.native || echo "serving will use the Python integer path (see the line above)"
 	touch $@
 
 .PHONY: install run test clean-smoke

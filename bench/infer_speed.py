@@ -26,16 +26,21 @@ import sys
 import tempfile
 import time
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spin-waiting threads on a shared machine: up to 40x slower
+# spin-waiting threads on a shared machine: up to 40x slower. Both runtimes' threads sleep while they wait (here and
+# in OrtModel): with torch's OpenMP threads spinning, they would also take a core from ONNX Runtime, which runs in
+# the same process between them
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402  (after the OMP setting above)
 
 from xtc.precision import cpu_model_name  # noqa: E402
 
-VARIANTS = ("fp32", "bf16_autocast", "torch_dynamic_int8", "ort_int8", "w1a8_int", "w1a8_served",
-            "w1a8_fake", "w2a8_int", "w2a8_served", "w2a8_fake")
-# w*_int: the eager integer path (xtc.infer.load_int_model); w*_served: what `xtc predict` and xtc.infer.serve run
-# (xtc.infer.ServedModel: compiled once for all shapes, dynamic=True); w*_int_compiled: one compilation per shape
-# (dynamic=False), the earlier benchmark's variant, still accepted by --variants
+VARIANTS = ("fp32", "bf16_autocast", "torch_dynamic_int8", "ort_int8", "w1a8_int", "w1a8_native",
+            "w1a8_fake", "w2a8_int", "w2a8_native", "w2a8_fake")
+# w*_int: the eager integer path (xtc.infer.load_int_model); w*_native: what `xtc predict` and xtc.infer.serve run by
+# default (xtc.infer.ServedModel, engine "native": the encoder in C++, xtc.native); w*_served: ServedModel's
+# "compiled" engine (Inductor, once for all shapes); w*_int_compiled: one compilation per shape (dynamic=False), an
+# earlier benchmark's variant. The last two are still accepted by --variants, as is w*_native_serial: the native
+# engine on one thread whatever torch's thread count (xtc.native.SERIAL_BELOW_ROWS at infinity)
 
 
 # ----------------------------------------------------------------------------- building the models
@@ -105,7 +110,7 @@ class OrtModel:
 
         so = ort.SessionOptions()
         so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")  # no spin-waiting (shared machine)
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")  # no spin-waiting, as torch's threads
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         self.sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
         self.names = {i.name for i in self.sess.get_inputs()}
@@ -139,10 +144,12 @@ def load_variant(name: str, paths: dict, threads: int):
             m = load_int_model(paths[wb], with_tokenizer=False)[0]  # the fp32 variants load no tokenizer either
             if kind == "int_compiled":
                 m = compile_int_model(m)
-            elif kind == "served":
+            elif kind in ("served", "native", "native_serial"):
                 from xtc.infer import ServedModel
 
-                m = ServedModel(m)
+                m = ServedModel(m, engine="compiled" if kind == "served" else "native")
+                if kind == "native_serial":
+                    m.base_model.encoder.serial_below_rows = 2**62
         autocast = False
 
     def call(input_ids, attention_mask, token_type_ids):
@@ -245,6 +252,13 @@ def rss_child(variant: str, paths: dict, batch: int, seq: int) -> dict:
         return _proc_status_kib("VmHWM") if resettable else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
     bare = _proc_status_kib("VmRSS") if resettable else peak()
+    bare_anon, bare_file = _proc_status_kib("RssAnon"), _proc_status_kib("RssFile")
+
+    def split() -> dict:  # resident now above bare: anonymous (heap: tensors, objects) and file-backed (library code
+        if bare_anon is None:  # pages a kernel's first call touches, mapped weight files)
+            return {}
+        return {"anon_kib": _proc_status_kib("RssAnon") - bare_anon, "file_kib": _proc_status_kib("RssFile") - bare_file}
+
     out = {"variant": variant, "batch": batch, "seq": seq, "bare_kib": bare, "peak_reset": resettable,
            "bare_peak_since_start_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
     if variant == "bare":
@@ -255,15 +269,18 @@ def rss_child(variant: str, paths: dict, batch: int, seq: int) -> dict:
     gc.collect()
     load_peak = peak() - bare
     resident = (_proc_status_kib("VmRSS") or peak()) - bare
+    resident_split = split()
     if resettable:
         _reset_peak_rss()
     t0 = time.perf_counter()
     fn(*random_batch(batch, seq))
     first_batch_seconds = time.perf_counter() - t0
     batch_peak = peak() - bare
+    after_batch_split = split()
     # model_kib: the whole peak above bare (load or batch, whichever is higher), the figure compared across variants
     return {**out, "load_peak_kib": load_peak, "resident_after_load_kib": resident, "batch_peak_kib": batch_peak,
-            "model_kib": max(load_peak, batch_peak), "load_seconds": load_seconds,
+            "model_kib": max(load_peak, batch_peak), "resident_after_load_split": resident_split,
+            "resident_after_batch_split": after_batch_split, "load_seconds": load_seconds,
             "first_batch_seconds": first_batch_seconds, "cold_start_seconds": load_seconds + first_batch_seconds}
 
 
@@ -272,7 +289,8 @@ def measure_all_rss(result: dict, paths: dict, variants: list[str]) -> None:
     result["rss"] = {}
     for v in ["bare"] + variants:
         for batch in (1, 32):
-            if batch == 32 and v not in ("bare", "fp32", "ort_int8", "w1a8_int", "w2a8_int", "w1a8_served"):
+            if batch == 32 and v not in ("bare", "fp32", "ort_int8", "w1a8_int", "w2a8_int", "w1a8_served",
+                                         "w1a8_native"):
                 continue
             print(f"rss {v} batch {batch}", file=sys.stderr, flush=True)
             try:
@@ -332,6 +350,7 @@ def main(argv=None) -> int:
     p.add_argument("--seq", type=int, default=128, help=argparse.SUPPRESS)
     p.add_argument("--plot-only", action="store_true", help="redraw the figure from an existing --out JSON")
     p.add_argument("--rss-only", action="store_true", help="(re)measure peak RSS into an existing --out JSON")
+    p.add_argument("--no-rss", action="store_true", help="latency only: no peak-RSS child processes")
     a = p.parse_args(argv)
     if a.rss_only:
         with open(a.out) as f:
@@ -374,7 +393,7 @@ def main(argv=None) -> int:
         for v in variants:
             t0 = time.perf_counter()
             fns[v] = load_variant(v, paths, threads)
-            if v.endswith(("_compiled", "_served")):  # compile now, for every shape timed below
+            if v.endswith(("_compiled", "_served", "_native", "_serial")):  # compile (build) now, for every shape
                 for x, _ in shapes.values():
                     fns[v](*x)
                 result["compile_seconds"][f"{v}@{threads}t"] = time.perf_counter() - t0
@@ -388,7 +407,8 @@ def main(argv=None) -> int:
         del fns
         save(a.out, result)  # partial results survive a crash later on
     result["machine"]["loadavg_end"] = list(os.getloadavg())
-    measure_all_rss(result, paths, [v for v in variants if not v.endswith("_compiled")])
+    if not a.no_rss:
+        measure_all_rss(result, paths, [v for v in variants if not v.endswith(("_compiled", "_serial"))])
     result["seconds"] = time.time() - t_start
     result["summary"] = summarize(result)
     save(a.out, result)
@@ -458,7 +478,7 @@ def summarize(r: dict) -> dict:
     targets = {}
     for key, lat in r["latency"].items():  # every shape and thread count: the served path against ONNX Runtime
         metric = "thread_cpu_ms_median" if key.endswith("@1t") else "wall_ms_median"
-        for ours in ("w1a8_served", "w2a8_served", "w1a8_int"):
+        for ours in ("w1a8_native", "w1a8_native_serial", "w2a8_native", "w1a8_served", "w2a8_served", "w1a8_int"):
             if ours in lat and "ort_int8" in lat:
                 ms, ort = lat[ours][metric], lat["ort_int8"][metric]
                 targets[f"{key}: {ours} <= ort_int8"] = {"metric": metric, "ours_ms": round(ms, 2),
@@ -466,7 +486,7 @@ def summarize(r: dict) -> dict:
                                                          "met": ms <= ort}
     rss = r.get("rss", {})
     for b in (1, 32):
-        for ours in ("w1a8_int", "w1a8_served"):
+        for ours in ("w1a8_int", "w1a8_native", "w1a8_served"):
             if rss.get(f"{ours}@b{b}", {}).get("model_kib") and rss.get(f"fp32@b{b}", {}).get("model_kib"):
                 ratio = rss[f"{ours}@b{b}"]["model_kib"] / rss[f"fp32@b{b}"]["model_kib"]
                 targets[f"peak memory above bare, batch {b}: {ours} <= 0.3 x fp32"] = {"ratio": round(ratio, 3),

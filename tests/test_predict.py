@@ -52,7 +52,7 @@ def test_prepacked_int8_gemm_equals_the_int32_product(m):
 def test_served_model_computes_what_the_eager_integer_path_computes(w1a8_file, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     eager, _ = load_int_model(w1a8_file)
-    served, tok = serve(w1a8_file)
+    served, tok = serve(w1a8_file, engine="compiled")
     assert tok is not None and served.is_compiled
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
@@ -71,7 +71,7 @@ def test_served_model_computes_what_the_eager_integer_path_computes(w1a8_file, t
 
 def test_served_model_falls_back_to_eager_with_one_line(w1a8_file, capsys):
     eager, _ = load_int_model(w1a8_file)
-    served = ServedModel(load_int_model(w1a8_file)[0])
+    served = ServedModel(load_int_model(w1a8_file)[0], engine="compiled")
 
     def failed_compilation(*args, **kwargs):  # what a compiled model raises when its backend fails (no Dynamo trace)
         try:
@@ -83,7 +83,7 @@ def test_served_model_falls_back_to_eager_with_one_line(w1a8_file, capsys):
     x = _inputs(3, 16, 1)
     with torch.inference_mode():
         a, b = eager(**x).logits, served(**x).logits
-    assert torch.equal(a, b) and not served.is_compiled
+    assert torch.equal(a, b) and not served.is_compiled and served.engine == "eager"
     assert served.fallback == "RuntimeError: no C++ compiler here"
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "running it eager" in err[0] and "no C++ compiler here" in err[0]
@@ -100,19 +100,24 @@ def test_cli_predict_threads_and_cold_start(w1a8_file, tmp_path, capsys, glue_di
         for threads in (1, 2):
             out = tmp_path / f"p{threads}.csv"
             assert main(["predict", "--model", w1a8_file, "--task", "sst2", "--glue-dir", glue_dir, "--out",
-                         str(out), "--threads", str(threads), "--compile", "off"]) == 0
+                         str(out), "--threads", str(threads), "--engine", "eager"]) == 0
             cap = capsys.readouterr()
             serving = json.loads(cap.out)["serving"]
             assert serving["threads"] == threads and torch.get_num_threads() == threads
-            assert not serving["compiled"]  # --compile off: the eager integer path
+            assert serving["engine"] == "eager"  # --engine eager: the Python integer path
             assert serving["cold_start_seconds"] > 0
             assert serving["cold_start_seconds"] == pytest.approx(serving["load_seconds"]
                                                                   + serving["first_batch_seconds"], abs=2e-3)
             assert "cold start" in cap.err and f"{threads} thread" in cap.err
-        # auto on 32 examples: below COMPILE_MIN_EXAMPLES, the eager path
-        assert main(["predict", "--model", w1a8_file, "--task", "sst2", "--glue-dir", glue_dir, "--out",
-                     str(tmp_path / "auto.csv")]) == 0
-        assert json.loads(capsys.readouterr().out)["serving"]["compiled"] is False
+        # auto where the native engine is not available, on 32 examples (below COMPILE_MIN_EXAMPLES): eager
+        from xtc import native
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(native, "load", lambda verbose=False: "building the native encoder failed (test)")
+            assert main(["predict", "--model", w1a8_file, "--task", "sst2", "--glue-dir", glue_dir, "--out",
+                         str(tmp_path / "auto.csv")]) == 0
+        serving = json.loads(capsys.readouterr().out)["serving"]
+        assert serving["engine"] == "eager" and "(test)" in serving["native_unavailable"]
         bad = tmp_path / "bad.csv"
         assert main(["predict", "--model", w1a8_file, "--task", "sst2", "--glue-dir", glue_dir, "--out",
                      str(bad), "--threads", "0"]) == 2

@@ -14,8 +14,9 @@ precision (position/token-type embeddings, LayerNorm, attention, pooler, classif
 `load_int_model(path)` builds the Hugging Face model on the meta device and fills it from the file, so no
 fp32 copy of a quantized weight is ever made. The forward is plain PyTorch ops: oneDNN's int8 GEMM on
 prepacked codes on CPUs (xtc.quant.int8_matmul_f32), `torch._int_mm` (int8 tensor cores) on CUDA, for the
-products. `serve(path)` / `ServedModel` is what `xtc predict` runs: the model compiled by Inductor once for
-all shapes (a disk cache keeps the kernels), the same activation codes and labels as the eager path.
+products. `serve(path)` / `ServedModel` is what `xtc predict` runs: the encoder in C++ (xtc.native) where the
+model is BERT-layout, else the model compiled by Inductor once for all shapes; the same activation codes and
+labels as the eager path.
 """
 from __future__ import annotations
 
@@ -267,24 +268,52 @@ def _first_cause(e: BaseException) -> str:
     return f"{type(e).__name__}: {lines[0][:200] if lines else ''}"
 
 
+ENGINES = ("auto", "native", "compiled", "eager")
+
+
 class ServedModel(nn.Module):
-    """An integer model as `xtc predict` and `serve` run it: compiled by Inductor once for every batch size and
-    length (dynamic shapes: no padding to fixed lengths, no recompilation per shape; batch 1 is a second graph),
-    its compiled graphs cached on disk (compile_cache_dir). If compilation fails, one line on stderr and the eager
-    model from then on.
+    """An integer model as `xtc predict` and `serve` run it, by one of three engines (`engine`):
+
+    - "native": the encoder in C++ (xtc.native.NativeEncoder: one call per forward, the same kernels as the
+      eager path, the same logits bit for bit); BERT-layout integer models on the CPU. Fastest at batch 1, no
+      compilation (the op library is built once per machine, ~1 min, and cached). It keeps the codes once, in
+      oneDNN's layout: logits only (no gradients or per-layer outputs).
+    - "compiled": the model compiled by Inductor once for every batch size and length (dynamic shapes; batch 1 is
+      a second graph), its compiled graphs cached on disk (compile_cache_dir); ~1 min per process even with the
+      cache warm. If compilation fails, one line on stderr and the eager model from then on.
+    - "eager": the Python integer path as loaded.
+
+    "auto" takes "native" where the model and machine allow it, else `fallback` ("compiled" or "eager"); why the
+    native engine was not taken is in `native_unavailable`. `engine="native"` on a model it cannot run raises
+    ValueError naming why. The native engine replaces `model`'s encoder in place.
 
     `model` is the eager integer model (load_int_model); attributes it has (config, base_model, ...) are read
-    through. The int8 GEMMs run on oneDNN's prepacked weights (xtc.quant.int8_matmul_f32), LayerNorm and GELU
-    stay ATen's (ATEN_KEPT_WHEN_COMPILED; the model's GELU modules become AtenGelu, the same numbers), so that
-    the compiled model computes what the eager one does: the same labels on MRPC and SST-2 dev, logits within
-    2.4e-7 (bench/serve_exactness.py)."""
+    through. The int8 GEMMs run on oneDNN's prepacked weights (xtc.quant.int8_matmul_f32); compiled, LayerNorm and
+    GELU stay ATen's (ATEN_KEPT_WHEN_COMPILED; the model's GELU modules become AtenGelu, the same numbers), so
+    that every engine computes what the eager one does: the same labels on MRPC and SST-2 dev
+    (bench/serve_exactness.py)."""
 
-    def __init__(self, model: nn.Module, compile: bool = True, backend="inductor"):
+    def __init__(self, model: nn.Module, engine: str = "auto", fallback: str = "compiled", backend="inductor"):
         super().__init__()
+        if engine not in ENGINES or fallback not in ("compiled", "eager"):
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)} (fallback: compiled or eager), got "
+                             f"{engine!r} / {fallback!r}")
         self.model = model
         self.fallback: str | None = None  # why the compiled model was given up
+        self.native_unavailable: str | None = None  # why "auto" did not take the native engine
         object.__setattr__(self, "compiled", None)
-        if compile:
+        if engine in ("auto", "native"):
+            from .native import use_native_encoder
+
+            why = use_native_encoder(model, keep_python_layers=False)  # serving: one copy of the codes
+            if why is None:
+                engine = "native"
+            elif engine == "native":
+                raise ValueError(f"the native engine cannot serve this model: {why}")
+            else:
+                self.native_unavailable, engine = why, fallback
+        self.engine = engine
+        if engine == "compiled":
             os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", compile_cache_dir())
             if backend == "inductor":
                 backend = _inductor_keeping_aten_ops
@@ -299,6 +328,7 @@ class ServedModel(nn.Module):
             except Exception as e:  # noqa: BLE001  (a genuine input error raises again from the eager model)
                 self.fallback = _first_cause(e)
                 object.__setattr__(self, "compiled", None)
+                self.engine = "eager"
                 print(f"xtc: compiling the integer model failed ({self.fallback}); running it eager",
                       file=sys.stderr)
         return self.model(*args, **kwargs)
@@ -360,13 +390,13 @@ def _inductor_keeping_aten_ops(gm, example_inputs):
     return compile_fx(gm, example_inputs, decompositions=table)
 
 
-def serve(path: str, threads: int | None = None, compile: bool = True, device: str | torch.device | None = None):
-    """Load a .xtc for serving -> (ServedModel, tokenizer): the integer model, compiled (see ServedModel), on
-    `threads` CPU threads (torch.set_num_threads, process-wide) when given. Run it under torch.inference_mode()
-    or torch.no_grad(); the first call compiles (or loads the compiled graphs from the disk cache)."""
+def serve(path: str, threads: int | None = None, engine: str = "auto", device: str | torch.device | None = None):
+    """Load a .xtc for serving -> (ServedModel, tokenizer): the integer model on `engine` (see ServedModel; auto:
+    native, else compiled), on `threads` CPU threads (torch.set_num_threads, process-wide) when given. Run it
+    under torch.inference_mode() or torch.no_grad()."""
     if threads is not None:
         if threads < 1:
             raise ValueError(f"threads must be at least 1, got {threads}")
         torch.set_num_threads(threads)
     model, tok = load_int_model(path, device=device)
-    return ServedModel(model, compile=compile), tok
+    return ServedModel(model, engine=engine), tok

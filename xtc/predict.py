@@ -12,10 +12,11 @@ from xtc.files import atomic_write, exclusive_writer
 from xtc.tasks import add_task_args, get_task
 
 
-# `--compile auto` compiles the integer path for at least this many examples. Measured on the shared 2-core Xeon
-# (AMX), 1 thread, 6-layer MiniLM W1A8 (bench/README.md, "Serving a packed student"): compiling costs 50-60 s even
-# with the disk cache warm (Dynamo's trace of the model; the kernels come from the cache) and saves ~6-7 ms per
-# example at batch 1 or 32: it pays back from ~8,000 examples (QQP, MNLI dev), not on MRPC or SST-2 dev.
+# `--engine auto`, where the native engine cannot serve the model, compiles the integer path for at least this many
+# examples. Measured on the shared 2-core Xeon (AMX), 1 thread, 6-layer MiniLM W1A8 (bench/README.md, "Serving a
+# packed student"): compiling costs 50-60 s even with the disk cache warm (Dynamo's trace of the model; the
+# kernels come from the cache) and saves ~6-7 ms per example at batch 1 or 32: it pays back from ~8,000 examples
+# (QQP, MNLI dev), not on MRPC or SST-2 dev.
 COMPILE_MIN_EXAMPLES = 8000
 
 
@@ -69,6 +70,9 @@ def cmd_predict(a) -> None:
     t0 = time.perf_counter()
     model, tok, path_kind = load_for_inference(a.model, a.fake_quant)
     load_seconds = time.perf_counter() - t0
+    if path_kind != "integer" and a.engine not in ("auto", "eager"):
+        raise ValueError(f"--engine {a.engine} serves packed .xtc files on the integer path; {a.model} runs as "
+                         f"the {path_kind} model (use --engine auto)")
     if tok is None:
         raise ValueError(f"{a.model} carries no tokenizer; export it with one (`xtc export` saves it)")
     if model.config.num_labels != task.num_labels:
@@ -77,18 +81,24 @@ def cmd_predict(a) -> None:
     dev = pick_device(a.device)
     model.to(dev)
     data = encode(split, tok, a.max_seq_length, task.is_regression)
-    compiled = path_kind == "integer" and (a.compile == "on" or (a.compile == "auto" and
-                                                                 len(data) >= COMPILE_MIN_EXAMPLES))
-    if path_kind == "integer":
-        model = ServedModel(model, compile=compiled)
+    engine = None
+    if path_kind == "integer":  # the engine's set-up (native: load or build its library, prepack) counts as load
+        t0 = time.perf_counter()
+        big = len(data) >= COMPILE_MIN_EXAMPLES
+        model = ServedModel(model, engine=a.engine, fallback="compiled" if big else "eager")
+        engine = model.engine
+        load_seconds += time.perf_counter() - t0
     logits, first_batch_seconds = predict_logits(model, data, a.batch_size, dev, f"predict {task.name}")
-    compiled = compiled and model.is_compiled  # False when compilation failed and the model ran eager
-    serving = {"compiled": compiled, "threads": torch.get_num_threads(), "load_seconds": round(load_seconds, 3),
-               "first_batch_seconds": round(first_batch_seconds, 3),
+    if engine is not None:
+        engine = model.engine  # "eager" where compilation failed
+    serving = {"engine": engine or "eager", "threads": torch.get_num_threads(),
+               "load_seconds": round(load_seconds, 3), "first_batch_seconds": round(first_batch_seconds, 3),
                "cold_start_seconds": round(load_seconds + first_batch_seconds, 3),
-               **({"compile_cache": compile_cache_dir()} if compiled else {})}
+               **({"native_unavailable": model.native_unavailable}
+                  if engine is not None and model.native_unavailable else {}),
+               **({"compile_cache": compile_cache_dir()} if engine == "compiled" else {})}
     print(f"xtc predict: cold start {serving['cold_start_seconds']:.2f} s (load {load_seconds:.2f} s + first "
-          f"batch {first_batch_seconds:.2f} s; {'compiled' if compiled else 'eager'}, "
+          f"batch {first_batch_seconds:.2f} s; {serving['engine']} engine, "
           f"{serving['threads']} thread{'s' if serving['threads'] != 1 else ''})", file=sys.stderr)
     preds = logits[:, 0] if task.is_regression else logits.argmax(-1)
 
@@ -142,8 +152,10 @@ def register(sub) -> None:
     s.add_argument("--batch-size", type=int, default=32)
     s.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     s.add_argument("--threads", type=int, help="CPU threads (default: torch's, one per core)")
-    s.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
-                   help="compile the integer path with Inductor (once for all shapes, cached on disk in "
-                   "$TORCHINDUCTOR_CACHE_DIR or ~/.cache/xtc/inductor); auto: from "
-                   f"{COMPILE_MIN_EXAMPLES} examples on, where it pays back its compile time")
+    s.add_argument("--engine", choices=("auto", "native", "compiled", "eager"), default="auto",
+                   help="how a packed .xtc runs: native (the encoder in C++, BERT-layout models on the CPU; the "
+                   "library is built once per machine into ~/.cache/xtc/native), compiled (Inductor, once for all "
+                   "shapes, cached in $TORCHINDUCTOR_CACHE_DIR or ~/.cache/xtc/inductor), eager (the Python "
+                   "integer path); auto: native where it can, else compiled from "
+                   f"{COMPILE_MIN_EXAMPLES} examples on (where it pays back its compile time), else eager")
     s.set_defaults(fn=cmd_predict)

@@ -164,16 +164,21 @@ def int8_matmul(q: torch.Tensor, w_t: torch.Tensor) -> torch.Tensor:
     return torch.matmul(q.to(torch.float64), w_t.to(torch.float64)).to(torch.int32)
 
 
+def prepackable_int8_weight(w_t: torch.Tensor) -> bool:
+    """Whether oneDNN's prepacked int8 GEMM multiplies codes [K, N] exactly (prepack_int8_weight's conditions)."""
+    if w_t.device.type != "cpu" or not hasattr(torch.ops.onednn, "qlinear_prepack") or w_t.numel() == 0:
+        return False
+    max_code = int(w_t.abs().max())
+    return max_code <= 64 and w_t.shape[0] * 128 * max_code < 2**24
+
+
 def prepack_int8_weight(w_t: torch.Tensor):
     """oneDNN's prepacked copy of int8 codes [K, N] for int8_matmul_f32 -> (packed, ones [N], zeros [N]), or None where
     that route is unavailable or not exact: off the CPU, where |q @ codes| could reach 2^24 (K * 128 * max|code|),
     beyond which fp32 does not hold every integer and the oneDNN output could differ from the int32 product's, or
     where max|code| > 64: on x86 CPUs without VNNI oneDNN sums pairs of u8 x s8 products in int16 (vpmaddubsw),
     which saturates above 2 * 255 * 64 (the 1- and 2-bit codes are +-1)."""
-    if w_t.device.type != "cpu" or not hasattr(torch.ops.onednn, "qlinear_prepack") or w_t.numel() == 0:
-        return None
-    max_code = int(w_t.abs().max())
-    if max_code > 64 or w_t.shape[0] * 128 * max_code >= 2**24:
+    if not prepackable_int8_weight(w_t):
         return None
     n = w_t.shape[1]
     return (torch.ops.onednn.qlinear_prepack(w_t.t().contiguous(), None), torch.ones(n),

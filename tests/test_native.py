@@ -1,0 +1,163 @@
+"""The encoder in C++ (xtc.native): the same logits as the Python integer path, and where it declines a model."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import _vocab, tiny_arch_config
+from test_arch import _batch
+from test_infer import _export, _tokenizer
+from test_predict import SHAPES, _inputs
+from transformers import AutoModelForSequenceClassification, BertTokenizerFast
+
+from xtc import native
+from xtc.arch import uses_token_types
+from xtc.cli import main
+from xtc.infer import IntLinear, ServedModel, load_int_model, serve
+from xtc.pack import export_packed
+from xtc.quant import QuantSpec, apply_quantization
+
+SPECS = {"w1a8": QuantSpec(wbits=1, abits=8), "w2a8-groups": QuantSpec(wbits=2, abits=8, groups=4), "w4a8": QuantSpec(wbits=4, abits=8)}
+
+
+@pytest.fixture(scope="module")
+def built():
+    why = native.load()
+    if why:
+        pytest.fail(f"the native library did not build here: {why}")  # CI has g++ and ninja: a build error is a bug
+
+
+@pytest.mark.parametrize("spec", list(SPECS), ids=list(SPECS))
+def test_native_encoder_gives_the_python_integer_paths_logits_bit_for_bit(built, tmp_path, spec):
+    path = _export(tmp_path, SPECS[spec], tokenizer=_tokenizer())
+    python, _ = load_int_model(path)
+    fast, _ = load_int_model(path)
+    assert native.use_native_encoder(fast) is None
+    assert isinstance(fast.base_model.encoder, native.NativeEncoder)
+    with torch.inference_mode():
+        for batch, length, padded in SHAPES:  # batch 1 at two lengths, padding inside larger batches
+            x = _inputs(batch, length, padded)
+            a, b = python(**x).logits, fast(**x).logits
+            assert torch.equal(a, b), (spec, batch, length, (a - b).abs().max())
+        # the op ran (not the Python layers it keeps): calling them again gives the same, calling the op directly
+        x = _inputs(2, 9, 1)
+        h = fast.base_model.embeddings(input_ids=x["input_ids"], token_type_ids=x["token_type_ids"])
+        out = torch.ops.xtc_native.bert_encoder(h, None, fast.base_model.encoder.params, fast.base_model.encoder.bits,
+                                                fast.config.num_attention_heads, fast.config.layer_norm_eps)
+        ref = python.base_model.encoder(h).last_hidden_state
+        assert torch.equal(out, ref)
+
+
+def test_native_encoder_leaves_training_and_gradients_to_the_python_layers(built, tmp_path):
+    path = _export(tmp_path, SPECS["w1a8"], tokenizer=_tokenizer())
+    fast, _ = load_int_model(path)
+    native.use_native_encoder(fast)
+    x = _inputs(1, 7, 0)
+    calls = []
+    handle = fast.base_model.encoder.python_encoder.register_forward_hook(lambda *a: calls.append(1))
+    with torch.inference_mode():
+        a = fast(**x).logits
+    assert calls == []  # inference: the op
+    assert torch.equal(fast(**x).logits, a) and calls == []  # grad mode on, nothing requires grad: the op too
+    with torch.no_grad():
+        fast(**x, output_hidden_states=True)  # per-layer outputs: only the Python layers have them
+    assert calls == [1]
+    handle.remove()
+    # served: the codes are kept once (oneDNN's copy), so what only the Python layers compute is refused
+    served, _ = serve(path, engine="native")
+    enc = served.base_model.encoder
+    assert not hasattr(enc, "python_encoder") and not any(isinstance(m, IntLinear) for m in served.modules())
+    with torch.inference_mode():
+        assert torch.equal(served(**x).logits, a)
+        with pytest.raises(ValueError, match="native engine.*load_int_model"):
+            served(**x, output_hidden_states=True)
+
+
+def test_models_it_cannot_run_are_left_as_they_were(built, tmp_path):
+    # per-tensor activation scales: the native quantizer is per token
+    path = _export(tmp_path, QuantSpec(wbits=1, abits=8, act_per_token=False), tokenizer=_tokenizer())
+    m, _ = load_int_model(path)
+    enc = m.base_model.encoder
+    why = native.use_native_encoder(m)
+    assert why and "per-tensor" in why and m.base_model.encoder is enc
+    # some Linear layers left in fp32 (only the FFN quantized)
+    path = _export(tmp_path, QuantSpec(wbits=1, abits=8, roles=("ffn_in", "ffn_out")), "ffn.xtc", _tokenizer())
+    m, _ = load_int_model(path)
+    why = native.use_native_encoder(m)
+    assert why and "not integer" in why
+    served = ServedModel(m, engine="auto", fallback="eager")
+    assert served.engine == "eager" and served.native_unavailable == why
+    with pytest.raises(ValueError, match="native engine cannot serve this model: .*not integer"):
+        ServedModel(load_int_model(path)[0], engine="native")
+
+
+def test_a_library_that_cannot_be_built_falls_back_with_the_reason(tmp_path, monkeypatch):
+    path = _export(tmp_path, SPECS["w1a8"], tokenizer=_tokenizer())
+    monkeypatch.setattr(native, "load", lambda verbose=False: "building the native encoder failed (no g++)")
+    served, _ = serve(path, engine="auto")
+    assert served.engine == "compiled" and "no g++" in served.native_unavailable
+    served = ServedModel(load_int_model(path)[0], engine="auto", fallback="eager")
+    assert served.engine == "eager" and not isinstance(served.base_model.encoder, native.NativeEncoder)
+    with pytest.raises(ValueError, match="no g\\+\\+"):
+        ServedModel(load_int_model(path)[0], engine="native")
+
+
+def test_build_key_follows_the_source_and_the_cpu(monkeypatch, tmp_path):
+    key = native.build_key()
+    monkeypatch.setattr(native, "cpu_model_name", lambda: "another CPU")
+    assert native.build_key() != key
+    monkeypatch.undo()
+    src = tmp_path / "int_encoder.cpp"
+    src.write_text(open(native.SOURCE).read() + "\n// changed\n")
+    monkeypatch.setattr(native, "SOURCE", str(src))
+    assert native.build_key() != key
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert native.cache_dir() == str(tmp_path / "cache" / "xtc" / "native")
+
+
+def test_cli_predict_engines_agree(built, tmp_path, capsys, glue_dir):
+    path = _export(tmp_path, SPECS["w1a8"], tokenizer=_tokenizer())
+    rows = {}
+    for engine in ("auto", "native", "eager"):
+        out = tmp_path / f"{engine}.csv"
+        assert main(["predict", "--model", path, "--task", "sst2", "--glue-dir", glue_dir, "--out", str(out),
+                     "--engine", engine, "--threads", "1"]) == 0
+        cap = capsys.readouterr()
+        serving = json.loads(cap.out)["serving"]
+        assert serving["engine"] == ("native" if engine == "auto" else engine)
+        assert f"{serving['engine']} engine" in cap.err
+        rows[engine] = out.read_text()
+    assert rows["auto"] == rows["native"] == rows["eager"]  # same labels and logits, to the last digit
+
+
+def test_keep_freed_memory_sets_glibcs_thresholds():
+    assert native.keep_freed_memory() is True
+
+
+def test_a_failed_build_is_one_line_and_leaves_no_library(tmp_path, monkeypatch):
+    monkeypatch.setattr(native, "_loaded", None)
+    monkeypatch.setattr(native, "_load_error", None)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))  # the compiler torch's extension builder calls
+    why = native.load()
+    assert why and why.startswith("building the native encoder failed") and "\n" not in why
+    assert native.load() == why  # decided once per process
+    assert not list((tmp_path / "cache").rglob("*.so"))
+
+
+@pytest.mark.parametrize("family,served", [("bert", True), ("roberta", True), ("electra", True),
+                                           ("distilbert", False), ("deberta-v2", False)])
+def test_other_architectures_are_served_natively_or_declined(built, family, served, tmp_path):
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_config(tiny_arch_config(family)).eval()
+    apply_quantization(model, QuantSpec(wbits=1, abits=8))
+    path = str(tmp_path / "m.xtc")
+    export_packed(model, BertTokenizerFast(vocab={w: i for i, w in enumerate(_vocab())}, do_lower_case=True), path)
+    python, _ = load_int_model(path)
+    fast, _ = load_int_model(path)
+    why = native.use_native_encoder(fast)
+    assert (why is None) == served, why
+    batch = {k: v for k, v in _batch().items() if k != "token_type_ids" or uses_token_types(python)}
+    with torch.inference_mode():
+        assert torch.equal(python(**batch).logits, fast(**batch).logits)

@@ -1,0 +1,260 @@
+"""The encoder of a BERT-layout integer model in C++ (xtc/csrc/int_encoder.cpp): one call per forward.
+
+The Python integer path (xtc.infer.IntLinear inside Hugging Face's layers) spends much of a batch-1 forward
+between ops: Python, module calls, separate quantize ops. `NativeEncoder` replaces the model's encoder with one
+C++ op that runs every layer with the same ATen/oneDNN kernels in the same order: the same logits bit for bit
+(tests/test_native.py, bench/serve_exactness.py). Embeddings, the attention mask, pooler and classifier stay
+the Hugging Face model's.
+
+The op is compiled on first use on a machine (torch.utils.cpp_extension, ~1 min; g++, and ninja from PyPI) into
+$XDG_CACHE_HOME/xtc/native (~/.cache/xtc/native), keyed by its source, torch's version and the CPU model (it is
+built for the CPU it runs on), and loaded from there afterwards. `python -m xtc.native` builds it ahead of time
+(`make install` does).
+Where it cannot be built or a model is not of this layout, `use_native_encoder` says why and the model is left
+as it was.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import sys
+
+import torch
+import torch.nn as nn
+
+from .precision import cpu_model_name
+
+SOURCE = os.path.join(os.path.dirname(__file__), "csrc", "int_encoder.cpp")
+CFLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fopenmp"]  # no FMA contraction: the rescale rounds as
+# ATen's ops do
+PER_LAYER = 24  # tensors per layer in NativeEncoder.params (the op checks it)
+SERIAL_BELOW_ROWS = 0  # inputs of fewer tokens (batch x length) run on one thread whatever torch's thread count
+
+_loaded: str | None = None  # the library loaded in this process
+_load_error: str | None = None
+
+
+def cache_dir() -> str:
+    """Where built libraries are kept: $XDG_CACHE_HOME/xtc/native (~/.cache/xtc/native)."""
+    return os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "xtc", "native")
+
+
+def build_key() -> str:
+    """What a built library depends on: the source, the flags, torch's version and the CPU it was built for."""
+    h = hashlib.sha256()
+    with open(SOURCE, "rb") as f:
+        h.update(f.read())
+    h.update(" ".join(CFLAGS + [torch.__version__, cpu_model_name(), platform.machine()]).encode())
+    return h.hexdigest()[:16]
+
+
+def load(verbose: bool = False) -> str | None:
+    """Build (first use on this machine) or load the op library -> None when `torch.ops.xtc_native` is ready,
+    else why not (one line). Never raises."""
+    global _loaded, _load_error
+    if _loaded or _load_error:
+        return _load_error
+    if sys.platform != "linux":
+        _load_error = f"the native encoder is built for Linux only (this is {sys.platform})"
+        return _load_error
+    try:
+        name = f"xtc_native_{build_key()}"
+        folder = os.path.join(cache_dir(), name)
+        lib = os.path.join(folder, f"{name}.so")
+        if os.path.exists(lib):  # built before: no compiler needed (and no import of the build tools)
+            torch.ops.load_library(lib)
+        else:
+            from torch.utils.cpp_extension import load as build
+
+            try:  # PyPI's ninja, where the venv's bin folder is not on PATH
+                import ninja
+
+                if ninja.BIN_DIR not in os.environ.get("PATH", "").split(os.pathsep):
+                    os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+            except ImportError:
+                pass
+            os.makedirs(folder, exist_ok=True)
+            build(name=name, sources=[SOURCE], extra_cflags=CFLAGS, build_directory=folder,
+                  is_python_module=False, verbose=verbose)
+        _loaded = lib
+    except Exception as e:  # noqa: BLE001  (no compiler, no ninja, a build error: the Python path serves)
+        lines = str(e).strip().splitlines()
+        _load_error = f"building the native encoder failed ({type(e).__name__}: {lines[0][:200] if lines else ''})"
+    return _load_error
+
+
+# -----------------------------------------------------------------------------
+# which models it serves
+
+
+def _encoder_of(model: nn.Module):
+    """(base model, its encoder) of a Hugging Face encoder-only model, or (None, None)."""
+    base = getattr(model, "base_model", None)
+    enc = getattr(base, "encoder", None)
+    return (base, enc) if isinstance(enc, nn.Module) else (None, None)
+
+
+def unsupported(model: nn.Module) -> str | None:
+    """Why NativeEncoder cannot run `model`'s encoder (one line), or None when it can: every layer a BERT layer
+    (self-attention through sdpa, no cross-attention, chunked feed-forward or relative positions) whose six
+    Linear layers are integer (IntLinear, per-token activations of at most 8 bits, codes prepacked for oneDNN)
+    and whose activation is the exact (erf) GELU, on the CPU."""
+    from transformers.activations import GELUActivation
+
+    from xtc.infer import AtenGelu, IntLinear
+    from xtc.quant import prepackable_int8_weight
+
+    base, enc = _encoder_of(model)
+    layers = getattr(enc, "layer", None)
+    cfg = getattr(model, "config", None)
+    if base is None or not isinstance(layers, nn.ModuleList) or len(layers) == 0 or cfg is None:
+        return "not an encoder-only model with a layer list (model.base_model.encoder.layer)"
+    if getattr(cfg, "is_decoder", False) or getattr(cfg, "add_cross_attention", False):
+        return "a decoder or cross-attention model"
+    if getattr(cfg, "_attn_implementation", None) != "sdpa":
+        return f"attention implementation {getattr(cfg, '_attn_implementation', None)!r} (the native one is sdpa's)"
+    if getattr(cfg, "position_embedding_type", "absolute") != "absolute":
+        return f"position_embedding_type {cfg.position_embedding_type!r}"
+    for i, layer in enumerate(layers):
+        try:
+            att, out = layer.attention.self, layer.attention.output
+            lins = [att.query, att.key, att.value, out.dense, layer.intermediate.dense, layer.output.dense]
+            act = layer.intermediate.intermediate_act_fn
+            norms = [out.LayerNorm, layer.output.LayerNorm]
+        except AttributeError:
+            return f"layer {i} is not a BERT layer"
+        if getattr(layer, "chunk_size_feed_forward", 0) or getattr(layer, "add_cross_attention", False):
+            return f"layer {i} chunks its feed-forward or has cross-attention"
+        if not all(isinstance(m, IntLinear) for m in lins):
+            return f"layer {i} has Linear layers that are not integer (IntLinear)"
+        if any(not m.act_per_token or m.abits > 8 or m.weight_codes_t.device.type != "cpu" for m in lins):
+            return f"layer {i}: per-tensor activations, more than 8 bits, or not on the CPU"
+        if not all(prepackable_int8_weight(m.weight_codes_t) for m in lins):
+            return f"layer {i}: codes oneDNN's int8 GEMM cannot multiply exactly (xtc.quant.prepack_int8_weight)"
+        gelu = isinstance(act, AtenGelu) or (type(act) is GELUActivation and act.act is nn.functional.gelu)
+        if not gelu:
+            return f"layer {i} activation {type(act).__name__} (the native one is the exact GELU)"
+        if not all(isinstance(n, nn.LayerNorm) and n.elementwise_affine and n.bias is not None for n in norms):
+            return f"layer {i}: LayerNorm without weight and bias"
+        if not (len({m.in_features for m in lins[:4]}) == 1 and att.query.out_features == lins[0].in_features):
+            return f"layer {i}: query/key/value/output shapes differ from the hidden size"
+    return None
+
+
+class NativeEncoder(nn.Module):
+    """A BERT encoder (Hugging Face's layers of IntLinear modules) run by the xtc_native::bert_encoder op.
+
+    It holds oneDNN's prepacked copies of the layers' codes: query/key/value side by side as one [in, 3 x hidden]
+    GEMM, the others as they are. With `keep_python_layers` (default) it also keeps the layers it replaced
+    (`python_encoder`), which run what the op does not: training, gradients, per-layer outputs
+    (output_hidden_states / output_attentions). Without, their int8 codes are released as each layer is
+    prepacked (the served model then holds one copy of the codes, not two) and such calls raise ValueError."""
+
+    def __init__(self, encoder: nn.Module, heads: int, eps: float, keep_python_layers: bool = True):
+        super().__init__()
+        from xtc.quant import prepack_int8_weight
+
+        self.heads, self.eps, self.keep_python_layers = heads, eps, keep_python_layers
+        self.serial_below_rows = SERIAL_BELOW_ROWS
+        self.num_layers = len(encoder.layer)
+        params, bits = [], []
+        for layer in encoder.layer:
+            att = layer.attention.self
+            q, k, v = att.query, att.key, att.value
+            if len({q.abits, k.abits, v.abits}) != 1:
+                raise ValueError("query, key and value quantize their input with different bit-widths")
+            qkv_codes = torch.cat([q.weight_codes_t, k.weight_codes_t, v.weight_codes_t], dim=1)
+            qkv_bias = (torch.cat([q.bias, k.bias, v.bias]) if q.bias is not None else torch.empty(0))
+            params += [*prepack_int8_weight(qkv_codes), torch.cat([q.row_scales, k.row_scales, v.row_scales]),
+                       qkv_bias]
+            del qkv_codes
+            others = ((layer.attention.output.dense, layer.attention.output.LayerNorm),
+                      (layer.intermediate.dense, None), (layer.output.dense, layer.output.LayerNorm))
+            for lin, norm in others:
+                params += [*prepack_int8_weight(lin.weight_codes_t), lin.row_scales,
+                           lin.bias if lin.bias is not None else torch.empty(0)]
+                if norm is not None:
+                    params += [norm.weight.detach(), norm.bias.detach()]
+            # activation bit-widths: qkv (k and v quantize the same input as q), attention output, intermediate, output
+            bits += [q.abits] + [lin.abits for lin, _ in others]
+            for m in (q, k, v, *(lin for lin, _ in others)):
+                m._prepacked = m._prepacked_for = None  # the layers' own oneDNN copies, if any: this one serves
+                if not keep_python_layers:  # this layer's codes now live in the prepacked copy only
+                    m.weight_codes_t = torch.empty(0, dtype=torch.int8)
+        # not buffers: the prepacked tensors are opaque oneDNN tensors (no state_dict, no .to())
+        object.__setattr__(self, "params", params)
+        self.bits = bits
+        if keep_python_layers:
+            self.python_encoder = encoder
+        self.train(encoder.training)
+
+    def forward(self, hidden_states, attention_mask=None, encoder_hidden_states=None, encoder_attention_mask=None,
+                cache=None, use_cache=None, **kwargs):
+        from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttentions
+
+        python = (encoder_hidden_states is not None or kwargs.get("output_attentions")
+                  or kwargs.get("output_hidden_states") or hidden_states.dtype != torch.float32
+                  or hidden_states.requires_grad or self.training)
+        if python:
+            if not self.keep_python_layers:
+                raise ValueError("this model is served by the native engine, which computes the last layer's "
+                                 "output only (no training, gradients or per-layer outputs); load it with "
+                                 "xtc.infer.load_int_model for those")
+            return self.python_encoder(hidden_states, attention_mask, encoder_hidden_states,
+                                       encoder_attention_mask=encoder_attention_mask, cache=cache,
+                                       use_cache=use_cache, **kwargs)
+        with torch.no_grad():
+            h = torch.ops.xtc_native.bert_encoder(hidden_states, attention_mask, self.params, self.bits, self.heads,
+                                                  self.eps, self.serial_below_rows)
+        return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=h)
+
+
+# glibc's mallopt parameters
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_KEEP_BYTES = 32 << 20  # the largest M_MMAP_THRESHOLD glibc takes on 64-bit systems
+
+
+def _libc():
+    import ctypes
+    import ctypes.util
+
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc's malloc keep freed blocks of up to 32 MiB for reuse instead of returning them to the system
+    (process-wide; what ONNX Runtime's arena does for its own buffers). A forward allocates and frees each
+    layer's activations; handed back each time, they come back as fresh pages, and those page faults took a
+    third of a batch-32 x 128 forward (bench/README.md, "Serving a packed student"). First hands back what is
+    free now (malloc_trim: the codes the Python layers released). -> whether glibc took the settings."""
+    libc = _libc()
+    if libc is None or not hasattr(libc, "mallopt"):
+        return False
+    if hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
+    return bool(libc.mallopt(_M_MMAP_THRESHOLD, _KEEP_BYTES)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 4 * _KEEP_BYTES))
+
+
+def use_native_encoder(model: nn.Module, keep_python_layers: bool = True) -> str | None:
+    """Replace `model`'s encoder by NativeEncoder -> None, or why not (one line; the model is then unchanged).
+    Idempotent. Also keep_freed_memory()."""
+    base, enc = _encoder_of(model)
+    if isinstance(enc, NativeEncoder):
+        return None
+    why = unsupported(model) or load()
+    if why:
+        return why
+    cfg = model.config
+    base.encoder = NativeEncoder(enc, cfg.num_attention_heads, float(cfg.layer_norm_eps), keep_python_layers)
+    keep_freed_memory()
+    return None
+
+
+if __name__ == "__main__":  # python -m xtc.native: build (or find) the library for this machine, say where or why not
+    why = load()
+    print(f"xtc.native: {why}" if why else f"xtc.native: {_loaded}", file=sys.stderr)
+    sys.exit(1 if why else 0)
