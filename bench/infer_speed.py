@@ -257,7 +257,8 @@ def rss_child(variant: str, paths: dict, batch: int, seq: int) -> dict:
     def split() -> dict:  # resident now above bare: anonymous (heap: tensors, objects) and file-backed (library code
         if bare_anon is None:  # pages a kernel's first call touches, mapped weight files)
             return {}
-        return {"anon_kib": _proc_status_kib("RssAnon") - bare_anon, "file_kib": _proc_status_kib("RssFile") - bare_file}
+        return {"anon_kib": _proc_status_kib("RssAnon") - bare_anon,
+                "file_kib": _proc_status_kib("RssFile") - bare_file}
 
     out = {"variant": variant, "batch": batch, "seq": seq, "bare_kib": bare, "peak_reset": resettable,
            "bare_peak_since_start_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}

@@ -47,9 +47,8 @@ def main(argv=None) -> int:
     m = tables["before"].merge(tables["after"], on=KEY, suffixes=("_before", "_after"))
     m = m[m["kind"] == "student"]
     ratio = m["train_tokens_per_s_after"] / m["train_tokens_per_s_before"]
-    out["matched_students"] = {"count": int(len(m)),
-                               "train_tokens_per_s_median": {"before": round(float(m["train_tokens_per_s_before"].median()), 1),
-                                                             "after": round(float(m["train_tokens_per_s_after"].median()), 1)},
+    medians = {arm: round(float(m[f"train_tokens_per_s_{arm}"].median()), 1) for arm in ("before", "after")}
+    out["matched_students"] = {"count": int(len(m)), "train_tokens_per_s_median": medians,
                                "after_over_before_median": round(float(ratio.median()), 3),
                                "after_over_before_q1_q3": [round(float(q), 3) for q in ratio.quantile([0.25, 0.75])]}
     with open(a.out, "w") as f:

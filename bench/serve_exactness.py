@@ -7,7 +7,8 @@ full dev set.
 
 Per student (TASK=PATH.xtc[=RUN_FOLDER]): labels of both paths, disagreements, largest logit difference, the
 task metrics from both, the run's own dev metrics (its metrics.json) when a run folder is given, and the served
-path's set-up (build or compile) and predict seconds. Batches as `xtc predict` makes them (sorted by length, batch size 32).
+path's set-up (build or compile) and predict seconds. Batches as `xtc predict` makes them (sorted by length, batch
+size 32).
 """
 from __future__ import annotations
 
@@ -72,7 +73,8 @@ def main(argv=None) -> int:
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "disagreements"}), file=sys.stderr, flush=True)
     from xtc.precision import cpu_model_name
 
-    result = {"cpu": cpu_model_name(), "engine": a.engine, "torch": torch.__version__, "threads": torch.get_num_threads(),
+    result = {"cpu": cpu_model_name(), "engine": a.engine, "torch": torch.__version__,
+              "threads": torch.get_num_threads(),
               "loadavg": list(os.getloadavg()), "students": rows}
     with open(a.out, "w") as f:
         json.dump(result, f, indent=1)

@@ -1,4 +1,5 @@
-"""The encoder in C++ (xtc.native): the same logits as the Python integer path, and where it declines a model."""
+"""The encoder in C++ (xtc.native, chosen by xtc.infer.use_native_encoder): the same logits as the Python integer
+path, and where it declines a model."""
 from __future__ import annotations
 
 import json
@@ -14,11 +15,12 @@ from transformers import AutoModelForSequenceClassification, BertTokenizerFast
 from xtc import native
 from xtc.arch import uses_token_types
 from xtc.cli import main
-from xtc.infer import IntLinear, ServedModel, load_int_model, serve
+from xtc.infer import IntLinear, ServedModel, load_int_model, serve, use_native_encoder
 from xtc.pack import export_packed
 from xtc.quant import QuantSpec, apply_quantization
 
-SPECS = {"w1a8": QuantSpec(wbits=1, abits=8), "w2a8-groups": QuantSpec(wbits=2, abits=8, groups=4), "w4a8": QuantSpec(wbits=4, abits=8)}
+SPECS = {"w1a8": QuantSpec(wbits=1, abits=8), "w2a8-groups": QuantSpec(wbits=2, abits=8, groups=4),
+         "w4a8": QuantSpec(wbits=4, abits=8)}
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +35,7 @@ def test_native_encoder_gives_the_python_integer_paths_logits_bit_for_bit(built,
     path = _export(tmp_path, SPECS[spec], tokenizer=_tokenizer())
     python, _ = load_int_model(path)
     fast, _ = load_int_model(path)
-    assert native.use_native_encoder(fast) is None
+    assert use_native_encoder(fast) is None
     assert isinstance(fast.base_model.encoder, native.NativeEncoder)
     with torch.inference_mode():
         for batch, length, padded in SHAPES:  # batch 1 at two lengths, padding inside larger batches
@@ -52,7 +54,7 @@ def test_native_encoder_gives_the_python_integer_paths_logits_bit_for_bit(built,
 def test_native_encoder_leaves_training_and_gradients_to_the_python_layers(built, tmp_path):
     path = _export(tmp_path, SPECS["w1a8"], tokenizer=_tokenizer())
     fast, _ = load_int_model(path)
-    native.use_native_encoder(fast)
+    use_native_encoder(fast)
     x = _inputs(1, 7, 0)
     calls = []
     handle = fast.base_model.encoder.python_encoder.register_forward_hook(lambda *a: calls.append(1))
@@ -79,12 +81,12 @@ def test_models_it_cannot_run_are_left_as_they_were(built, tmp_path):
     path = _export(tmp_path, QuantSpec(wbits=1, abits=8, act_per_token=False), tokenizer=_tokenizer())
     m, _ = load_int_model(path)
     enc = m.base_model.encoder
-    why = native.use_native_encoder(m)
+    why = use_native_encoder(m)
     assert why and "per-tensor" in why and m.base_model.encoder is enc
     # some Linear layers left in fp32 (only the FFN quantized)
     path = _export(tmp_path, QuantSpec(wbits=1, abits=8, roles=("ffn_in", "ffn_out")), "ffn.xtc", _tokenizer())
     m, _ = load_int_model(path)
-    why = native.use_native_encoder(m)
+    why = use_native_encoder(m)
     assert why and "not integer" in why
     served = ServedModel(m, engine="auto", fallback="eager")
     assert served.engine == "eager" and served.native_unavailable == why
@@ -156,7 +158,7 @@ def test_other_architectures_are_served_natively_or_declined(built, family, serv
     export_packed(model, BertTokenizerFast(vocab={w: i for i, w in enumerate(_vocab())}, do_lower_case=True), path)
     python, _ = load_int_model(path)
     fast, _ = load_int_model(path)
-    why = native.use_native_encoder(fast)
+    why = use_native_encoder(fast)
     assert (why is None) == served, why
     batch = {k: v for k, v in _batch().items() if k != "token_type_ids" or uses_token_types(python)}
     with torch.inference_mode():

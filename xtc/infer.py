@@ -27,10 +27,12 @@ import weakref
 import torch
 import torch.nn as nn
 
+from . import native
 from .codec import codec_for
 from .pack import PackedFormatError, StoredTensor, build_model, check_fits, read_tensors, read_verified, \
     unpack_tokenizer
 from .quant import (QuantEmbedding, QuantLinear, int8_matmul, integer_linear, prepack_int8_weight,  # noqa: F401
+                    prepackable_int8_weight,
                     quantize_tokens, quantized_modules, replace_submodule, role_of, row_scales_of)
 
 # -----------------------------------------------------------------------------
@@ -268,6 +270,76 @@ def _first_cause(e: BaseException) -> str:
     return f"{type(e).__name__}: {lines[0][:200] if lines else ''}"
 
 
+# -----------------------------------------------------------------------------
+# the native engine: which models it serves (its op and module: xtc.native)
+
+
+def _encoder_of(model: nn.Module):
+    """(base model, its encoder) of a Hugging Face encoder-only model, or (None, None)."""
+    base = getattr(model, "base_model", None)
+    enc = getattr(base, "encoder", None)
+    return (base, enc) if isinstance(enc, nn.Module) else (None, None)
+
+
+def native_unsupported(model: nn.Module) -> str | None:
+    """Why xtc.native.NativeEncoder cannot run `model`'s encoder (one line), or None when it can: every layer a BERT
+    layer (self-attention through sdpa, no cross-attention, chunked feed-forward or relative positions) whose six
+    Linear layers are integer (IntLinear, per-token activations of at most 8 bits, codes prepacked for oneDNN)
+    and whose activation is the exact (erf) GELU, on the CPU."""
+    from transformers.activations import GELUActivation
+
+    base, enc = _encoder_of(model)
+    layers = getattr(enc, "layer", None)
+    cfg = getattr(model, "config", None)
+    if base is None or not isinstance(layers, nn.ModuleList) or len(layers) == 0 or cfg is None:
+        return "not an encoder-only model with a layer list (model.base_model.encoder.layer)"
+    if getattr(cfg, "is_decoder", False) or getattr(cfg, "add_cross_attention", False):
+        return "a decoder or cross-attention model"
+    if getattr(cfg, "_attn_implementation", None) != "sdpa":
+        return f"attention implementation {getattr(cfg, '_attn_implementation', None)!r} (the native one is sdpa's)"
+    if getattr(cfg, "position_embedding_type", "absolute") != "absolute":
+        return f"position_embedding_type {cfg.position_embedding_type!r}"
+    for i, layer in enumerate(layers):
+        try:
+            att, out = layer.attention.self, layer.attention.output
+            lins = [att.query, att.key, att.value, out.dense, layer.intermediate.dense, layer.output.dense]
+            act = layer.intermediate.intermediate_act_fn
+            norms = [out.LayerNorm, layer.output.LayerNorm]
+        except AttributeError:
+            return f"layer {i} is not a BERT layer"
+        if getattr(layer, "chunk_size_feed_forward", 0) or getattr(layer, "add_cross_attention", False):
+            return f"layer {i} chunks its feed-forward or has cross-attention"
+        if not all(isinstance(m, IntLinear) for m in lins):
+            return f"layer {i} has Linear layers that are not integer (IntLinear)"
+        if any(not m.act_per_token or m.abits > 8 or m.weight_codes_t.device.type != "cpu" for m in lins):
+            return f"layer {i}: per-tensor activations, more than 8 bits, or not on the CPU"
+        if not all(prepackable_int8_weight(m.weight_codes_t) for m in lins):
+            return f"layer {i}: codes oneDNN's int8 GEMM cannot multiply exactly (xtc.quant.prepack_int8_weight)"
+        gelu = isinstance(act, AtenGelu) or (type(act) is GELUActivation and act.act is nn.functional.gelu)
+        if not gelu:
+            return f"layer {i} activation {type(act).__name__} (the native one is the exact GELU)"
+        if not all(isinstance(n, nn.LayerNorm) and n.elementwise_affine and n.bias is not None for n in norms):
+            return f"layer {i}: LayerNorm without weight and bias"
+        if not (len({m.in_features for m in lins[:4]}) == 1 and att.query.out_features == lins[0].in_features):
+            return f"layer {i}: query/key/value/output shapes differ from the hidden size"
+    return None
+
+
+def use_native_encoder(model: nn.Module, keep_python_layers: bool = True) -> str | None:
+    """Replace `model`'s encoder by NativeEncoder -> None, or why not (one line; the model is then unchanged).
+    Idempotent. Also keep_freed_memory()."""
+    base, enc = _encoder_of(model)
+    if isinstance(enc, native.NativeEncoder):
+        return None
+    why = native_unsupported(model) or native.load()
+    if why:
+        return why
+    cfg = model.config
+    base.encoder = native.NativeEncoder(enc, cfg.num_attention_heads, float(cfg.layer_norm_eps), keep_python_layers)
+    native.keep_freed_memory()
+    return None
+
+
 ENGINES = ("auto", "native", "compiled", "eager")
 
 
@@ -303,8 +375,6 @@ class ServedModel(nn.Module):
         self.native_unavailable: str | None = None  # why "auto" did not take the native engine
         object.__setattr__(self, "compiled", None)
         if engine in ("auto", "native"):
-            from .native import use_native_encoder
-
             why = use_native_encoder(model, keep_python_layers=False)  # serving: one copy of the codes
             if why is None:
                 engine = "native"

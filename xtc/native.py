@@ -10,8 +10,8 @@ The op is compiled on first use on a machine (torch.utils.cpp_extension, ~1 min;
 $XDG_CACHE_HOME/xtc/native (~/.cache/xtc/native), keyed by its source, torch's version and the CPU model (it is
 built for the CPU it runs on), and loaded from there afterwards. `python -m xtc.native` builds it ahead of time
 (`make install` does).
-Where it cannot be built or a model is not of this layout, `use_native_encoder` says why and the model is left
-as it was.
+Where it cannot be built or a model is not of this layout, xtc.infer.use_native_encoder says why and the model is
+left as it was.
 """
 from __future__ import annotations
 
@@ -82,64 +82,6 @@ def load(verbose: bool = False) -> str | None:
         lines = str(e).strip().splitlines()
         _load_error = f"building the native encoder failed ({type(e).__name__}: {lines[0][:200] if lines else ''})"
     return _load_error
-
-
-# -----------------------------------------------------------------------------
-# which models it serves
-
-
-def _encoder_of(model: nn.Module):
-    """(base model, its encoder) of a Hugging Face encoder-only model, or (None, None)."""
-    base = getattr(model, "base_model", None)
-    enc = getattr(base, "encoder", None)
-    return (base, enc) if isinstance(enc, nn.Module) else (None, None)
-
-
-def unsupported(model: nn.Module) -> str | None:
-    """Why NativeEncoder cannot run `model`'s encoder (one line), or None when it can: every layer a BERT layer
-    (self-attention through sdpa, no cross-attention, chunked feed-forward or relative positions) whose six
-    Linear layers are integer (IntLinear, per-token activations of at most 8 bits, codes prepacked for oneDNN)
-    and whose activation is the exact (erf) GELU, on the CPU."""
-    from transformers.activations import GELUActivation
-
-    from xtc.infer import AtenGelu, IntLinear
-    from xtc.quant import prepackable_int8_weight
-
-    base, enc = _encoder_of(model)
-    layers = getattr(enc, "layer", None)
-    cfg = getattr(model, "config", None)
-    if base is None or not isinstance(layers, nn.ModuleList) or len(layers) == 0 or cfg is None:
-        return "not an encoder-only model with a layer list (model.base_model.encoder.layer)"
-    if getattr(cfg, "is_decoder", False) or getattr(cfg, "add_cross_attention", False):
-        return "a decoder or cross-attention model"
-    if getattr(cfg, "_attn_implementation", None) != "sdpa":
-        return f"attention implementation {getattr(cfg, '_attn_implementation', None)!r} (the native one is sdpa's)"
-    if getattr(cfg, "position_embedding_type", "absolute") != "absolute":
-        return f"position_embedding_type {cfg.position_embedding_type!r}"
-    for i, layer in enumerate(layers):
-        try:
-            att, out = layer.attention.self, layer.attention.output
-            lins = [att.query, att.key, att.value, out.dense, layer.intermediate.dense, layer.output.dense]
-            act = layer.intermediate.intermediate_act_fn
-            norms = [out.LayerNorm, layer.output.LayerNorm]
-        except AttributeError:
-            return f"layer {i} is not a BERT layer"
-        if getattr(layer, "chunk_size_feed_forward", 0) or getattr(layer, "add_cross_attention", False):
-            return f"layer {i} chunks its feed-forward or has cross-attention"
-        if not all(isinstance(m, IntLinear) for m in lins):
-            return f"layer {i} has Linear layers that are not integer (IntLinear)"
-        if any(not m.act_per_token or m.abits > 8 or m.weight_codes_t.device.type != "cpu" for m in lins):
-            return f"layer {i}: per-tensor activations, more than 8 bits, or not on the CPU"
-        if not all(prepackable_int8_weight(m.weight_codes_t) for m in lins):
-            return f"layer {i}: codes oneDNN's int8 GEMM cannot multiply exactly (xtc.quant.prepack_int8_weight)"
-        gelu = isinstance(act, AtenGelu) or (type(act) is GELUActivation and act.act is nn.functional.gelu)
-        if not gelu:
-            return f"layer {i} activation {type(act).__name__} (the native one is the exact GELU)"
-        if not all(isinstance(n, nn.LayerNorm) and n.elementwise_affine and n.bias is not None for n in norms):
-            return f"layer {i}: LayerNorm without weight and bias"
-        if not (len({m.in_features for m in lins[:4]}) == 1 and att.query.out_features == lins[0].in_features):
-            return f"layer {i}: query/key/value/output shapes differ from the hidden size"
-    return None
 
 
 class NativeEncoder(nn.Module):
@@ -237,21 +179,6 @@ def keep_freed_memory() -> bool:
     if hasattr(libc, "malloc_trim"):
         libc.malloc_trim(0)
     return bool(libc.mallopt(_M_MMAP_THRESHOLD, _KEEP_BYTES)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 4 * _KEEP_BYTES))
-
-
-def use_native_encoder(model: nn.Module, keep_python_layers: bool = True) -> str | None:
-    """Replace `model`'s encoder by NativeEncoder -> None, or why not (one line; the model is then unchanged).
-    Idempotent. Also keep_freed_memory()."""
-    base, enc = _encoder_of(model)
-    if isinstance(enc, NativeEncoder):
-        return None
-    why = unsupported(model) or load()
-    if why:
-        return why
-    cfg = model.config
-    base.encoder = NativeEncoder(enc, cfg.num_attention_heads, float(cfg.layer_norm_eps), keep_python_layers)
-    keep_freed_memory()
-    return None
 
 
 if __name__ == "__main__":  # python -m xtc.native: build (or find) the library for this machine, say where or why not
