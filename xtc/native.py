@@ -99,7 +99,6 @@ class NativeEncoder(nn.Module):
 
         self.heads, self.eps, self.keep_python_layers = heads, eps, keep_python_layers
         self.serial_below_rows = SERIAL_BELOW_ROWS
-        self.num_layers = len(encoder.layer)
         params, bits = [], []
         for layer in encoder.layer:
             att = layer.attention.self
