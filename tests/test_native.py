@@ -3,6 +3,7 @@ path, and where it declines a model."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -28,6 +29,54 @@ def built():
     why = native.load()
     if why:
         pytest.fail(f"the native library did not build here: {why}")  # CI has g++ and ninja: a build error is a bug
+
+
+@pytest.mark.parametrize("codes", [(-1, 1, 2), (-1, 0, 1), (-2, 1, 1), (-8, 7, 1), (-128, 127, 1), (3, 3, 1),
+                                   (-5, 9, 1)], ids=["binary", "ternary", "2-bit", "4-bit", "8-bit", "constant",
+                                                     "offset"])
+@pytest.mark.parametrize("m,k,n", [(1, 4, 64), (5, 37, 70), (13, 384, 1152), (200, 9, 130)])
+def test_packed_codes_multiply_as_the_int32_product(built, codes, m, k, n):
+    lo, hi, step = codes  # codes lo, lo + step, ..., hi; rows past 192 (a task's row block), K and N off the tiles
+    g = torch.Generator().manual_seed(m * k + n)
+    levels = torch.arange(lo, hi + 1, step, dtype=torch.int8)
+    w = levels[torch.randint(len(levels), (k, n), generator=g)]
+    q = torch.randint(-128, 128, (m, k), generator=g, dtype=torch.int8)
+    planes, info = torch.ops.xtc_native.pack_codes(w)
+    bits_per_weight = planes.shape[-1]
+    assert bits_per_weight == {2: 1, 3: 2, 4: 2, 16: 4, 256: 8, 1: 0, 15: 4}[len(levels)]  # binary: 1 bit, not 2
+    out = torch.ops.xtc_native.packed_matmul(q, planes, info)
+    assert out.dtype == torch.float32 and out.shape == (m, n)
+    assert torch.equal(out, (q.to(torch.int64) @ w.to(torch.int64)).to(torch.float32))
+
+
+_FALLBACK_CHECK = """
+import os, sys, torch
+from xtc import native
+native.CFLAGS = native.CFLAGS + sys.argv[1].split()
+why = native.load()
+assert why is None, why
+g = torch.Generator().manual_seed(0)
+for lo, hi in ((-1, 1), (-8, 7), (-128, 127)):
+    for m, k, n in ((1, 4, 64), (5, 37, 70), (40, 384, 130)):
+        w = torch.randint(lo, hi + 1, (k, n), generator=g, dtype=torch.int8)
+        q = torch.randint(-128, 128, (m, k), generator=g, dtype=torch.int8)
+        out = torch.ops.xtc_native.packed_matmul(q, *torch.ops.xtc_native.pack_codes(w))
+        assert torch.equal(out, (q.long() @ w.long()).float()), (lo, hi, m, k, n)
+print("exact")
+"""
+
+
+@pytest.mark.parametrize("flags", ["-mno-amx-tile -mno-amx-int8 -mno-amx-bf16",
+                                   "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16 -mno-avx512vnni -mno-avxvnni "
+                                   "-mno-avx512bw"], ids=["avx512-vnni", "plain-c++"])
+def test_packed_codes_multiply_exactly_on_cpus_without_amx_or_vnni(built, tmp_path, flags):
+    # the library as it is built for such a CPU (here: the same source without those instructions)
+    import subprocess
+    import sys
+
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
+    r = subprocess.run([sys.executable, "-c", _FALLBACK_CHECK, flags], env=env, capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "exact", r.stderr[-2000:]
 
 
 @pytest.mark.parametrize("spec", list(SPECS), ids=list(SPECS))

@@ -32,7 +32,6 @@ from .codec import codec_for
 from .pack import PackedFormatError, StoredTensor, build_model, check_fits, read_tensors, read_verified, \
     unpack_tokenizer
 from .quant import (QuantEmbedding, QuantLinear, int8_matmul, integer_linear, prepack_int8_weight,  # noqa: F401
-                    prepackable_int8_weight,
                     quantize_tokens, quantized_modules, replace_submodule, role_of, row_scales_of)
 
 # -----------------------------------------------------------------------------
@@ -284,7 +283,7 @@ def _encoder_of(model: nn.Module):
 def native_unsupported(model: nn.Module) -> str | None:
     """Why xtc.native.NativeEncoder cannot run `model`'s encoder (one line), or None when it can: every layer a BERT
     layer (self-attention through sdpa, no cross-attention, chunked feed-forward or relative positions) whose six
-    Linear layers are integer (IntLinear, per-token activations of at most 8 bits, codes prepacked for oneDNN)
+    Linear layers are integer (IntLinear, per-token activations of at most 8 bits)
     and whose activation is the exact (erf) GELU, on the CPU."""
     from transformers.activations import GELUActivation
 
@@ -313,8 +312,6 @@ def native_unsupported(model: nn.Module) -> str | None:
             return f"layer {i} has Linear layers that are not integer (IntLinear)"
         if any(not m.act_per_token or m.abits > 8 or m.weight_codes_t.device.type != "cpu" for m in lins):
             return f"layer {i}: per-tensor activations, more than 8 bits, or not on the CPU"
-        if not all(prepackable_int8_weight(m.weight_codes_t) for m in lins):
-            return f"layer {i}: codes oneDNN's int8 GEMM cannot multiply exactly (xtc.quant.prepack_int8_weight)"
         gelu = isinstance(act, AtenGelu) or (type(act) is GELUActivation and act.act is nn.functional.gelu)
         if not gelu:
             return f"layer {i} activation {type(act).__name__} (the native one is the exact GELU)"

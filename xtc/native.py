@@ -2,7 +2,8 @@
 
 The Python integer path (xtc.infer.IntLinear inside Hugging Face's layers) spends much of a batch-1 forward
 between ops: Python, module calls, separate quantize ops. `NativeEncoder` replaces the model's encoder with one
-C++ op that runs every layer with the same ATen/oneDNN kernels in the same order: the same logits bit for bit
+C++ op that runs every layer's steps in the same order, with ATen's kernels for attention, LayerNorm and GELU and
+its own exact integer GEMM on the codes packed at their bit-width: the same logits bit for bit
 (tests/test_native.py, bench/serve_exactness.py). Embeddings, the attention mask, pooler and classifier stay
 the Hugging Face model's.
 
@@ -28,7 +29,6 @@ from .precision import cpu_model_name
 SOURCE = os.path.join(os.path.dirname(__file__), "csrc", "int_encoder.cpp")
 CFLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fopenmp"]  # no FMA contraction: the rescale rounds as
 # ATen's ops do
-PER_LAYER = 24  # tensors per layer in NativeEncoder.params (the op checks it)
 SERIAL_BELOW_ROWS = 0  # inputs of fewer tokens (batch x length) run on one thread whatever torch's thread count
 
 _loaded: str | None = None  # the library loaded in this process
@@ -87,16 +87,15 @@ def load(verbose: bool = False) -> str | None:
 class NativeEncoder(nn.Module):
     """A BERT encoder (Hugging Face's layers of IntLinear modules) run by the xtc_native::bert_encoder op.
 
-    It holds oneDNN's prepacked copies of the layers' codes: query/key/value side by side as one [in, 3 x hidden]
-    GEMM, the others as they are. With `keep_python_layers` (default) it also keeps the layers it replaced
-    (`python_encoder`), which run what the op does not: training, gradients, per-layer outputs
-    (output_hidden_states / output_attentions). Without, their int8 codes are released as each layer is
-    prepacked (the served model then holds one copy of the codes, not two) and such calls raise ValueError."""
+    It holds each layer's codes packed by xtc_native::pack_codes (bit-planes: 1 bit a weight for binary codes,
+    2 for ternary), query/key/value side by side as one [in, 3 x hidden] GEMM. With `keep_python_layers` (default)
+    it also keeps the layers it replaced (`python_encoder`), which run what the op does not: training, gradients,
+    per-layer outputs (output_hidden_states / output_attentions). Without, their int8 codes are released as each
+    layer is packed (the served model then holds the packed codes only) and such calls raise ValueError."""
 
     def __init__(self, encoder: nn.Module, heads: int, eps: float, keep_python_layers: bool = True):
         super().__init__()
-        from xtc.quant import prepack_int8_weight
-
+        pack = torch.ops.xtc_native.pack_codes
         self.heads, self.eps, self.keep_python_layers = heads, eps, keep_python_layers
         self.serial_below_rows = SERIAL_BELOW_ROWS
         params, bits = [], []
@@ -105,15 +104,13 @@ class NativeEncoder(nn.Module):
             q, k, v = att.query, att.key, att.value
             if len({q.abits, k.abits, v.abits}) != 1:
                 raise ValueError("query, key and value quantize their input with different bit-widths")
-            qkv_codes = torch.cat([q.weight_codes_t, k.weight_codes_t, v.weight_codes_t], dim=1)
             qkv_bias = (torch.cat([q.bias, k.bias, v.bias]) if q.bias is not None else torch.empty(0))
-            params += [*prepack_int8_weight(qkv_codes), torch.cat([q.row_scales, k.row_scales, v.row_scales]),
-                       qkv_bias]
-            del qkv_codes
+            params += [*pack(torch.cat([q.weight_codes_t, k.weight_codes_t, v.weight_codes_t], dim=1)),
+                       torch.cat([q.row_scales, k.row_scales, v.row_scales]), qkv_bias]
             others = ((layer.attention.output.dense, layer.attention.output.LayerNorm),
                       (layer.intermediate.dense, None), (layer.output.dense, layer.output.LayerNorm))
             for lin, norm in others:
-                params += [*prepack_int8_weight(lin.weight_codes_t), lin.row_scales,
+                params += [*pack(lin.weight_codes_t), lin.row_scales,
                            lin.bias if lin.bias is not None else torch.empty(0)]
                 if norm is not None:
                     params += [norm.weight.detach(), norm.bias.detach()]
@@ -121,9 +118,9 @@ class NativeEncoder(nn.Module):
             bits += [q.abits] + [lin.abits for lin, _ in others]
             for m in (q, k, v, *(lin for lin, _ in others)):
                 m._prepacked = m._prepacked_for = None  # the layers' own oneDNN copies, if any: this one serves
-                if not keep_python_layers:  # this layer's codes now live in the prepacked copy only
+                if not keep_python_layers:  # this layer's codes now live in the packed copy only
                     m.weight_codes_t = torch.empty(0, dtype=torch.int8)
-        # not buffers: the prepacked tensors are opaque oneDNN tensors (no state_dict, no .to())
+        # a plain list, not buffers: the op's argument list, not state (no state_dict entries)
         object.__setattr__(self, "params", params)
         self.bits = bits
         if keep_python_layers:
