@@ -24,6 +24,15 @@ SPECS = {"w1a8": QuantSpec(wbits=1, abits=8), "w2a8-groups": QuantSpec(wbits=2, 
          "w4a8": QuantSpec(wbits=4, abits=8)}
 
 
+@pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])
+def threads(request):
+    """torch's thread count for the test (2: short inputs run as one team of threads, xtc/csrc/int_encoder.cpp)."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(saved)
+
+
 @pytest.fixture(scope="module")
 def built():
     why = native.load()
@@ -79,8 +88,29 @@ def test_packed_codes_multiply_exactly_on_cpus_without_amx_or_vnni(built, tmp_pa
     assert r.returncode == 0 and r.stdout.strip() == "exact", r.stderr[-2000:]
 
 
+def test_native_encoder_is_exact_where_outputs_share_a_panel_of_columns(built, tmp_path, threads):
+    # hidden 24: query, key and value columns meet inside one 16-column group, the rescale's scalar path
+    from conftest import tiny_config
+    from transformers import BertForSequenceClassification
+
+    cfg = tiny_config()
+    cfg.hidden_size, cfg.intermediate_size = 24, 40
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(cfg).eval()
+    apply_quantization(model, SPECS["w1a8"])
+    path = str(tmp_path / "odd.xtc")
+    export_packed(model, _tokenizer(), path)
+    python, _ = load_int_model(path)
+    fast, _ = load_int_model(path)
+    assert use_native_encoder(fast) is None
+    with torch.inference_mode():
+        for batch, length, padded in SHAPES:
+            x = _inputs(batch, length, padded)
+            assert torch.equal(python(**x).logits, fast(**x).logits), (batch, length)
+
+
 @pytest.mark.parametrize("spec", list(SPECS), ids=list(SPECS))
-def test_native_encoder_gives_the_python_integer_paths_logits_bit_for_bit(built, tmp_path, spec):
+def test_native_encoder_gives_the_python_integer_paths_logits_bit_for_bit(built, tmp_path, spec, threads):
     path = _export(tmp_path, SPECS[spec], tokenizer=_tokenizer())
     python, _ = load_int_model(path)
     fast, _ = load_int_model(path)

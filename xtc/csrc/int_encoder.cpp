@@ -3,20 +3,21 @@
 // Each layer computes what the Python integer path (xtc.infer.IntLinear inside Hugging Face's BertLayer, sdpa
 // attention) computes, op for op and in the same order, so the logits are the same bit for bit:
 //   quantize per token:  s = 2 max|x| / 2^b (1 where 0), q = clamp(round_half_even(x / s))
-//   integer GEMM:        q @ codes exactly in int32 (AVX-512 VNNI) on the codes kept as bit-planes (1 bit a weight for
-//                        binary codes), converted to fp32 as the Python path's int32 product is
-//   rescale:             y = ((acc * s) * row_scale) + bias   [+ residual], each step rounded to fp32 (no FMA:
-//                        built with -ffp-contract=off)
+//   integer GEMM:        q @ codes exactly in int32 (AMX tiles, else AVX-512 VNNI) on the codes kept as bit-planes
+//                        (1 bit a weight for binary codes), converted to fp32 as the Python path's int32 product is
+//   rescale:             y = ((acc * s) * row_scale) + bias   [+ residual], each step rounded to fp32, in the
+//                        GEMM's epilogue (no FMA: separate intrinsics, built with -ffp-contract=off)
 //   attention:           at::scaled_dot_product_attention with Hugging Face's arguments (mask, scale = d^-0.5)
 //   LayerNorm, GELU:     ATen's own kernels
 // The query, key and value layers quantize the same input, so they run as one GEMM on their codes side by side
 // (the integer sums of each output column do not depend on its neighbours) and are rescaled into three tensors.
-// What saves time against the Python path: no Python between ops, one quantize pass and one rescale pass per
-// layer input/output instead of several ATen ops, one GEMM instead of three for Q/K/V. What saves memory: the
+// What saves time against the Python path: no Python between ops, one quantize pass per layer input and the
+// rescale inside the GEMM instead of several ATen ops, one GEMM instead of three for Q/K/V. What saves memory: the
 // codes at their own bit-width (the Python path holds int8 codes and oneDNN's int8 copy of them), and no oneDNN
 // (its reorder and GEMM code alone is ~9 MiB of a process's resident memory).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/ThreadLocalState.h>
 #include <torch/library.h>
 
 #include <omp.h>
@@ -24,8 +25,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
+#include <exception>
 #include <optional>
 #ifdef __AVX512F__
 #include <immintrin.h>
@@ -100,10 +103,57 @@ void unpack_panel(const uint64_t* words, int64_t K4, const std::vector<int>& bit
 #endif
 }
 
-// out[m, 64 p + c] = sum_k q[m, k] u[k, 64 p + c] + corr[m] for R rows at q (row stride ldq) and one panel
+// What the GEMM writes for each product acc = sum_k q[m, k] u[k, n]: y = float(acc + cmin * qsum[m]), the exact
+// integer q @ codes, then (with scales s) y = ((y * s[m]) * rows[n]) + bias[n] (+ resid[m, n]), each step rounded
+// to fp32 as the Python path's separate ops round it, into outputs side by side: column n goes to
+// dst[n / width][m, n % width] (query, key, value: three; otherwise one). Columns from N on are padding.
+struct Epilogue {
+  const int32_t* qsum = nullptr;
+  int32_t cmin = 0;
+  const float *s = nullptr, *rows = nullptr, *bias = nullptr, *resid = nullptr;
+  float* dst[3] = {nullptr, nullptr, nullptr};
+  int64_t width = 0, N = 0;
+
+  // which output column n belongs to, without a division (at most three outputs)
+  int64_t output_of(int64_t n) const { return (n >= width) + (n >= 2 * width); }
+
+  void store1(int64_t m, int64_t n, int32_t acc) const {
+    if (n >= N) return;
+    const int64_t j = output_of(n), c = n - j * width;
+    float y = (float)(acc + cmin * qsum[m]);
+    if (s) {
+      y = y * s[m];
+      y = y * rows[n];
+      if (bias) y = y + bias[n];
+      if (resid) y = y + resid[m * width + c];
+    }
+    dst[j][m * width + c] = y;
+  }
+#ifdef __AVX512F__
+  inline __attribute__((always_inline)) void store16(int64_t m, int64_t n, __m512i acc) const {
+    const int64_t j = output_of(n), c = n - j * width;
+    if (n + 16 > N || c + 16 > width) {  // the last columns, or two outputs' columns
+      alignas(64) int32_t a[16];
+      _mm512_store_si512(a, acc);
+      for (int64_t i = 0; i < 16; ++i) store1(m, n + i, a[i]);
+      return;
+    }
+    __m512 y = _mm512_cvtepi32_ps(_mm512_add_epi32(acc, _mm512_set1_epi32(cmin * qsum[m])));
+    if (s) {
+      y = _mm512_mul_ps(y, _mm512_set1_ps(s[m]));
+      y = _mm512_mul_ps(y, _mm512_loadu_ps(rows + n));
+      if (bias) y = _mm512_add_ps(y, _mm512_loadu_ps(bias + n));
+      if (resid) y = _mm512_add_ps(y, _mm512_loadu_ps(resid + m * width + c));
+    }
+    _mm512_storeu_ps(dst[j] + m * width + c, y);
+  }
+#endif
+};
+
+// rows m .. m + R - 1 of q (row stride ldq) times one panel (u in buf, its first column n0) -> ep
 template <int R>
-void panel_rows(const uint8_t* buf, int64_t K4, const int8_t* q, int64_t ldq, const int32_t* corr, float* out,
-                int64_t ldo) {
+void panel_rows(const uint8_t* buf, int64_t K4, const int8_t* q, int64_t ldq, int64_t m, int64_t n0,
+                const Epilogue& ep) {
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__)
   __m512i acc[R][4];
   for (int r = 0; r < R; ++r)
@@ -113,7 +163,7 @@ void panel_rows(const uint8_t* buf, int64_t K4, const int8_t* q, int64_t ldq, co
                   w2 = _mm512_loadu_si512(buf + kk * 256 + 128), w3 = _mm512_loadu_si512(buf + kk * 256 + 192);
     for (int r = 0; r < R; ++r) {
       int32_t quad;
-      std::memcpy(&quad, q + r * ldq + kk * 4, 4);
+      std::memcpy(&quad, q + (m + r) * ldq + kk * 4, 4);
       const __m512i a = _mm512_set1_epi32(quad);
       acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], w0, a);
       acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], w1, a);
@@ -121,19 +171,16 @@ void panel_rows(const uint8_t* buf, int64_t K4, const int8_t* q, int64_t ldq, co
       acc[r][3] = _mm512_dpbusd_epi32(acc[r][3], w3, a);
     }
   }
-  for (int r = 0; r < R; ++r) {
-    const __m512i c = _mm512_set1_epi32(corr[r]);
-    for (int z = 0; z < 4; ++z)
-      _mm512_storeu_ps(out + r * ldo + z * 16, _mm512_cvtepi32_ps(_mm512_add_epi32(acc[r][z], c)));
-  }
+  for (int r = 0; r < R; ++r)
+    for (int z = 0; z < 4; ++z) ep.store16(m + r, n0 + z * 16, acc[r][z]);
 #else
   for (int r = 0; r < R; ++r) {
     int32_t acc[kPanel] = {0};
     for (int64_t kk = 0; kk < K4; ++kk)
       for (int64_t col = 0; col < kPanel; ++col)
         for (int64_t i = 0; i < 4; ++i)
-          acc[col] += (int32_t)buf[(kk * 4 + col / 16) * 64 + col % 16 * 4 + i] * (int32_t)q[r * ldq + kk * 4 + i];
-    for (int64_t col = 0; col < kPanel; ++col) out[r * ldo + col] = (float)(acc[col] + corr[r]);
+          acc[col] += (int32_t)buf[(kk * 4 + col / 16) * 64 + col % 16 * 4 + i] * (int32_t)q[(m + r) * ldq + kk * 4 + i];
+    for (int64_t col = 0; col < kPanel; ++col) ep.store1(m + r, n0 + col, acc[col]);
   }
 #endif
 }
@@ -161,9 +208,9 @@ struct AmxTiles {  // the tile configuration of the calling thread for one task 
   ~AmxTiles() { _tile_release(); }
 };
 
-// out[m, 64 p + c] for rows [m0, m1) of q (zero rows up to a multiple of 32) and one panel (u in buf)
-void panel_rows_amx(const uint8_t* buf, int64_t K4, const int8_t* q, int64_t ldq, int64_t m0, int64_t m1,
-                    const int32_t* corr, float* out, int64_t ldo) {
+// rows [m0, m1) of q (zero rows up to a multiple of 32) times one panel (u in buf, its first column n0) -> ep
+void panel_rows_amx(const uint8_t* buf, int64_t K4, const int8_t* q, int64_t ldq, int64_t m0, int64_t m1, int64_t n0,
+                    const Epilogue& ep) {
   alignas(64) int32_t c[32][32];
   for (int64_t m = m0; m < m1; m += 32) {
     for (int64_t h = 0; h < 2; ++h) {  // columns 32 h .. 32 h + 31 of the panel
@@ -186,41 +233,75 @@ void panel_rows_amx(const uint8_t* buf, int64_t K4, const int8_t* q, int64_t ldq
       _tile_stored(2, &c[0][16], 128);
       _tile_stored(3, &c[16][16], 128);
       for (int64_t r = 0; r < std::min<int64_t>(32, m1 - m); ++r) {
-        const __m512i k = _mm512_set1_epi32(corr[m - m0 + r]);
-        float* o = out + (m + r) * ldo + h * 32;
-        _mm512_storeu_ps(o, _mm512_cvtepi32_ps(_mm512_add_epi32(_mm512_load_si512(&c[r][0]), k)));
-        _mm512_storeu_ps(o + 16, _mm512_cvtepi32_ps(_mm512_add_epi32(_mm512_load_si512(&c[r][16]), k)));
+        ep.store16(m + r, n0 + h * 32, _mm512_load_si512(&c[r][0]));
+        ep.store16(m + r, n0 + h * 32 + 16, _mm512_load_si512(&c[r][16]));
       }
     }
   }
 }
 #endif
 
-// fp32 [M, panels x 64] = q [M, K] @ codes [K, N], each value the exact integer product (columns past N: junk).
-// q: int8 codes [M rounded up to 32, K rounded up to 64] (zero past M and K), qsum: each row's sum of codes. On
-// AMX tiles where the CPU and kernel have them, else AVX-512 VNNI (else plain C++).
-Tensor lowbit_gemm(const Tensor& q, const Tensor& qsum, const Tensor& planes, const Tensor& info) {
+// The threads that run one forward. Alone (size 1), each step is one ATen-style call that parallelises itself
+// with at::parallel_for, waking the other threads for it: right for large inputs. For small ones (a short
+// sentence) those wake-ups cost more than the steps, so the forward runs as one OpenMP region instead: each of
+// its threads takes a share of every step (rows, attention heads, GEMM tasks; at::parallel_for inside the region
+// runs on the calling thread) and they meet at a barrier they spin on between steps (no sleeping: the steps are
+// microseconds apart). Each value is computed by the same code either way.
+struct TeamFailed {};  // thrown at a barrier when another thread of the team failed (its error is the one raised)
+
+struct SpinBarrier {
+  std::atomic<int> waiting{0}, phase{0};
+  std::atomic<bool> failed{false};
+  int size = 1;
+  void wait() {
+    const int ph = phase.load(std::memory_order_acquire);
+    if (waiting.fetch_add(1, std::memory_order_acq_rel) == size - 1) {
+      waiting.store(0, std::memory_order_relaxed);
+      phase.store(ph + 1, std::memory_order_release);
+    } else {
+      while (phase.load(std::memory_order_acquire) == ph) {
+        if (failed.load(std::memory_order_relaxed)) throw TeamFailed();
+        _mm_pause();
+      }
+    }
+  }
+};
+
+struct Team {
+  int id = 0, size = 1;
+  SpinBarrier* barrier = nullptr;
+  // this thread's share [begin, end) of n items
+  std::pair<int64_t, int64_t> share(int64_t n) const { return {n * id / size, n * (id + 1) / size}; }
+  void sync() const {
+    if (barrier) barrier->wait();
+  }
+};
+
+// q [M, K] @ codes [K, N] -> ep, each product the exact integer. q: int8 codes [M rounded up to 32, K rounded up
+// to 64] (zero past M and K), qsum: each row's sum of codes. On AMX tiles where the CPU and kernel have them, else
+// AVX-512 VNNI (else plain C++). ep.qsum and ep.cmin are set here. In a team, this thread's share of the tasks.
+void lowbit_gemm(const Tensor& q, const Tensor& qsum, const Tensor& planes, const Tensor& info, Epilogue ep,
+                 const Team& tm = Team()) {
   const int64_t* inf = info.data_ptr<int64_t>();
-  const int64_t M = qsum.size(0), ldq = q.size(1), K4 = planes.size(1), panels = planes.size(0), cmin = inf[2];
+  const int64_t M = qsum.size(0), ldq = q.size(1), K4 = planes.size(1), panels = planes.size(0);
   TORCH_CHECK(q.size(0) == round_up(M, kMAlign), "lowbit_gemm: q's rows are not padded to a multiple of 32");
   TORCH_CHECK(ldq == K4 * 4, "lowbit_gemm: codes of ", ldq, " columns for a weight of ", inf[0], " rows");
   std::vector<int> bits;
   for (int j = 0; j < 8; ++j)
     if (inf[3] >> j & 1) bits.push_back(j);
-  const int64_t ldo = panels * kPanel;
-  Tensor out = at::empty({M, ldo}, q.options().dtype(at::kFloat));
+  ep.qsum = qsum.data_ptr<int32_t>();
+  ep.cmin = (int32_t)inf[2];
+  ep.N = inf[1];
   const int8_t* qp = q.data_ptr<int8_t>();
-  const int32_t* sp = qsum.data_ptr<int32_t>();
   const uint64_t* wp = reinterpret_cast<const uint64_t*>(planes.data_ptr<int64_t>());
-  float* op = out.data_ptr<float>();
   const int64_t P = bits.size(), blocks = (M + kRowBlock - 1) / kRowBlock;
-  // one task: one panel for one block of rows
 #if defined(__AMX_INT8__) && defined(__AMX_TILE__)
   const bool amx = amx_ready();
 #endif
-  at::parallel_for(0, blocks * panels, 1, [&](int64_t begin, int64_t end) {
+  // one task: one panel for one block of rows; this thread's share of them
+  const auto [first, last] = tm.share(blocks * panels);
+  at::parallel_for(first, last, 1, [&](int64_t begin, int64_t end) {
     std::vector<uint8_t> buf(K4 * 256);
-    std::vector<int32_t> corr(kRowBlock);
 #if defined(__AMX_INT8__) && defined(__AMX_TILE__)
     std::optional<AmxTiles> tiles;
     if (amx) tiles.emplace();
@@ -228,31 +309,24 @@ Tensor lowbit_gemm(const Tensor& q, const Tensor& qsum, const Tensor& planes, co
     for (int64_t t = begin; t < end; ++t) {
       const int64_t blk = t / panels, p = t % panels, m0 = blk * kRowBlock, m1 = std::min(M, m0 + kRowBlock);
       unpack_panel(wp + p * K4 * 4 * P, K4, bits, buf.data());
-      for (int64_t m = m0; m < m1; ++m) corr[m - m0] = (int32_t)cmin * sp[m];
 #if defined(__AMX_INT8__) && defined(__AMX_TILE__)
       if (amx) {
-        panel_rows_amx(buf.data(), K4, qp, ldq, m0, m1, corr.data(), op + p * kPanel, ldo);
+        panel_rows_amx(buf.data(), K4, qp, ldq, m0, m1, p * kPanel, ep);
         continue;
       }
 #endif
       int64_t m = m0;
-      for (; m + 6 <= m1; m += 6)
-        panel_rows<6>(buf.data(), K4, qp + m * ldq, ldq, corr.data() + (m - m0), op + m * ldo + p * kPanel, ldo);
-      const int64_t rest = m1 - m;
-      const int8_t* qm = qp + m * ldq;
-      const int32_t* cm = corr.data() + (m - m0);
-      float* om = op + m * ldo + p * kPanel;
-      switch (rest) {
-        case 5: panel_rows<5>(buf.data(), K4, qm, ldq, cm, om, ldo); break;
-        case 4: panel_rows<4>(buf.data(), K4, qm, ldq, cm, om, ldo); break;
-        case 3: panel_rows<3>(buf.data(), K4, qm, ldq, cm, om, ldo); break;
-        case 2: panel_rows<2>(buf.data(), K4, qm, ldq, cm, om, ldo); break;
-        case 1: panel_rows<1>(buf.data(), K4, qm, ldq, cm, om, ldo); break;
+      for (; m + 6 <= m1; m += 6) panel_rows<6>(buf.data(), K4, qp, ldq, m, p * kPanel, ep);
+      switch (m1 - m) {
+        case 5: panel_rows<5>(buf.data(), K4, qp, ldq, m, p * kPanel, ep); break;
+        case 4: panel_rows<4>(buf.data(), K4, qp, ldq, m, p * kPanel, ep); break;
+        case 3: panel_rows<3>(buf.data(), K4, qp, ldq, m, p * kPanel, ep); break;
+        case 2: panel_rows<2>(buf.data(), K4, qp, ldq, m, p * kPanel, ep); break;
+        case 1: panel_rows<1>(buf.data(), K4, qp, ldq, m, p * kPanel, ep); break;
         default: break;
       }
     }
   });
-  return out;
 }
 
 // q [M, K] int8 @ the codes pack_codes packed -> fp32 [M, N]: the GEMM on its own (tests compare it with the int32
@@ -262,8 +336,12 @@ Tensor packed_matmul(const Tensor& q, const Tensor& planes, const Tensor& info) 
               "packed_matmul: int8 q [M, K] for codes of K rows");
   const int64_t K = q.size(1), N = info[1].item<int64_t>();
   Tensor qp = at::constant_pad_nd(q, {0, round_up(K, kKAlign) - K, 0, round_up(q.size(0), kMAlign) - q.size(0)});
-  Tensor qsum = q.sum(1, false, at::kInt);
-  return lowbit_gemm(qp, qsum, planes, info).narrow(1, 0, N).contiguous();
+  Tensor out = at::empty({q.size(0), N}, q.options().dtype(at::kFloat));
+  Epilogue ep;
+  ep.dst[0] = out.data_ptr<float>();
+  ep.width = N;
+  lowbit_gemm(qp, q.sum(1, false, at::kInt), planes, info, ep);
+  return out;
 }
 
 // rows of `cols` values per parallel task: at least kTaskValues values, so that small inputs (a batch of one
@@ -271,22 +349,15 @@ Tensor packed_matmul(const Tensor& q, const Tensor& planes, const Tensor& info) 
 constexpr int64_t kTaskValues = 1 << 16;
 int64_t rows_per_task(int64_t cols) { return std::max<int64_t>(1, kTaskValues / std::max<int64_t>(cols, 1)); }
 
-// per-token symmetric quantization of x [M, K] (fp32, contiguous) to int8 codes q [M rounded up to 32, K rounded
-// up to 64] (zero past M and K), their sum per row (int32 [M]) and fp32 scales [M]: the same numbers as xtc.quant.quantize_tokens (max
-// and division are exact or correctly rounded whatever the vector width; rounding is half to even, as torch.round)
-void quantize_tokens(const Tensor& x, int64_t bits, Tensor& q, Tensor& qsum, Tensor& s) {
-  const int64_t M = x.size(0), K = x.size(1), ldq = round_up(K, kKAlign);
-  q = at::empty({round_up(M, kMAlign), ldq}, x.options().dtype(at::kChar));
-  if (q.size(0) > M) q.narrow(0, M, q.size(0) - M).zero_();
-  qsum = at::empty({M}, x.options().dtype(at::kInt));
-  s = at::empty({M}, x.options());
-  const float* xp = x.data_ptr<float>();
-  int8_t* qp = q.data_ptr<int8_t>();
-  int32_t* qs = qsum.data_ptr<int32_t>();
-  float* sp = s.data_ptr<float>();
+// per-token symmetric quantization of rows [m0, m1) of x [M, K] (fp32, contiguous) to int8 codes q (row stride
+// ldq, a multiple of 64: zero from K on), their sum per row qsum and fp32 scales s: the same numbers as
+// xtc.quant.quantize_tokens (max and division are exact or correctly rounded whatever the vector width; rounding
+// is half to even, as torch.round)
+void quantize_rows(const float* xp, int64_t K, int64_t bits, int8_t* qp, int64_t ldq, int32_t* qs, float* sp,
+                   int64_t m0, int64_t m1) {
   const float lo = -std::ldexp(1.0f, bits - 1), hi = std::ldexp(1.0f, bits - 1) - 1.0f;
   const float levels = std::ldexp(1.0f, bits);
-  at::parallel_for(0, M, rows_per_task(K), [&](int64_t begin, int64_t end) {
+  at::parallel_for(m0, m1, rows_per_task(K), [&](int64_t begin, int64_t end) {
     for (int64_t m = begin; m < end; ++m) {
       const float* row = xp + m * K;
       int8_t* out = qp + m * ldq;
@@ -328,49 +399,39 @@ void quantize_tokens(const Tensor& x, int64_t bits, Tensor& q, Tensor& qsum, Ten
   });
 }
 
-// dst[j][m, n] = ((acc[m, j * N + n] * s[m]) * rows[j * N + n]) + bias[j * N + n] (+ resid[m, n]), for the
-// outputs j side by side in acc (query, key, value: three; otherwise one), n < N = dst[j].size(1)
-void rescale(const Tensor& acc, const Tensor& s, const Tensor& rows, const Tensor& bias, const Tensor* resid,
-             std::vector<Tensor>& dst) {
-  const int64_t M = acc.size(0), ld = acc.size(1), N = dst[0].size(1), outs = dst.size();
-  const float* ap = acc.data_ptr<float>();
-  const float* sp = s.data_ptr<float>();
-  const float* rp = rows.data_ptr<float>();
-  const float* bp = bias.numel() ? bias.data_ptr<float>() : nullptr;
-  const float* xp = resid ? resid->data_ptr<float>() : nullptr;
-  std::vector<float*> dp;
-  for (auto& t : dst) dp.push_back(t.data_ptr<float>());
-  at::parallel_for(0, M, rows_per_task(ld), [&](int64_t begin, int64_t end) {
-    for (int64_t m = begin; m < end; ++m) {
-      const float sm = sp[m];
-      for (int64_t j = 0; j < outs; ++j) {
-        const float* a = ap + m * ld + j * N;
-        const float* r = rp + j * N;
-        const float* b = bp ? bp + j * N : nullptr;
-        float* d = dp[j] + m * N;
-        for (int64_t n = 0; n < N; ++n) {
-          float y = a[n] * sm;
-          y = y * r[n];
-          if (b) y = y + b[n];
-          if (xp) y = y + xp[m * N + n];
-          d[n] = y;
-        }
-      }
-    }
-  });
-}
+// a forward's working memory, allocated once and reused by every layer: q's codes (rows up to a multiple of 32,
+// the wider of the hidden and intermediate sizes up to a multiple of 64), their sums and scales
+struct Workspace {
+  Tensor q, qsum, s;
+  Workspace(int64_t M, int64_t widest, const at::TensorOptions& opt)
+      : q(at::empty({round_up(M, kMAlign) * round_up(widest, kKAlign)}, opt.dtype(at::kChar))),
+        qsum(at::empty({M}, opt.dtype(at::kInt))),
+        s(at::empty({M}, opt)) {}
+};
 
-// one quantized linear layer: x [M, K] -> [M, N] (rescaled, + bias, + resid when given)
+// one quantized linear layer: x [M, K] -> dst (rescaled, + bias, + resid when given): one [M, N] tensor, or the
+// query, key and value outputs side by side (each [M, N / 3]). Quantizes x into ws, then the GEMM; in a team,
+// each step on this thread's share and a barrier after each.
 struct Linear {
   Tensor planes, info, rows, bias;
   int64_t bits;
-  Tensor operator()(const Tensor& x, const Tensor* resid = nullptr) const {
-    Tensor q, qsum, s;
-    quantize_tokens(x, bits, q, qsum, s);
-    Tensor acc = lowbit_gemm(q, qsum, planes, info);
-    std::vector<Tensor> y{at::empty({x.size(0), rows.size(0)}, x.options())};
-    rescale(acc, s, rows, bias, resid, y);
-    return y[0];
+  void operator()(const Team& tm, Workspace& ws, const Tensor& x, const std::vector<Tensor>& dst,
+                  const Tensor* resid = nullptr) const {
+    const int64_t M = x.size(0), K = x.size(1), ldq = round_up(K, kKAlign);
+    Tensor q = ws.q.narrow(0, 0, round_up(M, kMAlign) * ldq).view({round_up(M, kMAlign), ldq});
+    const auto [m0, m1] = tm.share(M);
+    quantize_rows(x.data_ptr<float>(), K, bits, q.data_ptr<int8_t>(), ldq, ws.qsum.data_ptr<int32_t>(),
+                  ws.s.data_ptr<float>(), m0, m1);
+    tm.sync();
+    Epilogue ep;
+    ep.s = ws.s.data_ptr<float>();
+    ep.rows = rows.data_ptr<float>();
+    ep.bias = bias.numel() ? bias.data_ptr<float>() : nullptr;
+    ep.resid = resid ? resid->data_ptr<float>() : nullptr;
+    for (size_t j = 0; j < dst.size(); ++j) ep.dst[j] = dst[j].data_ptr<float>();
+    ep.width = dst[0].size(1);
+    lowbit_gemm(q, ws.qsum, planes, info, ep, tm);
+    tm.sync();
   }
 };
 
@@ -381,9 +442,74 @@ struct OmpThreads {
   ~OmpThreads() { omp_set_num_threads(saved); }
 };
 
-// hidden [B, T, H] fp32 -> the last layer's output [B, T, H]. Inputs of fewer than serial_below_rows tokens
-// (B x T) run on the calling thread alone: waking other threads for each small kernel costs more than they save. params: 20 tensors per layer (see xtc/native.py,
-// NativeEncoder.params), bits: 4 activation bit-widths per layer (qkv, attention output, intermediate, output)
+// y = f(x) row by row: alone, one call on all rows (f parallelises itself); in a team, each thread f on its share
+// of the rows, copied into y. f computes each row on its own (LayerNorm), so the values do not depend on the split.
+template <class F>
+void by_rows(const Team& tm, const Tensor& x, Tensor& y, F f) {
+  if (tm.size == 1) {
+    y = f(x);
+    return;
+  }
+  const auto [m0, m1] = tm.share(x.size(0));
+  if (m1 > m0) y.narrow(0, m0, m1 - m0).copy_(f(x.narrow(0, m0, m1 - m0)));
+  tm.sync();
+}
+
+// inputs of fewer tokens than this (B x T) run as one team of threads (see Team); larger ones step by step
+constexpr int64_t kTeamBelowRows = 512;
+
+// one encoder layer on h [M, H] -> h (alone: a new tensor; in a team: overwritten in place). The tensors
+// qkv, ctx, y, a, g are this forward's buffers (in a team: shared, written in shares).
+void bert_layer(const Team& tm, Workspace& ws, Tensor& h, const Tensor* p, const int64_t* b,
+                const std::optional<Tensor>& mask, int64_t B, int64_t T, int64_t heads, double eps,
+                std::vector<Tensor>& qkv, Tensor& ctx, Tensor& y, Tensor& a, Tensor& g) {
+  const int64_t M = h.size(0), H = h.size(1), d = H / heads;
+  const double scaling = std::pow((double)d, -0.5);
+  // query, key, value: one quantization of h, one GEMM on [K, 3H] codes, three rescaled outputs
+  Linear{p[0], p[1], p[2], p[3], b[0]}(tm, ws, h, qkv);
+  // attention as Hugging Face's sdpa_attention_forward calls it (encoder: not causal, no dropout); in a team, each
+  // thread its share of the heads (each head's numbers are computed on their own)
+  std::vector<Tensor> qkv4;
+  for (auto& t : qkv) qkv4.push_back(t.view({B, T, heads, d}).transpose(1, 2));
+  if (tm.size == 1) {
+    ctx = at::scaled_dot_product_attention(qkv4[0], qkv4[1], qkv4[2], mask, 0.0, false, scaling)
+              .transpose(1, 2).contiguous().reshape({M, H});
+  } else {
+    const auto [h0, h1] = tm.share(heads);
+    if (h1 > h0) {
+      auto part = [&](const Tensor& t) { return t.narrow(1, h0, h1 - h0); };
+      std::optional<Tensor> m = mask;
+      if (m && m->dim() == 4 && m->size(1) == heads) m = part(*m);
+      Tensor out = at::scaled_dot_product_attention(part(qkv4[0]), part(qkv4[1]), part(qkv4[2]), m, 0.0, false,
+                                                    scaling);
+      ctx.view({B, T, heads, d}).narrow(2, h0, h1 - h0).copy_(out.transpose(1, 2));
+    }
+    tm.sync();
+  }
+  // attention output: dense + residual, LayerNorm
+  Linear{p[4], p[5], p[6], p[7], b[1]}(tm, ws, ctx, {y}, &h);
+  by_rows(tm, y, a, [&](const Tensor& x) { return at::layer_norm(x, {H}, p[8], p[9], eps); });
+  // feed-forward: dense, GELU (erf, in place: the same kernel and numbers as at::gelu), dense + residual, LayerNorm
+  Linear{p[10], p[11], p[12], p[13], b[2]}(tm, ws, a, {g});
+  if (tm.size == 1) {
+    at::gelu_(g);
+  } else {  // ATen's vector loop leaves a tail that is not a multiple of 64 values to its scalar code: split rows
+    const int64_t I = g.size(1);  // only where every share is a whole number of 64-value blocks, as in one call
+    const auto [m0, m1] = I % 64 == 0 ? tm.share(M) : (tm.id == 0 ? std::pair<int64_t, int64_t>{0, M}
+                                                                    : std::pair<int64_t, int64_t>{0, 0});
+    if (m1 > m0) {
+      Tensor rows = g.narrow(0, m0, m1 - m0);
+      at::gelu_(rows);
+    }
+    tm.sync();
+  }
+  Linear{p[14], p[15], p[16], p[17], b[3]}(tm, ws, g, {y}, &a);
+  by_rows(tm, y, h, [&](const Tensor& x) { return at::layer_norm(x, {H}, p[18], p[19], eps); });
+}
+
+// hidden [B, T, H] fp32 -> the last layer's output [B, T, H]. params: 20 tensors per layer (see xtc/native.py,
+// NativeEncoder.params), bits: 4 activation bit-widths per layer (qkv, attention output, intermediate, output).
+// Inputs of fewer than serial_below_rows tokens (B x T) run on the calling thread alone.
 Tensor bert_encoder(const Tensor& hidden, const std::optional<Tensor>& mask, at::TensorList params,
                     at::IntArrayRef bits, int64_t heads, double eps, int64_t serial_below_rows) {
   TORCH_CHECK(hidden.dim() == 3 && hidden.scalar_type() == at::kFloat && hidden.device().is_cpu(),
@@ -392,34 +518,45 @@ Tensor bert_encoder(const Tensor& hidden, const std::optional<Tensor>& mask, at:
   TORCH_CHECK(params.size() % per_layer == 0 && (int64_t)bits.size() * per_layer == 4 * (int64_t)params.size(),
               "bert_encoder: ", per_layer, " tensors and 4 bit-widths per layer");
   const int64_t layers = params.size() / per_layer;
-  const int64_t B = hidden.size(0), T = hidden.size(1), H = hidden.size(2), M = B * T, d = H / heads;
-  const double scaling = std::pow((double)d, -0.5);
+  const int64_t B = hidden.size(0), T = hidden.size(1), H = hidden.size(2), M = B * T;
+  const int64_t I = layers ? params[12].size(0) : H;  // the intermediate size (its row scales)
   std::optional<OmpThreads> serial;
   if (M < serial_below_rows) serial.emplace(1);
+  const auto opt = hidden.options();
+  Workspace ws(M, std::max(H, I), opt);
+  std::vector<Tensor> qkv{at::empty({M, H}, opt), at::empty({M, H}, opt), at::empty({M, H}, opt)};
+  Tensor ctx = at::empty({M, H}, opt), y = at::empty({M, H}, opt), a = at::empty({M, H}, opt),
+         g = at::empty({M, I}, opt);
   Tensor h = hidden.contiguous().reshape({M, H});
-  for (int64_t l = 0; l < layers; ++l) {
-    const Tensor* p = params.data() + l * per_layer;
-    const int64_t* b = bits.data() + l * 4;
-    // query, key, value: one quantization of h, one GEMM on [K, 3H] codes, three rescaled outputs
-    Tensor q8, qsum, s;
-    quantize_tokens(h, b[0], q8, qsum, s);
-    Tensor acc = lowbit_gemm(q8, qsum, p[0], p[1]);
-    std::vector<Tensor> qkv{at::empty({M, H}, h.options()), at::empty({M, H}, h.options()),
-                            at::empty({M, H}, h.options())};
-    rescale(acc, s, p[2], p[3], nullptr, qkv);
-    for (auto& t : qkv) t = t.view({B, T, heads, d}).transpose(1, 2);
-    // attention as Hugging Face's sdpa_attention_forward calls it (encoder: not causal, no dropout)
-    Tensor ctx = at::scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], mask, 0.0, false, scaling);
-    ctx = ctx.transpose(1, 2).contiguous().reshape({M, H});
-    // attention output: dense + residual, LayerNorm
-    Linear out_attn{p[4], p[5], p[6], p[7], b[1]};
-    Tensor a = at::layer_norm(out_attn(ctx, &h), {H}, p[8], p[9], eps);
-    // feed-forward: dense, GELU (erf), dense + residual, LayerNorm
-    Linear inter{p[10], p[11], p[12], p[13], b[2]};
-    Tensor g = at::gelu(inter(a));
-    Linear out_ffn{p[14], p[15], p[16], p[17], b[3]};
-    h = at::layer_norm(out_ffn(g, &a), {H}, p[18], p[19], eps);
+  const int threads = at::get_num_threads();
+  if (threads == 1 || M >= kTeamBelowRows || at::in_parallel_region()) {
+    for (int64_t l = 0; l < layers; ++l)
+      bert_layer(Team(), ws, h, params.data() + l * per_layer, bits.data() + l * 4, mask, B, T, heads, eps, qkv,
+                 ctx, y, a, g);
+    return h.reshape({B, T, H});
   }
+  h = h.clone();  // the team's in-place layer output
+  SpinBarrier barrier;
+  std::exception_ptr error;
+  const at::ThreadLocalState caller;  // inference mode, grad mode, ...: thread-local, the team's threads take the caller's
+#pragma omp parallel num_threads(threads)
+  {
+#pragma omp single
+    barrier.size = omp_get_num_threads();  // (what OpenMP gave; single's own barrier publishes it)
+    const at::ThreadLocalStateGuard same_state(caller);
+    Team tm{omp_get_thread_num(), omp_get_num_threads(), &barrier};
+    try {
+      for (int64_t l = 0; l < layers; ++l)
+        bert_layer(tm, ws, h, params.data() + l * per_layer, bits.data() + l * 4, mask, B, T, heads, eps, qkv, ctx,
+                   y, a, g);
+    } catch (const TeamFailed&) {
+    } catch (...) {  // no exception may leave an OpenMP region: keep the first, release the others' barrier
+#pragma omp critical
+      if (!error) error = std::current_exception();
+      barrier.failed.store(true);
+    }
+  }
+  if (error) std::rethrow_exception(error);
   return h.reshape({B, T, H});
 }
 
