@@ -105,12 +105,13 @@ def build_ort_int8(fp32_dir: str, workdir: str) -> None:
 class OrtModel:
     """An ONNX Runtime session with the call signature of the torch variants."""
 
-    def __init__(self, path: str, threads: int):
+    def __init__(self, path: str, threads: int, spinning: bool = False):
         import onnxruntime as ort
 
         so = ort.SessionOptions()
         so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")  # no spin-waiting, as torch's threads
+        if not spinning:  # (ONNX Runtime's default is to spin: bench/serve_alone.py measures it alone)
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")  # no spin-waiting, as torch's threads
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         self.sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
         self.names = {i.name for i in self.sess.get_inputs()}

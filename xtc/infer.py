@@ -343,10 +343,10 @@ ENGINES = ("auto", "native", "compiled", "eager")
 class ServedModel(nn.Module):
     """An integer model as `xtc predict` and `serve` run it, by one of three engines (`engine`):
 
-    - "native": the encoder in C++ (xtc.native.NativeEncoder: one call per forward, the same kernels as the
-      eager path, the same logits bit for bit); BERT-layout integer models on the CPU. Fastest at batch 1, no
-      compilation (the op library is built once per machine, ~1 min, and cached). It keeps the codes once, in
-      oneDNN's layout: logits only (no gradients or per-layer outputs).
+    - "native": the encoder in C++ (xtc.native.NativeEncoder: one call per forward, the eager path's steps, the
+      same logits bit for bit); BERT-layout integer models on the CPU. Fastest at every shape measured, no
+      compilation (the op library is built once per machine, ~10-70 s, and cached). It keeps the codes once, at
+      their bit-width: logits only (no gradients or per-layer outputs).
     - "compiled": the model compiled by Inductor once for every batch size and length (dynamic shapes; batch 1 is
       a second graph), its compiled graphs cached on disk (compile_cache_dir); ~1 min per process even with the
       cache warm. If compilation fails, one line on stderr and the eager model from then on.
@@ -357,7 +357,8 @@ class ServedModel(nn.Module):
     ValueError naming why. The native engine replaces `model`'s encoder in place.
 
     `model` is the eager integer model (load_int_model); attributes it has (config, base_model, ...) are read
-    through. The int8 GEMMs run on oneDNN's prepacked weights (xtc.quant.int8_matmul_f32); compiled, LayerNorm and
+    through. The eager and compiled engines' int8 GEMMs run on oneDNN's prepacked weights
+    (xtc.quant.int8_matmul_f32), the native one on its own kernel; all are exact in int32. Compiled, LayerNorm and
     GELU stay ATen's (ATEN_KEPT_WHEN_COMPILED; the model's GELU modules become AtenGelu, the same numbers), so
     that every engine computes what the eager one does: the same labels on MRPC and SST-2 dev
     (bench/serve_exactness.py)."""
