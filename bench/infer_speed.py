@@ -140,9 +140,12 @@ def load_variant(name: str, paths: dict, threads: int):
 
             m = load_packed(paths[wb])[0]
         else:
-            from xtc.infer import compile_int_model, load_int_model
+            from xtc.infer import compile_int_model, load_for_serving, load_int_model
 
-            m = load_int_model(paths[wb], with_tokenizer=False)[0]  # the fp32 variants load no tokenizer either
+            if kind in ("native", "native_serial"):  # as xtc predict loads it (each layer packed as it loads)
+                m = load_for_serving(paths[wb], "native", with_tokenizer=False)[0]
+            else:
+                m = load_int_model(paths[wb], with_tokenizer=False)[0]  # the fp32 variants load no tokenizer either
             if kind == "int_compiled":
                 m = compile_int_model(m)
             elif kind in ("served", "native", "native_serial"):

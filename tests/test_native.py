@@ -130,6 +130,47 @@ def test_native_encoder_gives_the_python_integer_paths_logits_bit_for_bit(built,
         assert torch.equal(out, ref)
 
 
+def test_serving_load_packs_each_layer_as_it_loads(built, tmp_path, monkeypatch):
+    # the load never holds more than one layer's int8 codes: each layer is packed once its six Linear are in
+    import gc
+
+    from xtc.infer import load_for_serving
+
+    path = _export(tmp_path, SPECS["w1a8"], tokenizer=_tokenizer())
+    holding, pack = [], native.pack_layer
+
+    def counting_pack(layer, release_codes):
+        gc.collect()
+        holding.append(sum(type(o) is IntLinear and o.weight_codes_t.numel() > 0 for o in gc.get_objects()))
+        return pack(layer, release_codes)
+
+    monkeypatch.setattr(native, "pack_layer", counting_pack)
+    model, _ = load_for_serving(path, "auto")
+    assert len(holding) == 4 and max(holding) == 6, holding  # 4 layers, each packed with its own 6 modules' codes
+    served = ServedModel(model, engine="native")
+    python, _ = load_int_model(path)
+    x = _inputs(2, 9, 1)
+    with torch.inference_mode():
+        assert torch.equal(served(**x).logits, python(**x).logits)
+
+
+def test_serving_load_reloads_whole_when_the_native_engine_declines_a_layer(built, tmp_path, monkeypatch):
+    # layer 0 is packed as it loads, layer 1 is declined: another engine serves, so every layer needs its codes
+    from xtc import infer
+
+    path = _export(tmp_path, SPECS["w1a8"], tokenizer=_tokenizer())
+    check = infer._native_layer_unsupported
+    monkeypatch.setattr(infer, "_native_layer_unsupported", lambda layer, i: "declined" if i == 1 else check(layer, i))
+    model, _ = infer.load_for_serving(path, "auto")
+    assert all(m.weight_codes_t.numel() > 0 for m in model.modules() if isinstance(m, IntLinear))
+    served = ServedModel(model, engine="auto", fallback="eager")
+    assert served.engine == "eager" and served.native_unavailable == "declined"
+    python, _ = load_int_model(path)
+    x = _inputs(2, 9, 1)
+    with torch.inference_mode():
+        assert torch.equal(served(**x).logits, python(**x).logits)
+
+
 def test_native_encoder_leaves_training_and_gradients_to_the_python_layers(built, tmp_path):
     path = _export(tmp_path, SPECS["w1a8"], tokenizer=_tokenizer())
     fast, _ = load_int_model(path)

@@ -21,6 +21,7 @@ labels as the eager path.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import weakref
 
@@ -163,19 +164,25 @@ def _non_persistent_buffer(name: str, meta: torch.Tensor) -> torch.Tensor:
                             f"to the integer loader; load it with xtc.pack.load_packed instead")
 
 
-def load_int_model(path: str, device: str | torch.device | None = None, with_tokenizer: bool = True):
+def load_int_model(path: str, device: str | torch.device | None = None, with_tokenizer: bool = True,
+                   pack_native: bool = False):
     """Verify a .xtc file and load it for integer inference -> (model in eval mode, tokenizer or None).
 
     Quantized Linear layers with <= 8-bit activations become IntLinear and the quantized word embedding a
     PackedEmbedding; a quantized Linear with fp32 activations stays a fake-quant QuantLinear (its weight
     is then held dequantized: it is an fp32 computation). Raises PackedFormatError for a bad file.
+
+    `pack_native` (load_for_serving's choice): pack each encoder layer the native engine can run for it as soon as
+    the layer is loaded, and release its int8 codes, so that the load never holds every layer's int8 codes at
+    once. Such layers then run only under the native engine (use_native_encoder with keep_python_layers=False).
     """
     path = os.fspath(path)
     manifest, members = read_verified(path)
     stored = read_tensors(path, manifest, members)
     model = build_model(path, manifest, members, meta=True)  # shapes only: no fp32 weight is allocated
     check_fits(path, manifest, stored, model)
-    _swap_in_integer_modules(model, stored)
+    pack = pack_native and native.load() is None and _native_model_unsupported(model) is None
+    _swap_in_integer_modules(model, stored, _pack_layers_as_loaded(model) if pack else None)
     _fill_from_file(path, model, stored)
     _share_qkv_input_memos(model)
     model.requires_grad_(False)
@@ -185,9 +192,10 @@ def load_int_model(path: str, device: str | torch.device | None = None, with_tok
     return model, (unpack_tokenizer(path, members) if with_tokenizer else None)
 
 
-def _swap_in_integer_modules(model: nn.Module, stored: dict[str, StoredTensor]) -> None:
+def _swap_in_integer_modules(model: nn.Module, stored: dict[str, StoredTensor], after_swap=None) -> None:
     """Each quantized word embedding -> PackedEmbedding, each quantized Linear with <= 8-bit activations ->
-    IntLinear, straight from the file's codes; other wrappers stay (filled by _fill_from_file)."""
+    IntLinear, straight from the file's codes; other wrappers stay (filled by _fill_from_file). after_swap(name):
+    called after each IntLinear is in place."""
     for name, m in list(quantized_modules(model)):
         if m.wbits == 32:
             continue  # fp32 weight (e.g. only activations quantized): stays a QuantLinear
@@ -202,6 +210,8 @@ def _swap_in_integer_modules(model: nn.Module, stored: dict[str, StoredTensor]) 
             m.frozen = True  # its weight will hold dequantized codes: use as is
             continue
         replace_submodule(model, name, new)
+        if after_swap is not None and isinstance(new, IntLinear):
+            after_swap(name)
 
 
 def _fill_from_file(path: str, model: nn.Module, stored: dict[str, StoredTensor]) -> None:
@@ -283,10 +293,20 @@ def _encoder_of(model: nn.Module):
 def native_unsupported(model: nn.Module) -> str | None:
     """Why xtc.native.NativeEncoder cannot run `model`'s encoder (one line), or None when it can: every layer a BERT
     layer (self-attention through sdpa, no cross-attention, chunked feed-forward or relative positions) whose six
-    Linear layers are integer (IntLinear, per-token activations of at most 8 bits)
-    and whose activation is the exact (erf) GELU, on the CPU."""
-    from transformers.activations import GELUActivation
+    Linear layers are integer (IntLinear, per-token activations of at most 8 bits) and whose activation is the
+    exact (erf) GELU, on the CPU."""
+    why = _native_model_unsupported(model)
+    if why:
+        return why
+    for i, layer in enumerate(_encoder_of(model)[1].layer):
+        why = _native_layer_unsupported(layer, i)
+        if why:
+            return why
+    return None
 
+
+def _native_model_unsupported(model: nn.Module) -> str | None:
+    """native_unsupported's checks of the model as a whole (its config and encoder), not of its layers."""
     base, enc = _encoder_of(model)
     layers = getattr(enc, "layer", None)
     cfg = getattr(model, "config", None)
@@ -298,28 +318,51 @@ def native_unsupported(model: nn.Module) -> str | None:
         return f"attention implementation {getattr(cfg, '_attn_implementation', None)!r} (the native one is sdpa's)"
     if getattr(cfg, "position_embedding_type", "absolute") != "absolute":
         return f"position_embedding_type {cfg.position_embedding_type!r}"
-    for i, layer in enumerate(layers):
-        try:
-            att, out = layer.attention.self, layer.attention.output
-            lins = [att.query, att.key, att.value, out.dense, layer.intermediate.dense, layer.output.dense]
-            act = layer.intermediate.intermediate_act_fn
-            norms = [out.LayerNorm, layer.output.LayerNorm]
-        except AttributeError:
-            return f"layer {i} is not a BERT layer"
-        if getattr(layer, "chunk_size_feed_forward", 0) or getattr(layer, "add_cross_attention", False):
-            return f"layer {i} chunks its feed-forward or has cross-attention"
-        if not all(isinstance(m, IntLinear) for m in lins):
-            return f"layer {i} has Linear layers that are not integer (IntLinear)"
-        if any(not m.act_per_token or m.abits > 8 or m.weight_codes_t.device.type != "cpu" for m in lins):
-            return f"layer {i}: per-tensor activations, more than 8 bits, or not on the CPU"
-        gelu = isinstance(act, AtenGelu) or (type(act) is GELUActivation and act.act is nn.functional.gelu)
-        if not gelu:
-            return f"layer {i} activation {type(act).__name__} (the native one is the exact GELU)"
-        if not all(isinstance(n, nn.LayerNorm) and n.elementwise_affine and n.bias is not None for n in norms):
-            return f"layer {i}: LayerNorm without weight and bias"
-        if not (len({m.in_features for m in lins[:4]}) == 1 and att.query.out_features == lins[0].in_features):
-            return f"layer {i}: query/key/value/output shapes differ from the hidden size"
     return None
+
+
+def _native_layer_unsupported(layer: nn.Module, i: int) -> str | None:
+    """native_unsupported's checks of encoder layer `i`."""
+    from transformers.activations import GELUActivation
+
+    try:
+        att, out = layer.attention.self, layer.attention.output
+        lins = [att.query, att.key, att.value, out.dense, layer.intermediate.dense, layer.output.dense]
+        act = layer.intermediate.intermediate_act_fn
+        norms = [out.LayerNorm, layer.output.LayerNorm]
+    except AttributeError:
+        return f"layer {i} is not a BERT layer"
+    if getattr(layer, "chunk_size_feed_forward", 0) or getattr(layer, "add_cross_attention", False):
+        return f"layer {i} chunks its feed-forward or has cross-attention"
+    if not all(isinstance(m, IntLinear) for m in lins):
+        return f"layer {i} has Linear layers that are not integer (IntLinear)"
+    if any(not m.act_per_token or m.abits > 8 or m.weight_codes_t.device.type != "cpu" for m in lins):
+        return f"layer {i}: per-tensor activations, more than 8 bits, or not on the CPU"
+    gelu = isinstance(act, AtenGelu) or (type(act) is GELUActivation and act.act is nn.functional.gelu)
+    if not gelu:
+        return f"layer {i} activation {type(act).__name__} (the native one is the exact GELU)"
+    if not all(isinstance(n, nn.LayerNorm) and n.elementwise_affine and n.bias is not None for n in norms):
+        return f"layer {i}: LayerNorm without weight and bias"
+    if not (len({m.in_features for m in lins[:4]}) == 1 and att.query.out_features == lins[0].in_features):
+        return f"layer {i}: query/key/value/output shapes differ from the hidden size"
+    return None
+
+
+def _pack_layers_as_loaded(model: nn.Module):
+    """-> a callback for _swap_in_integer_modules that packs each encoder layer for the native engine
+    (xtc.native.pack_layer, its int8 codes released) as soon as its six Linear layers are integer."""
+    layers = _encoder_of(model)[1].layer
+
+    def after_swap(name: str) -> None:
+        found = re.search(r"(?:^|\.)encoder\.layer\.(\d+)\.", name)
+        if found:
+            i = int(found.group(1))
+            layer = layers[i]
+            if "_native_packed" not in layer.__dict__ and _native_layer_unsupported(layer, i) is None:
+                layer._native_packed = native.pack_layer(layer, release_codes=True)
+                native.hand_back_free_memory()
+
+    return after_swap
 
 
 def use_native_encoder(model: nn.Module, keep_python_layers: bool = True) -> str | None:
@@ -466,5 +509,22 @@ def serve(path: str, threads: int | None = None, engine: str = "auto", device: s
         if threads < 1:
             raise ValueError(f"threads must be at least 1, got {threads}")
         torch.set_num_threads(threads)
-    model, tok = load_int_model(path, device=device)
+    model, tok = load_for_serving(path, engine, device)
     return ServedModel(model, engine=engine), tok
+
+
+def load_for_serving(path: str, engine: str = "auto", device: str | torch.device | None = None,
+                     with_tokenizer: bool = True):
+    """load_int_model for ServedModel(model, engine) -> (model, tokenizer). Where the native engine will serve it
+    (engine auto or native, on the CPU, the op library built), each encoder layer is packed for it as it loads
+    (load_int_model's pack_native): the load's peak memory is then ~1 layer's int8 codes above the served model's,
+    not all of them. Should the native engine still decline the model, it is loaded again, whole."""
+    on_cpu = device is None or torch.device(device).type == "cpu"
+    if engine not in ("auto", "native") or not on_cpu or native.load():
+        return load_int_model(path, device=device, with_tokenizer=with_tokenizer)
+    model, tok = load_int_model(path, with_tokenizer=with_tokenizer, pack_native=True)
+    layers = _encoder_of(model)[1]
+    packed = layers is not None and any("_native_packed" in m.__dict__ for m in getattr(layers, "layer", []))
+    if packed and native_unsupported(model):  # (another engine will serve it: it needs every layer's codes)
+        model, tok = load_int_model(path, device=device, with_tokenizer=with_tokenizer)
+    return model, tok

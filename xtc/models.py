@@ -152,14 +152,15 @@ def load_model_and_tokenizer(path: str, num_labels: int | None = None):
     return load_classifier(path, num_labels), load_tokenizer(path)
 
 
-def load_for_inference(path: str, fake_quant: bool = False):
+def load_for_inference(path: str, fake_quant: bool = False, engine: str | None = None, device=None):
     """(model, tokenizer, path name) for `xtc evaluate` and `xtc predict`: a packed file (whatever its name: the
     loader checks the ZIP and its manifest) on the integer path, or with `fake_quant` as the fake-quant model it
-    was exported from; any other model as is."""
+    was exported from; any other model as is. `engine`: the serving engine a packed file is loaded for
+    (xtc.infer.load_for_serving, on `device`)."""
     if os.path.isfile(path) and not fake_quant:
-        from xtc.infer import load_int_model
+        from xtc.infer import load_for_serving, load_int_model
 
-        model, tok = load_int_model(path)
+        model, tok = load_for_serving(path, engine, device) if engine else load_int_model(path)
         return model, tok, "integer"
     model, tok = load_model_and_tokenizer(path)
     quantized = getattr(model.config, "xtc_quant", None)

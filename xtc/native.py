@@ -84,42 +84,68 @@ def load(verbose: bool = False) -> str | None:
     return _load_error
 
 
+def _linears(layer: nn.Module) -> tuple:
+    """A BERT layer's query, key, value, attention output, intermediate and output Linear modules."""
+    att = layer.attention.self
+    return (att.query, att.key, att.value, layer.attention.output.dense, layer.intermediate.dense,
+            layer.output.dense)
+
+
+def pack_layer(layer: nn.Module, release_codes: bool) -> list:
+    """A BERT layer's IntLinear codes packed by xtc_native::pack_codes (bit-planes: 1 bit a weight for binary
+    codes, 2 for ternary) -> [(planes, info)] for its four GEMMs: query/key/value side by side as one [in, 3 x
+    hidden] GEMM, attention output, intermediate, output. `release_codes`: the modules' int8 codes are dropped once
+    packed (they can then no longer run on their own)."""
+    pack = torch.ops.xtc_native.pack_codes
+    q, k, v, *others = _linears(layer)
+    packed = [tuple(pack(torch.cat([q.weight_codes_t, k.weight_codes_t, v.weight_codes_t], dim=1)))]
+    packed += [tuple(pack(m.weight_codes_t)) for m in others]
+    for m in (q, k, v, *others):
+        m._prepacked = m._prepacked_for = None  # the modules' own oneDNN copies, if any: the packed codes serve
+        if release_codes:
+            m.weight_codes_t = torch.empty(0, dtype=torch.int8)
+    return packed
+
+
+def layer_params(layer: nn.Module, packed: list) -> tuple[list, list]:
+    """A BERT layer -> (its 20 tensors for the op, its 4 activation bit-widths): per GEMM its packed codes (from
+    pack_layer), row scales and bias; the two LayerNorms' weight and bias after the attention output and output."""
+    q, k, v, out_attn, inter, out_ffn = _linears(layer)
+    if len({q.abits, k.abits, v.abits}) != 1:
+        raise ValueError("query, key and value quantize their input with different bit-widths")
+    qkv_bias = torch.cat([q.bias, k.bias, v.bias]) if q.bias is not None else torch.empty(0)
+    params = [*packed[0], torch.cat([q.row_scales, k.row_scales, v.row_scales]), qkv_bias]
+    norms = (layer.attention.output.LayerNorm, None, layer.output.LayerNorm)
+    for lin, codes, norm in zip((out_attn, inter, out_ffn), packed[1:], norms):
+        params += [*codes, lin.row_scales, lin.bias if lin.bias is not None else torch.empty(0)]
+        if norm is not None:
+            params += [norm.weight.detach(), norm.bias.detach()]
+    # activation bit-widths: qkv (k and v quantize the same input as q), attention output, intermediate, output
+    return params, [q.abits, out_attn.abits, inter.abits, out_ffn.abits]
+
+
 class NativeEncoder(nn.Module):
     """A BERT encoder (Hugging Face's layers of IntLinear modules) run by the xtc_native::bert_encoder op.
 
-    It holds each layer's codes packed by xtc_native::pack_codes (bit-planes: 1 bit a weight for binary codes,
-    2 for ternary), query/key/value side by side as one [in, 3 x hidden] GEMM. With `keep_python_layers` (default)
-    it also keeps the layers it replaced (`python_encoder`), which run what the op does not: training, gradients,
-    per-layer outputs (output_hidden_states / output_attentions). Without, their int8 codes are released as each
-    layer is packed (the served model then holds the packed codes only) and such calls raise ValueError."""
+    It holds each layer's codes packed by pack_layer (while loading, with load_int_model(pack_native=True)), and
+    their scales, biases and LayerNorms (layer_params). With `keep_python_layers` (default) it also keeps the layers it replaced (`python_encoder`), which
+    run what the op does not: training, gradients, per-layer outputs (output_hidden_states / output_attentions).
+    Without, their int8 codes are released as each layer is packed (the served model then holds the packed codes
+    only) and such calls raise ValueError."""
 
     def __init__(self, encoder: nn.Module, heads: int, eps: float, keep_python_layers: bool = True):
         super().__init__()
-        pack = torch.ops.xtc_native.pack_codes
         self.heads, self.eps, self.keep_python_layers = heads, eps, keep_python_layers
         self.serial_below_rows = SERIAL_BELOW_ROWS
         params, bits = [], []
-        for layer in encoder.layer:
-            att = layer.attention.self
-            q, k, v = att.query, att.key, att.value
-            if len({q.abits, k.abits, v.abits}) != 1:
-                raise ValueError("query, key and value quantize their input with different bit-widths")
-            qkv_bias = (torch.cat([q.bias, k.bias, v.bias]) if q.bias is not None else torch.empty(0))
-            params += [*pack(torch.cat([q.weight_codes_t, k.weight_codes_t, v.weight_codes_t], dim=1)),
-                       torch.cat([q.row_scales, k.row_scales, v.row_scales]), qkv_bias]
-            others = ((layer.attention.output.dense, layer.attention.output.LayerNorm),
-                      (layer.intermediate.dense, None), (layer.output.dense, layer.output.LayerNorm))
-            for lin, norm in others:
-                params += [*pack(lin.weight_codes_t), lin.row_scales,
-                           lin.bias if lin.bias is not None else torch.empty(0)]
-                if norm is not None:
-                    params += [norm.weight.detach(), norm.bias.detach()]
-            # activation bit-widths: qkv (k and v quantize the same input as q), attention output, intermediate, output
-            bits += [q.abits] + [lin.abits for lin, _ in others]
-            for m in (q, k, v, *(lin for lin, _ in others)):
-                m._prepacked = m._prepacked_for = None  # the layers' own oneDNN copies, if any: this one serves
-                if not keep_python_layers:  # this layer's codes now live in the packed copy only
-                    m.weight_codes_t = torch.empty(0, dtype=torch.int8)
+        for i, layer in enumerate(encoder.layer):
+            packed = layer.__dict__.pop("_native_packed", None)
+            if packed is not None and keep_python_layers:
+                raise ValueError(f"layer {i} was packed while loading (its int8 codes released): keep_python_layers "
+                                 "needs a model loaded without pack_native")
+            p, b = layer_params(layer, packed or pack_layer(layer, release_codes=not keep_python_layers))
+            params += p
+            bits += b
         # a plain list, not buffers: the op's argument list, not state (no state_dict entries)
         object.__setattr__(self, "params", params)
         self.bits = bits
@@ -163,6 +189,14 @@ def _libc():
         return None
 
 
+def hand_back_free_memory() -> None:
+    """glibc's malloc_trim(0): return the heap's free pages to the system (a load frees each layer's int8 codes
+    once packed; kept, freed blocks of many sizes add up to more than the codes themselves)."""
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
+
+
 def keep_freed_memory() -> bool:
     """Let glibc's malloc keep freed blocks of up to 32 MiB for reuse instead of returning them to the system
     (process-wide; what ONNX Runtime's arena does for its own buffers). A forward allocates and frees each
@@ -172,8 +206,7 @@ def keep_freed_memory() -> bool:
     libc = _libc()
     if libc is None or not hasattr(libc, "mallopt"):
         return False
-    if hasattr(libc, "malloc_trim"):
-        libc.malloc_trim(0)
+    hand_back_free_memory()
     return bool(libc.mallopt(_M_MMAP_THRESHOLD, _KEEP_BYTES)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 4 * _KEEP_BYTES))
 
 

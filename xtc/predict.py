@@ -67,8 +67,9 @@ def cmd_predict(a) -> None:
     else:
         split = load_split(task, a.split, a.glue_dir, a.max_samples)
         has_labels = split.has_labels
+    dev = pick_device(a.device)
     t0 = time.perf_counter()
-    model, tok, path_kind = load_for_inference(a.model, a.fake_quant)
+    model, tok, path_kind = load_for_inference(a.model, a.fake_quant, engine=a.engine, device=dev)
     load_seconds = time.perf_counter() - t0
     if path_kind != "integer" and a.engine not in ("auto", "eager"):
         raise ValueError(f"--engine {a.engine} serves packed .xtc files on the integer path; {a.model} runs as "
@@ -78,7 +79,6 @@ def cmd_predict(a) -> None:
     if model.config.num_labels != task.num_labels:
         raise ValueError(f"model {a.model} has {model.config.num_labels} outputs but task {task.name} needs "
                          f"{task.num_labels}; predict on the task it was trained for")
-    dev = pick_device(a.device)
     model.to(dev)
     data = encode(split, tok, a.max_seq_length, task.is_regression)
     engine = None
