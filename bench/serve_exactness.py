@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from xtc.data import encode, load_split  # noqa: E402
-from xtc.infer import ServedModel, load_int_model  # noqa: E402
+from xtc.infer import ServedModel, load_for_serving, load_int_model  # noqa: E402
 from xtc.metrics import split_metrics  # noqa: E402
 from xtc.predict import predict_logits  # noqa: E402
 from xtc.tasks import get_task  # noqa: E402
@@ -38,7 +38,8 @@ def compare(task_name: str, path: str, run_dir: str | None, glue_dir: str | None
     t0 = time.perf_counter()
     eager, _ = predict_logits(ServedModel(model, engine="eager"), data, batch_size, "cpu")
     t1 = time.perf_counter()
-    served_model = ServedModel(model, engine=engine)
+    served_model = load_for_serving(path, engine, with_tokenizer=False)[0]  # loaded as xtc predict loads it
+    served_model = ServedModel(served_model, engine=engine)
     served, first = predict_logits(served_model, data, batch_size, "cpu")
     t2 = time.perf_counter()
     pe, ps = eager.argmax(-1), served.argmax(-1)

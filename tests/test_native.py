@@ -71,20 +71,39 @@ for lo, hi in ((-1, 1), (-8, 7), (-128, 127)):
         q = torch.randint(-128, 128, (m, k), generator=g, dtype=torch.int8)
         out = torch.ops.xtc_native.packed_matmul(q, *torch.ops.xtc_native.pack_codes(w))
         assert torch.equal(out, (q.long() @ w.long()).float()), (lo, hi, m, k, n)
+# the whole encoder (quantize, GEMM epilogue, team of threads) against the Python integer path
+import pathlib
+sys.path.insert(0, sys.argv[2])
+from test_infer import _export, _tokenizer
+from test_predict import SHAPES, _inputs
+from xtc.infer import load_int_model, use_native_encoder
+from xtc.quant import QuantSpec
+path = _export(pathlib.Path(sys.argv[3]), QuantSpec(wbits=1, abits=8), tokenizer=_tokenizer())
+python, fast = load_int_model(path)[0], load_int_model(path)[0]
+assert use_native_encoder(fast) is None
+for threads in (1, 2):
+    torch.set_num_threads(threads)
+    with torch.inference_mode():
+        for batch, length, padded in SHAPES:
+            x = _inputs(batch, length, padded)
+            assert torch.equal(python(**x).logits, fast(**x).logits), (threads, batch, length)
 print("exact")
 """
 
 
 @pytest.mark.parametrize("flags", ["-mno-amx-tile -mno-amx-int8 -mno-amx-bf16",
-                                   "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16 -mno-avx512vnni -mno-avxvnni "
-                                   "-mno-avx512bw"], ids=["avx512-vnni", "plain-c++"])
-def test_packed_codes_multiply_exactly_on_cpus_without_amx_or_vnni(built, tmp_path, flags):
-    # the library as it is built for such a CPU (here: the same source without those instructions)
+                                   "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16 -mno-avx512f -mno-avxvnni"],
+                         ids=["avx512-vnni", "plain-c++"])
+def test_native_encoder_is_exact_on_cpus_without_amx_or_avx512(built, tmp_path, flags):
+    # the library as it is built for such a CPU (here: the same source without those instructions): its GEMM, and
+    # the encoder's logits against the Python integer path at 1 and 2 threads
     import subprocess
     import sys
 
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
-    r = subprocess.run([sys.executable, "-c", _FALLBACK_CHECK, flags], env=env, capture_output=True, text=True)
+    tests = os.path.dirname(os.path.abspath(__file__))
+    r = subprocess.run([sys.executable, "-c", _FALLBACK_CHECK, flags, tests, str(tmp_path)], env=env,
+                       capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.strip() == "exact", r.stderr[-2000:]
 
 

@@ -30,10 +30,13 @@
 #include <cstring>
 #include <exception>
 #include <optional>
-#ifdef __AVX512F__
-#include <immintrin.h>
-#endif
 #include <vector>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+inline void cpu_relax() { _mm_pause(); }
+#else
+inline void cpu_relax() {}
+#endif
 
 namespace {
 
@@ -51,7 +54,8 @@ using at::Tensor;
 constexpr int64_t kPanel = 64;       // columns per panel: 4 registers x 16 lanes
 constexpr int64_t kRowBlock = 192;   // rows of q per task: a [192, K] block of codes stays in L2 across panels
 constexpr int64_t kKAlign = 64;      // q's rows and the planes are zero-padded to a multiple of 64 k (AMX tiles)
-constexpr int64_t kMAlign = 32;      // q has zero rows up to a multiple of 32 (two AMX tiles of 16 rows)
+constexpr int64_t kMAlign = 32;      // q has rows up to a multiple of 32 (two AMX tiles of 16 rows; the rows past
+                                     // M are read, their products never stored)
 
 int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
@@ -261,7 +265,7 @@ struct SpinBarrier {
     } else {
       while (phase.load(std::memory_order_acquire) == ph) {
         if (failed.load(std::memory_order_relaxed)) throw TeamFailed();
-        _mm_pause();
+        cpu_relax();
       }
     }
   }
@@ -278,7 +282,7 @@ struct Team {
 };
 
 // q [M, K] @ codes [K, N] -> ep, each product the exact integer. q: int8 codes [M rounded up to 32, K rounded up
-// to 64] (zero past M and K), qsum: each row's sum of codes. On AMX tiles where the CPU and kernel have them, else
+// to 64] (zero past K), qsum: each row's sum of codes. On AMX tiles where the CPU and kernel have them, else
 // AVX-512 VNNI (else plain C++). ep.qsum and ep.cmin are set here. In a team, this thread's share of the tasks.
 void lowbit_gemm(const Tensor& q, const Tensor& qsum, const Tensor& planes, const Tensor& info, Epilogue ep,
                  const Team& tm = Team()) {
