@@ -128,10 +128,10 @@ class NativeEncoder(nn.Module):
     """A BERT encoder (Hugging Face's layers of IntLinear modules) run by the xtc_native::bert_encoder op.
 
     It holds each layer's codes packed by pack_layer (while loading, with load_int_model(pack_native=True)), and
-    their scales, biases and LayerNorms (layer_params). With `keep_python_layers` (default) it also keeps the layers it replaced (`python_encoder`), which
-    run what the op does not: training, gradients, per-layer outputs (output_hidden_states / output_attentions).
-    Without, their int8 codes are released as each layer is packed (the served model then holds the packed codes
-    only) and such calls raise ValueError."""
+    their scales, biases and LayerNorms (layer_params). With `keep_python_layers` (default) it also keeps the
+    layers it replaced (`python_encoder`), which run what the op does not: training, gradients, per-layer outputs
+    (output_hidden_states / output_attentions). Without, their int8 codes are released as each layer is packed
+    (the served model then holds the packed codes only) and such calls raise ValueError."""
 
     def __init__(self, encoder: nn.Module, heads: int, eps: float, keep_python_layers: bool = True):
         super().__init__()
