@@ -326,8 +326,8 @@ def _native_layer_unsupported(layer: nn.Module, i: int) -> str | None:
     from transformers.activations import GELUActivation
 
     try:
+        lins = native.layer_linears(layer)
         att, out = layer.attention.self, layer.attention.output
-        lins = [att.query, att.key, att.value, out.dense, layer.intermediate.dense, layer.output.dense]
         act = layer.intermediate.intermediate_act_fn
         norms = [out.LayerNorm, layer.output.LayerNorm]
     except AttributeError:

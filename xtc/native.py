@@ -29,7 +29,6 @@ from .precision import cpu_model_name
 SOURCE = os.path.join(os.path.dirname(__file__), "csrc", "int_encoder.cpp")
 CFLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fopenmp"]  # no FMA contraction: the rescale rounds as
 # ATen's ops do
-SERIAL_BELOW_ROWS = 0  # inputs of fewer tokens (batch x length) run on one thread whatever torch's thread count
 
 _loaded: str | None = None  # the library loaded in this process
 _load_error: str | None = None
@@ -84,7 +83,7 @@ def load(verbose: bool = False) -> str | None:
     return _load_error
 
 
-def _linears(layer: nn.Module) -> tuple:
+def layer_linears(layer: nn.Module) -> tuple:
     """A BERT layer's query, key, value, attention output, intermediate and output Linear modules."""
     att = layer.attention.self
     return (att.query, att.key, att.value, layer.attention.output.dense, layer.intermediate.dense,
@@ -97,7 +96,7 @@ def pack_layer(layer: nn.Module, release_codes: bool) -> list:
     hidden] GEMM, attention output, intermediate, output. `release_codes`: the modules' int8 codes are dropped once
     packed (they can then no longer run on their own)."""
     pack = torch.ops.xtc_native.pack_codes
-    q, k, v, *others = _linears(layer)
+    q, k, v, *others = layer_linears(layer)
     packed = [tuple(pack(torch.cat([q.weight_codes_t, k.weight_codes_t, v.weight_codes_t], dim=1)))]
     packed += [tuple(pack(m.weight_codes_t)) for m in others]
     for m in (q, k, v, *others):
@@ -110,7 +109,7 @@ def pack_layer(layer: nn.Module, release_codes: bool) -> list:
 def layer_params(layer: nn.Module, packed: list) -> tuple[list, list]:
     """A BERT layer -> (its 20 tensors for the op, its 4 activation bit-widths): per GEMM its packed codes (from
     pack_layer), row scales and bias; the two LayerNorms' weight and bias after the attention output and output."""
-    q, k, v, out_attn, inter, out_ffn = _linears(layer)
+    q, k, v, out_attn, inter, out_ffn = layer_linears(layer)
     if len({q.abits, k.abits, v.abits}) != 1:
         raise ValueError("query, key and value quantize their input with different bit-widths")
     qkv_bias = torch.cat([q.bias, k.bias, v.bias]) if q.bias is not None else torch.empty(0)
@@ -136,7 +135,6 @@ class NativeEncoder(nn.Module):
     def __init__(self, encoder: nn.Module, heads: int, eps: float, keep_python_layers: bool = True):
         super().__init__()
         self.heads, self.eps, self.keep_python_layers = heads, eps, keep_python_layers
-        self.serial_below_rows = SERIAL_BELOW_ROWS
         params, bits = [], []
         for i, layer in enumerate(encoder.layer):
             packed = layer.__dict__.pop("_native_packed", None)
@@ -170,7 +168,7 @@ class NativeEncoder(nn.Module):
                                        use_cache=use_cache, **kwargs)
         with torch.no_grad():
             h = torch.ops.xtc_native.bert_encoder(hidden_states, attention_mask, self.params, self.bits, self.heads,
-                                                  self.eps, self.serial_below_rows)
+                                                  self.eps)
         return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=h)
 
 

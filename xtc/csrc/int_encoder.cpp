@@ -29,6 +29,7 @@
 #include <cmath>
 #include <cstring>
 #include <exception>
+#include <memory>
 #include <optional>
 #include <vector>
 #if defined(__x86_64__) || defined(__i386__)
@@ -183,7 +184,8 @@ void panel_rows(const uint8_t* buf, int64_t K4, const int8_t* q, int64_t ldq, in
     for (int64_t kk = 0; kk < K4; ++kk)
       for (int64_t col = 0; col < kPanel; ++col)
         for (int64_t i = 0; i < 4; ++i)
-          acc[col] += (int32_t)buf[(kk * 4 + col / 16) * 64 + col % 16 * 4 + i] * (int32_t)q[(m + r) * ldq + kk * 4 + i];
+          acc[col] += (int32_t)buf[(kk * 4 + col / 16) * 64 + col % 16 * 4 + i] *
+                      (int32_t)q[(m + r) * ldq + kk * 4 + i];
     for (int64_t col = 0; col < kPanel; ++col) ep.store1(m + r, n0 + col, acc[col]);
   }
 #endif
@@ -305,28 +307,28 @@ void lowbit_gemm(const Tensor& q, const Tensor& qsum, const Tensor& planes, cons
   // one task: one panel for one block of rows; this thread's share of them
   const auto [first, last] = tm.share(blocks * panels);
   at::parallel_for(first, last, 1, [&](int64_t begin, int64_t end) {
-    std::vector<uint8_t> buf(K4 * 256);
+    std::unique_ptr<uint8_t[]> buf(new uint8_t[K4 * 256]);  // (no zero fill: unpack_panel writes all of it)
 #if defined(__AMX_INT8__) && defined(__AMX_TILE__)
     std::optional<AmxTiles> tiles;
     if (amx) tiles.emplace();
 #endif
     for (int64_t t = begin; t < end; ++t) {
       const int64_t blk = t / panels, p = t % panels, m0 = blk * kRowBlock, m1 = std::min(M, m0 + kRowBlock);
-      unpack_panel(wp + p * K4 * 4 * P, K4, bits, buf.data());
+      unpack_panel(wp + p * K4 * 4 * P, K4, bits, buf.get());
 #if defined(__AMX_INT8__) && defined(__AMX_TILE__)
       if (amx) {
-        panel_rows_amx(buf.data(), K4, qp, ldq, m0, m1, p * kPanel, ep);
+        panel_rows_amx(buf.get(), K4, qp, ldq, m0, m1, p * kPanel, ep);
         continue;
       }
 #endif
       int64_t m = m0;
-      for (; m + 6 <= m1; m += 6) panel_rows<6>(buf.data(), K4, qp, ldq, m, p * kPanel, ep);
+      for (; m + 6 <= m1; m += 6) panel_rows<6>(buf.get(), K4, qp, ldq, m, p * kPanel, ep);
       switch (m1 - m) {
-        case 5: panel_rows<5>(buf.data(), K4, qp, ldq, m, p * kPanel, ep); break;
-        case 4: panel_rows<4>(buf.data(), K4, qp, ldq, m, p * kPanel, ep); break;
-        case 3: panel_rows<3>(buf.data(), K4, qp, ldq, m, p * kPanel, ep); break;
-        case 2: panel_rows<2>(buf.data(), K4, qp, ldq, m, p * kPanel, ep); break;
-        case 1: panel_rows<1>(buf.data(), K4, qp, ldq, m, p * kPanel, ep); break;
+        case 5: panel_rows<5>(buf.get(), K4, qp, ldq, m, p * kPanel, ep); break;
+        case 4: panel_rows<4>(buf.get(), K4, qp, ldq, m, p * kPanel, ep); break;
+        case 3: panel_rows<3>(buf.get(), K4, qp, ldq, m, p * kPanel, ep); break;
+        case 2: panel_rows<2>(buf.get(), K4, qp, ldq, m, p * kPanel, ep); break;
+        case 1: panel_rows<1>(buf.get(), K4, qp, ldq, m, p * kPanel, ep); break;
         default: break;
       }
     }
@@ -439,13 +441,6 @@ struct Linear {
   }
 };
 
-// OpenMP's thread count for the calling thread's next parallel regions (ATen's), restored on exit
-struct OmpThreads {
-  int saved;
-  explicit OmpThreads(int n) : saved(omp_get_max_threads()) { omp_set_num_threads(n); }
-  ~OmpThreads() { omp_set_num_threads(saved); }
-};
-
 // y = f(x) row by row: alone, one call on all rows (f parallelises itself); in a team, each thread f on its share
 // of the rows, copied into y. f computes each row on its own (LayerNorm), so the values do not depend on the split.
 template <class F>
@@ -462,8 +457,8 @@ void by_rows(const Team& tm, const Tensor& x, Tensor& y, F f) {
 // inputs of fewer tokens than this (B x T) run as one team of threads (see Team); larger ones step by step
 constexpr int64_t kTeamBelowRows = 512;
 
-// one encoder layer on h [M, H] -> h (alone: a new tensor; in a team: overwritten in place). The tensors
-// qkv, ctx, y, a, g are this forward's buffers (in a team: shared, written in shares).
+// one encoder layer on h [M, H] -> h (alone: a new tensor; in a team: overwritten in place). qkv, y and g are
+// this forward's buffers; ctx and a too in a team (shared, written in shares), alone each step's new output.
 void bert_layer(const Team& tm, Workspace& ws, Tensor& h, const Tensor* p, const int64_t* b,
                 const std::optional<Tensor>& mask, int64_t B, int64_t T, int64_t heads, double eps,
                 std::vector<Tensor>& qkv, Tensor& ctx, Tensor& y, Tensor& a, Tensor& g) {
@@ -513,9 +508,8 @@ void bert_layer(const Team& tm, Workspace& ws, Tensor& h, const Tensor* p, const
 
 // hidden [B, T, H] fp32 -> the last layer's output [B, T, H]. params: 20 tensors per layer (see xtc/native.py,
 // NativeEncoder.params), bits: 4 activation bit-widths per layer (qkv, attention output, intermediate, output).
-// Inputs of fewer than serial_below_rows tokens (B x T) run on the calling thread alone.
 Tensor bert_encoder(const Tensor& hidden, const std::optional<Tensor>& mask, at::TensorList params,
-                    at::IntArrayRef bits, int64_t heads, double eps, int64_t serial_below_rows) {
+                    at::IntArrayRef bits, int64_t heads, double eps) {
   TORCH_CHECK(hidden.dim() == 3 && hidden.scalar_type() == at::kFloat && hidden.device().is_cpu(),
               "bert_encoder: hidden must be fp32 [B, T, H] on the CPU");
   const int64_t per_layer = 20;
@@ -524,13 +518,11 @@ Tensor bert_encoder(const Tensor& hidden, const std::optional<Tensor>& mask, at:
   const int64_t layers = params.size() / per_layer;
   const int64_t B = hidden.size(0), T = hidden.size(1), H = hidden.size(2), M = B * T;
   const int64_t I = layers ? params[12].size(0) : H;  // the intermediate size (its row scales)
-  std::optional<OmpThreads> serial;
-  if (M < serial_below_rows) serial.emplace(1);
   const auto opt = hidden.options();
   Workspace ws(M, std::max(H, I), opt);
   std::vector<Tensor> qkv{at::empty({M, H}, opt), at::empty({M, H}, opt), at::empty({M, H}, opt)};
-  Tensor ctx = at::empty({M, H}, opt), y = at::empty({M, H}, opt), a = at::empty({M, H}, opt),
-         g = at::empty({M, I}, opt);
+  Tensor y = at::empty({M, H}, opt), g = at::empty({M, I}, opt);
+  Tensor ctx, a;  // alone: each step's own output; in a team: buffers the threads write in shares (below)
   Tensor h = hidden.contiguous().reshape({M, H});
   const int threads = at::get_num_threads();
   if (threads == 1 || M >= kTeamBelowRows || at::in_parallel_region()) {
@@ -540,9 +532,11 @@ Tensor bert_encoder(const Tensor& hidden, const std::optional<Tensor>& mask, at:
     return h.reshape({B, T, H});
   }
   h = h.clone();  // the team's in-place layer output
+  ctx = at::empty({M, H}, opt);
+  a = at::empty({M, H}, opt);
   SpinBarrier barrier;
   std::exception_ptr error;
-  const at::ThreadLocalState caller;  // inference mode, grad mode, ...: thread-local, the team's threads take the caller's
+  const at::ThreadLocalState caller;  // inference mode, grad mode, ... are thread-local: the team takes the caller's
 #pragma omp parallel num_threads(threads)
   {
 #pragma omp single
@@ -569,7 +563,6 @@ Tensor bert_encoder(const Tensor& hidden, const std::optional<Tensor>& mask, at:
 TORCH_LIBRARY(xtc_native, m) {
   m.def("pack_codes(Tensor codes_t) -> Tensor[]", &pack_codes);
   m.def("packed_matmul(Tensor q, Tensor planes, Tensor info) -> Tensor", &packed_matmul);
-  m.def("bert_encoder(Tensor hidden, Tensor? mask, Tensor[] params, int[] bits, int heads, float eps, "
-        "int serial_below_rows=0) -> Tensor",
+  m.def("bert_encoder(Tensor hidden, Tensor? mask, Tensor[] params, int[] bits, int heads, float eps) -> Tensor",
         &bert_encoder);
 }
