@@ -39,8 +39,7 @@ VARIANTS = ("fp32", "bf16_autocast", "torch_dynamic_int8", "ort_int8", "w1a8_int
 # w*_int: the eager integer path (xtc.infer.load_int_model); w*_native: what `xtc predict` and xtc.infer.serve run by
 # default (xtc.infer.ServedModel, engine "native": the encoder in C++, xtc.native); w*_served: ServedModel's
 # "compiled" engine (Inductor, once for all shapes); w*_int_compiled: one compilation per shape (dynamic=False), an
-# earlier benchmark's variant. The last two are still accepted by --variants, as is w*_native_serial: the native
-# engine on one thread whatever torch's thread count (xtc.native.SERIAL_BELOW_ROWS at infinity)
+# earlier benchmark's variant. The last two are still accepted by --variants
 
 
 # ----------------------------------------------------------------------------- building the models
@@ -142,18 +141,16 @@ def load_variant(name: str, paths: dict, threads: int):
         else:
             from xtc.infer import compile_int_model, load_for_serving, load_int_model
 
-            if kind in ("native", "native_serial"):  # as xtc predict loads it (each layer packed as it loads)
+            if kind == "native":  # as xtc predict loads it (each layer packed as it loads)
                 m = load_for_serving(paths[wb], "native", with_tokenizer=False)[0]
             else:
                 m = load_int_model(paths[wb], with_tokenizer=False)[0]  # the fp32 variants load no tokenizer either
             if kind == "int_compiled":
                 m = compile_int_model(m)
-            elif kind in ("served", "native", "native_serial"):
+            elif kind in ("served", "native"):
                 from xtc.infer import ServedModel
 
                 m = ServedModel(m, engine="compiled" if kind == "served" else "native")
-                if kind == "native_serial":
-                    m.base_model.encoder.serial_below_rows = 2**62
         autocast = False
 
     def call(input_ids, attention_mask, token_type_ids):
@@ -398,7 +395,7 @@ def main(argv=None) -> int:
         for v in variants:
             t0 = time.perf_counter()
             fns[v] = load_variant(v, paths, threads)
-            if v.endswith(("_compiled", "_served", "_native", "_serial")):  # compile (build) now, for every shape
+            if v.endswith(("_compiled", "_served", "_native")):  # compile (build) now, for every shape
                 for x, _ in shapes.values():
                     fns[v](*x)
                 result["compile_seconds"][f"{v}@{threads}t"] = time.perf_counter() - t0
@@ -413,7 +410,7 @@ def main(argv=None) -> int:
         save(a.out, result)  # partial results survive a crash later on
     result["machine"]["loadavg_end"] = list(os.getloadavg())
     if not a.no_rss:
-        measure_all_rss(result, paths, [v for v in variants if not v.endswith(("_compiled", "_serial"))])
+        measure_all_rss(result, paths, [v for v in variants if not v.endswith("_compiled")])
     result["seconds"] = time.time() - t_start
     result["summary"] = summarize(result)
     save(a.out, result)
@@ -483,7 +480,7 @@ def summarize(r: dict) -> dict:
     targets = {}
     for key, lat in r["latency"].items():  # every shape and thread count: the served path against ONNX Runtime
         metric = "thread_cpu_ms_median" if key.endswith("@1t") else "wall_ms_median"
-        for ours in ("w1a8_native", "w1a8_native_serial", "w2a8_native", "w1a8_served", "w2a8_served", "w1a8_int"):
+        for ours in ("w1a8_native", "w2a8_native", "w1a8_served", "w2a8_served", "w1a8_int"):
             if ours in lat and "ort_int8" in lat:
                 ms, ort = lat[ours][metric], lat["ort_int8"][metric]
                 targets[f"{key}: {ours} <= ort_int8"] = {"metric": metric, "ours_ms": round(ms, 2),

@@ -22,14 +22,13 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 VARIANTS = ("ort_int8_spinning", "ort_int8", "w1a8_native")
 
 
 def child(variant: str, workdir: str, glue_dir: str | None, threads: int, rounds: int, dev_n: int) -> dict:
-    """Runs in a fresh process: load one engine, time it, return medians (ms) and quartiles per shape."""
+    """Runs in a fresh process: load one engine, time it -> per shape infer_speed.latency's medians (ms)."""
     import torch
 
     import infer_speed as bench
@@ -43,20 +42,11 @@ def child(variant: str, workdir: str, glue_dir: str | None, threads: int, rounds
     shapes = {"b1_s128": [bench.random_batch(1, 128)], "b32_s128": [bench.random_batch(32, 128)]}
     if glue_dir:
         shapes[f"b1_dev_mrpc_{dev_n}"] = bench.dev_examples("mrpc", paths["fp32"], dev_n, glue_dir)
+    # infer_speed's timing with one variant: medians of wall and thread-CPU ms per input over rounds
     out = {}
-    with torch.inference_mode():
-        for shape, inputs in shapes.items():
-            n = rounds if shape != "b32_s128" else max(3, rounds // 6)
-            for x in inputs[:2]:  # warm-up
-                fn(*x)
-            times = []
-            for _ in range(n):
-                t0 = time.perf_counter()
-                for x in inputs:
-                    fn(*x)
-                times.append(1e3 * (time.perf_counter() - t0) / len(inputs))
-            q = statistics.quantiles(times, n=4, method="inclusive")
-            out[shape] = {"ms_median": statistics.median(times), "ms_q1_q3": [q[0], q[2]], "rounds": n}
+    for shape, inputs in shapes.items():
+        n = rounds if shape != "b32_s128" else max(3, rounds // 6)
+        out[shape] = bench.latency({variant: fn}, inputs, n)[variant]
     return out
 
 
@@ -88,11 +78,11 @@ def main(argv=None) -> int:
             r = subprocess.run(cmd, capture_output=True, text=True, check=True)
             result["runs"].append({"variant": v, "process": rep, **json.loads(r.stdout.strip().splitlines()[-1])})
     result["loadavg_end"] = list(os.getloadavg())
-    # per engine and shape: the median over its processes' medians
+    # per engine and shape: the median over its processes' wall-time medians
     result["summary"] = {}
     for v in VARIANTS:
         runs = [r for r in result["runs"] if r["variant"] == v]
-        result["summary"][v] = {s: round(statistics.median(r[s]["ms_median"] for r in runs), 3)
+        result["summary"][v] = {s: round(statistics.median(r[s]["wall_ms_median"] for r in runs), 3)
                                 for s in runs[0] if s not in ("variant", "process")}
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     with open(a.out, "w") as f:
